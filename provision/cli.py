@@ -1,0 +1,279 @@
+"""The ``provision`` command: parse arguments, call the engine, render, map errors to exit codes.
+
+Exit codes (the same for every command):
+
+====  ==========================================================================
+0     success; nothing failed (``plan --detailed-exitcode``: no changes)
+1     something failed: a resource, a verification, a smoke test, a preflight check
+2     bad input: an invalid manifest or command line (``plan --detailed-exitcode``: changes)
+130   interrupted (Ctrl-C); a rerun resumes
+====  ==========================================================================
+
+Heavy libraries (torch, transformers, docker, ollama, modelscope, openai) are imported
+only inside the commands that need them, so ``provision --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import click
+
+from . import __version__
+from .errors import ProvisionError
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEBUG_ENV = "PROVISION_DEBUG"
+
+
+def _handle_errors(func: F) -> F:
+    """One line and a hint per error; a traceback only with PROVISION_DEBUG=1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .report import err_console
+
+        try:
+            return func(*args, **kwargs)
+        except ProvisionError as exc:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            err_console.print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            if exc.hint:
+                err_console.print(f"  hint: {exc.hint}", markup=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err_console.print("interrupted; run the command again to resume")
+            sys.exit(130)
+        except (click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence for users
+            if os.environ.get(DEBUG_ENV):
+                raise
+            err_console.print(f"[red]internal error:[/] {type(exc).__name__}: {exc}", soft_wrap=True)
+            err_console.print(f"  hint: rerun with {DEBUG_ENV}=1 for the traceback, and report it")
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+manifest_argument = click.argument("manifest", required=False, type=click.Path(dir_okay=False, path_type=Path))
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")
+
+
+def _load(path: Path | None) -> Any:
+    from .manifest import DEFAULT_MANIFEST, load_manifest
+
+    if path is None:
+        path = Path(os.environ.get("PROVISION_MANIFEST", DEFAULT_MANIFEST))
+    return load_manifest(path)
+
+
+def _progress(as_json: bool) -> Any:
+    from .progress import NullProgress
+
+    if as_json or not sys.stdout.isatty():
+        return NullProgress()
+    from .report import RichProgress
+
+    return RichProgress()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="provision")
+def main() -> None:
+    """Provision and deploy LLMs from a YAML manifest, and prove each deployment works.
+
+    MANIFEST defaults to $PROVISION_MANIFEST, else ./provision.yaml.
+    """
+
+
+@main.command()
+@manifest_argument
+@json_option
+@_handle_errors
+def validate(manifest: Path | None, as_json: bool) -> None:
+    """Check a manifest without touching anything."""
+    from .report import console, print_json
+
+    loaded = _load(manifest)
+    if as_json:
+        print_json({"valid": True, "manifest": str(loaded.path), "models": sorted(loaded.models),
+                    "deployments": sorted(loaded.deployments)})
+    else:
+        console.print(f"{loaded.path}: valid ({len(loaded.models)} models, {len(loaded.deployments)} deployments)")
+
+
+def _run_options(only: tuple[str, ...], update: bool = False, locked: bool = False, force: bool = False) -> Any:
+    from .engine import RunOptions
+
+    return RunOptions(only=only, update=update, locked=locked, force=force)
+
+
+@main.command()
+@manifest_argument
+@click.option("--only", multiple=True, metavar="NAME", help="Plan only these models or deployments.")
+@click.option("--update", is_flag=True, help="Re-resolve branches and tags instead of following the lock.")
+@click.option("--locked", is_flag=True, help="Fail if the lock file would change.")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 0 with no changes, 2 with changes, 1 on error.")
+@json_option
+def plan(manifest: Path | None, only: tuple[str, ...], update: bool, locked: bool,
+         detailed_exitcode: bool, as_json: bool) -> None:
+    """Show what `apply` would change, and why, without changing anything."""
+    try:
+        code = _plan(manifest, only, update, locked, detailed_exitcode, as_json)
+    except SystemExit as exc:
+        # Terraform's convention: with --detailed-exitcode every error is 1, since 2 means changes.
+        if detailed_exitcode and exc.code not in (0, None, 130):
+            sys.exit(1)
+        raise
+    sys.exit(code)
+
+
+@_handle_errors
+def _plan(manifest: Path | None, only: tuple[str, ...], update: bool, locked: bool,
+          detailed_exitcode: bool, as_json: bool) -> int:
+    from .engine import Engine
+    from .report import action_dict, print_json, render_plan
+
+    with Engine(_load(manifest)) as engine:
+        result = engine.plan(_run_options(only, update, locked))
+    if as_json:
+        print_json({"actions": [action_dict(a) for a in result.plan.actions],
+                    "errors": [{"address": o.action.address, "error": o.error.message, "hint": o.error.hint}
+                               for o in result.failures],
+                    "download_bytes": result.plan.download_bytes, "changes": result.plan.has_changes})
+    else:
+        render_plan(result.plan, result.failures)
+    if result.failures:
+        return 1
+    return 2 if detailed_exitcode and result.plan.has_changes else 0
+
+
+@main.command()
+@manifest_argument
+@click.option("--only", multiple=True, metavar="NAME", help="Apply only these models or deployments.")
+@click.option("--update", is_flag=True, help="Re-resolve branches and tags and rewrite the lock file.")
+@click.option("--locked", is_flag=True, help="Refuse any change to the lock file (CI, production).")
+@click.option("--force", is_flag=True, help="Apply even if a deployment looks too big for this machine.")
+@json_option
+@_handle_errors
+def apply(manifest: Path | None, only: tuple[str, ...], update: bool, locked: bool, force: bool,
+          as_json: bool) -> None:
+    """Make this machine match the manifest: download, pull, start; idempotent and resumable."""
+    from .engine import Engine
+    from .report import outcome_dict, print_json, render_outcomes
+
+    loaded = _load(manifest)
+    progress = _progress(as_json)
+    with Engine(loaded, progress=progress) as engine:
+        planned = engine.plan(_run_options(only, update, locked, force))
+        if hasattr(progress, "__enter__"):
+            with progress:
+                result = engine.apply(planned=planned)
+        else:
+            result = engine.apply(planned=planned)
+    if as_json:
+        print_json({"ok": result.ok, "seconds": round(result.seconds, 3),
+                    "outcomes": [outcome_dict(o) for o in result.outcomes]})
+    else:
+        render_outcomes(result.outcomes, result.seconds)
+    sys.exit(0 if result.ok else 1)
+
+
+@main.command()
+@manifest_argument
+@json_option
+@_handle_errors
+def status(manifest: Path | None, as_json: bool) -> None:
+    """What is applied on this machine (offline; state lives in $PROVISION_STATE_DIR)."""
+    from .engine import Engine
+    from .report import console, print_json, render_status
+    from .state import State
+
+    if manifest is None and not Path(os.environ.get("PROVISION_MANIFEST", "provision.yaml")).exists():
+        state = State()
+        manifests = state.manifests()
+        if as_json:
+            print_json({"state_file": str(state.path), "manifests": manifests})
+        else:
+            console.print(f"state: {state.path}")
+            for path in manifests or ["(nothing applied yet)"]:
+                console.print(f"  {path}")
+        return
+    with Engine(_load(manifest)) as engine:
+        rows = engine.status()
+    if as_json:
+        print_json({"resources": rows})
+    else:
+        render_status(rows)
+
+
+@main.command()
+@manifest_argument
+@json_option
+@_handle_errors
+def verify(manifest: Path | None, as_json: bool) -> None:
+    """Re-hash downloaded files against the lock file, offline; exit 1 on any problem."""
+    from .engine import Engine
+    from .report import console, err_console, print_json
+
+    with Engine(_load(manifest)) as engine:
+        problems = engine.verify()
+        checked = sum(len(e.get("files", {})) for e in engine.lock.models.values())
+    if as_json:
+        print_json({"ok": not problems, "files_checked": checked,
+                    "problems": [{"model": p.model, "path": p.path, "problem": p.problem} for p in problems]})
+    else:
+        for problem in problems:
+            err_console.print(f"[red]{problem.problem}[/]: {problem.model}/{problem.path}")
+        if problems:
+            err_console.print("  hint: run `provision apply` to fetch missing and corrupt files again")
+        else:
+            console.print(f"verify: {checked} files match the lock.")
+    sys.exit(1 if problems else 0)
+
+
+@main.command()
+@manifest_argument
+@click.option("--only", multiple=True, metavar="NAME", help="Destroy only these models or deployments.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@_handle_errors
+def destroy(manifest: Path | None, only: tuple[str, ...], yes: bool, as_json: bool) -> None:
+    """Remove what provision created for this manifest (only that)."""
+    from .engine import Engine
+    from .report import console, outcome_dict, print_json, render_outcomes, render_plan
+
+    with Engine(_load(manifest)) as engine:
+        destroy_plan = engine.destroy_plan(only)
+        if not destroy_plan.actions:
+            if as_json:
+                print_json({"ok": True, "outcomes": []})
+            else:
+                console.print("destroy: nothing recorded for this manifest; nothing to remove.")
+            return
+        if not as_json:
+            render_plan(destroy_plan)
+        if not yes:
+            if not sys.stdin.isatty():
+                raise ProvisionError("refusing to destroy without confirmation", hint="pass --yes")
+            click.confirm("Remove these?", abort=True)
+        result = engine.destroy(destroy_plan)
+    if as_json:
+        print_json({"ok": result.ok, "outcomes": [outcome_dict(o) for o in result.outcomes]})
+    else:
+        render_outcomes(result.outcomes, result.seconds, verb="Destroy")
+    sys.exit(0 if result.ok else 1)
+
+
+def run() -> None:
+    main(prog_name="provision")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

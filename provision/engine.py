@@ -1,0 +1,572 @@
+"""Reconcile: observe -> plan -> preflight -> apply, models first, then deployments.
+
+The engine owns ordering, parallelism, failure isolation (one model's failure never stops
+another), the lock file and the state. Deciding is delegated to :mod:`provision.plan` and to
+each backend's pure ``plan``; only the ``_apply_*`` methods change the world.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from .errors import LockError, PreflightError, ProvisionError, SourceError
+from .files import RemoteFile, Snapshot
+from .manifest import Manifest, ModelSpec
+from .plan import Action, Change, LocalFile, Plan, plan_files, plan_orphans
+from .progress import NullProgress, Progress
+from .sources import FILE_SCHEMES, file_source, model_backend
+from .sources.base import FileSource, ModelBackend, is_full_commit
+from .state import LockFile, State
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    only: tuple[str, ...] = ()  # model or deployment names; empty = everything
+    update: bool = False  # re-resolve branches and tags, rewrite the lock
+    locked: bool = False  # refuse any change to the lock
+    force: bool = False  # skip the fit checks (not the disk check)
+
+
+@dataclass
+class Outcome:
+    action: Action
+    ok: bool
+    error: ProvisionError | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class PlanResult:
+    plan: Plan
+    failures: list[Outcome] = field(default_factory=list)  # resources that could not be planned
+    snapshots: dict[str, Snapshot] = field(default_factory=dict)
+
+
+@dataclass
+class ApplyResult:
+    outcomes: list[Outcome]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outcomes)
+
+    @property
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    model: str
+    path: str
+    problem: str  # missing | corrupt | extra
+
+
+def lock_spec(spec: ModelSpec, default_revision: str) -> dict[str, Any]:
+    """The part of a manifest entry the lock pins; a change to it needs a new resolution."""
+    return {
+        "source": spec.source,
+        "revision": spec.revision or default_revision,
+        "include": list(spec.include) if spec.include is not None else None,
+        "exclude": list(spec.exclude) if spec.exclude is not None else None,
+    }
+
+
+class Engine:
+    def __init__(self, manifest: Manifest, *, state: State | None = None, progress: Progress | None = None) -> None:
+        self.manifest = manifest
+        self.state = state or State()
+        self.progress = progress or NullProgress()
+        self.lock = LockFile.load(manifest.lock_path)
+        self._file_sources: dict[str, FileSource] = {}
+        self._model_backends: dict[str, ModelBackend] = {}
+
+    def close(self) -> None:
+        for source in self._file_sources.values():
+            source.close()
+        for backend in self._model_backends.values():
+            backend.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- selection ---------------------------------------------------------------------------
+    def _selected(self, only: tuple[str, ...]) -> tuple[list[str], list[str]]:
+        known = set(self.manifest.models) | set(self.manifest.deployments)
+        unknown = [n for n in only if n not in known]
+        if unknown:
+            from .errors import ManifestError
+
+            raise ManifestError(
+                f"--only {', '.join(unknown)}: no such model or deployment",
+                file=str(self.manifest.path),
+                hint="names: " + ", ".join(sorted(known)),
+            )
+        if not only:
+            return list(self.manifest.models), list(self.manifest.deployments)
+        deployments = [d for d in self.manifest.deployments if d in only]
+        # A selected deployment brings its model along.
+        models = [m for m in self.manifest.models
+                  if m in only or any(getattr(self.manifest.deployments[d], "model", None) == m for d in deployments)]
+        return models, deployments
+
+    def _file_source(self, scheme: str) -> FileSource:
+        if scheme not in self._file_sources:
+            self._file_sources[scheme] = file_source(scheme, self.manifest)
+        return self._file_sources[scheme]
+
+    def _model_backend(self, scheme: str) -> ModelBackend:
+        if scheme not in self._model_backends:
+            self._model_backends[scheme] = model_backend(scheme, self.manifest)
+        return self._model_backends[scheme]
+
+    # -- observe + plan ----------------------------------------------------------------------
+    def plan(self, options: RunOptions = RunOptions()) -> PlanResult:
+        if options.update and options.locked:
+            raise LockError("--update and --locked contradict each other", hint="use one of them")
+        models, deployments = self._selected(options.only)
+        result = PlanResult(Plan(()))
+        actions: list[Action] = []
+        server_models: dict[str, list[str]] = {}
+        for name in models:
+            spec = self.manifest.models[name]
+            if spec.scheme not in FILE_SCHEMES:
+                server_models.setdefault(spec.scheme, []).append(name)
+                continue
+            try:
+                action, snapshot = self._plan_file_model(name, spec, options)
+            except LockError:
+                raise
+            except ProvisionError as exc:
+                result.failures.append(Outcome(Action("model", name, Change.UPDATE, "could not be planned"), False, exc))
+                continue
+            actions.append(action)
+            result.snapshots[name] = snapshot
+        for scheme, names in server_models.items():
+            actions.extend(self._plan_server_models(scheme, names, options, result))
+        ctx = self._deploy_context()
+        for name in deployments:
+            spec = self.manifest.deployments[name]
+            try:
+                from .deployments import backend
+
+                engine = backend(spec.engine)
+                observed = engine.observe(name, spec, ctx)
+                actions.append(engine.plan(name, spec, observed, ctx))
+            except ProvisionError as exc:
+                result.failures.append(Outcome(Action("deployment", name, Change.UPDATE, "could not be planned"), False, exc))
+        if not options.only:
+            records = self.state.records(self.manifest.path)
+            actions.extend(plan_orphans("model", records["models"], set(self.manifest.models)))
+            actions.extend(plan_orphans("deployment", records["deployments"], set(self.manifest.deployments)))
+        result.plan = Plan(tuple(actions))
+        return result
+
+    def _plan_server_models(self, scheme: str, names: list[str], options: RunOptions,
+                            result: PlanResult) -> list[Action]:
+        try:
+            backend = self._model_backend(scheme)
+            observed = backend.observe(names)
+        except ProvisionError as exc:
+            for name in names:
+                result.failures.append(Outcome(Action("model", name, Change.UPDATE, "could not be planned"), False, exc))
+            return []
+        actions = []
+        for name in names:
+            try:
+                actions.append(backend.plan(name, self.manifest.models[name], observed, self.lock.models.get(name),
+                                            update=options.update, locked=options.locked))
+            except LockError:
+                raise
+            except ProvisionError as exc:
+                result.failures.append(Outcome(Action("model", name, Change.UPDATE, "could not be planned"), False, exc))
+        return actions
+
+    def _plan_file_model(self, name: str, spec: ModelSpec, options: RunOptions) -> tuple[Action, Snapshot]:
+        source = self._file_source(spec.scheme)
+        entry = self.lock.models.get(name)
+        wanted_spec = lock_spec(spec, source.default_revision)
+        spec_changed = entry is None or entry.get("spec") != wanted_spec
+        revision = wanted_spec["revision"]
+        if spec_changed and options.locked:
+            what = "is not in the lock" if entry is None else "changed since the lock was written"
+            raise LockError(f"model {name} {what} ({self.manifest.lock_path.name})", resource=name)
+        reason = ""
+        refresh = spec.scheme == "file" or (options.update and not is_full_commit(revision))
+        if spec_changed or refresh:
+            snapshot = source.resolve(name, spec)
+            if entry is not None and not spec_changed and snapshot.resolved == entry["resolved"]:
+                snapshot = self._snapshot_from_lock(spec, entry, source)
+            elif entry is not None:
+                if spec_changed:
+                    reason = "manifest entry changed"
+                elif spec.scheme == "file":
+                    reason = "local source changed"
+                else:
+                    reason = f"{revision} moved {entry['resolved'][:10]} -> {snapshot.resolved[:10]}"
+                if options.locked:
+                    raise LockError(f"model {name}: {reason}; the lock pins {entry['resolved'][:10]}", resource=name)
+        else:
+            snapshot = self._snapshot_from_lock(spec, entry, source)
+        model_dir = self.manifest.model_dir(name)
+        local = {f.path: LocalFile(f.path, _size(model_dir / f.path)) for f in snapshot.files}
+        stale = _stale_paths(entry, snapshot) if reason else set()
+        first_time = entry is None and not any(lf.size is not None for lf in local.values())
+        action = plan_files(name, wanted=snapshot.files, local=local, first_time=first_time,
+                            reason_if_changed=reason, stale=stale)
+        if entry is not None and reason:
+            removed = sorted(set(entry.get("files", {})) - {f.path for f in snapshot.files})
+            action = _with_details(action, remove=removed)
+        return action, snapshot
+
+    @staticmethod
+    def _snapshot_from_lock(spec: ModelSpec, entry: dict[str, Any], source: FileSource) -> Snapshot:
+        files = tuple(
+            RemoteFile(path, meta["size"], meta.get("sha256"), meta.get("git_sha1"),
+                       source.file_url(spec, entry["resolved"], path))
+            for path, meta in sorted(entry["files"].items())
+        )
+        return Snapshot(spec.source, entry["spec"]["revision"], entry["resolved"], files)
+
+    def _deploy_context(self, on_status: Callable[[str, str], None] | None = None) -> Any:
+        from .deployments.base import DeployContext
+
+        records = self.state.records(self.manifest.path)["deployments"]
+        return DeployContext(
+            manifest=self.manifest,
+            model_dirs={name: self.manifest.model_dir(name) for name in self.manifest.models},
+            model_locks=self.lock.models,
+            records=records,
+            on_status=on_status or self.progress.status,
+        )
+
+    # -- apply -------------------------------------------------------------------------------
+    def apply(self, options: RunOptions = RunOptions(), planned: PlanResult | None = None) -> ApplyResult:
+        started = time.monotonic()
+        with self.state.run_lock(self.manifest.path):
+            planned = planned or self.plan(options)
+            self._preflight_disk(planned.plan)
+            outcomes = list(planned.failures)
+            model_actions = [a for a in planned.plan.actions if a.kind == "model"]
+            outcomes += self._apply_models(model_actions, planned.snapshots)
+            failed_models = {o.action.name for o in outcomes if not o.ok and o.action.kind == "model"}
+            outcomes += self._apply_deployments(
+                [a for a in planned.plan.actions if a.kind == "deployment"], failed_models
+            )
+        return ApplyResult(outcomes, time.monotonic() - started)
+
+    def _preflight_disk(self, plan: Plan) -> None:
+        needed = sum(a.download_bytes for a in plan.actions
+                     if a.kind == "model" and self.manifest.models.get(a.name, None) is not None
+                     and self.manifest.models[a.name].scheme in ("hf", "ms"))
+        if not needed:
+            return
+        root = _existing_parent(self.manifest.models_dir)
+        free = shutil.disk_usage(root).free
+        if needed > free:
+            raise PreflightError(
+                f"not enough disk space in {self.manifest.models_dir}: "
+                f"{_human(needed)} to download, {_human(free)} free",
+                hint="free some space, point settings.models_dir at a larger disk, or use --only",
+            )
+
+    def _apply_models(self, actions: list[Action], snapshots: dict[str, Snapshot]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        file_actions = [a for a in actions if a.change not in (Change.NOOP, Change.DELETE)
+                        and self.manifest.models[a.name].scheme in FILE_SCHEMES]
+        for action in actions:
+            if action.change is Change.NOOP:
+                outcomes.append(Outcome(action, True))
+                if self.manifest.models[action.name].scheme in FILE_SCHEMES:
+                    self._record_model(action.name, snapshots[action.name])
+            elif action.change is Change.DELETE:
+                outcomes.append(self._run(action, lambda a=action: self._delete_model(a.name)))
+            elif self.manifest.models[action.name].scheme not in FILE_SCHEMES:
+                outcomes.append(self._run(action, lambda a=action: self._apply_server_model(a)))
+        outcomes += self._download(file_actions, snapshots)
+        return outcomes
+
+    def _run(self, action: Action, work: Callable[[], None]) -> Outcome:
+        started = time.monotonic()
+        try:
+            work()
+        except ProvisionError as exc:
+            return Outcome(action, False, exc, time.monotonic() - started)
+        return Outcome(action, True, None, time.monotonic() - started)
+
+    def _apply_server_model(self, action: Action) -> None:
+        spec = self.manifest.models[action.name]
+        backend = self._model_backend(spec.scheme)
+        self.progress.status(action.name, f"{action.change.value}: {action.reason}")
+        lock_entry, record = backend.apply(
+            action, spec, on_progress=lambda what, done, total: self.progress.layer(action.name, what, done, total)
+        )
+        self.lock.models[action.name] = lock_entry
+        self.lock.save()
+        self.state.update(self.manifest.path, "models", action.name, record)
+
+    def _download(self, actions: list[Action], snapshots: dict[str, Snapshot]) -> list[Outcome]:
+        """Fetch every file of every model through one bounded pool; isolate failures per model."""
+        if not actions:
+            return []
+        started = time.monotonic()
+        digests: dict[str, dict[str, str]] = {a.name: {} for a in actions}
+        errors: dict[str, ProvisionError] = {}
+        workers = self.manifest.settings.max_parallel_downloads
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download") as pool:
+            futures: list[tuple[Action, RemoteFile, Future[str]]] = []
+            for action in actions:
+                self.progress.model_started(action.name, len(action.files), action.download_bytes)
+                model_dir = self.manifest.model_dir(action.name)
+                source = self._file_source(self.manifest.models[action.name].scheme)
+                for file in action.files:
+                    future = pool.submit(self._fetch_one, source, action.name, file, model_dir, errors)
+                    futures.append((action, file, future))
+            for action, file, future in futures:
+                try:
+                    digests[action.name][file.path] = future.result()
+                    self.progress.file_done(action.name, file.path)
+                except ProvisionError as exc:
+                    errors.setdefault(action.name, exc)
+                except OSError as exc:  # disk full, permissions: name the file
+                    errors.setdefault(action.name, SourceError(f"{file.path}: {exc.strerror or exc}",
+                                                               resource=action.name))
+        outcomes = []
+        for action in actions:
+            error = errors.get(action.name)
+            if error is None:
+                try:
+                    self._finish_model(action, snapshots[action.name], digests[action.name])
+                except OSError as exc:
+                    error = SourceError(str(exc), resource=action.name)
+            self.progress.model_done(action.name, error is None)
+            outcomes.append(Outcome(action, error is None, error, time.monotonic() - started))
+        return outcomes
+
+    def _fetch_one(self, source: FileSource, name: str, file: RemoteFile, model_dir: Path,
+                   errors: dict[str, ProvisionError]) -> str:
+        if name in errors:  # the model already failed: do not spend bandwidth on it
+            raise errors[name]
+        return source.fetch(name, file, model_dir, on_progress=lambda n: self.progress.advance(name, n))
+
+    def _finish_model(self, action: Action, snapshot: Snapshot, digests: dict[str, str]) -> None:
+        model_dir = self.manifest.model_dir(action.name)
+        for path in action.details.get("remove", ()):
+            (model_dir / path).unlink(missing_ok=True)
+        files = {}
+        for file in snapshot.files:
+            sha256 = digests.get(file.path) or file.sha256
+            entry = {"size": file.size, "sha256": sha256}
+            if file.git_sha1 and not file.sha256:
+                entry["git_sha1"] = file.git_sha1
+            files[file.path] = entry
+        source = self._file_source(self.manifest.models[action.name].scheme)
+        source.finalize(action.name, snapshot, model_dir)
+        self._write_lock_entry(action.name, snapshot, files)
+
+    def _write_lock_entry(self, name: str, snapshot: Snapshot, files: dict[str, dict[str, Any]]) -> None:
+        spec = self.manifest.models[name]
+        source = self._file_source(spec.scheme)
+        self.lock.models[name] = {
+            "spec": lock_spec(spec, source.default_revision),
+            "resolved": snapshot.resolved,
+            "files": files,
+        }
+        self.lock.save()
+        self._record_model(name, snapshot)
+
+    def _record_model(self, name: str, snapshot: Snapshot) -> None:
+        model_dir = self.manifest.model_dir(name)
+        record = {"source": self.manifest.models[name].source, "path": str(model_dir),
+                  "resolved": snapshot.resolved}
+        if self.state.records(self.manifest.path)["models"].get(name) != record:
+            self.state.update(self.manifest.path, "models", name, record)
+
+    def _delete_model(self, name: str, record: dict[str, Any] | None = None) -> None:
+        record = record or self.state.records(self.manifest.path)["models"].get(name, {})
+        scheme = record.get("source", "").partition("://")[0]
+        if scheme and scheme not in FILE_SCHEMES:
+            self._model_backend(scheme).remove(name, record)
+        else:
+            path = Path(record.get("path", ""))
+            # Only a folder provision placed, named after the model: never anything else.
+            if path.is_absolute() and path.name == name and path.is_dir():
+                shutil.rmtree(path)
+        self.lock.models.pop(name, None)
+        self.lock.save()
+        self.state.update(self.manifest.path, "models", name, None)
+
+    def _apply_deployments(self, actions: list[Action], failed_models: set[str]) -> list[Outcome]:
+        from .deployments import backend
+
+        outcomes = []
+        ctx = self._deploy_context()
+        records = ctx.records
+        for action in actions:
+            if action.change is Change.DELETE:
+                record = records.get(action.name, {})
+                outcomes.append(self._run(action, lambda a=action, r=record: self._remove_deployment(a.name, r)))
+                continue
+            spec = self.manifest.deployments[action.name]
+            model = getattr(spec, "model", None)
+            if model in failed_models:
+                err = ProvisionError(f"skipped: its model {model} failed", resource=action.name)
+                outcomes.append(Outcome(action, False, err))
+                continue
+            engine = backend(spec.engine)
+
+            def work(a: Action = action, s: Any = spec, e: Any = engine) -> None:
+                record = e.apply(a, s, self._deploy_context())
+                self.state.update(self.manifest.path, "deployments", a.name, record)
+
+            outcomes.append(self._run(action, work))
+        return outcomes
+
+    def _remove_deployment(self, name: str, record: dict[str, Any]) -> None:
+        from .deployments import backend
+
+        engine_name = record.get("engine")
+        if engine_name:
+            backend(engine_name).remove(name, record, self._deploy_context())
+        self.state.update(self.manifest.path, "deployments", name, None)
+
+    # -- destroy, status, verify -------------------------------------------------------------
+    def destroy_plan(self, only: tuple[str, ...] = ()) -> Plan:
+        records = self.state.records(self.manifest.path)
+        actions = [Action("deployment", n, Change.DELETE, "destroy") for n in sorted(records["deployments"])
+                   if not only or n in only]
+        actions += [Action("model", n, Change.DELETE, "destroy") for n in sorted(records["models"])
+                    if not only or n in only]
+        return Plan(tuple(actions))
+
+    def destroy(self, plan: Plan) -> ApplyResult:
+        started = time.monotonic()
+        outcomes = []
+        with self.state.run_lock(self.manifest.path):
+            records = self.state.records(self.manifest.path)
+            for action in plan.actions:
+                if action.kind == "deployment":
+                    record = records["deployments"].get(action.name, {})
+                    outcomes.append(self._run(action, lambda a=action, r=record: self._remove_deployment(a.name, r)))
+                else:
+                    record = records["models"].get(action.name, {})
+                    outcomes.append(self._run(action, lambda a=action, r=record: self._delete_model(a.name, r)))
+        return ApplyResult(outcomes, time.monotonic() - started)
+
+    def status(self) -> list[dict[str, Any]]:
+        """Offline view: per model, whether the locked files are on disk; per deployment, the backend's view."""
+        records = self.state.records(self.manifest.path)
+        rows: list[dict[str, Any]] = []
+        for name, spec in self.manifest.models.items():
+            entry = self.lock.models.get(name)
+            row: dict[str, Any] = {"kind": "model", "name": name, "source": spec.source,
+                                   "applied": name in records["models"]}
+            if spec.scheme not in FILE_SCHEMES:
+                row["state"] = "locked" if entry else "not applied"
+                row["resolved"] = (entry or {}).get("digest")
+            elif entry is None:
+                row["state"] = "not applied"
+            else:
+                model_dir = self.manifest.model_dir(name)
+                missing = [p for p, meta in entry["files"].items() if _size(model_dir / p) != meta["size"]]
+                row["state"] = f"missing {len(missing)} files" if missing else "present"
+                row["resolved"] = entry["resolved"]
+                row["bytes"] = sum(meta["size"] for meta in entry["files"].values())
+            rows.append(row)
+        for name, dep in self.manifest.deployments.items():
+            rows.append({"kind": "deployment", "name": name, "engine": dep.engine,
+                         "applied": name in records["deployments"],
+                         "state": "applied" if name in records["deployments"] else "not applied"})
+        return rows
+
+    def verify(self, *, workers: int = 4) -> list[FileCheck]:
+        """Re-hash every locked file offline; report missing, corrupt and extra files."""
+        from .hashing import sha256_file
+
+        problems: list[FileCheck] = []
+        jobs: list[tuple[str, str, Path, str | None]] = []
+        for name, spec in self.manifest.models.items():
+            entry = self.lock.models.get(name)
+            if spec.scheme not in FILE_SCHEMES or entry is None:
+                continue
+            model_dir = self.manifest.model_dir(name)
+            for path, meta in sorted(entry["files"].items()):
+                target = model_dir / path
+                if _size(target) is None:
+                    problems.append(FileCheck(name, path, "missing"))
+                elif _size(target) != meta["size"]:
+                    problems.append(FileCheck(name, path, "corrupt"))
+                else:
+                    jobs.append((name, path, target, meta.get("sha256")))
+            problems += [FileCheck(name, p, "extra") for p in _extra_files(model_dir, set(entry["files"]))]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = pool.map(lambda job: (job, sha256_file(job[2])), jobs)
+            for (name, path, _, expected), actual in results:
+                self.progress.advance("verify", 1)
+                if expected and actual != expected:
+                    problems.append(FileCheck(name, path, "corrupt"))
+        return sorted(problems, key=lambda p: (p.model, p.path))
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _extra_files(model_dir: Path, known: set[str]) -> Iterable[str]:
+    if not model_dir.is_dir():
+        return []
+    return sorted(
+        rel for rel in (p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file())
+        if rel not in known and not rel.startswith(".cache/")
+    )
+
+
+def _stale_paths(entry: dict[str, Any] | None, snapshot: Snapshot) -> set[str]:
+    """Files whose content differs between the locked and the new snapshot (same size or not)."""
+    if entry is None:
+        return {f.path for f in snapshot.files}
+    old = entry.get("files", {})
+    stale = set()
+    for file in snapshot.files:
+        meta = old.get(file.path)
+        if meta is None:
+            stale.add(file.path)
+        elif file.sha256 and meta.get("sha256") != file.sha256:
+            stale.add(file.path)
+        elif not file.sha256 and file.git_sha1 and meta.get("git_sha1") != file.git_sha1:
+            stale.add(file.path)
+        elif not file.sha256 and not file.git_sha1:  # local sources: content unknown until hashed
+            stale.add(file.path)
+    return stale
+
+
+def _with_details(action: Action, **details: Any) -> Action:
+    from dataclasses import replace
+
+    return replace(action, details={**action.details, **details})
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

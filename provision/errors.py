@@ -1,0 +1,130 @@
+"""One exception tree for provision. Every error carries a hint: what to do next.
+
+```
+ProvisionError                      exit 1 unless noted
+├── ManifestError (ValueError)      exit 2: the manifest is wrong (file:line, field)
+├── LockError                       --locked refused a change, or the lock file is unreadable
+├── ConcurrencyError                another provision holds this manifest's lock
+├── PreflightError                  the machine cannot take the change (disk, engine, port, GPU)
+├── SourceError                     a model could not be resolved or fetched
+│   ├── RepositoryNotFoundError (FileNotFoundError)
+│   ├── RevisionNotFoundError (FileNotFoundError)
+│   ├── EntryNotFoundError (FileNotFoundError)
+│   ├── GatedRepoError (PermissionError)
+│   ├── HubUnreachableError (ConnectionError)
+│   ├── IntegrityError              bytes do not match the published sha256
+│   └── DownloadError               transient failures outlived the retries
+├── DeploymentError                 a deployment could not be created or is unhealthy
+│   └── EngineUnavailableError (ConnectionError)   Docker / Ollama not reachable
+└── StateError                      the state file is unreadable
+```
+
+Backends raise these, never bare ``KeyError``/``ValueError``; the CLI maps them to one
+line plus the hint (a traceback only with ``PROVISION_DEBUG=1``).
+"""
+
+from __future__ import annotations
+
+
+class ProvisionError(Exception):
+    """Base class. ``resource`` names the model or deployment, when there is one."""
+
+    exit_code = 1
+    default_hint = ""
+
+    def __init__(self, message: str, *, hint: str | None = None, resource: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+        self.resource = resource
+
+    def __str__(self) -> str:
+        prefix = f"{self.resource}: " if self.resource else ""
+        return f"{prefix}{self.message}"
+
+
+class ManifestError(ProvisionError, ValueError):
+    """The manifest is invalid; ``location`` is ``file:line`` and ``field`` a dotted path."""
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.file = file
+        self.line = line
+        self.field = field
+
+    @property
+    def location(self) -> str:
+        if self.file and self.line:
+            return f"{self.file}:{self.line}"
+        return self.file or ""
+
+    def __str__(self) -> str:
+        where = self.location
+        field = f"{self.field}: " if self.field else ""
+        return f"{where}: {field}{self.message}" if where else f"{field}{self.message}"
+
+
+class LockError(ProvisionError):
+    default_hint = "run `provision apply --update` without --locked to refresh the lock file, and commit it"
+
+
+class ConcurrencyError(ProvisionError):
+    default_hint = "wait for the other run to finish, or stop it"
+
+
+class PreflightError(ProvisionError):
+    pass
+
+
+class SourceError(ProvisionError):
+    pass
+
+
+class RepositoryNotFoundError(SourceError, FileNotFoundError):
+    default_hint = "check the repository id in `source:`; a private repo needs a token"
+
+
+class RevisionNotFoundError(SourceError, FileNotFoundError):
+    default_hint = "check `revision:` (a branch, tag or full commit that exists on the hub)"
+
+
+class EntryNotFoundError(SourceError, FileNotFoundError):
+    default_hint = "the file was listed but the hub does not serve it; retry later or run `provision apply --update`"
+
+
+class GatedRepoError(SourceError, PermissionError):
+    default_hint = "accept the model's terms on the hub, then set the token (e.g. export HF_TOKEN=...)"
+
+
+class HubUnreachableError(SourceError, ConnectionError):
+    default_hint = "check the endpoint in settings (or HF_ENDPOINT / MODELSCOPE_ENDPOINT) and your network or mirror"
+
+
+class IntegrityError(SourceError):
+    default_hint = "the hub or a proxy served altered bytes; retry later or use another endpoint"
+
+
+class DownloadError(SourceError):
+    default_hint = "the transfer kept failing; run `provision apply` again: it resumes where it stopped"
+
+
+class DeploymentError(ProvisionError):
+    pass
+
+
+class EngineUnavailableError(DeploymentError, ConnectionError):
+    pass
+
+
+class StateError(ProvisionError):
+    default_hint = "the state file is damaged; move it aside (see `provision status --help` for its path)"

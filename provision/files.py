@@ -1,0 +1,69 @@
+"""Small value types shared by sources, the downloader, the lock and the planner."""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+from dataclasses import dataclass
+
+from .errors import SourceError
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file of a model snapshot as a hub lists it.
+
+    ``sha256`` is known for LFS/Xet files (and every ModelScope file); small git files on the
+    Hugging Face hub only have ``git_sha1``; the downloader then computes the sha256.
+    """
+
+    path: str
+    size: int
+    sha256: str | None = None
+    git_sha1: str | None = None
+    url: str | None = None  # where to GET it; None for local files
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A resolved model: the immutable revision (a commit) and its files."""
+
+    source: str
+    revision: str  # what the manifest asked for (branch, tag, commit)
+    resolved: str  # the commit (hub) or a content fingerprint (local)
+    files: tuple[RemoteFile, ...]
+
+
+def safe_relpath(path: str, *, resource: str) -> str:
+    """Refuse listing entries that would land outside the model's folder."""
+    normalized = posixpath.normpath(path.replace("\\", "/"))
+    if (
+        not path
+        or path.startswith("/")
+        or normalized.startswith("../")
+        or normalized == ".."
+        or normalized == "."
+        or ":" in normalized.split("/")[0]
+        or normalized.split("/")[0] == ".cache"
+    ):
+        raise SourceError(
+            f"refusing file {path!r} from the listing: it would be written outside the model folder",
+            resource=resource,
+            hint="the hub listing is malformed or hostile; report it, or pin another revision",
+        )
+    return normalized
+
+
+def select_files(
+    files: list[RemoteFile],
+    include: tuple[str, ...] | None,
+    exclude: tuple[str, ...] | None,
+) -> list[RemoteFile]:
+    """Apply ``include`` / ``exclude`` globs (fnmatch, as huggingface_hub's allow/ignore patterns)."""
+
+    def matches(path: str, patterns: tuple[str, ...]) -> bool:
+        # A pattern ending in "/" means the whole folder, as in huggingface_hub.
+        return any(fnmatch.fnmatch(path, p + "*" if p.endswith("/") else p) for p in patterns)
+
+    chosen = [f for f in files if include is None or matches(f.path, include)]
+    return [f for f in chosen if exclude is None or not matches(f.path, exclude)]

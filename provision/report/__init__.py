@@ -1,0 +1,181 @@
+"""Rendering: tables, progress bars, JSON. The only place that prints.
+
+Human output goes to stdout through rich; ``--json`` prints one JSON document; errors go to
+stderr. Sub-modules render one command each (``smoke``, ``hardware``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from typing import Any, Iterable
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress as RichProgressBar,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from ..plan import Action, Change, Plan
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+_CHANGE_STYLE = {
+    Change.CREATE: "green",
+    Change.UPDATE: "yellow",
+    Change.REPLACE: "yellow",
+    Change.NOOP: "dim",
+    Change.DELETE: "red",
+}
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def action_dict(action: Action) -> dict[str, Any]:
+    return {
+        "address": action.address,
+        "kind": action.kind,
+        "name": action.name,
+        "change": action.change.value,
+        "reason": action.reason,
+        "download_bytes": action.download_bytes,
+        "files": len(action.files),
+    }
+
+
+def render_plan(plan: Plan, failures: Iterable[Any] = ()) -> None:
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    for column in ("resource", "change", "reason", "download"):
+        table.add_column(column, justify="right" if column == "download" else "left")
+    for action in plan.actions:
+        style = _CHANGE_STYLE[action.change]
+        table.add_row(
+            action.address,
+            f"[{style}]{action.change.value}[/]",
+            action.reason,
+            human_bytes(action.download_bytes) if action.download_bytes else "",
+        )
+    for outcome in failures:
+        table.add_row(outcome.action.address, "[red]error[/]", str(outcome.error.message), "")
+    console.print(table)
+    counts = plan.counts()
+    summary = ", ".join(f"{n} to {c}" if c != Change.NOOP.value else f"{n} unchanged"
+                        for c, n in counts.items() if n)
+    total = f"; {human_bytes(plan.download_bytes)} to download" if plan.download_bytes else ""
+    console.print(f"Plan: {summary or 'nothing declared'}{total}.")
+
+
+def render_outcomes(outcomes: Iterable[Any], seconds: float, *, verb: str = "Apply") -> None:
+    outcomes = list(outcomes)
+    changed = [o for o in outcomes if o.ok and o.action.change is not Change.NOOP]
+    failed = [o for o in outcomes if not o.ok]
+    for outcome in changed:
+        console.print(f"[green]✓[/] {outcome.action.address}: {outcome.action.change.value} "
+                      f"({outcome.action.reason})")
+    for outcome in failed:
+        error = outcome.error
+        err_console.print(f"[red]✗[/] {outcome.action.address}: {error.message if error else 'failed'}")
+        if error is not None and error.hint:
+            err_console.print(f"  hint: {error.hint}")
+    if not changed and not failed:
+        console.print(f"{verb}: no changes; everything is up to date ({seconds:.2f} s).")
+    else:
+        console.print(f"{verb}: {len(changed)} changed, {len(failed)} failed, "
+                      f"{len(outcomes) - len(changed) - len(failed)} unchanged in {seconds:.1f} s.")
+
+
+def outcome_dict(outcome: Any) -> dict[str, Any]:
+    out = action_dict(outcome.action)
+    out["ok"] = outcome.ok
+    out["seconds"] = round(outcome.seconds, 3)
+    if outcome.error is not None:
+        out["error"] = outcome.error.message
+        out["hint"] = outcome.error.hint
+    return out
+
+
+def render_status(rows: list[dict[str, Any]]) -> None:
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    for column in ("resource", "source / engine", "state", "resolved"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(f"{row['kind']}.{row['name']}", row.get("source") or row.get("engine", ""),
+                      row["state"], str(row.get("resolved") or "")[:12])
+    console.print(table)
+
+
+class RichProgress:
+    """Download bars (files, bytes, rate, ETA) per model and one-line status messages."""
+
+    def __init__(self) -> None:
+        self._bar = RichProgressBar(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[files]}"),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._tasks: dict[str, TaskID] = {}
+        self._files: dict[str, list[int]] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> "RichProgress":
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def model_started(self, name: str, files: int, total_bytes: int) -> None:
+        with self._lock:
+            self._files[name] = [0, files]
+            self._tasks[name] = self._bar.add_task(name, total=total_bytes, files=f"0/{files} files")
+
+    def advance(self, name: str, nbytes: int) -> None:
+        task = self._tasks.get(name)
+        if task is not None:
+            self._bar.advance(task, nbytes)
+
+    def file_done(self, name: str, path: str) -> None:
+        with self._lock:
+            counts = self._files.get(name)
+            if counts:
+                counts[0] += 1
+                self._bar.update(self._tasks[name], files=f"{counts[0]}/{counts[1]} files")
+
+    def model_done(self, name: str, ok: bool) -> None:
+        task = self._tasks.get(name)
+        if task is not None:
+            mark = "[green]✓[/]" if ok else "[red]✗[/]"
+            self._bar.update(task, description=f"{mark} {name}")
+
+    def layer(self, name: str, what: str, done: int, total: int) -> None:
+        key = f"{name}:{what}"
+        with self._lock:
+            if key not in self._tasks:
+                self._tasks[key] = self._bar.add_task(f"{name} {what}", total=total or None, files="")
+        self._bar.update(self._tasks[key], completed=done, total=total or None)
+
+    def status(self, name: str, message: str) -> None:
+        self._bar.console.print(f"[dim]{name}:[/] {message}")

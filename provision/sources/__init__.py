@@ -1,0 +1,39 @@
+"""Model sources, chosen by the URL scheme of ``source:`` (as RamaLama's transports)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..manifest import Manifest
+    from .base import FileSource, ModelBackend
+
+FILE_SCHEMES = ("hf", "ms", "file")
+
+
+def file_source(scheme: str, manifest: "Manifest") -> "FileSource":
+    """The source for a file-based scheme; imported lazily so start-up stays fast."""
+    if scheme == "hf":
+        from .huggingface import HuggingFaceSource
+
+        return HuggingFaceSource(manifest.settings.huggingface,
+                                 max_connections=manifest.settings.max_parallel_downloads)
+    if scheme == "file":
+        from .local import LocalSource
+
+        return LocalSource(manifest)
+    if scheme == "ms":
+        from .modelscope import ModelScopeSource
+
+        return ModelScopeSource(manifest.settings.modelscope,
+                                max_connections=manifest.settings.max_parallel_downloads)
+    raise KeyError(scheme)
+
+
+def model_backend(scheme: str, manifest: "Manifest") -> "ModelBackend":
+    """The backend for models a server holds (``ollama://``)."""
+    if scheme == "ollama":
+        from .ollama import OllamaSource
+
+        return OllamaSource(manifest)
+    raise KeyError(scheme)

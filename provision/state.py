@@ -1,0 +1,154 @@
+"""What provision applied on this machine (state), and what a manifest resolved to (the lock).
+
+Layout::
+
+    <manifest folder>/
+      dev.yaml
+      dev.lock.json            the lock: commit this. Per model: source, spec, resolved
+                               revision, and each file's size and sha256. No secrets.
+    $PROVISION_STATE_DIR       (else $XDG_STATE_HOME/provision, else ~/.local/state/provision)
+      state.json               per manifest (by absolute path): the models and deployments
+                               provision created here, and which manifest was applied last
+      state.json.lock          guards concurrent writers of state.json
+      runs/<hash>.lock         held during apply/destroy of one manifest
+
+Both files are written atomically (temporary file + ``os.replace``) so a kill never leaves
+half a file behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import ConcurrencyError, LockError, StateError
+
+LOCK_VERSION = 1
+STATE_VERSION = 1
+
+
+def state_dir() -> Path:
+    explicit = os.environ.get("PROVISION_STATE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_STATE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "state"
+    return base / "provision"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True, ensure_ascii=False)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class LockFile:
+    """``<manifest>.lock.json``: resolved revisions and digests, one entry per model."""
+
+    def __init__(self, path: Path, models: dict[str, dict[str, Any]] | None = None) -> None:
+        self.path = path
+        self.models: dict[str, dict[str, Any]] = models or {}
+
+    @classmethod
+    def load(cls, path: Path) -> "LockFile":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return cls(path)
+        except (OSError, ValueError) as exc:
+            raise LockError(f"cannot read lock file {path}: {exc}",
+                            hint="restore it from version control, or delete it and run `provision apply`") from None
+        if not isinstance(data, dict) or data.get("version") != LOCK_VERSION:
+            raise LockError(f"{path}: unsupported lock file version {data.get('version')!r}"
+                            if isinstance(data, dict) else f"{path}: not a lock file")
+        return cls(path, dict(data.get("models", {})))
+
+    def save(self) -> None:
+        write_json_atomic(self.path, {"version": LOCK_VERSION, "models": self.models})
+
+
+class State:
+    """Records of what provision created, keyed by manifest path. Never holds secrets."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.directory = directory or state_dir()
+        self.path = self.directory / "state.json"
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {"version": STATE_VERSION, "manifests": {}, "last_applied": None}
+        except (OSError, ValueError) as exc:
+            raise StateError(f"cannot read state file {self.path}: {exc}") from None
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+            raise StateError(f"{self.path}: unsupported state version")
+        return data
+
+    def records(self, manifest_path: Path) -> dict[str, dict[str, Any]]:
+        """``{"models": {name: record}, "deployments": {name: record}}`` for one manifest."""
+        entry = self._read()["manifests"].get(str(manifest_path), {})
+        return {"models": dict(entry.get("models", {})), "deployments": dict(entry.get("deployments", {}))}
+
+    def manifests(self) -> list[str]:
+        return sorted(self._read()["manifests"])
+
+    @property
+    def last_applied(self) -> str | None:
+        return self._read().get("last_applied")
+
+    def update(self, manifest_path: Path, kind: str, name: str, record: dict[str, Any] | None) -> None:
+        """Set (or, with ``None``, forget) one resource's record."""
+        from filelock import FileLock
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.path) + ".lock"):
+            data = self._read()
+            entry = data["manifests"].setdefault(str(manifest_path), {"models": {}, "deployments": {}})
+            if record is None:
+                entry[kind].pop(name, None)
+            else:
+                entry[kind][name] = record
+            if not entry["models"] and not entry["deployments"]:
+                data["manifests"].pop(str(manifest_path))
+                if data.get("last_applied") == str(manifest_path):
+                    data["last_applied"] = None
+            else:
+                data["last_applied"] = str(manifest_path)
+            write_json_atomic(self.path, data)
+
+    @contextmanager
+    def run_lock(self, manifest_path: Path) -> Iterator[None]:
+        """Held while one apply/destroy runs on a manifest: a second one fails fast, naming the first."""
+        from filelock import FileLock, Timeout
+
+        digest = hashlib.sha1(str(manifest_path).encode()).hexdigest()[:16]
+        runs = self.directory / "runs"
+        runs.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(runs / f"{digest}.lock"))
+        holder = runs / f"{digest}.pid"
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            who = holder.read_text().strip() if holder.exists() else "unknown"
+            raise ConcurrencyError(
+                f"another provision run holds {manifest_path} (pid {who})",
+            ) from None
+        try:
+            holder.write_text(str(os.getpid()))
+            yield
+        finally:
+            holder.unlink(missing_ok=True)
+            lock.release()

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install provision with its test extras, start a Docker engine if none runs, run every test.
+# This is the README's test command; CI (.ci/run) runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# torch first: pinned so pip takes the CPU wheel where one is provided, not a multi-GB CUDA build.
+python -c "import torch" 2>/dev/null || pip install -q "torch==2.13.0"
+pip install -q -e ".[test]"
+
+scripts/start-docker.sh
+
+python -m pytest "$@"

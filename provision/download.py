@@ -69,10 +69,14 @@ class _Hashes:
     """sha256 always; the git blob sha1 too when that is all the hub published."""
 
     def __init__(self, file: RemoteFile) -> None:
+        self._file = file
+        self.reset()
+
+    def reset(self) -> None:
         self.sha256 = hashlib.sha256()
         self.git = None
-        if file.sha256 is None and file.git_sha1 is not None:
-            self.git = hashlib.sha1(b"blob %d\0" % file.size)
+        if self._file.sha256 is None and self._file.git_sha1 is not None:
+            self.git = hashlib.sha1(b"blob %d\0" % self._file.size)
 
     def update(self, data: bytes | memoryview) -> None:
         self.sha256.update(data)
@@ -205,13 +209,13 @@ class Downloader:
                 break
             else:
                 raise _Transient("too many redirects")
-            with response:
+            try:
                 self._check_status(response, file, offset, resource=resource)
                 if offset and response.status_code == 200:
                     # Range ignored: the body starts at byte 0, so restart the file.
                     on_progress(-offset)
                     offset = 0
-                    hashes.__init__(file)  # type: ignore[misc]
+                    hashes.reset()
                     mode = "wb"
                 else:
                     mode = "ab" if offset else "wb"
@@ -227,6 +231,8 @@ class Downloader:
                         if offset >= file.size:
                             break
                 return offset
+            finally:
+                response.close()
         except httpx.TimeoutException as exc:
             raise _Transient(f"timed out ({type(exc).__name__})") from None
         except httpx.ConnectError as exc:

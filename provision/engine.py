@@ -340,6 +340,10 @@ class Engine:
                 except OSError as exc:  # disk full, permissions: name the file
                     errors.setdefault(action.name, SourceError(f"{file.path}: {exc.strerror or exc}",
                                                                resource=action.name))
+                except Exception as exc:  # noqa: BLE001 - a bug must not stop the other models
+                    errors.setdefault(action.name, ProvisionError(
+                        f"{file.path}: internal error {type(exc).__name__}: {exc}", resource=action.name,
+                        hint="rerun with PROVISION_DEBUG=1 and report it"))
         outcomes = []
         for action in actions:
             error = errors.get(action.name)

@@ -13,9 +13,10 @@ Metrics follow ``vllm bench serve`` (benchmarks/backend_request_func.py), for on
 - TPOT: (latency - TTFT) / (output_tokens - 1).
 - tokens_per_s: the decode rate, (output_tokens - 1) / (latency - TTFT), i.e. 1 / TPOT, as
   Ollama's "eval rate": the first token is paid by TTFT, so it is not in the rate.
-- output tokens: the server's count when it gives one (usage chunk, Ollama's eval_count),
-  else the model's tokenizer (``client.count_tokens``), else the number of content chunks;
-  ``token_source`` says which ("server", "tokenizer", "chunks").
+- output tokens: the engine's own count when it gives one (a usage chunk, Ollama's
+  eval_count, the ids transformers' generate returned), else the model's tokenizer on the
+  text (``client.count_tokens``), else the number of content chunks; ``token_source`` says
+  which ("server", "tokenizer", "chunks").
 
 Failures are results, not exceptions: a refused connection, a 401, an unknown model, a
 timeout, an empty answer, an error mid-stream, a folder that is not a model each give
@@ -105,8 +106,8 @@ def ttft_and_itl(send: float, content_times: Sequence[float]) -> tuple[float | N
 
 
 def time_per_output_token(latency: float | None, ttft: float | None, output_tokens: int) -> float | None:
-    if latency is None or ttft is None or output_tokens < 2:
-        return None
+    if latency is None or ttft is None or output_tokens < 2 or latency <= ttft:
+        return None  # one token, or all text in one chunk: no decode time was observed
     return (latency - ttft) / (output_tokens - 1)
 
 

@@ -45,7 +45,8 @@ fi
 
 if ! pgrep -x dockerd >/dev/null 2>&1; then
     echo "starting dockerd (log: $log)" >&2
-    $sudo sh -c "nohup dockerd --storage-driver=vfs >>'$log' 2>&1 &"
+    # setsid: the engine outlives the test session or CI step that started it.
+    $sudo setsid sh -c "dockerd --storage-driver=vfs >>'$log' 2>&1 </dev/null &"
 fi
 
 for _ in $(seq "$timeout"); do

@@ -180,7 +180,11 @@ class TransformersChat:
                 f"generate failed: {type(failure[0]).__name__}: {_first_line(failure[0])}",
                 hint="see the model's generation settings and the smoke_test values",
             ) from failure[0]
-        yield ChatEvent(finish_reason="length" if produced and produced[0] >= settings.max_tokens else "stop")
+        # generate's own count is exact; re-tokenizing the decoded text is not (a byte
+        # sequence that is not valid UTF-8 decodes to U+FFFD, which re-encodes differently).
+        tokens = produced[0] if produced else None
+        finish = "length" if tokens is not None and tokens >= settings.max_tokens else "stop"
+        yield ChatEvent(finish_reason=finish, output_tokens=tokens)
 
     def count_tokens(self, text: str) -> int | None:
         return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -114,7 +114,6 @@ class _hub_errors:
     def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
         if exc is None:
             return False
-        import httpx
         from huggingface_hub import errors as hf
 
         where = f"{self.repo}@{self.revision} on {self.endpoint}"
@@ -126,12 +125,18 @@ class _hub_errors:
         if isinstance(exc, hf.RevisionNotFoundError):
             raise RevisionNotFoundError(f"revision {self.revision!r} not found in {self.repo}",
                                         resource=self.name) from None
-        if isinstance(exc, (httpx.ConnectError, httpx.TimeoutException, ConnectionError)):
+        if isinstance(exc, ConnectionError) or _is_transport_error(exc):
             raise HubUnreachableError(f"cannot reach {self.endpoint}: {exc}", resource=self.name) from None
         if isinstance(exc, hf.HfHubHTTPError):
             status = exc.response.status_code if exc.response is not None else "?"
             raise SourceError(f"{where}: HTTP {status} from the hub", resource=self.name,
                               hint="retry later; if it persists, check the endpoint") from None
-        if isinstance(exc, httpx.HTTPError):
-            raise HubUnreachableError(f"{where}: {exc}", resource=self.name) from None
         return False
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    """A connection/timeout error of httpx or of httpx2 (which huggingface_hub 2.x uses)."""
+    return any(
+        cls.__module__.split(".")[0] in ("httpx", "httpx2") and cls.__name__ == "TransportError"
+        for cls in type(exc).__mro__
+    )

@@ -65,6 +65,13 @@ class _HTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     fake: "FakeServer"
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients hanging up mid-body (killed downloads, fault tests) are expected, not news.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
 
 class FakeServer:
     """Base class: ``start()`` / ``stop()`` or use as a context manager."""

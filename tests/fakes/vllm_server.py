@@ -60,7 +60,7 @@ from typing import Any
 try:
     from tests.fakes._server import FakeServer, Recorded, Request
 except ImportError:  # run as a plain file inside the image, _server.py beside it
-    from _server import FakeServer, Recorded, Request  # type: ignore[no-redef]
+    from _server import FakeServer, Recorded, Request  # type: ignore[no-redef,import-not-found]
 
 VLLM_VERSION = "0.10.1"
 DEFAULT_MAX_MODEL_LEN = 2048  # when neither --max-model-len nor config.json says
@@ -309,7 +309,7 @@ class FakeVLLM(FakeServer):
             self.write_chunk(handler, f"data: {data}\n\n".encode())
 
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
             if finish_reason is not None:
                 choice["stop_reason"] = None
             return {"id": ident, "object": "chat.completion.chunk", "created": created,

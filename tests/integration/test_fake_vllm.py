@@ -10,10 +10,11 @@ from pathlib import Path
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.fakes.vllm_server import FakeVLLM, main, parse_args
 
-MESSAGES = [{"role": "system", "content": "You are a helpful assistant"},
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "system", "content": "You are a helpful assistant"},
             {"role": "user", "content": "the moon rises over the sea"}]
 
 
@@ -27,8 +28,9 @@ def model_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def fake(model_dir: Path) -> Iterator[FakeVLLM]:
-    with FakeVLLM(model_dir, ["tiny"]) as server:
-        yield server  # type: ignore[misc]
+    server = FakeVLLM(model_dir, ["tiny"])
+    with server:
+        yield server
 
 
 def client(server: FakeVLLM, api_key: str = "unused") -> openai.OpenAI:
@@ -84,7 +86,8 @@ def test_models_lists_served_names_with_root_and_max_len(fake: FakeVLLM, model_d
 
 
 def test_wrong_api_key_raises_authentication_error_and_health_stays_open(model_dir: Path) -> None:
-    with FakeVLLM(model_dir, ["tiny"], api_key="s3cret") as server:
+    server = FakeVLLM(model_dir, ["tiny"], api_key="s3cret")
+    with server:
         with pytest.raises(openai.AuthenticationError):
             client(server, api_key="wrong").models.list()
         assert [m.id for m in client(server, api_key="s3cret").models.list().data] == ["tiny"]
@@ -112,7 +115,8 @@ def test_extra_sampling_fields_are_recorded(fake: FakeVLLM) -> None:
 
 def test_mid_stream_error_raises_api_error_after_the_first_chunks(model_dir: Path) -> None:
     received: list[str] = []
-    with FakeVLLM(model_dir, ["tiny"], fail_after=2) as server:
+    server = FakeVLLM(model_dir, ["tiny"], fail_after=2)
+    with server:
         stream = client(server).chat.completions.create(model="tiny", messages=MESSAGES, stream=True)
         # The openai client turns a `data: {"error": ...}` event into a plain APIError
         # (no status code: the HTTP status was 200).
@@ -182,7 +186,7 @@ def test_container_serves_a_streamed_chat(tmp_path: Path, model_dir: Path) -> No
             except openai.APIConnectionError:  # refused or reset while the "model loads"
                 assert time.monotonic() < deadline, container.logs().decode()
                 time.sleep(0.2)
-        assert models[0].model_extra["max_model_len"] == 1024
+        assert models[0].model_extra is not None and models[0].model_extra["max_model_len"] == 1024
         stream = api.chat.completions.create(
             model="tiny", messages=MESSAGES, stream=True, stream_options={"include_usage": True},
         )

@@ -1,0 +1,260 @@
+"""`provision apply` against a loopback Hugging Face hub, through the real CLI and client."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cli import run_cli, start_cli
+from tests.fakes.hf_hub import FakeCDN, FakeHFHub
+
+TOKEN = "hf_canary_TOKEN_5a1f0c"  # a canary: must never appear in output, state or lock
+
+
+def payload(n: int, seed: int) -> bytes:
+    return hashlib.sha256(str(seed).encode()).digest() * (n // 32) + b"x" * (n % 32)
+
+
+BIG = payload(3 << 20, 1)
+FILES = {
+    "config.json": b'{"architectures": ["Qwen3ForCausalLM"], "hidden_size": 64}',
+    "tokenizer.json": b'{"version": "1.0"}',
+    "model.safetensors": BIG,
+    "sub/extra.bin": payload(200_000, 2),
+    "README.md": b"# tiny",
+}
+
+
+@pytest.fixture()
+def hub() -> FakeHFHub:
+    with FakeHFHub() as server:
+        server.add_repo("org/tiny", FILES)
+        server.add_repo("org/other", {"config.json": b"{}", "weights.bin": payload(50_000, 3)})
+        yield server
+
+
+def write_manifest(tmp_path: Path, hub: FakeHFHub, models: str, *, extra_settings: str = "") -> Path:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "version: 1\n"
+        "settings:\n"
+        "  models_dir: models\n"
+        f"  huggingface: {{endpoint: '{hub.url}', token: '${{HF_TOKEN:-}}'}}\n"
+        f"{extra_settings}"
+        f"models:\n{models}"
+    )
+    return manifest
+
+
+TINY = "  tiny: {source: hf://org/tiny, include: ['*.json', '*.safetensors', 'sub/*']}\n"
+
+
+def lock_of(manifest: Path) -> dict:
+    return json.loads(manifest.with_name("m.lock.json").read_text())
+
+
+def test_first_apply_downloads_verifies_and_locks(tmp_path: Path, hub: FakeHFHub) -> None:
+    manifest = write_manifest(tmp_path, hub, TINY)
+    result = run_cli("apply", manifest)
+    assert result.returncode == 0, result.stderr
+    model_dir = tmp_path / "models" / "tiny"
+    for path in ("config.json", "tokenizer.json", "model.safetensors", "sub/extra.bin"):
+        assert (model_dir / path).read_bytes() == FILES[path]
+    assert not (model_dir / "README.md").exists()  # excluded by include
+    entry = lock_of(manifest)["models"]["tiny"]
+    assert entry["resolved"] == hub.repos["org/tiny"].branches["main"]
+    assert entry["files"]["model.safetensors"]["sha256"] == hashlib.sha256(BIG).hexdigest()
+    # small (non-LFS) files get their sha256 computed too
+    assert entry["files"]["config.json"]["sha256"] == hashlib.sha256(FILES["config.json"]).hexdigest()
+    assert not list((model_dir / ".cache" / "provision").rglob("*.part"))
+    assert run_cli("verify", manifest).returncode == 0
+
+
+def test_second_apply_makes_no_hub_request(tmp_path: Path, hub: FakeHFHub) -> None:
+    manifest = write_manifest(tmp_path, hub, TINY)
+    assert run_cli("apply", manifest).returncode == 0
+    before = len(hub.requests)
+    result = run_cli("apply", manifest)
+    assert result.returncode == 0
+    assert "no changes" in result.stdout
+    assert len(hub.requests) == before
+    plan = run_cli("plan", manifest, "--detailed-exitcode")
+    assert plan.returncode == 0 and len(hub.requests) == before
+
+
+def test_hf_download_sees_the_folder_as_up_to_date(tmp_path: Path, hub: FakeHFHub) -> None:
+    """The huggingface_hub bookkeeping we write lets `hf download --local-dir` skip every file."""
+    manifest = write_manifest(tmp_path, hub, TINY)
+    assert run_cli("apply", manifest).returncode == 0
+    from huggingface_hub import snapshot_download
+
+    gets = hub.file_gets()
+    snapshot_download("org/tiny", local_dir=tmp_path / "models" / "tiny", endpoint=hub.url,
+                      allow_patterns=["*.json", "*.safetensors", "sub/*"], token=False)
+    assert hub.file_gets() == gets
+
+
+def test_kill_mid_download_then_resume_fetches_only_the_rest(tmp_path: Path, hub: FakeHFHub) -> None:
+    big = payload(24 << 20, 9)
+    hub.add_repo("org/big", {"config.json": b"{}", "model.safetensors": big})
+    hub.faults.throttle_bps = 8 << 20  # 3 s for the file: time to kill it half-way
+    manifest = write_manifest(tmp_path, hub, "  big: {source: hf://org/big}\n")
+    process = start_cli("apply", manifest)
+    partial_dir = tmp_path / "models" / "big" / ".cache" / "provision" / "partial"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        parts = list(partial_dir.glob("*.part")) if partial_dir.exists() else []
+        if parts and parts[0].stat().st_size > (8 << 20):
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    kept = parts[0].stat().st_size
+    assert 0 < kept < len(big)
+    assert not (tmp_path / "models" / "big" / "model.safetensors").exists()  # never a partial at the final path
+
+    hub.faults.throttle_bps = None
+    served_before = hub.bytes_served
+    result = run_cli("apply", manifest)
+    assert result.returncode == 0, result.stderr
+    refetched = hub.bytes_served - served_before
+    assert refetched <= len(big) - kept + len(b"{}"), "resume must fetch only the missing bytes"
+    assert (tmp_path / "models" / "big" / "model.safetensors").read_bytes() == big
+    assert not list(partial_dir.glob("*")), "no orphan partial file may remain"
+
+
+def test_server_side_corruption_fails_that_model_only(tmp_path: Path, hub: FakeHFHub) -> None:
+    hub.faults.corrupt = {"model.safetensors"}
+    manifest = write_manifest(tmp_path, hub, TINY + "  other: {source: hf://org/other}\n")
+    result = run_cli("apply", manifest)
+    assert result.returncode == 1
+    assert "tiny" in result.stderr and "model.safetensors" in result.stderr and "sha256" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "models" / "tiny" / "model.safetensors").exists()
+    assert not list((tmp_path / "models" / "tiny").rglob("*.part"))
+    assert (tmp_path / "models" / "other" / "weights.bin").exists()  # the other model still landed
+    assert "tiny" not in lock_of(manifest)["models"] and "other" in lock_of(manifest)["models"]
+
+
+def test_moved_branch_ignored_until_update(tmp_path: Path, hub: FakeHFHub) -> None:
+    manifest = write_manifest(tmp_path, hub, TINY)
+    assert run_cli("apply", manifest).returncode == 0
+    old = lock_of(manifest)["models"]["tiny"]["resolved"]
+    new_weights = payload(len(BIG), 77)  # same size, other content: must still be fetched
+    new = hub.add_commit("org/tiny", {"model.safetensors": new_weights})
+
+    assert run_cli("apply", manifest).returncode == 0
+    assert lock_of(manifest)["models"]["tiny"]["resolved"] == old
+
+    locked = run_cli("apply", manifest, "--update", "--locked")
+    assert locked.returncode != 0
+
+    result = run_cli("apply", manifest, "--update")
+    assert result.returncode == 0, result.stderr
+    assert lock_of(manifest)["models"]["tiny"]["resolved"] == new
+    assert (tmp_path / "models" / "tiny" / "model.safetensors").read_bytes() == new_weights
+    assert run_cli("verify", manifest).returncode == 0
+
+
+def test_locked_refuses_a_manifest_change_the_lock_lacks(tmp_path: Path, hub: FakeHFHub) -> None:
+    manifest = write_manifest(tmp_path, hub, TINY)
+    assert run_cli("apply", manifest).returncode == 0
+    assert run_cli("apply", manifest, "--locked").returncode == 0
+    write_manifest(tmp_path, hub, TINY + "  other: {source: hf://org/other}\n")
+    result = run_cli("apply", manifest, "--locked")
+    assert result.returncode == 1
+    assert "other" in result.stderr and "lock" in result.stderr
+    assert not (tmp_path / "models" / "other").exists()
+
+
+def test_verify_catches_local_corruption_missing_and_extra(tmp_path: Path, hub: FakeHFHub) -> None:
+    manifest = write_manifest(tmp_path, hub, TINY)
+    assert run_cli("apply", manifest).returncode == 0
+    model_dir = tmp_path / "models" / "tiny"
+    data = bytearray((model_dir / "model.safetensors").read_bytes())
+    data[100] ^= 0xFF
+    (model_dir / "model.safetensors").write_bytes(bytes(data))
+    (model_dir / "config.json").unlink()
+    (model_dir / "stray.txt").write_text("?")
+    result = run_cli("verify", manifest, "--json")
+    assert result.returncode == 1
+    problems = {(p["path"], p["problem"]) for p in json.loads(result.stdout)["problems"]}
+    assert problems == {("model.safetensors", "corrupt"), ("config.json", "missing"), ("stray.txt", "extra")}
+    # apply repairs what is missing (a same-size corruption is verify's to find)
+    assert run_cli("apply", manifest).returncode == 0
+    assert (model_dir / "config.json").exists()
+
+
+def test_destroy_removes_only_provision_folders(tmp_path: Path, hub: FakeHFHub) -> None:
+    manifest = write_manifest(tmp_path, hub, TINY)
+    foreign = tmp_path / "models" / "mine"
+    foreign.mkdir(parents=True)
+    (foreign / "keep.bin").write_text("user data")
+    assert run_cli("apply", manifest).returncode == 0
+    refused = run_cli("destroy", manifest)  # no TTY, no --yes: refuse, remove nothing
+    assert refused.returncode == 1 and (tmp_path / "models" / "tiny").exists()
+    result = run_cli("destroy", manifest, "--yes")
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "models" / "tiny").exists()
+    assert (foreign / "keep.bin").read_text() == "user data"
+    assert run_cli("destroy", manifest, "--yes").returncode == 0  # idempotent
+
+
+def test_redirect_to_cdn_does_not_leak_token_and_nothing_secret_is_stored(tmp_path: Path) -> None:
+    with FakeHFHub() as hub, FakeCDN() as cdn:
+        hub.add_repo("org/gated", FILES, gated=True)
+        hub.tokens = {TOKEN}
+        hub.redirect_to(cdn)
+        manifest = write_manifest(tmp_path, hub, "  gated: {source: hf://org/gated}\n")
+        denied = run_cli("apply", manifest)
+        assert denied.returncode == 1 and "gated" in denied.stderr.lower()
+        result = run_cli("apply", manifest, "--json", env={"HF_TOKEN": TOKEN})
+        assert result.returncode == 0, result.stderr
+        assert cdn.file_gets() >= 1
+        assert cdn.authorizations() == []
+    everything = result.stdout + result.stderr + denied.stdout + denied.stderr
+    for path in [manifest.with_name("m.lock.json"), *(tmp_path / "state").rglob("*.json")]:
+        everything += path.read_text()
+    assert TOKEN not in everything
+
+
+def test_transient_errors_are_retried(tmp_path: Path, hub: FakeHFHub) -> None:
+    hub.faults.status_5xx = {"count": 2, "status": 503}
+    hub.faults.retry_after = {"count": 1, "seconds": 1}
+    hub.faults.drop_after_bytes = 1 << 20
+    hub.faults.drop_times = 1
+    manifest = write_manifest(tmp_path, hub, TINY)
+    result = run_cli("apply", manifest)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "models" / "tiny" / "model.safetensors").read_bytes() == BIG
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("hf://org/missing", "not found"),
+        ("hf://org/tiny\n    revision: nope", "revision 'nope' not found"),
+        ("hf://org/tiny\n    include: ['*.gguf']", "matches include/exclude"),
+    ],
+)
+def test_hub_errors_are_one_line_with_a_hint(tmp_path: Path, hub: FakeHFHub, source: str, message: str) -> None:
+    manifest = write_manifest(tmp_path, hub, f"  bad:\n    source: {source}\n  other: {{source: hf://org/other}}\n")
+    result = run_cli("apply", manifest)
+    assert result.returncode == 1
+    assert message in result.stderr and "hint:" in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "models" / "other" / "weights.bin").exists()
+
+
+def test_unreachable_endpoint(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("version: 1\nsettings: {huggingface: {endpoint: 'http://127.0.0.1:9'}}\n"
+                        "models: {x: {source: hf://org/x}}\n")
+    result = run_cli("apply", manifest)
+    assert result.returncode == 1
+    assert "cannot reach http://127.0.0.1:9" in result.stderr and "hint:" in result.stderr

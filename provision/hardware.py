@@ -15,9 +15,10 @@ What each probe asks, and of whom:
 - RAM: ``psutil.virtual_memory()`` (total, available).
 - Disk: ``shutil.disk_usage`` of the nearest existing folder above the path
   (:func:`free_bytes`, the one function tests replace).
-- Docker: the docker SDK, ``docker.from_env(timeout=2).info()``; GPU support is an ``nvidia``
-  entry in ``Runtimes`` or NVIDIA CDI devices in ``DiscoveredDevices`` (engine 28.3+).
-- Ollama: ``GET {host}/api/version`` with httpx and a 1 s timeout.
+- Docker: ``GET /info`` of the engine (the standard library on a unix socket, else the docker
+  SDK's ``docker.from_env(timeout=2).info()``); GPU support is an ``nvidia`` entry in
+  ``Runtimes`` or NVIDIA CDI devices in ``DiscoveredDevices`` (engine 28.3+).
+- Ollama: ``GET {host}/api/version`` with urllib and a 1 s timeout.
 
 :func:`collect_inventory` runs the probes in parallel threads and returns an :class:`Inventory`.
 """
@@ -213,27 +214,55 @@ class DockerProbe:
         return "nvidia" in self.runtimes or any(d.startswith("nvidia.com/gpu") for d in self.cdi_devices)
 
 
+def _docker_info_unix(socket_path: str, timeout: float) -> dict[str, Any]:
+    """``GET /info`` on the engine's unix socket with the standard library."""
+    import http.client
+    import json
+    import socket
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(socket_path)
+
+    connection = UnixConnection("localhost", timeout=timeout)
+    try:
+        connection.request("GET", "/info")
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise OSError(f"HTTP {response.status}: {body[:200].decode(errors='replace')}")
+    return json.loads(body)
+
+
+def _docker_info_sdk(timeout: float) -> dict[str, Any]:
+    import docker
+
+    client = docker.from_env(timeout=int(timeout))
+    try:
+        return client.info()
+    finally:
+        client.close()
+
+
 def probe_docker() -> DockerProbe:
+    """The engine's ``/info``. A unix socket (the default) is asked with the standard library,
+    ~0.15 s faster than importing the docker SDK; TCP, TLS and SSH hosts go through the SDK."""
     host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     try:
-        import docker
-    except ImportError:
-        return DockerProbe(reachable=False, host=host, error="the docker SDK is not installed", findings=(
-            Finding(Level.WARN, "docker", "cannot check Docker: the docker Python SDK is not installed",
-                    "pip install docker"),))
-    client = None
-    try:
-        client = docker.from_env(timeout=2)
-        info = client.info()
-    except Exception as exc:  # noqa: BLE001 - the SDK raises DockerException, requests and OS errors alike
+        if host.startswith("unix://"):
+            info = _docker_info_unix(host.removeprefix("unix://"), timeout=2.0)
+        else:
+            info = _docker_info_sdk(timeout=2.0)
+    except Exception as exc:  # noqa: BLE001 - OS errors, bad JSON, and the SDK's DockerException/requests errors
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return DockerProbe(reachable=False, host=host, error=message, findings=(
             Finding(Level.WARN, "docker", f"Docker engine not reachable at {host}: {message}",
                     "start it (`sudo systemctl start docker`, or `sudo dockerd &`), check that you may use "
                     "/var/run/docker.sock (the docker group), or set DOCKER_HOST"),))
-    finally:
-        if client is not None:
-            client.close()
     runtimes = tuple(sorted(info.get("Runtimes") or {}))
     cdi = tuple(str(d.get("ID", "")) for d in info.get("DiscoveredDevices") or () if isinstance(d, dict))
     probe = DockerProbe(reachable=True, host=host, server_version=info.get("ServerVersion"),
@@ -282,16 +311,17 @@ class OllamaProbe:
 
 
 def probe_ollama(host: str | None = None) -> OllamaProbe:
-    import httpx
+    # The standard library, not httpx: importing httpx/httpcore costs ~0.25 s, half the budget.
+    import json
+    import urllib.error
+    import urllib.request
 
     url = resolve_ollama_host(host)
     try:
-        # Building a TLS context costs ~50 ms: only an https host needs one.
-        response = httpx.get(f"{url}/api/version", timeout=1.0, verify=url.startswith("https://"))
-        response.raise_for_status()
-        version = str(response.json().get("version"))
-    except (httpx.HTTPError, ValueError, AttributeError) as exc:
-        message = str(exc) or type(exc).__name__
+        with urllib.request.urlopen(f"{url}/api/version", timeout=1.0) as response:  # noqa: S310 - http(s) only
+            version = str(json.loads(response.read())["version"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # URLError, HTTPError and timeouts are OSErrors
+        message = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
         return OllamaProbe(host=url, reachable=False, error=message, findings=(
             Finding(Level.WARN, "ollama", f"Ollama not reachable at {url}: {message}",
                     "start it with `ollama serve`, or set settings.ollama.host / $OLLAMA_HOST"),))

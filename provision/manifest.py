@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -21,6 +22,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -168,6 +170,10 @@ class _DeploymentBase(_Strict):
 GpuRequest = Union[Literal["all"], int, tuple[int, ...]]
 
 
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 class VllmDeployment(_DeploymentBase):
     engine: Literal["vllm"]
     model: str
@@ -183,6 +189,16 @@ class VllmDeployment(_DeploymentBase):
     shm_size: str | None = None
     startup_timeout: float = Field(default=900, gt=0)
     restart: Literal["no", "always", "unless-stopped", "on-failure"] = "unless-stopped"
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpu_request(cls, value: Any) -> Any:
+        # One clear message instead of pydantic's one error per member of the union.
+        if isinstance(value, str) and value.isdigit():  # e.g. from ${GPUS}
+            return int(value)
+        if value == "all" or _is_count(value) or (isinstance(value, (list, tuple)) and all(map(_is_count, value))):
+            return value
+        raise ValueError(f"expected 'all', a number of GPUs or a list of device ids, not {value!r}")
 
 
 class TransformersDeployment(_DeploymentBase):
@@ -229,9 +245,12 @@ class Manifest(_Strict):
 
     @field_validator("models", "deployments")
     @classmethod
-    def _safe_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _safe_names(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         for name in value:
-            _check_name(name)
+            try:
+                _check_name(name)
+            except ValueError as exc:
+                raise _RefError((str(info.field_name), name), str(exc)) from None
         return value
 
     @model_validator(mode="after")
@@ -283,7 +302,8 @@ class Manifest(_Strict):
         overrides = self.deployments[deployment].smoke_test
         if overrides is None:
             return self.smoke_test
-        changed = overrides.model_dump(exclude_none=True)
+        # Iterating keeps the typed values (a dump would turn messages into plain dicts).
+        changed = {field: value for field, value in overrides if value is not None}
         return self.smoke_test.model_copy(update=changed)
 
 
@@ -305,7 +325,13 @@ class _LineLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *base`; construct_mapping merges it, explicit keys override
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, Hashable):
+            raise yaml.constructor.ConstructorError(
+                None, None, "a key must be a plain value, not a list or mapping", key_node.start_mark
+            )
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None,
@@ -320,21 +346,28 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool =
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _line_map(node: yaml.Node | None, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+def _line_map(
+    node: yaml.Node | None, path: tuple = (), out: dict | None = None, parents: frozenset[int] = frozenset()
+) -> dict[tuple, int]:
     """Field path (as pydantic reports it) -> 1-based line of that field in the file."""
     out = {} if out is None else out
     if node is None:
         return out
+    if id(node) in parents:  # `a: &x [*x]` would make every later step recurse forever
+        raise yaml.composer.ComposerError(None, None, "an alias refers to a node that contains it", node.start_mark)
+    parents = parents | {id(node)}
     out.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue  # the constructor rejects it
             key_path = path + (key_node.value,)
             out[key_path] = key_node.start_mark.line + 1
-            _line_map(value_node, key_path, out)
+            _line_map(value_node, key_path, out, parents)
             out[key_path] = key_node.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _line_map(item, path + (index,), out)
+            _line_map(item, path + (index,), out, parents)
     return out
 
 
@@ -388,6 +421,10 @@ def _pydantic_message(error: dict[str, Any]) -> str:
         return f"missing field 'engine': one of {', '.join(ENGINES)}"
     if kind == "missing":
         return "missing required field"
+    if kind in ("tuple_type", "list_type"):
+        return "expected a list"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return "expected a mapping (key: value lines)"
     if kind == "literal_error" and error["loc"] == ("version",):
         return f"unsupported manifest version {error['input']!r}: this provision reads version 1"
     message = str(error.get("msg", "invalid value"))
@@ -404,20 +441,27 @@ def parse_manifest(text: str, *, file: str = "<manifest>", env: dict[str, str] |
     env = dict(os.environ) if env is None else env
     try:
         node = yaml.compose(text, Loader=_LineLoader)
+        lines = _line_map(node)
         data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         problem = exc.problem or str(exc)
-        raise ManifestError(f"invalid YAML: {problem}", file=file, line=line,
-                            hint="fix the YAML syntax at that line") from None
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"invalid YAML: {exc}", file=file) from None
-    lines = _line_map(node)
+        if exc.context and exc.context_mark and exc.context_mark.line + 1 != line:
+            # e.g. an unclosed quote or bracket: the problem shows only at the end
+            problem += f" ({exc.context} started on line {exc.context_mark.line + 1})"
+        hint = ("remove or rename one of them" if problem.startswith("duplicate key")
+                else "fix the YAML at that line: check indentation, quotes and brackets")
+        raise ManifestError(f"invalid YAML: {problem}", file=file, line=line, hint=hint) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        line = text.count("\n", 0, exc.position) + 1
+        raise ManifestError(f"invalid YAML: character U+{exc.character:04X} is not allowed", file=file, line=line,
+                            hint="remove control characters; save the file as UTF-8") from None
     if data is None:
-        raise ManifestError("the manifest is empty", file=file, hint="start with `version: 1`")
+        raise ManifestError("the manifest is empty", file=file, line=1, hint="start with `version: 1`")
     if not isinstance(data, dict):
-        raise ManifestError("the manifest must be a mapping", file=file, line=1, hint="start with `version: 1`")
+        raise ManifestError("the manifest must be a mapping", file=file, line=lines.get((), 1),
+                            hint="start with `version: 1`")
     data = _expand(data, (), env, lines, file)
     try:
         return Manifest.model_validate(data)
@@ -428,6 +472,8 @@ def parse_manifest(text: str, *, file: str = "<manifest>", env: dict[str, str] |
             loc, message = ref.loc, str(ref)
         else:
             loc, message = _clean_loc(first["loc"]), _pydantic_message(first)
+            if first["type"] == "union_tag_invalid":
+                loc += ("engine",)  # point at the bad value, not at the deployment
         more = len(exc.errors()) - 1
         suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
         raise ManifestError(

@@ -26,14 +26,16 @@ the client hangs: the stream is consumed in a daemon thread and waited on with a
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import queue
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from statistics import mean, median
-from typing import Callable, Iterator, Sequence
 
 from .deployments.base import ChatClient, ChatEvent
 from .errors import ProvisionError
@@ -101,7 +103,7 @@ def ttft_and_itl(send: float, content_times: Sequence[float]) -> tuple[float | N
     """TTFT and the inter-chunk gaps, from the arrival times of chunks that carried text."""
     if not content_times:
         return None, ()
-    gaps = tuple(later - earlier for earlier, later in zip(content_times, content_times[1:]))
+    gaps = tuple(later - earlier for earlier, later in itertools.pairwise(content_times))
     return content_times[0] - send, gaps
 
 
@@ -198,7 +200,7 @@ def _preview(text: str, width: int = 60) -> str:
 # -- running -------------------------------------------------------------------------------
 
 
-def _pump(stream: Iterator[ChatEvent], clock: Clock, out: "queue.Queue[tuple[float, object]]") -> None:
+def _pump(stream: Iterator[ChatEvent], clock: Clock, out: queue.Queue[tuple[float, object]]) -> None:
     """Worker: timestamp each event as it arrives; an exception or the end is the last item."""
     try:
         for event in stream:
@@ -313,10 +315,8 @@ def run_job(job: SmokeJob, *, on_text: OnText | None = None, clock: Clock = time
             clock=clock,
         )
     finally:
-        try:
+        with contextlib.suppress(Exception):  # closing must not hide the result
             client.close()
-        except Exception:  # noqa: BLE001 - closing must not hide the result
-            pass
     return replace(result, load_s=load_s)
 
 

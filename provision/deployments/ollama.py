@@ -11,7 +11,8 @@ output tokens). An error before the first line comes with its HTTP status
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from ..errors import DeploymentError, EngineUnavailableError
 from ..manifest import SmokeTestSettings
@@ -60,7 +61,8 @@ class OllamaChat:
             raise EngineUnavailableError(f"cannot connect to Ollama at {self.host}", hint=_SERVE_HINT) from exc
         except httpx.TimeoutException as exc:
             raise DeploymentError(
-                f"Ollama at {self.host} did not answer in time", hint="raise smoke_test.timeout; a first load can be slow"
+                f"Ollama at {self.host} did not answer in time",
+                hint="raise smoke_test.timeout; a first load can be slow",
             ) from exc
         except httpx.HTTPError as exc:
             raise DeploymentError(f"Ollama at {self.host}: {type(exc).__name__}: {exc}", hint=_SERVE_HINT) from exc

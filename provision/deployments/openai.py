@@ -13,7 +13,8 @@ in the body, so they go through ``extra_body`` only when set.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import DeploymentError
 from ..manifest import OpenAIDeployment, SmokeTestSettings
@@ -92,13 +93,15 @@ class OpenAIChat:
     def close(self) -> None:
         self._client.close()
 
-    def _translate(self, exc: "openai.OpenAIError") -> DeploymentError:
+    def _translate(self, exc: openai.OpenAIError) -> DeploymentError:
         """One provision error per failure a user can act on."""
         import openai
 
         where = self.base_url
         if isinstance(exc, openai.APITimeoutError):
-            return DeploymentError(f"no answer from {where} in time", hint="raise smoke_test.timeout, or check the server's load")
+            return DeploymentError(
+                f"no answer from {where} in time", hint="raise smoke_test.timeout, or check the server's load"
+            )
         if isinstance(exc, openai.APIConnectionError):
             return DeploymentError(
                 f"cannot connect to {where}: {_cause(exc)}",
@@ -115,7 +118,9 @@ class OpenAIChat:
                 hint="check served_model (GET /v1/models lists what the server serves)",
             )
         if isinstance(exc, openai.RateLimitError):
-            return DeploymentError(f"429 rate limited: {_message(exc)}", hint="retry later or check the account's quota")
+            return DeploymentError(
+                f"429 rate limited: {_message(exc)}", hint="retry later or check the account's quota"
+            )
         if isinstance(exc, openai.APIStatusError):
             return DeploymentError(f"HTTP {exc.status_code}: {_message(exc)}", hint="see the server's log")
         if isinstance(exc, openai.APIError):  # an error event in the middle of the stream

@@ -18,8 +18,9 @@ from __future__ import annotations
 import os
 import queue
 import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import Any, ClassVar
 
 from ..errors import DeploymentError
 from ..manifest import SmokeTestSettings, TransformersDeployment
@@ -127,9 +128,10 @@ class TransformersChat:
                 ) from exc
         if tokenizer.chat_template is None:
             raise DeploymentError(
-                f"{self.model_dir} has no chat template", hint="use an instruct/chat model (tokenizer_config.json chat_template)"
+                f"{self.model_dir} has no chat template",
+                hint="use an instruct/chat model (tokenizer_config.json chat_template)",
             )
-        model.to(self.device)
+        model.to(self.device)  # type: ignore[arg-type]  # transformers' stubs want a model
         model.eval()
         return tokenizer, model
 
@@ -143,7 +145,9 @@ class TransformersChat:
         ).to(self.device)
         prompt_length = inputs["input_ids"].shape[1]
         # The streamer's timeout is the longest wait for one piece of text.
-        streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=self.timeout)
+        streamer = TextIteratorStreamer(
+            self._tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=self.timeout
+        )
         produced: list[int] = []
         failure: list[BaseException] = []
         self._stop.clear()

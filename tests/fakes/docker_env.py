@@ -3,7 +3,7 @@
 No registry is reachable here, so the fake vLLM image is built from scratch in two
 cached steps, each skipped when its result is already there:
 
-    $PROVISION_TEST_CACHE (default ~/.cache/provision-tests)/
+    cache_dir() ($PROVISION_TEST_CACHE, else the real user's ~/.cache/provision-tests)/
         bookworm-python3.tar     debootstrap --variant=minbase --include=python3 (~40 s)
     provision-test/vllm-fake:1   that tarball + /opt/fake/{vllm_server.py,_server.py},
                                  `docker import`ed with ENTRYPOINT python3 /opt/fake/vllm_server.py
@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import pwd
 import shutil
 import subprocess
 import tarfile
@@ -45,7 +46,13 @@ _SERVER_FILES = (FAKES / "vllm_server.py", FAKES / "_server.py")
 
 
 def cache_dir() -> Path:
-    path = Path(os.environ.get("PROVISION_TEST_CACHE", "~/.cache/provision-tests")).expanduser()
+    """$PROVISION_TEST_CACHE, else ~/.cache/provision-tests of the real user.
+
+    Not $HOME: tests run with HOME in a fresh temp folder (tests/conftest.py), which
+    would throw the cache away each time.
+    """
+    default = Path(pwd.getpwuid(os.getuid()).pw_dir) / ".cache" / "provision-tests"
+    path = Path(os.environ.get("PROVISION_TEST_CACHE") or default)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

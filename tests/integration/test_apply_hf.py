@@ -120,6 +120,7 @@ def test_kill_mid_download_then_resume_fetches_only_the_rest(tmp_path: Path, hub
     assert not (tmp_path / "models" / "big" / "model.safetensors").exists()  # never a partial at the final path
 
     hub.faults.throttle_bps = None
+    time.sleep(1)  # let the server's handler for the killed client notice the closed socket
     served_before = hub.bytes_served
     result = run_cli("apply", manifest)
     assert result.returncode == 0, result.stderr

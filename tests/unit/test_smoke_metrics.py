@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Iterator
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,7 @@ from provision.errors import DeploymentError
 from provision.manifest import SmokeTestSettings
 from provision.smoke import (
     SmokeJob,
+    SmokeResult,
     measure,
     percentile,
     run_many,
@@ -113,7 +116,7 @@ def test_run_one_computes_metrics_with_an_injected_clock() -> None:
     assert result.ttft == pytest.approx(1.0)
     assert result.itl_mean == pytest.approx(1.0)
     assert result.itl_median == pytest.approx(1.0)
-    assert result.itl_p99 == pytest.approx(1.485)
+    assert result.itl_p99 == pytest.approx(1.49)  # gaps 0.5 and 1.5
     assert result.tpot == pytest.approx(0.5)
     assert result.tokens_per_s == pytest.approx(2.0)
     assert (result.output_tokens, result.token_source) == (5, "tokenizer")
@@ -240,3 +243,30 @@ def test_a_client_that_cannot_be_made_is_a_failed_result() -> None:
     assert (result.passed, result.engine) == (False, "transformers")
     assert result.reason == "/m is not a model folder; point the deployment at a model"
     assert result.load_s is not None
+
+
+# -- rendering (provision/report/smoke.py) ---------------------------------------------------
+
+
+def test_junit_has_one_testcase_per_deployment_and_survives_control_characters(tmp_path: Path) -> None:
+    from provision.report.smoke import smoke_dict, write_junit
+
+    results = [
+        SmokeResult("api", "openai", True, ttft=0.1, output_tokens=5, token_source="server", total_s=1.0,
+                    text="ok\x01 <b>"),
+        SmokeResult("local", "transformers", False, "401 Unauthorized: the API key was rejected", total_s=0.2),
+    ]
+    write_junit(results, tmp_path / "out" / "smoke.xml")
+    root = ET.parse(tmp_path / "out" / "smoke.xml").getroot()
+    suite = root.find("testsuite")
+    assert suite is not None and (suite.get("tests"), suite.get("failures")) == ("2", "1")
+    cases = suite.findall("testcase")
+    assert [(c.get("classname"), c.get("name")) for c in cases] == [("smoke.openai", "api"),
+                                                                     ("smoke.transformers", "local")]
+    assert cases[0].find("failure") is None
+    assert cases[0].findtext("system-out") == "ok <b>"
+    failure = cases[1].find("failure")
+    assert failure is not None and failure.get("message") == "401 Unauthorized: the API key was rejected"
+    document = smoke_dict(results)
+    assert (document["passed"], document["failed"]) == (False, 1)
+    assert document["results"][0]["token_source"] == "server"

@@ -1,0 +1,333 @@
+"""Will it fit? Deployments against this machine's inventory, before anything is downloaded.
+
+Pure: the caller supplies what it knows about each model (:class:`ModelInfo`: ``config.json``,
+the real size of the weight files from disk or the hub's listing, a GGUF header) and an
+:class:`~provision.hardware.Inventory`; this module returns :class:`~provision.hardware.Finding` s.
+
+Levels: FAIL when the estimate exceeds what is available (with a remedy: the longest context
+that fits, more GPUs, a quantized model), WARN when it fits with less than 10% to spare or
+cannot be estimated, OK otherwise. The formulas are in :mod:`provision.estimate`.
+
+Where each engine puts a model:
+
+- vllm: the first ``--tensor-parallel-size`` GPUs of those the deployment gets (``gpus``);
+  usable = ``gpu_memory_utilization`` x VRAM of the smallest x tp. vLLM also refuses to start
+  when a GPU has less free memory than that fraction of its total.
+- transformers: ``device`` auto/cuda = GPU 0 when there is a GPU, ``cuda:N`` = GPU N, else RAM;
+  the whole model on that one device, against its free memory.
+- ollama: all GPUs' free memory, then RAM: a model that needs both is split (WARN, slower).
+- openai: hosted; nothing local.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping
+
+from .estimate import (
+    GIB,
+    TRANSFORMERS_OVERHEAD,
+    GgufInfo,
+    ModelShape,
+    dtype_bytes,
+    kv_bytes_per_token,
+    model_shape,
+    ollama_default_context,
+    parse_vllm_args,
+    resolve_dtype,
+    vllm_dtype,
+    vllm_max_context,
+    vllm_overhead,
+    weights_bytes,
+)
+from .hardware import Finding, Gpu, Inventory, Level, worst
+
+if TYPE_CHECKING:
+    from .manifest import Requirements
+
+MARGIN = 0.10  # closer than this to the limit is a WARN
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the caller knows about a deployment's model; any part may be unknown."""
+
+    config: Mapping[str, Any] | None = None  # config.json
+    weights_bytes: int | None = None  # total size of the *.safetensors files, as stored
+    gguf: GgufInfo | None = None
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """One deployment's need and where it goes. ``None`` fields are unknown."""
+
+    where: str  # "GPU 0", "GPU 0,1", "RAM", "GPU 0,1 + RAM"
+    needed: int | None
+    available: int | None
+    weights: int | None = None
+    kv_cache: int | None = None
+    overhead: int | None = None
+    context_len: int | None = None
+    max_context_len: int | None = None  # vLLM: the longest --max-model-len that fits
+
+
+@dataclass(frozen=True)
+class DeploymentFit:
+    name: str
+    estimate: MemoryEstimate | None  # None: nothing local (openai) or no place to run
+    findings: tuple[Finding, ...]
+
+    @property
+    def level(self) -> Level:
+        return worst(self.findings)
+
+
+def size_text(n: float) -> str:
+    """GiB with one decimal; MiB below 1 GiB so small sizes do not read as 0.0."""
+    return f"{n / GIB:.1f} GiB" if abs(n) >= GIB else f"{n / 2**20:.1f} MiB"
+
+
+def _judge(name: str, est: MemoryEstimate, what: str, remedy: str) -> Finding:
+    """OK / WARN (under 10% to spare) / FAIL for a complete estimate."""
+    assert est.needed is not None and est.available is not None
+    head = f"needs {size_text(est.needed)} of {size_text(est.available)} on {est.where} ({what})"
+    if est.needed > est.available:
+        return Finding(Level.FAIL, name, f"does not fit: {head}", remedy)
+    if est.needed > est.available * (1 - MARGIN):
+        return Finding(Level.WARN, name, f"fits with under {MARGIN:.0%} to spare: {head}",
+                       "expect out-of-memory errors under load; " + remedy)
+    return Finding(Level.OK, name, head)
+
+
+def _unknown(name: str, why: str) -> Finding:
+    return Finding(Level.WARN, name, f"cannot estimate memory: {why}",
+                   "run `provision apply` to fetch the model, then check again")
+
+
+# -- vLLM ----------------------------------------------------------------------------------
+
+
+def _selected_gpus(request: Any, gpus: tuple[Gpu, ...]) -> tuple[Gpu, ...] | str:
+    """The GPUs a ``gpus:`` value gives the container, or why it cannot have them."""
+    if request == "all":
+        return gpus
+    if isinstance(request, int):
+        if request > len(gpus):
+            return f"asks for {request} GPUs; this machine has {len(gpus)}"
+        return gpus[:request]
+    by_index = {g.index: g for g in gpus}
+    missing = [i for i in request if i not in by_index]
+    if missing:
+        return f"asks for GPU {', '.join(map(str, missing))}; this machine has {len(gpus)}"
+    return tuple(by_index[i] for i in request)
+
+
+def _vllm_numbers(shape: ModelShape | None, weights: int, context: int | None, kv_bytes: float,
+                  gpus: tuple[Gpu, ...], utilization: float, batched: int) -> MemoryEstimate:
+    tp = len(gpus)
+    usable = int(utilization * min(g.memory_total for g in gpus) * tp)
+    overhead = vllm_overhead(shape, tp=tp, batched_tokens=batched)
+    where = "GPU " + ",".join(str(g.index) for g in gpus)
+    if shape is None or context is None:
+        return MemoryEstimate(where, None, usable, weights, None, overhead, context)
+    per_token = kv_bytes_per_token(shape, kv_bytes, tp=tp)
+    kv = per_token * context
+    longest = vllm_max_context(usable, weights, overhead, per_token)
+    if shape.max_position_embeddings:  # vLLM refuses a longer --max-model-len than the model's own
+        longest = min(longest, shape.max_position_embeddings)
+    return MemoryEstimate(where, weights + kv + overhead, usable, weights, kv, overhead, context, longest)
+
+
+def _fit_vllm(name: str, spec: Any, info: ModelInfo, inventory: Inventory) -> DeploymentFit:
+    def fail(message: str, remedy: str) -> DeploymentFit:
+        return DeploymentFit(name, None, (Finding(Level.FAIL, name, message, remedy),))
+
+    if spec.gpus == 0:
+        return fail("vLLM's images need a GPU: `gpus: 0` is not supported",
+                    "give it GPUs (`gpus: all`), or use engine ollama or transformers for CPU")
+    if not inventory.gpus:
+        return fail("vLLM needs an NVIDIA GPU and none was found",
+                    "run it on a machine with a GPU, or use engine ollama or transformers here")
+    selected = _selected_gpus(spec.gpus, inventory.gpus)
+    if isinstance(selected, str):
+        return fail(f"gpus: {selected}", "lower `gpus:` to what `provision check-hardware` lists")
+    try:
+        args = parse_vllm_args(spec.args)
+    except ValueError as exc:
+        return fail(f"cannot read args: {exc}", "write numbers after --max-model-len and the like")
+    tp = args.tensor_parallel_size
+    if tp > len(selected):
+        return fail(f"--tensor-parallel-size {tp} needs {tp} GPUs; the container gets {len(selected)}",
+                    f"give it {tp} GPUs with `gpus:` or lower --tensor-parallel-size")
+    used = selected[:tp]
+    for gpu in used:
+        if gpu.memory_free < args.gpu_memory_utilization * gpu.memory_total:
+            share = int(gpu.memory_free / gpu.memory_total * 100) / 100
+            return fail(f"GPU {gpu.index} has {size_text(gpu.memory_free)} free of {size_text(gpu.memory_total)}; vLLM "
+                        f"wants {args.gpu_memory_utilization:g} of it at startup",
+                        f"stop what uses it (see `nvidia-smi`) or pass --gpu-memory-utilization {share:g}")
+
+    config = info.config or {}
+    shape = model_shape(config) if info.config else None
+    dtype = vllm_dtype(args.dtype, config) if info.config else None
+    weights = weights_bytes(config, dtype, stored_bytes=info.weights_bytes) if info.config else info.weights_bytes
+    if weights is None:
+        return DeploymentFit(name, None, (_unknown(name, "no config.json or weight sizes yet"),))
+    kv_dtype = dtype if args.kv_cache_dtype == "auto" else args.kv_cache_dtype
+    kv_bytes = dtype_bytes(kv_dtype) or 2
+    context = args.max_model_len or (shape.max_position_embeddings if shape else None)
+    est = _vllm_numbers(shape, weights, context, kv_bytes, used, args.gpu_memory_utilization,
+                        args.max_num_batched_tokens)
+    if est.needed is None:
+        return DeploymentFit(name, est, (_unknown(name, "the KV cache of this architecture is not modelled"),))
+    what = (f"weights {size_text(est.weights or 0)} + KV cache {size_text(est.kv_cache or 0)} for {context} tokens "
+            f"+ overhead {size_text(est.overhead or 0)}")
+    return DeploymentFit(name, est, (_judge(name, est, what, _vllm_remedy(est, shape, weights, context, kv_bytes,
+                                                                         selected, args)),))
+
+
+def _vllm_remedy(est: MemoryEstimate, shape: ModelShape | None, weights: int, context: int | None,
+                 kv_bytes: float, selected: tuple[Gpu, ...], args: Any) -> str:
+    remedies = []
+    if est.max_context_len and context and est.max_context_len < context:
+        remedies.append(f"pass --max-model-len {est.max_context_len} (the longest that fits)")
+    for tp in (2, 4, 8):
+        if tp <= args.tensor_parallel_size or tp > len(selected):
+            continue
+        if shape is not None and shape.heads % tp:
+            continue  # vLLM needs the attention heads to divide evenly
+        bigger = _vllm_numbers(shape, weights, context, kv_bytes, selected[:tp], args.gpu_memory_utilization,
+                               args.max_num_batched_tokens)
+        if bigger.needed is not None and bigger.available is not None and bigger.needed <= bigger.available:
+            remedies.append(f"spread it over {tp} GPUs with --tensor-parallel-size {tp}")
+            break
+    else:
+        remedies.append("use more or larger GPUs")
+    remedies.append("use a quantized model (AWQ, GPTQ or FP8)")
+    return "; or ".join(remedies)
+
+
+# -- transformers --------------------------------------------------------------------------
+
+
+def _fit_transformers(name: str, spec: Any, info: ModelInfo, inventory: Inventory) -> DeploymentFit:
+    device: str = spec.device
+    if device in ("auto", "cuda") and inventory.gpus:
+        device = "cuda:0"
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        gpu = next((g for g in inventory.gpus if g.index == index), None)
+        if gpu is None:
+            return DeploymentFit(name, None, (Finding(Level.FAIL, name, f"device {spec.device} but no such GPU here",
+                                                      "use device: auto or cpu"),))
+        where, available = f"GPU {index}", gpu.memory_free
+    else:
+        where, available = "RAM", inventory.memory.available
+    if info.config is None:
+        weights = info.weights_bytes  # at the stored dtype: the best guess without a config
+    else:
+        weights = weights_bytes(info.config, resolve_dtype(spec.dtype, info.config), stored_bytes=info.weights_bytes)
+    if weights is None:
+        return DeploymentFit(name, None, (_unknown(name, "no config.json or weight sizes yet"),))
+    overhead = int(weights * TRANSFORMERS_OVERHEAD)
+    est = MemoryEstimate(where, weights + overhead, available, weights, None, overhead)
+    remedy = ("load it in half precision (dtype: bfloat16 or float16)" if spec.dtype in ("float32",)
+              else "use a smaller model, or free memory on that device")
+    what = f"weights {size_text(weights)} + {TRANSFORMERS_OVERHEAD:.0%}"
+    return DeploymentFit(name, est, (_judge(name, est, what, remedy),))
+
+
+# -- Ollama --------------------------------------------------------------------------------
+
+
+def _fit_ollama(name: str, spec: Any, info: ModelInfo, inventory: Inventory) -> DeploymentFit:
+    gguf = info.gguf
+    if gguf is None:
+        return DeploymentFit(name, None, (_unknown(name, "the GGUF file is not known yet"),))
+    total_vram = sum(g.memory_total for g in inventory.gpus)
+    num_ctx = int((spec.parameters or {}).get("num_ctx") or ollama_default_context(total_vram, gguf.context_length))
+    per_token = gguf.kv_bytes_per_token
+    kv = per_token * num_ctx if per_token is not None else None
+    needed = gguf.file_bytes + (kv or 0)
+    vram = sum(g.memory_free for g in inventory.gpus)
+    if inventory.gpus and needed <= vram:
+        where, available = "GPU " + ",".join(str(g.index) for g in inventory.gpus), vram
+    elif inventory.gpus:
+        where, available = "GPU " + ",".join(str(g.index) for g in inventory.gpus) + " + RAM", vram + inventory.memory.available
+    else:
+        where, available = "RAM", inventory.memory.available
+    est = MemoryEstimate(where, needed, available, gguf.file_bytes, kv, 0, num_ctx)
+    what = f"file {size_text(gguf.file_bytes)} + KV cache {size_text(kv or 0)} for {num_ctx} tokens"
+    finding = _judge(name, est, what, "pick a smaller quantization tag (e.g. q4_K_M) or set parameters.num_ctx lower")
+    findings = [finding]
+    if kv is None:
+        findings.append(Finding(Level.WARN, name, "the GGUF header lacks the attention sizes: KV cache not counted",
+                                "leave room for it: a few hundred MiB at 4096 tokens for a small model"))
+    if finding.level is Level.OK and where.endswith("+ RAM"):
+        findings[0] = Finding(Level.WARN, name, f"split between GPU and CPU (slower): {finding.message}",
+                              "pick a smaller quantization tag or set parameters.num_ctx lower to stay on the GPU")
+    return DeploymentFit(name, est, tuple(findings))
+
+
+# -- public --------------------------------------------------------------------------------
+
+
+def fit_deployment(name: str, deployment: Any, model_info: ModelInfo | None, inventory: Inventory) -> DeploymentFit:
+    """The estimate and findings for one deployment (a manifest ``*Deployment``), ``requires:`` included."""
+    info = model_info or ModelInfo()
+    if deployment.engine == "vllm":
+        fit = _fit_vllm(name, deployment, info, inventory)
+    elif deployment.engine == "transformers":
+        fit = _fit_transformers(name, deployment, info, inventory)
+    elif deployment.engine == "ollama":
+        fit = _fit_ollama(name, deployment, info, inventory)
+    else:
+        fit = DeploymentFit(name, None, (Finding(Level.OK, name, "hosted API: no local memory needed"),))
+    if deployment.requires is not None:
+        fit = DeploymentFit(name, fit.estimate, fit.findings + tuple(check_requirements(name, deployment.requires,
+                                                                                         inventory)))
+    return fit
+
+
+def check_deployment_fit(name: str, deployment: Any, model_info: ModelInfo | None,
+                         inventory: Inventory) -> list[Finding]:
+    return list(fit_deployment(name, deployment, model_info, inventory).findings)
+
+
+def _capability(value: float) -> tuple[int, int]:
+    major, _, minor = f"{value}".partition(".")
+    return int(major), int(minor or 0)
+
+
+def check_requirements(name: str, requires: Requirements, inventory: Inventory) -> list[Finding]:
+    """``requires:`` against the GPUs: enough of them with the VRAM (decimal GB) and compute capability."""
+    wants = []
+    eligible = list(inventory.gpus)
+    if requires.min_vram_gb is not None:
+        wants.append(f"{requires.min_vram_gb:g} GB of VRAM")
+        eligible = [g for g in eligible if g.memory_total >= requires.min_vram_gb * 1e9]
+    if requires.min_compute_capability is not None:
+        wants.append(f"compute capability {requires.min_compute_capability:g}")
+        need_cc = _capability(requires.min_compute_capability)
+        eligible = [g for g in eligible if g.compute_capability is not None and g.compute_capability >= need_cc]
+    count = requires.min_gpus if requires.min_gpus is not None else (1 if wants else 0)
+    if count == 0:
+        return []
+    what = f"{count} GPU{'s' if count > 1 else ''}" + (f" with {' and '.join(wants)}" if wants else "")
+    if len(eligible) < count:
+        return [Finding(Level.FAIL, name, f"requires {what}; this machine has {len(eligible)}",
+                        "run it on a machine that meets `requires:`, or relax it")]
+    return [Finding(Level.OK, name, f"requires {what}: met")]
+
+
+def check_disk(needed_bytes: int, free_bytes: int | None, path: str) -> Finding:
+    """Room for ``needed_bytes`` more at ``path``: FAIL short of it, WARN with under 10% to spare."""
+    if free_bytes is None:
+        return Finding(Level.WARN, "disk", f"cannot read free space at {path}", "check the path and its permissions")
+    head = f"{size_text(needed_bytes)} to download, {size_text(free_bytes)} free at {path}"
+    remedy = f"free {size_text(needed_bytes - free_bytes * (1 - MARGIN))} there, or point settings.models_dir at a larger disk"
+    if needed_bytes > free_bytes:
+        return Finding(Level.FAIL, "disk", f"not enough disk: {head}", remedy)
+    if needed_bytes > free_bytes * (1 - MARGIN):
+        return Finding(Level.WARN, "disk", f"disk nearly full after download: {head}", remedy)
+    return Finding(Level.OK, "disk", head)

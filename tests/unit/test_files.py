@@ -1,0 +1,84 @@
+"""``safe_relpath`` (listing entries must stay inside the model folder) and ``select_files``."""
+
+from __future__ import annotations
+
+import pytest
+from huggingface_hub.utils import filter_repo_objects
+
+from provision.errors import SourceError
+from provision.files import RemoteFile, safe_relpath, select_files
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["../x", "..", "/abs", "/etc/passwd", "a/../../x", "./../x", ".cache/huggingface/download/x.lock",
+     ".cache", "C:/x", "C:x", "", ".", "a/..", "..\\x"],
+)
+def test_safe_relpath_refuses(path: str) -> None:
+    with pytest.raises(SourceError) as caught:
+        safe_relpath(path, resource="m")
+    assert caught.value.resource == "m"
+    assert caught.value.hint
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [("a/b.json", "a/b.json"), ("config.json", "config.json"), ("a/./b.json", "a/b.json"),
+     ("a/x/../b.json", "a/b.json"), ("a\\b.json", "a/b.json"), ("sub/.cache/x", "sub/.cache/x")],
+)
+def test_safe_relpath_accepts(path: str, expected: str) -> None:
+    assert safe_relpath(path, resource="m") == expected
+
+
+PATHS = ["config.json", "model.safetensors", "model.bin", "tokenizer.json", "tokenizer_config.json",
+         "sub/config.json", "sub/deep/weights.bin", "subway/readme.md", "onnx/model.onnx", "README.md"]
+FILES = [RemoteFile(p, 1) for p in PATHS]
+
+
+def _select(include: tuple[str, ...] | None, exclude: tuple[str, ...] | None) -> list[str]:
+    return [f.path for f in select_files(FILES, include, exclude)]
+
+
+def test_no_patterns_select_everything() -> None:
+    assert _select(None, None) == PATHS
+
+
+def test_include_star_crosses_folders() -> None:
+    # As in huggingface_hub, "*" also matches "/": "*.json" takes sub/config.json too.
+    assert _select(("*.json",), None) == ["config.json", "tokenizer.json", "tokenizer_config.json", "sub/config.json"]
+
+
+def test_include_several_patterns() -> None:
+    assert _select(("*.safetensors", "tokenizer*"), None) == ["model.safetensors", "tokenizer.json",
+                                                                 "tokenizer_config.json"]
+
+
+def test_exclude_only() -> None:
+    assert _select(None, ("*.bin", "*.onnx")) == [p for p in PATHS if not p.endswith((".bin", ".onnx"))]
+
+
+def test_exclude_wins_over_include() -> None:
+    assert _select(("*.json",), ("tokenizer*",)) == ["config.json", "sub/config.json"]
+
+
+def test_folder_pattern_includes_the_whole_folder_only() -> None:
+    assert _select(("sub/",), None) == ["sub/config.json", "sub/deep/weights.bin"]  # not subway/
+
+
+def test_folder_pattern_excludes_the_whole_folder() -> None:
+    assert _select(None, ("sub/", "onnx/")) == [p for p in PATHS if not p.startswith(("sub/", "onnx/"))]
+
+
+def test_patterns_are_case_sensitive() -> None:
+    assert _select(("readme.md",), None) == []
+
+
+@pytest.mark.parametrize(
+    ("include", "exclude"),
+    [(None, None), (("*.json",), None), (None, ("*.bin",)), (("sub/",), ("*.bin",)), (("*.json", "onnx/"), ("sub/*",)),
+     (("tokenizer*", "*.md"), ("README*",)), (("model.*",), ("*.bin",)), (("[a-m]*",), None), (("?onfig.json",), None)],
+)
+def test_same_choice_as_huggingface_hub(include: tuple[str, ...] | None, exclude: tuple[str, ...] | None) -> None:
+    expected = list(filter_repo_objects(PATHS, allow_patterns=include and list(include),
+                                        ignore_patterns=exclude and list(exclude)))
+    assert _select(include, exclude) == expected

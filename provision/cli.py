@@ -90,6 +90,9 @@ def main() -> None:
 
     MANIFEST defaults to $PROVISION_MANIFEST, else ./provision.yaml.
     """
+    # provision draws its own progress; libraries' tqdm bars (e.g. transformers' GGUF loader,
+    # which ignores its own switch) would interleave with it. tqdm reads this at import.
+    os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 @main.command()
@@ -172,6 +175,10 @@ def apply(manifest: Path | None, only: tuple[str, ...], update: bool, locked: bo
     progress = _progress(as_json)
     with Engine(loaded, progress=progress) as engine:
         planned = engine.plan(_run_options(only, update, locked, force))
+        if not force and planned.plan.has_changes:
+            from .preflight import enforce, run_preflight
+
+            enforce(run_preflight(engine, planned))
         if hasattr(progress, "__enter__"):
             with progress:
                 result = engine.apply(planned=planned)
@@ -269,6 +276,94 @@ def destroy(manifest: Path | None, only: tuple[str, ...], yes: bool, as_json: bo
     else:
         render_outcomes(result.outcomes, result.seconds, verb="Destroy")
     sys.exit(0 if result.ok else 1)
+
+
+@main.command("check-hardware")
+@manifest_argument
+@json_option
+@_handle_errors
+def check_hardware(manifest: Path | None, as_json: bool) -> None:
+    """GPUs, VRAM, driver, RAM, disk, Docker GPU runtime, Ollama; with MANIFEST, whether each deployment fits.
+
+    Exit 1 when a deployment cannot fit (FAIL); nothing is downloaded but config.json files.
+    """
+    from .hardware import Level, collect_inventory
+    from .report import print_json
+    from .report.hardware import hardware_dict, render_hardware
+
+    if manifest is None:
+        inventory = collect_inventory(models_dir=Path.cwd())
+        fits: tuple = ()
+        findings: tuple = ()
+    else:
+        from .engine import Engine
+        from .preflight import run_preflight
+
+        loaded = _load(manifest)
+        with Engine(loaded) as engine:
+            report = run_preflight(engine, engine.plan(_run_options(())))
+        inventory, fits, findings = report.inventory, report.fits, report.findings
+    if as_json:
+        print_json(hardware_dict(inventory, fits, findings))
+    else:
+        render_hardware(inventory, fits, findings)
+    levels = [f.level for fit in fits for f in fit.findings] + [f.level for f in findings]
+    sys.exit(1 if Level.FAIL in levels else 0)
+
+
+@main.command("smoke-test")
+@click.argument("target", required=False)
+@click.argument("names", nargs=-1)
+@click.option("--show", is_flag=True, help="Print the answers as they stream (default with one deployment).")
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Also write a JUnit XML report.")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Deployments tested at once.")
+@json_option
+@_handle_errors
+def smoke_test(target: str | None, names: tuple[str, ...], show: bool, junit: Path | None,
+               concurrency: int, as_json: bool) -> None:
+    """Stream a chat against each deployment: TTFT, ITL, tokens/s, pass/fail.
+
+    TARGET is a manifest, or a deployment name; with no manifest, the one applied last here.
+    """
+    from .engine import Engine
+    from .report import print_json
+    from .report.smoke import StreamPrinter, print_smoke, smoke_dict, write_junit
+    from .smoke import run_many
+
+    manifest_path, names = _smoke_target(target, names)
+    with Engine(_load(manifest_path)) as engine:
+        jobs = engine.smoke_jobs(names)
+    if not jobs:
+        raise ProvisionError("the manifest declares no deployment to test", hint="add one under `deployments:`")
+    printer = StreamPrinter(prefix=len(jobs) > 1) if (show or len(jobs) == 1) and not as_json else None
+    results = run_many(jobs, concurrency=concurrency, on_text=printer)
+    if printer is not None:
+        printer.finish()
+    if junit is not None:
+        write_junit(results, junit)
+    if as_json:
+        print_json(smoke_dict(results))
+    else:
+        print_smoke(results)
+    sys.exit(0 if all(r.passed for r in results) else 1)
+
+
+def _smoke_target(target: str | None, names: tuple[str, ...]) -> tuple[Path | None, tuple[str, ...]]:
+    """``smoke-test [MANIFEST] [NAME...]``: a first argument that is no file is a name."""
+    if target is not None and (Path(target).is_file() or target.endswith((".yaml", ".yml"))):
+        return Path(target), names
+    if target is not None:
+        names = (target, *names)
+    if os.environ.get("PROVISION_MANIFEST") or Path("provision.yaml").exists():
+        return None, names
+    from .state import State
+
+    last = State().last_applied
+    if last is None:
+        raise ProvisionError("no manifest given and nothing applied on this machine yet",
+                             hint="run `provision apply MANIFEST` first, or pass the manifest")
+    return Path(last), names
 
 
 def run() -> None:

@@ -11,8 +11,8 @@ leaves the old partial behind, and never checks sha256 (notes/protocols.md). Her
 - a mismatch discards the partial and retries once from scratch, then raises IntegrityError;
 - 5xx, 429 (honouring ``Retry-After``), resets, timeouts and truncated bodies are retried
   with bounded exponential backoff, resuming from the current offset;
-- redirects are followed by hand so that ``Authorization`` is dropped when the origin changes
-  (a hub redirecting to a CDN must not receive the token).
+- redirects are followed by hand so that ``Authorization`` and ``Cookie`` are dropped when
+  the origin changes (a hub redirecting to a CDN must not receive the token).
 
 Layout inside a model folder::
 
@@ -205,7 +205,8 @@ class Downloader:
                     location = urljoin(url, response.getheader("Location", ""))
                     self._pool.release(conn, response)
                     if _origin(location) != _origin(url):
-                        headers.pop("Authorization", None)  # never hand the token to a CDN
+                        for secret in ("Authorization", "Cookie"):  # never hand the token to a CDN
+                            headers.pop(secret, None)
                     url = location
                     continue
                 break

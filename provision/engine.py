@@ -119,7 +119,7 @@ class Engine:
                   if m in only or any(getattr(self.manifest.deployments[d], "model", None) == m for d in deployments)]
         return models, deployments
 
-    def _file_source(self, scheme: str) -> FileSource:
+    def file_source(self, scheme: str) -> FileSource:
         if scheme not in self._file_sources:
             self._file_sources[scheme] = file_source(scheme, self.manifest)
         return self._file_sources[scheme]
@@ -153,7 +153,7 @@ class Engine:
             result.snapshots[name] = snapshot
         for scheme, names in server_models.items():
             actions.extend(self._plan_server_models(scheme, names, options, result))
-        ctx = self._deploy_context()
+        ctx = self.deploy_context()
         for name in deployments:
             spec = self.manifest.deployments[name]
             try:
@@ -192,7 +192,7 @@ class Engine:
         return actions
 
     def _plan_file_model(self, name: str, spec: ModelSpec, options: RunOptions) -> tuple[Action, Snapshot]:
-        source = self._file_source(spec.scheme)
+        source = self.file_source(spec.scheme)
         entry = self.lock.models.get(name)
         wanted_spec = lock_spec(spec, source.default_revision)
         spec_changed = entry is None or entry.get("spec") != wanted_spec
@@ -237,7 +237,7 @@ class Engine:
         )
         return Snapshot(spec.source, entry["spec"]["revision"], entry["resolved"], files)
 
-    def _deploy_context(self, on_status: Callable[[str, str], None] | None = None) -> Any:
+    def deploy_context(self, on_status: Callable[[str, str], None] | None = None) -> Any:
         from .deployments.base import DeployContext
 
         records = self.state.records(self.manifest.path)["deployments"]
@@ -327,7 +327,7 @@ class Engine:
             for action in actions:
                 self.progress.model_started(action.name, len(action.files), action.download_bytes)
                 model_dir = self.manifest.model_dir(action.name)
-                source = self._file_source(self.manifest.models[action.name].scheme)
+                source = self.file_source(self.manifest.models[action.name].scheme)
                 for file in action.files:
                     future = pool.submit(self._fetch_one, source, action.name, file, model_dir, errors)
                     futures.append((action, file, future))
@@ -373,13 +373,13 @@ class Engine:
             if file.git_sha1 and not file.sha256:
                 entry["git_sha1"] = file.git_sha1
             files[file.path] = entry
-        source = self._file_source(self.manifest.models[action.name].scheme)
+        source = self.file_source(self.manifest.models[action.name].scheme)
         source.finalize(action.name, snapshot, model_dir)
         self._write_lock_entry(action.name, snapshot, files)
 
     def _write_lock_entry(self, name: str, snapshot: Snapshot, files: dict[str, dict[str, Any]]) -> None:
         spec = self.manifest.models[name]
-        source = self._file_source(spec.scheme)
+        source = self.file_source(spec.scheme)
         self.lock.models[name] = {
             "spec": lock_spec(spec, source.default_revision),
             "resolved": snapshot.resolved,
@@ -413,7 +413,7 @@ class Engine:
         from .deployments import backend
 
         outcomes = []
-        ctx = self._deploy_context()
+        ctx = self.deploy_context()
         records = ctx.records
         for action in actions:
             if action.change is Change.DELETE:
@@ -429,7 +429,7 @@ class Engine:
             engine = backend(spec.engine)
 
             def work(a: Action = action, s: Any = spec, e: Any = engine) -> None:
-                record = e.apply(a, s, self._deploy_context())
+                record = e.apply(a, s, self.deploy_context())
                 self.state.update(self.manifest.path, "deployments", a.name, record)
 
             outcomes.append(self._run(action, work))
@@ -440,8 +440,35 @@ class Engine:
 
         engine_name = record.get("engine")
         if engine_name:
-            backend(engine_name).remove(name, record, self._deploy_context())
+            backend(engine_name).remove(name, record, self.deploy_context())
         self.state.update(self.manifest.path, "deployments", name, None)
+
+    def smoke_jobs(self, names: tuple[str, ...] = ()) -> list[Any]:
+        """One smoke-test job per deployment (all, or ``names``); clients are made lazily."""
+        import functools
+
+        from .deployments import backend
+        from .smoke import SmokeJob
+
+        unknown = [n for n in names if n not in self.manifest.deployments]
+        if unknown:
+            from .errors import ManifestError
+
+            raise ManifestError(f"no such deployment: {', '.join(unknown)}", file=str(self.manifest.path),
+                                hint="deployments: " + (", ".join(sorted(self.manifest.deployments)) or "none"))
+        ctx = self.deploy_context()
+        jobs = []
+        for name, spec in self.manifest.deployments.items():
+            if names and name not in names:
+                continue
+            engine = backend(spec.engine)
+            jobs.append(SmokeJob(
+                name=name, engine=spec.engine,
+                connect=functools.partial(engine.chat_client, name, spec, ctx),
+                settings=self.manifest.smoke_settings(name),
+                expect=spec.expect, max_ttft=spec.max_ttft, min_tokens_per_s=spec.min_tokens_per_s,
+            ))
+        return jobs
 
     # -- destroy, status, verify -------------------------------------------------------------
     def destroy_plan(self, only: tuple[str, ...] = ()) -> Plan:

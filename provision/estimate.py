@@ -61,8 +61,9 @@ above the model's own context length. Releases before that guide used 4096, and 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 GIB = 2**30
 BLOCK_SIZE = 16  # vLLM's KV-cache block size in tokens
@@ -309,6 +310,7 @@ class GgufInfo:
     key_length: int | None = None
     value_length: int | None = None
     context_length: int | None = None
+    parameters: int | None = None  # from the tensors' shapes, when the file was read
 
     @property
     def kv_bytes_per_token(self) -> int | None:
@@ -346,7 +348,8 @@ def read_gguf(path: str | os.PathLike[str]) -> GgufInfo:
 
     reader = GGUFReader(path)
     metadata = {name: field.contents() for name, field in reader.fields.items() if not name.startswith("tokenizer.")}
-    return gguf_info_from_metadata(metadata, os.path.getsize(path))
+    info = gguf_info_from_metadata(metadata, os.path.getsize(path))
+    return replace(info, parameters=sum(int(t.n_elements) for t in reader.tensors) or None)
 
 
 def ollama_default_context(total_vram: int, model_context: int | None) -> int:

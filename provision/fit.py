@@ -21,8 +21,9 @@ Where each engine puts a model:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .estimate import (
     GIB,
@@ -90,7 +91,8 @@ def size_text(n: float) -> str:
 def _judge(name: str, est: MemoryEstimate, what: str, remedy: str) -> Finding:
     """OK / WARN (under 10% to spare) / FAIL for a complete estimate."""
     assert est.needed is not None and est.available is not None
-    head = f"needs {size_text(est.needed)} of {size_text(est.available)} on {est.where} ({what})"
+    place = f"in {est.where}" if est.where == "RAM" else f"on {est.where}"
+    head = f"needs {size_text(est.needed)} of {size_text(est.available)} {place} ({what})"
     if est.needed > est.available:
         return Finding(Level.FAIL, name, f"does not fit: {head}", remedy)
     if est.needed > est.available * (1 - MARGIN):
@@ -143,8 +145,10 @@ def _fit_vllm(name: str, spec: Any, info: ModelInfo, inventory: Inventory) -> De
         return DeploymentFit(name, None, (Finding(Level.FAIL, name, message, remedy),))
 
     if spec.gpus == 0:
-        return fail("vLLM's images need a GPU: `gpus: 0` is not supported",
-                    "give it GPUs (`gpus: all`), or use engine ollama or transformers for CPU")
+        # A CPU build of vLLM (vllm-cpu images) runs without GPUs; its memory is not estimated here.
+        return DeploymentFit(name, None, (Finding(
+            Level.WARN, name, "gpus: 0: runs only with a CPU build of vLLM; memory not estimated",
+            "use a vllm-cpu image, or give it GPUs (`gpus: all`)"),))
     if not inventory.gpus:
         return fail("vLLM needs an NVIDIA GPU and none was found",
                     "run it on a machine with a GPU, or use engine ollama or transformers here")
@@ -160,12 +164,13 @@ def _fit_vllm(name: str, spec: Any, info: ModelInfo, inventory: Inventory) -> De
         return fail(f"--tensor-parallel-size {tp} needs {tp} GPUs; the container gets {len(selected)}",
                     f"give it {tp} GPUs with `gpus:` or lower --tensor-parallel-size")
     used = selected[:tp]
-    for gpu in used:
-        if gpu.memory_free < args.gpu_memory_utilization * gpu.memory_total:
-            share = int(gpu.memory_free / gpu.memory_total * 100) / 100
-            return fail(f"GPU {gpu.index} has {size_text(gpu.memory_free)} free of {size_text(gpu.memory_total)}; vLLM "
-                        f"wants {args.gpu_memory_utilization:g} of it at startup",
-                        f"stop what uses it (see `nvidia-smi`) or pass --gpu-memory-utilization {share:g}")
+    short = [g for g in used if g.memory_free < args.gpu_memory_utilization * g.memory_total]
+    if short:
+        gpu = min(short, key=lambda g: g.memory_free / g.memory_total)
+        share = int(gpu.memory_free / gpu.memory_total * 100) / 100
+        return fail(f"GPU {gpu.index} has {size_text(gpu.memory_free)} free of {size_text(gpu.memory_total)}; "
+                    f"vLLM wants {args.gpu_memory_utilization:g} of it at startup",
+                    f"stop what uses it (see `nvidia-smi`) or pass --gpu-memory-utilization {share:g}")
 
     config = info.config or {}
     shape = model_shape(config) if info.config else None
@@ -223,7 +228,10 @@ def _fit_transformers(name: str, spec: Any, info: ModelInfo, inventory: Inventor
         where, available = f"GPU {index}", gpu.memory_free
     else:
         where, available = "RAM", inventory.memory.available
-    if info.config is None:
+    if info.gguf is not None and info.gguf.parameters:
+        # transformers de-quantizes GGUF weights on load: parameters x the dtype (float32 for "auto")
+        weights = int(info.gguf.parameters * (dtype_bytes(spec.dtype) or 4))
+    elif info.config is None:
         weights = info.weights_bytes  # at the stored dtype: the best guess without a config
     else:
         weights = weights_bytes(info.config, resolve_dtype(spec.dtype, info.config), stored_bytes=info.weights_bytes)
@@ -250,10 +258,11 @@ def _fit_ollama(name: str, spec: Any, info: ModelInfo, inventory: Inventory) -> 
     kv = per_token * num_ctx if per_token is not None else None
     needed = gguf.file_bytes + (kv or 0)
     vram = sum(g.memory_free for g in inventory.gpus)
+    on_gpus = "GPU " + ",".join(str(g.index) for g in inventory.gpus)
     if inventory.gpus and needed <= vram:
-        where, available = "GPU " + ",".join(str(g.index) for g in inventory.gpus), vram
+        where, available = on_gpus, vram
     elif inventory.gpus:
-        where, available = "GPU " + ",".join(str(g.index) for g in inventory.gpus) + " + RAM", vram + inventory.memory.available
+        where, available = on_gpus + " + RAM", vram + inventory.memory.available
     else:
         where, available = "RAM", inventory.memory.available
     est = MemoryEstimate(where, needed, available, gguf.file_bytes, kv, 0, num_ctx)
@@ -325,7 +334,8 @@ def check_disk(needed_bytes: int, free_bytes: int | None, path: str) -> Finding:
     if free_bytes is None:
         return Finding(Level.WARN, "disk", f"cannot read free space at {path}", "check the path and its permissions")
     head = f"{size_text(needed_bytes)} to download, {size_text(free_bytes)} free at {path}"
-    remedy = f"free {size_text(needed_bytes - free_bytes * (1 - MARGIN))} there, or point settings.models_dir at a larger disk"
+    short = needed_bytes - free_bytes * (1 - MARGIN)
+    remedy = f"free {size_text(short)} there, or point settings.models_dir at a larger disk"
     if needed_bytes > free_bytes:
         return Finding(Level.FAIL, "disk", f"not enough disk: {head}", remedy)
     if needed_bytes > free_bytes * (1 - MARGIN):

@@ -95,8 +95,8 @@ def probe_gpus() -> GpuProbe:
     try:
         import pynvml
     except ImportError:
-        return GpuProbe(findings=(Finding(Level.WARN, "gpu", "cannot look for NVIDIA GPUs: nvidia-ml-py is not installed",
-                                          "pip install nvidia-ml-py"),))
+        return GpuProbe(findings=(Finding(Level.WARN, "gpu", "cannot look for NVIDIA GPUs: nvidia-ml-py is "
+                                          "not installed", "pip install nvidia-ml-py"),))
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError_LibraryNotFound:
@@ -191,7 +191,8 @@ def probe_disk(path: str | os.PathLike[str]) -> DiskProbe:
         free = free_bytes(path)
     except OSError as exc:
         return DiskProbe(path=str(path), free=None, findings=(
-            Finding(Level.WARN, "disk", f"cannot read free space at {path}: {exc}", "check the path and its permissions"),))
+            Finding(Level.WARN, "disk", f"cannot read free space at {path}: {exc}",
+                    "check the path and its permissions"),))
     return DiskProbe(path=str(path), free=free,
                      findings=(Finding(Level.OK, "disk", f"{free / 2**30:.1f} GiB free at {path}"),))
 
@@ -273,7 +274,8 @@ def probe_docker() -> DockerProbe:
 
 
 _NO_NVIDIA_RUNTIME = Finding(
-    Level.WARN, "docker", "this machine has NVIDIA GPUs but Docker has no NVIDIA runtime: vLLM containers cannot use them",
+    Level.WARN, "docker",
+    "this machine has NVIDIA GPUs but Docker has no NVIDIA runtime: vLLM containers cannot use them",
     "install the NVIDIA Container Toolkit, run `sudo nvidia-ctk runtime configure --runtime=docker` "
     "and restart dockerd",
 )
@@ -318,7 +320,7 @@ def probe_ollama(host: str | None = None) -> OllamaProbe:
 
     url = resolve_ollama_host(host)
     try:
-        with urllib.request.urlopen(f"{url}/api/version", timeout=1.0) as response:  # noqa: S310 - http(s) only
+        with urllib.request.urlopen(f"{url}/api/version", timeout=1.0) as response:
             version = str(json.loads(response.read())["version"])
     except (OSError, ValueError, KeyError, TypeError) as exc:  # URLError, HTTPError and timeouts are OSErrors
         message = str(getattr(exc, "reason", None) or exc) or type(exc).__name__

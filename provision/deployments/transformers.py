@@ -112,7 +112,11 @@ class TransformersChat:
     def _load(self, gguf_file: str | None, dtype: str) -> tuple[Any, Any]:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        # provision's own report is the output; transformers' load bars and notices are noise there.
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
         options: dict[str, Any] = {"local_files_only": True}
         if gguf_file is not None:
             options["gguf_file"] = gguf_file

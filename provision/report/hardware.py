@@ -12,8 +12,9 @@ Sizes in JSON are bytes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
@@ -111,6 +112,9 @@ def render_gpus(inventory: Inventory) -> None:
 
 
 def render_findings(findings: Iterable[Finding]) -> None:
+    findings = list(findings)
+    if not findings:
+        return
     table = Table(show_edge=False, pad_edge=False, box=None)
     for column in ("check", "", "detail"):
         table.add_column(column)

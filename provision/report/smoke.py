@@ -37,22 +37,25 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def _ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
+    return "-" if seconds is None else f"{seconds * 1000:.0f}ms"
 
 
 def _s(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds:.2f} s"
+    return "-" if seconds is None else f"{seconds:.2f}s"
 
 
 def smoke_table(results: Sequence[SmokeResult]) -> Table:
-    """One row per deployment; the failure reasons follow as rows of their own."""
-    table = Table(title="smoke test", title_justify="left")
-    for header, justify in (("deployment", "left"), ("engine", "left"), ("result", "left"), ("TTFT", "right"),
-                            ("ITL mean", "right"), ("TPOT", "right"), ("tokens", "right"), ("tokens/s", "right"),
-                            ("total", "right"), ("finish", "left")):
-        table.add_column(header, justify=justify)  # type: ignore[arg-type]
+    """One row per deployment; compact (box-less, short headers) so it fits 80 columns."""
+    table = Table(title="smoke test", title_justify="left", box=None, pad_edge=False, collapse_padding=True)
+    table.add_column("deployment", no_wrap=True)
+    table.add_column("engine", no_wrap=True)
+    table.add_column("result", no_wrap=True)
+    for header in ("TTFT", "ITL", "TPOT", "tokens", "tok/s", "total"):
+        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("finish", no_wrap=True)
     for r in results:
-        tokens = f"{r.output_tokens} ({r.token_source})" if r.output_tokens else "-"
+        # the token count's source: s = server/engine, t = tokenizer, c = chunks (see --json)
+        tokens = f"{r.output_tokens}{r.token_source[0]}" if r.output_tokens else "-"
         table.add_row(
             r.deployment,
             r.engine,
@@ -75,7 +78,8 @@ def print_smoke(results: Sequence[SmokeResult]) -> None:
         if not r.passed:
             console.print(f"[red]✗ {r.deployment}[/]: {r.reason}", markup=True, soft_wrap=True)
     passed = sum(r.passed for r in results)
-    console.print(f"{passed} of {len(results)} passed")
+    console.print(f"{passed} of {len(results)} passed (tokens: s = counted by the server/engine, "
+                  "t = tokenizer, c = chunks)")
 
 
 class StreamPrinter:

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import DownloadError, EngineUnavailableError, LockError, ProvisionError, SourceError
 from ..hardware import resolve_ollama_host
@@ -75,7 +76,7 @@ def ollama_host(manifest: Manifest) -> str:
     return resolve_ollama_host(manifest.settings.ollama.host)
 
 
-def ollama_client(host: str) -> "ollama.Client":
+def ollama_client(host: str) -> ollama.Client:
     import httpx
     import ollama
 
@@ -87,7 +88,7 @@ def unreachable(host: str, exc: BaseException) -> EngineUnavailableError:
     return EngineUnavailableError(f"cannot connect to Ollama at {host} ({type(exc).__name__})", hint=SERVE_HINT)
 
 
-def list_digests(client: "ollama.Client", host: str) -> dict[str, str]:
+def list_digests(client: ollama.Client, host: str) -> dict[str, str]:
     """One ``/api/tags``: canonical name (case-folded, as Ollama compares) -> manifest digest."""
     import httpx
     import ollama
@@ -129,7 +130,7 @@ class OllamaSource:
         self._client: ollama.Client | None = None
 
     @property
-    def client(self) -> "ollama.Client":
+    def client(self) -> ollama.Client:
         if self._client is None:
             self._client = ollama_client(self.host)
         return self._client
@@ -251,7 +252,7 @@ class OllamaSource:
                 delete_model(client, host, record["model"], resource=name)
 
 
-def delete_model(client: "ollama.Client", host: str, model: str, *, resource: str) -> None:
+def delete_model(client: ollama.Client, host: str, model: str, *, resource: str) -> None:
     """``DELETE /api/delete``; a model already gone is fine."""
     import httpx
     import ollama

@@ -10,13 +10,15 @@ import subprocess
 import sys
 import threading
 import types
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from provision import hardware
+from provision.fit import check_disk
 from provision.hardware import (
     DockerProbe,
     Gpu,
@@ -31,7 +33,6 @@ from provision.hardware import (
     probe_ollama,
     resolve_ollama_host,
 )
-from provision.fit import check_disk
 from provision.report import console
 from provision.report.hardware import hardware_dict, render_hardware
 from tests.fakes._server import FakeServer
@@ -176,7 +177,7 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     mount = tmp_path / "small"
     mount.mkdir()
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                            capture_output=True, text=True)
+                            check=False, capture_output=True, text=True)
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
     try:
@@ -202,7 +203,7 @@ INFO = {"ServerVersion": "28.3.0", "Runtimes": {"runc": {}, "nvidia": {"path": "
 
 
 class _DockerHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         body = json.dumps(self.server.info if self.path.endswith("/info") else  # type: ignore[attr-defined]
                           {"ApiVersion": "1.41", "Version": "28.3.0"}).encode()
         self.send_response(200)
@@ -336,7 +337,7 @@ def test_check_hardware_imports_no_heavy_client(tmp_path: Path) -> None:
             "heavy = {'torch', 'transformers', 'docker', 'httpx', 'pydantic'} & set(sys.modules); "
             "assert not heavy, heavy")
     env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/none.sock"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env,
                             cwd=Path(__file__).parents[2])
     assert result.returncode == 0, result.stderr
 

@@ -1,0 +1,539 @@
+"""Engine ``vllm``: a Docker container of a vLLM image serving a model provision placed on disk.
+
+The container provision creates for deployment ``<name>`` of manifest ``<path>``::
+
+    name     provision-<name>
+    image    spec.image (pulled at apply time when missing; never built)
+    command  --model /models/<model> --served-model-name <served> --host 0.0.0.0 --port 8000 <args...>
+             (appended to the image's entrypoint, `vllm serve` or the older api_server module)
+    mounts   <models_dir>/<model> -> /models/<model>, read-only
+    ports    <bind>:<port> -> 8000/tcp
+    env      HF_HUB_OFFLINE=1, spec.env, VLLM_API_KEY (only with api_key)
+    gpus     DeviceRequest(count=-1 | n | device_ids, capabilities=[["gpu"]]); none for 0
+    ipc      host, else shm_size
+    labels   io.provision.managed=true
+             io.provision.manifest=<absolute manifest path>
+             io.provision.deployment=<name>
+             io.provision.spec=<JSON of the desired spec, no secret, no env value>
+             io.provision.spec-hash=<sha256 of that JSON + a digest of the env values and the key>
+
+Reconciling: a container with that name and these labels whose spec hash matches and which
+runs is "no change"; a stopped one is started; another hash replaces it (the plan names the
+changed fields from the spec label); a missing one is created. A container with that name
+but without this manifest's labels is never touched: planning fails and says so.
+
+The API key goes in the environment (``VLLM_API_KEY``, which vLLM reads as ``--api-key``'s
+default), never on the command line: `ps` on the host and `docker inspect`'s Cmd/Args show
+the command to anyone, while the environment is readable only through the Docker API (root
+already) or the container's /proc. Labels carry at most a digest of a digest of it.
+
+Startup: the container starts with restart policy "no" so an exit while vLLM loads is seen
+with its exit code (not hidden by a restart); once ``/health`` answers 200 and ``/v1/models``
+lists the served name, the manifest's restart policy is set. Until then nothing listens
+(through the published port a client sees "connection reset"), which counts as not ready.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.client
+import json
+import os
+import socket
+import time
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..errors import DeploymentError, EngineUnavailableError, PreflightError
+from ..manifest import VllmDeployment
+from ..plan import Action, Change
+from .base import DeployContext
+from .openai import OpenAIChat
+
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
+
+CONTAINER_PORT = 8000
+MOUNT_ROOT = "/models"
+LABEL_MANAGED = "io.provision.managed"
+LABEL_MANIFEST = "io.provision.manifest"
+LABEL_DEPLOYMENT = "io.provision.deployment"
+LABEL_SPEC = "io.provision.spec"
+LABEL_SPEC_HASH = "io.provision.spec-hash"
+# provision sets these itself; the same flag in `args` would silently override them.
+RESERVED_ARGS = ("--model", "--served-model-name", "--host", "--port", "--api-key")
+LOG_TAIL = 20
+STATUS_EVERY = 10.0  # seconds between "waiting for vLLM" lines
+STOP_TIMEOUT = 10
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # readiness is loopback
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What the container should be. ``public`` is safe to show and to store in a label."""
+
+    name: str
+    served: str  # the name /v1/models lists and chats use
+    command: tuple[str, ...]
+    model_dir: str
+    public: Mapping[str, Any]
+    environment: Mapping[str, str]  # includes VLLM_API_KEY: never logged or stored
+    spec_hash: str
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {
+            LABEL_MANAGED: "true",
+            LABEL_MANIFEST: self.public["manifest"],
+            LABEL_DEPLOYMENT: self.public["deployment"],
+            LABEL_SPEC: json.dumps(self.public, sort_keys=True),
+            LABEL_SPEC_HASH: self.spec_hash,
+        }
+
+
+@dataclass(frozen=True)
+class ContainerView:
+    """A container as one list call shows it."""
+
+    id: str
+    name: str
+    status: str  # created | running | paused | restarting | removing | exited | dead
+    labels: Mapping[str, str]
+    host_ports: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """Facts that decide whether a container can be created or started on this engine."""
+
+    image_present: bool
+    pull_error: str | None  # why the missing image cannot be pulled; None: pullable or present
+    runtimes: tuple[str, ...] | None  # the engine's runtimes; None when no GPU is requested
+    port_error: str | None  # why bind:port cannot be taken; None: free or held by our container
+
+
+@dataclass(frozen=True)
+class Observed:
+    container: ContainerView | None
+    preflight: Preflight | None  # None: ours, running and unchanged, so nothing to check
+
+
+def container_name(deployment: str) -> str:
+    return f"provision-{deployment}"
+
+
+def desired_spec(name: str, spec: VllmDeployment, ctx: DeployContext) -> ContainerSpec:
+    """Pure: the container this deployment asks for, with the model revision from the lock."""
+    _check_args(name, spec)
+    served = spec.served_model_name or name
+    command = ["--model", f"{MOUNT_ROOT}/{spec.model}", "--served-model-name", served,
+               "--host", "0.0.0.0", "--port", str(CONTAINER_PORT), *spec.args]
+    environment = {"HF_HUB_OFFLINE": "1", **spec.env}
+    key = spec.api_key.get_secret_value() if spec.api_key is not None else None
+    if key is not None:
+        environment["VLLM_API_KEY"] = key
+    public = {
+        "manifest": str(ctx.manifest.path.absolute()),
+        "deployment": name,
+        "image": spec.image,
+        "model": spec.model,
+        "served_model_name": served,
+        "args": list(spec.args),
+        "model_revision": (ctx.model_locks.get(spec.model) or {}).get("resolved"),
+        "port": spec.port,
+        "bind": spec.bind,
+        "gpus": list(spec.gpus) if isinstance(spec.gpus, tuple) else spec.gpus,
+        "ipc": "host" if spec.ipc_host else f"shm_size={spec.shm_size or 'default'}",
+        "restart": spec.restart,
+        "env": sorted(environment),  # names only: values may be tokens
+    }
+    # Values (and the key) enter the hash only as a digest of a digest, so a label reveals nothing.
+    secret = _sha256(_sha256(json.dumps(sorted(environment.items()))))
+    spec_hash = _sha256(json.dumps([public, command], sort_keys=True) + "\0" + secret)
+    return ContainerSpec(container_name(name), served, tuple(command), str(ctx.model_dirs[spec.model]), public,
+                         environment, spec_hash)
+
+
+def _check_args(name: str, spec: VllmDeployment) -> None:
+    for arg in spec.args:
+        flag = arg.split("=", 1)[0].replace("_", "-")
+        if flag in RESERVED_ARGS:
+            hint = ("use `api_key: ${VLLM_API_KEY}`: a key on the command line is visible to everyone"
+                    if flag == "--api-key" else "provision sets it from the deployment's fields; remove it from args")
+            raise DeploymentError(f"args must not contain {flag}", hint=hint, resource=name)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _is_ours(view: ContainerView, desired: ContainerSpec) -> bool:
+    labels = view.labels
+    return (labels.get(LABEL_MANAGED) == "true"
+            and labels.get(LABEL_MANIFEST) == desired.public["manifest"]
+            and labels.get(LABEL_DEPLOYMENT) == desired.public["deployment"])
+
+
+def _wants_gpus(spec: VllmDeployment) -> bool:
+    return spec.gpus == "all" or (isinstance(spec.gpus, int) and spec.gpus > 0) or (
+        isinstance(spec.gpus, tuple) and len(spec.gpus) > 0)
+
+
+def _changed_fields(view: ContainerView, desired: ContainerSpec) -> str:
+    """Why the hashes differ, from the spec label: 'image "a" -> "b", args' or the hidden part."""
+    try:
+        old = json.loads(view.labels.get(LABEL_SPEC, "{}"))
+    except ValueError:
+        old = {}
+    changes = []
+    for key, new in desired.public.items():
+        if old.get(key) == new:
+            continue
+        shown = f"{key} {json.dumps(old.get(key))} -> {json.dumps(new)}"
+        changes.append(shown if len(shown) <= 120 else key)
+    # Equal visible fields but another hash: an env value, the key, or provision's command layout.
+    return ", ".join(changes) if changes else "environment values, api_key or the command"
+
+
+def _url_host(bind: str) -> str:
+    """Where this machine reaches a port published on ``bind``."""
+    if bind in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if bind == "::":
+        return "[::1]"
+    return f"[{bind}]" if ":" in bind else bind
+
+
+def _record(desired: ContainerSpec, container_id: str) -> dict[str, Any]:
+    public = desired.public
+    return {"engine": VllmBackend.engine, "container_id": container_id, "container": desired.name,
+            "image": public["image"], "port": public["port"], "bind": public["bind"],
+            "served_model_name": desired.served, "spec_hash": desired.spec_hash}
+
+
+# -- talking to the engine ------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _docker() -> docker.DockerClient:
+    """One client per process (a failure is not cached: the next call tries again)."""
+    import docker
+    from docker.errors import DockerException
+
+    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    try:
+        return docker.from_env()  # asks the engine for its API version: the reachability check
+    except DockerException as exc:
+        if "Permission denied" in str(exc) or isinstance(exc.__context__, PermissionError):
+            raise EngineUnavailableError(
+                f"permission denied on the Docker engine at {where}",
+                hint="add yourself to the docker group (`sudo usermod -aG docker $USER`, then log in again)",
+            ) from None
+        source = "DOCKER_HOST" if os.environ.get("DOCKER_HOST") else "the default socket"
+        raise EngineUnavailableError(
+            f"no Docker engine answers at {where} ({source})",
+            hint="start it (`sudo systemctl start docker`, or run `sudo dockerd`), or point DOCKER_HOST at one",
+        ) from None
+
+
+def _explain(exc: Exception) -> str:
+    """The engine's own message, without the SDK's '500 Server Error for http+docker://...' prefix."""
+    text = str(getattr(exc, "explanation", None) or exc)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _view(summary: Mapping[str, Any]) -> ContainerView:
+    return ContainerView(
+        id=summary["Id"],
+        name=(summary.get("Names") or ["/"])[0].lstrip("/"),
+        status=summary.get("State", ""),
+        labels=summary.get("Labels") or {},
+        host_ports=tuple(p["PublicPort"] for p in summary.get("Ports") or [] if p.get("PublicPort")),
+    )
+
+
+def _find_by_name(client: docker.DockerClient, cname: str) -> ContainerView | None:
+    # The name filter is a regex over "/name"; anchoring excludes provision-<name>-x and others.
+    found = client.api.containers(all=True, filters={"name": f"^/{cname}$"})
+    return _view(found[0]) if found else None
+
+
+def _ours(client: docker.DockerClient, manifest: str, deployment: str) -> list[ContainerView]:
+    labels = [f"{LABEL_MANAGED}=true", f"{LABEL_MANIFEST}={manifest}", f"{LABEL_DEPLOYMENT}={deployment}"]
+    return [_view(s) for s in client.api.containers(all=True, filters={"label": labels})]
+
+
+def _image_present(client: docker.DockerClient, image: str) -> bool:
+    from docker.errors import ImageNotFound
+
+    try:
+        client.api.inspect_image(image)
+    except ImageNotFound:
+        return False
+    return True
+
+
+def _pull_error(client: docker.DockerClient, image: str) -> str | None:
+    """Ask the registry for the image's manifest (no layers move); the reason if it cannot."""
+    from docker.errors import APIError
+
+    try:
+        client.images.get_registry_data(image)
+    except APIError as exc:
+        return _explain(exc)
+    return None
+
+
+def _port_error(bind: str, port: int) -> str | None:
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # Lingering TIME_WAIT connections are no obstacle to Docker; a listener is.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((bind or "0.0.0.0", port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+class VllmBackend:
+    """``engine: vllm``: reconcile one labelled container per deployment."""
+
+    engine: ClassVar[str] = "vllm"
+
+    # -- observe (reads only) --------------------------------------------------------------
+    def observe(self, name: str, spec: VllmDeployment, ctx: DeployContext) -> Observed:
+        desired = desired_spec(name, spec, ctx)
+        client = _docker()
+        view = _find_by_name(client, desired.name)
+        if view is not None and _is_ours(view, desired) and view.status == "running" \
+                and view.labels.get(LABEL_SPEC_HASH) == desired.spec_hash:
+            return Observed(view, None)  # the fast no-op path: one list call
+        present = _image_present(client, spec.image)
+        runtimes = tuple(client.info().get("Runtimes") or {}) if _wants_gpus(spec) else None
+        ours_holds_port = (view is not None and _is_ours(view, desired) and spec.port in view.host_ports)
+        preflight = Preflight(
+            image_present=present,
+            pull_error=None if present else _pull_error(client, spec.image),
+            runtimes=runtimes,
+            port_error=None if ours_holds_port else _port_error(spec.bind, spec.port),
+        )
+        return Observed(view, preflight)
+
+    # -- plan (pure) ---------------------------------------------------------------------
+    def plan(self, name: str, spec: VllmDeployment, observed: Observed, ctx: DeployContext) -> Action:
+        desired = desired_spec(name, spec, ctx)
+        view = observed.container
+        if view is not None and not _is_ours(view, desired):
+            owner = view.labels.get(LABEL_MANIFEST)
+            whose = f"belongs to manifest {owner}" if owner else "was not created by provision"
+            raise DeploymentError(
+                f"container {desired.name} already exists and {whose}; provision leaves it alone",
+                hint=f"remove it (`docker rm -f {desired.name}`) or rename this deployment",
+                resource=name,
+            )
+        details = {"container": desired.name, "container_id": view.id if view else None,
+                   "spec_hash": desired.spec_hash}
+        if view is None:
+            change, reason = Change.CREATE, f"no container {desired.name}"
+        elif view.labels.get(LABEL_SPEC_HASH) != desired.spec_hash:
+            change, reason = Change.REPLACE, f"spec changed: {_changed_fields(view, desired)}"
+        elif view.status == "dead":
+            change, reason = Change.REPLACE, "the container is dead"
+        elif view.status != "running":
+            change, reason = Change.UPDATE, f"start the {view.status} container"
+        else:
+            return Action("deployment", name, Change.NOOP, f"{desired.name} running",
+                          details={**details, "record": _record(desired, view.id)})
+        if observed.preflight is not None:
+            self._preflight(name, spec, observed.preflight)
+        return Action("deployment", name, change, reason, details=details)
+
+    @staticmethod
+    def _preflight(name: str, spec: VllmDeployment, facts: Preflight) -> None:
+        if facts.runtimes is not None and "nvidia" not in facts.runtimes:
+            raise PreflightError(
+                f"gpus: {spec.gpus} requested, but the Docker engine has no NVIDIA runtime "
+                f"(runtimes: {', '.join(facts.runtimes) or 'none'})",
+                hint="install nvidia-container-toolkit, then `sudo nvidia-ctk runtime configure --runtime=docker` "
+                     "and restart Docker; or set `gpus: 0` to start without GPUs",
+                resource=name,
+            )
+        if not facts.image_present and facts.pull_error is not None:
+            raise PreflightError(
+                f"image {spec.image} is not on this machine and cannot be pulled: {facts.pull_error}",
+                hint="check the image name and tag, `docker login` for a private registry, or `docker load` it",
+                resource=name,
+            )
+        if facts.port_error is not None:
+            raise PreflightError(
+                f"port {spec.bind}:{spec.port} cannot be used: {facts.port_error}",
+                hint=f"free it (`ss -ltnp 'sport = :{spec.port}'` shows who holds it) or set `port:` to another",
+                resource=name,
+            )
+
+    # -- apply ---------------------------------------------------------------------------
+    def apply(self, action: Action, spec: VllmDeployment, ctx: DeployContext) -> dict[str, Any]:
+        if action.change is Change.NOOP:
+            return dict(action.details["record"])  # decided from one list call; no more work
+        name = action.name
+        # Recomputed: the model may have been downloaded since planning, fixing its revision.
+        desired = desired_spec(name, spec, ctx)
+        client = _docker()
+        from docker.errors import APIError, NotFound
+
+        try:
+            if action.change is Change.UPDATE:
+                container = client.containers.get(action.details["container_id"])
+                ctx.on_status(name, f"starting the {container.status} container {desired.name}")
+                if container.status == "paused":
+                    container.unpause()
+                elif container.status == "restarting":  # crash-looping under the restart policy
+                    container.restart(timeout=STOP_TIMEOUT)
+                else:
+                    container.start()
+            else:
+                for old in _ours(client, desired.public["manifest"], name):
+                    ctx.on_status(name, f"removing the old container {old.name} ({old.id[:12]})")
+                    _stop_and_remove(client, old.id)
+                container = self._create(client, name, spec, desired, ctx)
+            self._wait_ready(container, name, spec, desired, ctx)
+            container.update(restart_policy={"Name": spec.restart})
+        except NotFound as exc:
+            raise DeploymentError(f"container vanished while applying: {_explain(exc)}",
+                                  hint="run `provision apply` again", resource=name) from None
+        except APIError as exc:
+            raise DeploymentError(f"Docker refused: {_explain(exc)}", resource=name,
+                                  hint=f"see `docker ps -a --filter name={desired.name}`") from None
+        return _record(desired, container.id)
+
+    def _create(self, client: docker.DockerClient, name: str, spec: VllmDeployment,
+                desired: ContainerSpec, ctx: DeployContext) -> Container:
+        from docker.errors import APIError
+        from docker.types import DeviceRequest, Mount
+
+        if not _image_present(client, spec.image):
+            ctx.on_status(name, f"pulling {spec.image} (vLLM images are large: this takes minutes)")
+            self._pull(client, name, spec.image)
+        gpus: list[DeviceRequest] = []
+        if spec.gpus == "all":
+            gpus = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+        elif isinstance(spec.gpus, int) and spec.gpus > 0:
+            gpus = [DeviceRequest(count=spec.gpus, capabilities=[["gpu"]])]
+        elif isinstance(spec.gpus, tuple) and spec.gpus:
+            gpus = [DeviceRequest(device_ids=[str(i) for i in spec.gpus], capabilities=[["gpu"]])]
+        ctx.on_status(name, f"creating container {desired.name} from {spec.image}")
+        container = client.containers.create(
+            spec.image,
+            command=list(desired.command),
+            name=desired.name,
+            labels=desired.labels,
+            environment=dict(desired.environment),
+            mounts=[Mount(f"{MOUNT_ROOT}/{spec.model}", desired.model_dir, type="bind", read_only=True)],
+            ports={f"{CONTAINER_PORT}/tcp": (spec.bind, spec.port)},
+            device_requests=gpus or None,
+            ipc_mode="host" if spec.ipc_host else None,
+            shm_size=None if spec.ipc_host else spec.shm_size,
+            restart_policy={"Name": "no"},  # until ready: see the module docstring
+        )
+        try:
+            container.start()
+        except APIError as exc:
+            container.remove(force=True)  # never leave a `created` container behind
+            raise DeploymentError(f"the container did not start: {_explain(exc)}", resource=name,
+                                  hint="check gpus, port and the model folder; nothing was left behind") from None
+        return container
+
+    @staticmethod
+    def _pull(client: docker.DockerClient, name: str, image: str) -> None:
+        from docker.errors import APIError
+        from docker.utils import parse_repository_tag
+
+        repository, tag = parse_repository_tag(image)
+        try:
+            client.images.pull(repository, tag=tag or "latest")  # without a tag it pulls every tag
+        except APIError as exc:
+            raise DeploymentError(f"cannot pull {image}: {_explain(exc)}", resource=name,
+                                  hint="check the image name and tag, and `docker login` for a private registry")
+
+    def _wait_ready(self, container: Container, name: str, spec: VllmDeployment,
+                    desired: ContainerSpec, ctx: DeployContext) -> None:
+        """Poll /health, then /v1/models for the served name; fail on exit or timeout with the log."""
+        base = f"http://{_url_host(spec.bind)}:{spec.port}"
+        key = desired.environment.get("VLLM_API_KEY")
+        started = time.monotonic()
+        next_status = started
+        while True:
+            if _ready(base, desired.served, key):
+                return
+            elapsed = time.monotonic() - started
+            container.reload()
+            state = container.attrs["State"]
+            if state["Status"] in ("exited", "dead"):
+                raise DeploymentError(
+                    f"vLLM exited with code {state['ExitCode']} after {elapsed:.0f} s; "
+                    f"last log lines:\n{_log_tail(container)}",
+                    hint=f"full log: `docker logs {desired.name}`; fix the cause, then `provision apply` again",
+                    resource=name,
+                )
+            if elapsed >= spec.startup_timeout:
+                container.kill()  # stopped, so the next apply starts it again instead of a no-op
+                raise DeploymentError(
+                    f"vLLM was not ready after {spec.startup_timeout:.0f} s (startup_timeout); "
+                    f"last log lines:\n{_log_tail(container)}",
+                    hint="large models load for minutes: raise startup_timeout, or see the log for a hang",
+                    resource=name,
+                )
+            if time.monotonic() >= next_status:
+                ctx.on_status(name, f"waiting for vLLM to load the model ({elapsed:.0f} s)")
+                next_status += STATUS_EVERY
+            time.sleep(min(1.0, 0.1 + elapsed / 20))  # quick at first, then gentle
+
+    # -- remove --------------------------------------------------------------------------
+    def remove(self, name: str, record: Mapping[str, Any], ctx: DeployContext) -> None:
+        client = _docker()
+        for view in _ours(client, str(ctx.manifest.path.absolute()), name):
+            ctx.on_status(name, f"removing container {view.name} ({view.id[:12]})")
+            _stop_and_remove(client, view.id)
+
+    # -- chat ----------------------------------------------------------------------------
+    def chat_client(self, name: str, spec: VllmDeployment, ctx: DeployContext) -> OpenAIChat:
+        key = spec.api_key.get_secret_value() if spec.api_key is not None else None
+        return OpenAIChat(
+            f"http://{_url_host(spec.bind)}:{spec.port}/v1",
+            spec.served_model_name or name,
+            key,
+            ctx.manifest.smoke_settings(name).timeout,
+            key_hint=f"check deployments.{name}.api_key (and the ${{VAR}} it references)",
+        )
+
+
+def _stop_and_remove(client: docker.DockerClient, container_id: str) -> None:
+    from docker.errors import NotFound
+
+    try:
+        client.api.stop(container_id, timeout=STOP_TIMEOUT)
+        client.api.remove_container(container_id)
+    except NotFound:
+        pass  # already gone: the goal is reached
+
+
+def _ready(base: str, served: str, key: str | None) -> bool:
+    """True once /health is 200 and /v1/models lists ``served``; any failure means not yet."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        with _NO_PROXY.open(f"{base}/health", timeout=2) as response:
+            if response.status != 200:
+                return False
+        with _NO_PROXY.open(urllib.request.Request(f"{base}/v1/models", headers=headers), timeout=2) as response:
+            models = json.load(response)
+    except (OSError, http.client.HTTPException, ValueError):  # refused, reset, 503, half a body
+        return False
+    return served in {m.get("id") for m in models.get("data", []) if isinstance(m, dict)}
+
+
+def _log_tail(container: Container) -> str:
+    text = container.logs(tail=LOG_TAIL).decode(errors="replace").rstrip()
+    return "\n".join(f"    {line}" for line in text.splitlines()) or "    (no output)"

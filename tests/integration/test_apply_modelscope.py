@@ -1,0 +1,282 @@
+"""`provision apply` of ``ms://`` models against a loopback ModelScope hub, through the real CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli import run_cli, start_cli
+from tests.fakes.modelscope_hub import ESCAPE_BODY, FakeModelScopeHub
+
+TOKEN = "ms_canary_TOKEN_7c2e91"  # a canary: must never appear in output, state, lock or at the CDN
+
+
+def payload(n: int, seed: int) -> bytes:
+    return hashlib.sha256(str(seed).encode()).digest() * (n // 32) + b"x" * (n % 32)
+
+
+BIG = payload(3 << 20, 1)
+FILES = {
+    "config.json": b'{"architectures": ["Qwen3ForCausalLM"], "hidden_size": 64}',
+    "tokenizer.json": b'{"version": "1.0"}',
+    "model.safetensors": BIG,
+    "sub/extra.bin": payload(200_000, 2),
+    "README.md": b"# tiny",
+}
+OTHER = {"config.json": b"{}", "weights.bin": payload(50_000, 3)}
+TINY = "  tiny: {source: ms://org/tiny, include: ['*.json', '*.safetensors', 'sub/*']}\n"
+
+
+@pytest.fixture()
+def hub() -> Iterator[FakeModelScopeHub]:
+    with FakeModelScopeHub() as server:
+        server.add_repo("org/tiny", FILES)
+        server.add_repo("org/other", OTHER)
+        yield server
+
+
+def write_manifest(tmp_path: Path, hub: FakeModelScopeHub, models: str) -> Path:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "version: 1\n"
+        "settings:\n"
+        "  models_dir: models\n"
+        f"  modelscope: {{endpoint: '{hub.url}', token: '${{MODELSCOPE_API_TOKEN:-}}'}}\n"
+        f"models:\n{models}"
+    )
+    return manifest
+
+
+def lock_of(manifest: Path) -> dict:
+    return json.loads(manifest.with_name("m.lock.json").read_text())
+
+
+def files_under(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+
+
+def test_first_apply_downloads_verifies_and_locks(tmp_path: Path, hub: FakeModelScopeHub) -> None:
+    manifest = write_manifest(tmp_path, hub, TINY)
+    plan = run_cli("plan", manifest)
+    assert plan.returncode == 0, plan.stderr
+    assert "3.2 MiB" in plan.stdout  # bytes to download
+    result = run_cli("apply", manifest)
+    assert result.returncode == 0, result.stderr
+    model_dir = tmp_path / "models" / "tiny"
+    for path in ("config.json", "tokenizer.json", "model.safetensors", "sub/extra.bin"):
+        assert (model_dir / path).read_bytes() == FILES[path]
+    assert not (model_dir / "README.md").exists()  # excluded by include
+    entry = lock_of(manifest)["models"]["tiny"]
+    assert entry["spec"]["revision"] == "master"
+    assert entry["resolved"].startswith("ms-") and len(entry["resolved"]) == 67
+    assert entry["files"]["model.safetensors"] == {"size": len(BIG), "sha256": hashlib.sha256(BIG).hexdigest()}
+    assert not list((model_dir / ".cache").rglob("*.part"))
+    assert not (tmp_path / "home" / ".cache" / "modelscope").exists()  # no SDK lock files
+    assert run_cli("verify", manifest).returncode == 0
+    status = run_cli("status", manifest, "--json")
+    assert status.returncode == 0 and "present" in status.stdout
+
+
+def test_second_apply_makes_no_hub_request(tmp_path: Path, hub: FakeModelScopeHub) -> None:
+    manifest = write_manifest(tmp_path, hub, TINY)
+    assert run_cli("apply", manifest).returncode == 0
+    before = len(hub.requests)
+    result = run_cli("apply", manifest)
+    assert result.returncode == 0
+    assert "no changes" in result.stdout
+    assert len(hub.requests) == before
+    plan = run_cli("plan", manifest, "--detailed-exitcode")
+    assert plan.returncode == 0 and len(hub.requests) == before
+
+
+def test_kill_mid_download_then_resume_fetches_only_the_rest(tmp_path: Path, hub: FakeModelScopeHub) -> None:
+    big = payload(24 << 20, 9)
+    hub.add_repo("org/big", {"config.json": b"{}", "model.safetensors": big})
+    hub.faults.throttle_bps = 8 << 20  # 3 s for the file: time to kill it half-way
+    manifest = write_manifest(tmp_path, hub, "  big: {source: ms://org/big}\n")
+    process = start_cli("apply", manifest)
+    partial_dir = tmp_path / "models" / "big" / ".cache" / "provision" / "partial"
+    parts: list[Path] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        parts = list(partial_dir.glob("*.part")) if partial_dir.exists() else []
+        if parts and parts[0].stat().st_size > (8 << 20):
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    kept = parts[0].stat().st_size
+    assert 0 < kept < len(big)
+    assert not (tmp_path / "models" / "big" / "model.safetensors").exists()  # never a partial at the final path
+
+    hub.faults.throttle_bps = None
+    time.sleep(1)  # let the server's handler for the killed client notice the closed socket
+    served_before = hub.bytes_served
+    result = run_cli("apply", manifest)
+    assert result.returncode == 0, result.stderr
+    assert hub.bytes_served - served_before <= len(big) - kept + len(b"{}"), "resume must fetch only the rest"
+    assert (tmp_path / "models" / "big" / "model.safetensors").read_bytes() == big
+    assert not list(partial_dir.glob("*")), "no orphan partial file may remain"
+
+
+def test_server_side_corruption_fails_that_model_only(tmp_path: Path, hub: FakeModelScopeHub) -> None:
+    hub.faults.corrupt = {"model.safetensors"}
+    manifest = write_manifest(tmp_path, hub, TINY + "  other: {source: ms://org/other}\n")
+    result = run_cli("apply", manifest)
+    assert result.returncode == 1
+    assert "tiny" in result.stderr and "model.safetensors" in result.stderr and "sha256" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "models" / "tiny" / "model.safetensors").exists()
+    assert not list((tmp_path / "models" / "tiny").rglob("*.part"))
+    assert (tmp_path / "models" / "other" / "weights.bin").read_bytes() == OTHER["weights.bin"]
+    assert "tiny" not in lock_of(manifest)["models"] and "other" in lock_of(manifest)["models"]
+
+
+def test_verify_catches_local_corruption_missing_and_extra(tmp_path: Path, hub: FakeModelScopeHub) -> None:
+    manifest = write_manifest(tmp_path, hub, TINY)
+    assert run_cli("apply", manifest).returncode == 0
+    model_dir = tmp_path / "models" / "tiny"
+    data = bytearray((model_dir / "model.safetensors").read_bytes())
+    data[100] ^= 0xFF
+    (model_dir / "model.safetensors").write_bytes(bytes(data))
+    (model_dir / "config.json").unlink()
+    (model_dir / "stray.txt").write_text("?")
+    result = run_cli("verify", manifest, "--json")
+    assert result.returncode == 1
+    problems = {(p["path"], p["problem"]) for p in json.loads(result.stdout)["problems"]}
+    assert problems == {("model.safetensors", "corrupt"), ("config.json", "missing"), ("stray.txt", "extra")}
+    assert run_cli("apply", manifest).returncode == 0  # repairs what is missing
+    assert (model_dir / "config.json").read_bytes() == FILES["config.json"]
+
+
+def test_path_escape_in_listing_is_refused_and_nothing_written(tmp_path: Path, hub: FakeModelScopeHub) -> None:
+    hub.faults.escape_path = True
+    manifest = write_manifest(tmp_path, hub, "  tiny: {source: ms://org/tiny}\n")
+    before = files_under(tmp_path)
+    result = run_cli("apply", manifest)
+    assert result.returncode == 1
+    assert "tiny" in result.stderr and "../evil.txt" in result.stderr and "outside" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert hub.file_gets() == 0
+    assert not (tmp_path / "models").exists()
+    assert all(ESCAPE_BODY not in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    written = {p for p in files_under(tmp_path) - before if not p.startswith("state/")}
+    assert written <= {"m.lock.json"}
+
+
+def test_moved_revision_ignored_until_update_and_locked_refuses(tmp_path: Path, hub: FakeModelScopeHub) -> None:
+    manifest = write_manifest(tmp_path, hub, TINY)
+    assert run_cli("apply", manifest).returncode == 0
+    old = lock_of(manifest)["models"]["tiny"]["resolved"]
+    new_weights = payload(len(BIG), 77)  # same size, other content: must still be fetched
+    hub.add_revision("org/tiny", "master", {**FILES, "model.safetensors": new_weights})
+
+    assert run_cli("apply", manifest).returncode == 0  # no --update: the lock holds
+    assert lock_of(manifest)["models"]["tiny"]["resolved"] == old
+
+    # Bytes are fetched by branch name: a --locked run on a fresh machine gets the moved
+    # content, which cannot match the lock, and must refuse to place it.
+    shutil.rmtree(tmp_path / "models" / "tiny")
+    locked = run_cli("apply", manifest, "--locked")
+    assert locked.returncode == 1
+    assert "model.safetensors" in locked.stderr and "sha256" in locked.stderr and "--update" in locked.stderr
+    assert not (tmp_path / "models" / "tiny" / "model.safetensors").exists()
+    assert lock_of(manifest)["models"]["tiny"]["resolved"] == old
+
+    result = run_cli("apply", manifest, "--update")
+    assert result.returncode == 0, result.stderr
+    assert "master moved" in result.stdout + result.stderr
+    new = lock_of(manifest)["models"]["tiny"]["resolved"]
+    assert new != old
+    assert (tmp_path / "models" / "tiny" / "model.safetensors").read_bytes() == new_weights
+    assert run_cli("verify", manifest).returncode == 0
+
+
+def test_change_outside_include_is_not_a_move(tmp_path: Path, hub: FakeModelScopeHub) -> None:
+    manifest = write_manifest(tmp_path, hub, TINY)
+    assert run_cli("apply", manifest).returncode == 0
+    old = lock_of(manifest)["models"]["tiny"]["resolved"]
+    hub.add_revision("org/tiny", "master", {**FILES, "README.md": b"# edited"})
+    result = run_cli("apply", manifest, "--update")
+    assert result.returncode == 0 and "no changes" in result.stdout
+    assert lock_of(manifest)["models"]["tiny"]["resolved"] == old
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("ms://org/missing", "repository org/missing not found"),
+        ("ms://org/tiny\n    revision: nope", "revision 'nope' not found"),
+        ("ms://org/tiny\n    include: ['*.gguf']", "nothing would be downloaded"),
+    ],
+)
+def test_hub_errors_are_one_line_with_a_hint(tmp_path: Path, hub: FakeModelScopeHub, source: str,
+                                             message: str) -> None:
+    manifest = write_manifest(tmp_path, hub, f"  bad:\n    source: {source}\n  other: {{source: ms://org/other}}\n")
+    result = run_cli("apply", manifest)
+    assert result.returncode == 1
+    assert message in result.stderr and "hint:" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "models" / "bad").exists()
+    assert (tmp_path / "models" / "other" / "weights.bin").exists()
+
+
+def test_unreachable_endpoint(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("version: 1\nsettings: {modelscope: {endpoint: 'http://127.0.0.1:9'}}\n"
+                        "models: {x: {source: ms://org/x}}\n")
+    result = run_cli("apply", manifest)
+    assert result.returncode == 1
+    assert "cannot reach http://127.0.0.1:9" in result.stderr and "hint:" in result.stderr
+
+
+def test_transient_errors_are_retried(tmp_path: Path, hub: FakeModelScopeHub) -> None:
+    hub.faults.status_5xx = 2
+    hub.faults.drop_after_bytes = 1 << 20
+    manifest = write_manifest(tmp_path, hub, TINY)
+    result = run_cli("apply", manifest)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "models" / "tiny" / "model.safetensors").read_bytes() == BIG
+
+
+def test_private_repo_token_reaches_the_hub_only(tmp_path: Path) -> None:
+    with FakeModelScopeHub(redirect=True) as hub:
+        hub.add_repo("org/private", FILES, token=TOKEN)
+        manifest = write_manifest(tmp_path, hub, "  private: {source: ms://org/private}\n")
+        denied = run_cli("apply", manifest)
+        assert denied.returncode == 1 and "MODELSCOPE_API_TOKEN" in denied.stderr
+        result = run_cli("apply", manifest, "--json", env={"MODELSCOPE_API_TOKEN": TOKEN})
+        assert result.returncode == 0, result.stderr
+        assert hub.cdn is not None and hub.cdn.count("GET") >= len(FILES)
+        leaked = [r.headers for r in hub.cdn.requests if TOKEN in json.dumps(r.headers)]
+        assert leaked == [], "the token must not follow a redirect to the CDN (header or cookie)"
+    everything = result.stdout + result.stderr + denied.stdout + denied.stderr
+    for path in [manifest.with_name("m.lock.json"), *(tmp_path / "state").rglob("*"), *(tmp_path / "models").rglob("*")]:
+        if path.is_file():
+            everything += path.read_text(errors="replace")
+    assert TOKEN not in everything
+
+
+def test_modelscope_sdk_accepts_a_provision_made_folder(tmp_path: Path, hub: FakeModelScopeHub) -> None:
+    """The SDK's own snapshot_download into our folder lists once, re-hashes and keeps every file."""
+    manifest = write_manifest(tmp_path, hub, TINY)
+    assert run_cli("apply", manifest).returncode == 0
+    from modelscope import snapshot_download
+
+    model_dir = tmp_path / "models" / "tiny"
+    before, seen = files_under(model_dir), len(hub.requests)
+    snapshot_download("org/tiny", local_dir=str(model_dir), endpoint=hub.url,
+                      allow_patterns=["*.json", "*.safetensors", "sub/*"])
+    # One listing, no region probe (an endpoint is given), no file body, nothing added.
+    assert [r.path.split("?")[0] for r in hub.requests[seen:]] == ["/api/v1/models/org/tiny/repo/files"]
+    assert files_under(model_dir) == before
+    for path in ("config.json", "tokenizer.json", "model.safetensors", "sub/extra.bin"):
+        assert (model_dir / path).read_bytes() == FILES[path]
+    assert run_cli("verify", manifest).returncode == 0

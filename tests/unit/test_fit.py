@@ -1,0 +1,241 @@
+"""Deployments against inventories: OK / WARN / FAIL, remedies and the longest context that fits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provision.estimate import GIB, GgufInfo, kv_bytes_per_token, model_shape
+from provision.fit import (
+    ModelInfo,
+    check_deployment_fit,
+    check_disk,
+    check_requirements,
+    fit_deployment,
+)
+from provision.hardware import Gpu, GpuProbe, Inventory, Level, MemoryProbe
+from provision.manifest import (
+    OllamaDeployment,
+    OpenAIDeployment,
+    Requirements,
+    TransformersDeployment,
+    VllmDeployment,
+)
+from provision.report.hardware import fit_dict
+
+CONFIGS = Path(__file__).parent.parent / "fixtures" / "configs"
+GB24 = 25_757_220_864
+GB16 = 17_171_480_576  # 16376 MiB
+GB80 = 85_899_345_920
+
+
+def config(name: str) -> dict[str, Any]:
+    return json.loads((CONFIGS / f"{name}.json").read_text())
+
+
+def machine(*totals: int, cc: tuple[int, int] = (8, 9), ram: int = 64 * GIB,
+            free: list[int] | None = None) -> Inventory:
+    gpus = tuple(Gpu(i, "NVIDIA GPU", f"GPU-{i}", total, (free or list(totals))[i], 0, cc)
+                 for i, total in enumerate(totals))
+    return Inventory(gpu=GpuProbe(gpus, "550.54.15", "12.4"), memory=MemoryProbe(ram, ram), disk=None,
+                     docker=None, ollama=None)
+
+
+def vllm(*args: str, gpus: Any = "all") -> VllmDeployment:
+    return VllmDeployment(engine="vllm", model="m", args=args, gpus=gpus)
+
+
+# -- vLLM ----------------------------------------------------------------------------------
+
+
+def test_qwen25_7b_bf16_32k_fits_one_24gb_gpu() -> None:
+    info = ModelInfo(config("Qwen2.5-7B-Instruct"))
+    fit = fit_deployment("qwen", vllm("--max-model-len", "32768"), info, machine(GB24))
+    assert fit.level is Level.OK
+    est = fit.estimate
+    assert est.where == "GPU 0" and est.available == int(0.9 * GB24)
+    assert est.kv_cache == 57_344 * 32_768
+    assert est.needed == est.weights + est.kv_cache + est.overhead
+    assert est.max_context_len == 32_768  # more would fit, but not beyond the model's own 32k
+
+
+def test_qwen25_7b_bf16_does_not_fit_16gb() -> None:
+    [finding] = check_deployment_fit("qwen", vllm("--max-model-len", "32768"), ModelInfo(config("Qwen2.5-7B-Instruct")),
+                                     machine(GB16))
+    assert finding.level is Level.FAIL and "does not fit" in finding.message
+    assert "quantized" in finding.remedy
+    assert "--max-model-len" not in finding.remedy  # the weights alone leave no room: no context helps
+
+
+def test_llama_default_context_fails_and_names_the_longest_that_fits() -> None:
+    info = ModelInfo(config("Llama-3.1-8B"))
+    fit = fit_deployment("llama", vllm(), info, machine(GB24))
+    [finding] = fit.findings
+    est = fit.estimate
+    assert finding.level is Level.FAIL and est.context_len == 131_072  # max_position_embeddings
+    longest = est.max_context_len
+    assert longest % 16 == 0 and f"--max-model-len {longest}" in finding.remedy
+    per_token = kv_bytes_per_token(model_shape(info.config), 2)
+    assert est.weights + est.overhead + longest * per_token <= est.available
+    assert est.weights + est.overhead + (longest + 16) * per_token > est.available
+    # and that length does fit when asked for
+    assert fit_deployment("llama", vllm("--max-model-len", str(longest)), info, machine(GB24)).level is not Level.FAIL
+
+
+def test_more_gpus_are_suggested_when_tensor_parallel_would_fit() -> None:
+    [finding] = check_deployment_fit("llama", vllm(), ModelInfo(config("Llama-3.1-8B")), machine(GB24, GB24))
+    assert finding.level is Level.FAIL and "--tensor-parallel-size 2" in finding.remedy
+
+
+def test_tensor_parallel_over_two_80gb_gpus() -> None:
+    fit = fit_deployment("llama", vllm("--tensor-parallel-size", "2"), ModelInfo(config("Llama-3.1-8B")),
+                         machine(GB80, GB80, cc=(8, 0)))
+    assert fit.level is Level.OK
+    assert fit.estimate.where == "GPU 0,1" and fit.estimate.available == int(0.9 * GB80) * 2
+
+
+def test_close_to_the_limit_warns() -> None:
+    info = ModelInfo(config("Qwen2.5-7B-Instruct"))
+    needed = fit_deployment("q", vllm("--max-model-len", "32768"), info, machine(GB24)).estimate.needed
+    total = int(needed / 0.95 / 0.9)  # needed is 95% of usable
+    [finding] = check_deployment_fit("q", vllm("--max-model-len", "32768"), info, machine(total))
+    assert finding.level is Level.WARN and "to spare" in finding.message
+
+
+def test_lower_utilization_and_fp8_cache_are_read_from_args() -> None:
+    info = ModelInfo(config("Llama-3.1-8B"))
+    low = fit_deployment("l", vllm("--gpu-memory-utilization", "0.5", "--max-model-len", "8192"), info, machine(GB24))
+    assert low.estimate.available == int(0.5 * GB24) and low.level is Level.FAIL
+    fp8 = fit_deployment("l", vllm("--kv-cache-dtype", "fp8", "--max-model-len", "8192"), info, machine(GB24))
+    assert fp8.estimate.kv_cache == 8192 * 65_536
+
+
+@pytest.mark.parametrize(("deployment", "inventory", "expected"), [
+    (vllm(), machine(), "none was found"),
+    (vllm(gpus=3), machine(GB24, GB24), "asks for 3 GPUs"),
+    (vllm(gpus=(1,)), machine(GB24), "asks for GPU 1"),
+    (vllm("-tp", "2"), machine(GB24), "needs 2 GPUs"),
+    (vllm(), machine(GB24, free=[GB24 // 3]), "--gpu-memory-utilization 0.33"),
+])
+def test_vllm_cannot_start(deployment: VllmDeployment, inventory: Inventory, expected: str) -> None:
+    [finding] = check_deployment_fit("v", deployment, ModelInfo(config("Qwen3-0.6B")), inventory)
+    assert finding.level is Level.FAIL
+    assert expected in finding.message + finding.remedy
+
+
+def test_vllm_without_gpus_warns_about_a_cpu_build() -> None:
+    [finding] = check_deployment_fit("v", vllm(gpus=0), ModelInfo(config("Qwen3-0.6B")), machine(GB24))
+    assert finding.level is Level.WARN and "CPU build" in finding.message
+
+
+def test_unknown_model_warns() -> None:
+    [finding] = check_deployment_fit("v", vllm(), None, machine(GB24))
+    assert finding.level is Level.WARN and "cannot estimate" in finding.message
+
+
+def test_real_weight_sizes_without_config_still_judge() -> None:
+    fit = fit_deployment("v", vllm(), ModelInfo(weights_bytes=30 * GIB), machine(GB24))
+    assert fit.level is Level.WARN and fit.estimate.weights == 30 * GIB  # KV cache unknown without a config
+
+
+# -- transformers, Ollama, hosted ----------------------------------------------------------
+
+
+def test_transformers_on_gpu_or_in_ram() -> None:
+    info = ModelInfo(config("DeepSeek-R1-Distill-Qwen-1.5B"))
+    spec = TransformersDeployment(engine="transformers", model="m", dtype="float16")
+    on_gpu = fit_deployment("t", spec, info, machine(GB24))
+    assert on_gpu.estimate.where == "GPU 0" and on_gpu.level is Level.OK
+    assert on_gpu.estimate.needed == int(on_gpu.estimate.weights * 1.2)
+    in_ram = fit_deployment("t", spec, info, machine(ram=3 * GIB))
+    assert in_ram.estimate.where == "RAM" and in_ram.level is Level.FAIL
+    fp32 = fit_deployment("t", TransformersDeployment(engine="transformers", model="m", dtype="float32"), info,
+                          machine(ram=8 * GIB))
+    assert fp32.estimate.weights == 2 * on_gpu.estimate.weights and "half precision" in fp32.findings[0].remedy
+    missing = fit_deployment("t", TransformersDeployment(engine="transformers", model="m", device="cuda:1"), info,
+                             machine(GB24))
+    assert missing.level is Level.FAIL
+
+
+QWEN3_GGUF = GgufInfo(file_bytes=522_000_000, architecture="qwen3", layers=28, kv_heads=8, key_length=128,
+                      value_length=128, context_length=40_960)
+
+
+def test_ollama_default_context_and_placement() -> None:
+    spec = OllamaDeployment(engine="ollama", model="m")
+    cpu = fit_deployment("o", spec, ModelInfo(gguf=QWEN3_GGUF), machine())
+    assert cpu.estimate.where == "RAM" and cpu.estimate.context_len == 4096 and cpu.level is Level.OK
+    assert cpu.estimate.needed == 522_000_000 + 28 * 8 * 256 * 2 * 4096
+    # a "24 GB" card reports 23.99 GiB: under Ollama's 24 GiB tier, so still 4096
+    assert fit_deployment("o", spec, ModelInfo(gguf=QWEN3_GGUF), machine(GB24)).estimate.context_len == 4096
+    two = fit_deployment("o", spec, ModelInfo(gguf=QWEN3_GGUF), machine(GB24, GB24))
+    assert two.estimate.where == "GPU 0,1" and two.estimate.context_len == 32_768
+
+
+def test_ollama_split_warns_and_too_big_fails() -> None:
+    big = GgufInfo(file_bytes=20 * GIB, architecture="llama", layers=32, kv_heads=8, key_length=128,
+                   value_length=128, context_length=131_072)
+    spec = OllamaDeployment(engine="ollama", model="m", parameters={"num_ctx": 8192})
+    split = fit_deployment("o", spec, ModelInfo(gguf=big), machine(GB16))
+    assert split.estimate.where == "GPU 0 + RAM" and split.level is Level.WARN
+    assert split.estimate.context_len == 8192
+    assert fit_deployment("o", spec, ModelInfo(gguf=big), machine(ram=8 * GIB)).level is Level.FAIL
+
+
+def test_hosted_api_needs_nothing_local() -> None:
+    spec = OpenAIDeployment(engine="openai", base_url="https://api.deepseek.com", served_model="deepseek-chat")
+    fit = fit_deployment("api", spec, None, machine())
+    assert fit.level is Level.OK and fit.estimate is None
+
+
+# -- requires: and disk --------------------------------------------------------------------
+
+
+def test_requirements() -> None:
+    one_4090 = machine(GB24, cc=(8, 9))
+    assert check_requirements("d", Requirements(min_vram_gb=24), one_4090)[0].level is Level.OK  # 25.8 GB
+    assert check_requirements("d", Requirements(min_gpus=2), one_4090)[0].level is Level.FAIL
+    assert check_requirements("d", Requirements(min_compute_capability=9.0), one_4090)[0].level is Level.FAIL
+    assert check_requirements("d", Requirements(min_compute_capability=8.6), one_4090)[0].level is Level.OK
+    a100s = machine(GB80, GB80, cc=(8, 0))
+    assert check_requirements("d", Requirements(min_gpus=2, min_vram_gb=80), a100s)[0].level is Level.OK
+    assert check_requirements("d", Requirements(min_gpus=0), machine()) == []
+
+
+def test_requirements_join_the_fit_findings() -> None:
+    spec = VllmDeployment(engine="vllm", model="m", args=("--max-model-len", "4096"),
+                          requires=Requirements(min_gpus=2))
+    findings = check_deployment_fit("v", spec, ModelInfo(config("Qwen3-0.6B")), machine(GB24))
+    assert [f.level for f in findings] == [Level.OK, Level.FAIL]
+
+
+def test_check_disk_levels() -> None:
+    assert check_disk(5 * GIB, 100 * GIB, "/models").level is Level.OK
+    assert check_disk(95 * GIB, 100 * GIB, "/models").level is Level.WARN
+    failed = check_disk(120 * GIB, 100 * GIB, "/models")
+    assert failed.level is Level.FAIL and "models_dir" in failed.remedy and "/models" in failed.message
+    assert check_disk(1, None, "/models").level is Level.WARN
+
+
+def test_fit_json() -> None:
+    fit = fit_deployment("llama", vllm(), ModelInfo(config("Llama-3.1-8B")), machine(GB24))
+    document = json.loads(json.dumps(fit_dict(fit)))
+    assert document["level"] == "FAIL" and document["estimate"]["context_len"] == 131_072
+    assert document["findings"][0]["remedy"].startswith("pass --max-model-len")
+
+
+def test_render_fits_shows_where_and_longest_context() -> None:
+    from provision.report import console
+    from provision.report.hardware import render_hardware
+
+    inventory = machine(GB24)
+    fits = [fit_deployment("llama", vllm(), ModelInfo(config("Llama-3.1-8B")), inventory),
+            fit_deployment("chat", OllamaDeployment(engine="ollama", model="m"), None, inventory)]
+    with console.capture() as captured:
+        render_hardware(inventory, fits)
+    text = captured.get()
+    assert "llama" in text and "FAIL" in text and str(fits[0].estimate.max_context_len) in text
+    assert "cannot estimate" in text

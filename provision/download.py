@@ -3,7 +3,7 @@
 Why not ``snapshot_download``: huggingface_hub 2.4 restarts a killed file from byte 0 and
 leaves the old partial behind, and never checks sha256 (notes/protocols.md). Here:
 
-- a partial file has a stable name derived from its expected digest, so a rerun after
+- a partial file has a stable name derived from its expected digest and path, so a rerun after
   SIGKILL resumes it with a ``Range`` request (at most the bytes in flight are fetched again);
 - bytes are hashed while they stream (the kept prefix is re-hashed on resume) and the file is
   placed with ``os.replace`` only after its sha256 (or git blob sha1) matches: a final path
@@ -16,7 +16,7 @@ leaves the old partial behind, and never checks sha256 (notes/protocols.md). Her
 
 Layout inside a model folder::
 
-    <model>/.cache/provision/partial/<digest>.part    in-flight bytes, removed when placed
+    <model>/.cache/provision/partial/<digest>-<path hash>.part    in-flight bytes, removed when placed
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ class _Transient(Exception):
 
 def partial_path(model_dir: Path, file: RemoteFile) -> Path:
     digest = file.sha256 or file.git_sha1 or hashlib.sha256(f"{file.path}:{file.size}".encode()).hexdigest()
-    return model_dir / PARTIAL_DIR / f"{digest}.part"
+    # The path too: files with the same content (duplicate shards, empty files) download side by side.
+    where = hashlib.sha256(file.path.encode()).hexdigest()[:16]
+    return model_dir / PARTIAL_DIR / f"{digest}-{where}.part"
 
 
 class _Hashes:

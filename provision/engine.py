@@ -494,15 +494,18 @@ class Engine:
         return ApplyResult(outcomes, time.monotonic() - started)
 
     def status(self) -> list[dict[str, Any]]:
-        """Offline view: per model, whether the locked files are on disk; per deployment, the backend's view."""
+        """Per resource: applied here? and what is there now. Files by stat against the lock
+        (offline); server models and deployments through their backends' read-only observe."""
         records = self.state.records(self.manifest.path)
         rows: list[dict[str, Any]] = []
+        server_models: dict[str, list[str]] = {}
         for name, spec in self.manifest.models.items():
             entry = self.lock.models.get(name)
             row: dict[str, Any] = {"kind": "model", "name": name, "source": spec.source,
                                    "applied": name in records["models"]}
+            rows.append(row)
             if spec.scheme not in FILE_SCHEMES:
-                row["state"] = "locked" if entry else "not applied"
+                server_models.setdefault(spec.scheme, []).append(name)
                 row["resolved"] = (entry or {}).get("digest")
             elif entry is None:
                 row["state"] = "not applied"
@@ -512,12 +515,42 @@ class Engine:
                 row["state"] = f"missing {len(missing)} files" if missing else "present"
                 row["resolved"] = entry["resolved"]
                 row["bytes"] = sum(meta["size"] for meta in entry["files"].values())
-            rows.append(row)
+        by_name = {row["name"]: row for row in rows}
+        for scheme, names in server_models.items():
+            try:
+                backend = self._model_backend(scheme)
+                observed = backend.observe(names)
+            except ProvisionError as exc:
+                for name in names:
+                    by_name[name].update(state="unreachable", detail=exc.message)
+                continue
+            for name in names:
+                by_name[name].update(self._describe(lambda n=name: backend.plan(
+                    n, self.manifest.models[n], observed, self.lock.models.get(n), update=False, locked=False)))
+        from .deployments import backend as deployment_backend
+
+        ctx = self.deploy_context()
         for name, dep in self.manifest.deployments.items():
-            rows.append({"kind": "deployment", "name": name, "engine": dep.engine,
-                         "applied": name in records["deployments"],
-                         "state": "applied" if name in records["deployments"] else "not applied"})
+            row = {"kind": "deployment", "name": name, "engine": dep.engine,
+                   "applied": name in records["deployments"]}
+
+            def decide(n: str = name, d: Any = dep) -> Action:
+                engine = deployment_backend(d.engine)
+                return engine.plan(n, d, engine.observe(n, d, ctx), ctx)
+
+            row.update(self._describe(decide))
+            rows.append(row)
         return rows
+
+    @staticmethod
+    def _describe(decide: Callable[[], Action]) -> dict[str, str]:
+        """A resource's state in words, from what its backend would do now."""
+        try:
+            action = decide()
+        except ProvisionError as exc:
+            return {"state": "unknown", "detail": exc.message}
+        state = {Change.NOOP: "ok", Change.CREATE: "missing"}.get(action.change, "drift")
+        return {"state": state, "detail": action.reason}
 
     def verify(self, *, workers: int = 4) -> list[FileCheck]:
         """Re-hash every locked file offline; report missing, corrupt and extra files."""

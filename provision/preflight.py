@@ -31,8 +31,9 @@ class PreflightReport:
 
     @property
     def failed(self) -> list[str]:
-        out = [f"{fit.name}: {f.message}" for fit in self.fits for f in fit.findings if f.level is Level.FAIL]
-        return out + [f"{f.subject}: {f.message}" for f in self.findings if f.level is Level.FAIL]
+        failing = [f for fit in self.fits for f in fit.findings] + list(self.findings)
+        return [f"{f.subject}: {f.message}" + (f" (to fix: {f.remedy})" if f.remedy else "")
+                for f in failing if f.level is Level.FAIL]
 
 
 def _weights_bytes(files: list[RemoteFile] | list[tuple[str, int]]) -> int | None:
@@ -108,7 +109,10 @@ def run_preflight(engine: Engine, planned: PlanResult, *, inventory: Inventory |
     findings = [check_disk(download, free, str(manifest.models_dir))] if download else []
     # A model or deployment that could not even be planned (hub unreachable, engine missing)
     # cannot be judged: say so rather than leave it out.
-    findings += [Finding(Level.WARN, o.action.address, f"not checked: {o.error.message}", o.error.hint)
+    # A failed preflight of the backend itself (no NVIDIA runtime, port taken) is a FAIL.
+    findings += [Finding(Level.FAIL if isinstance(o.error, PreflightError) else Level.WARN, o.action.address,
+                         o.error.message if isinstance(o.error, PreflightError) else f"not checked: {o.error.message}",
+                         o.error.hint)
                  for o in planned.failures if o.error is not None]
     return PreflightReport(inventory, tuple(fits), tuple(findings))
 

@@ -114,11 +114,15 @@ def outcome_dict(outcome: Any) -> dict[str, Any]:
 
 def render_status(rows: list[dict[str, Any]]) -> None:
     table = Table(show_edge=False, pad_edge=False, box=None)
-    for column in ("resource", "source / engine", "state", "resolved"):
-        table.add_column(column)
+    table.add_column("resource", no_wrap=True)
+    table.add_column("source / engine", overflow="fold")
+    for column in ("applied", "state", "resolved"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("detail")
     for row in rows:
         table.add_row(f"{row['kind']}.{row['name']}", row.get("source") or row.get("engine", ""),
-                      row["state"], str(row.get("resolved") or "")[:12])
+                      "yes" if row.get("applied") else "no", row.get("state", ""),
+                      str(row.get("resolved") or "")[:12], row.get("detail", ""))
     console.print(table)
 
 

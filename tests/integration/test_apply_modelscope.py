@@ -280,3 +280,16 @@ def test_modelscope_sdk_accepts_a_provision_made_folder(tmp_path: Path, hub: Fak
     for path in ("config.json", "tokenizer.json", "model.safetensors", "sub/extra.bin"):
         assert (model_dir / path).read_bytes() == FILES[path]
     assert run_cli("verify", manifest).returncode == 0
+
+
+def test_files_with_identical_content_download_side_by_side(tmp_path: Path, hub: FakeModelScopeHub) -> None:
+    """Same-content files (duplicate shards, several empty files) must not share a partial file."""
+    same = payload(2 << 20, 5)
+    hub.add_repo("org/dupes", {"a/weights.bin": same, "b/weights.bin": same, "a/__init__.py": b"",
+                               "b/__init__.py": b"", "c/__init__.py": b""})
+    manifest = write_manifest(tmp_path, hub, "  dupes: {source: ms://org/dupes}\n")
+    result = run_cli("apply", manifest)
+    assert result.returncode == 0, result.stderr
+    model_dir = tmp_path / "models" / "dupes"
+    assert (model_dir / "a" / "weights.bin").read_bytes() == same == (model_dir / "b" / "weights.bin").read_bytes()
+    assert all((model_dir / d / "__init__.py").read_bytes() == b"" for d in "abc")

@@ -275,3 +275,20 @@ def test_an_unreachable_engine_names_docker_host_and_how_to_start_it(manifest: P
     assert result.returncode == 1
     assert f"no Docker engine answers at unix://{manifest.parent}/no-docker.sock (DOCKER_HOST)" in result.stderr
     assert "sudo systemctl start docker" in result.stderr
+
+
+def test_smoke_test_streams_through_the_container_with_the_key(manifest: Path, docker_client) -> None:
+    write(manifest, free_port(), extra="    api_key: '${VLLM_API_KEY}'\n    expect: 'moon'\n")
+    manifest.write_text(manifest.read_text() + "smoke_test:\n  messages: [{role: user, content: moon over water}]\n"
+                        "  max_tokens: 8\n  temperature: 0\n")
+    assert apply(manifest, VLLM_API_KEY=KEY).returncode == 0
+    result = run_cli("smoke-test", manifest, "--json", env={"VLLM_API_KEY": KEY})
+    assert result.returncode == 0, result.stdout + result.stderr
+    [row] = json.loads(result.stdout)["results"]
+    assert row["passed"] and row["output_tokens"] > 0 and row["token_source"] == "server"
+    assert row["ttft"] is not None and KEY not in result.stdout + result.stderr
+
+    wrong = run_cli("smoke-test", manifest, "--json", env={"VLLM_API_KEY": "not-the-key"})
+    assert wrong.returncode == 1
+    [row] = json.loads(wrong.stdout)["results"]
+    assert not row["passed"] and "401" in row["reason"]

@@ -1,0 +1,217 @@
+"""Shared pieces of the reliability suite: payloads, manifests, kill switches on the fakes,
+and the invariants every scenario checks afterwards.
+
+A kill switch is armed with the pid of a running ``provision`` and fires ``SIGKILL`` from
+inside the fake server, at an exact point of the protocol: when the n-th request arrives
+(before it is answered), or once n body bytes have been written. So a kill lands where the
+test says, not wherever the scheduler happened to be.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+from tests.fakes._server import Recorded, Request
+from tests.fakes.hf_hub import FakeHFHub
+from tests.fakes.modelscope_hub import FakeModelScopeHub
+from tests.fakes.ollama_server import FakeOllama
+
+# Files huggingface_hub's own ``local_dir`` bookkeeping keeps (documented in the README).
+HF_BOOKKEEPING = ".cache/huggingface/"
+# What an interrupted run may leave and a completed one must not.
+TEMP_SUFFIXES = (".part", ".tmp", ".incomplete", ".lock")
+
+
+def payload(n: int, seed: int) -> bytes:
+    """``n`` deterministic bytes that differ per ``seed`` (so a mix-up is visible)."""
+    block = hashlib.sha256(str(seed).encode()).digest()
+    return block * (n // 32) + block[: n % 32]
+
+
+def write_manifest(tmp_path: Path, settings: str, models: str, extra: str = "") -> Path:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(f"version: 1\nsettings:\n  models_dir: models\n{settings}models:\n{models}{extra}")
+    return manifest
+
+
+def hf_settings(url: str) -> str:
+    return f"  huggingface: {{endpoint: '{url}', token: '${{HF_TOKEN:-}}'}}\n"
+
+
+def ms_settings(url: str) -> str:
+    return f"  modelscope: {{endpoint: '{url}', token: '${{MODELSCOPE_API_TOKEN:-}}'}}\n"
+
+
+def ollama_settings(url: str) -> str:
+    return f"  ollama: {{host: '{url}'}}\n"
+
+
+# -- kill switches ---------------------------------------------------------------------------
+
+
+@dataclass
+class KillSwitch:
+    """Fires SIGKILL at ``pid`` at the ``at_request``-th request or after ``at_bytes`` body bytes."""
+
+    pid: int | None = None
+    at_request: int | None = None
+    at_bytes: int | None = None
+    requests: int = 0
+    bytes: int = 0
+    fired: bool = False
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def arm(self, pid: int, *, at_request: int | None = None, at_bytes: int | None = None) -> None:
+        with self._lock:
+            self.pid, self.at_request, self.at_bytes = pid, at_request, at_bytes
+            self.requests = self.bytes = 0
+            self.fired = False
+
+    def disarm(self) -> None:
+        with self._lock:
+            self.pid = None
+
+    def on_request(self) -> None:
+        with self._lock:
+            self.requests += 1
+            if self.at_request is not None and self.requests >= self.at_request:
+                self._fire()
+
+    def on_bytes(self, n: int) -> None:
+        with self._lock:
+            self.bytes += n
+            if self.at_bytes is not None and self.bytes >= self.at_bytes:
+                self._fire()
+
+    def _fire(self) -> None:
+        if self.pid is not None and not self.fired:
+            self.fired = True
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # it finished first: the trial then tests a kill after completion
+
+
+class KillableHFHub(FakeHFHub):
+    def __init__(self) -> None:
+        super().__init__()
+        self.kill = KillSwitch()
+
+    def handle(self, request: Request, handler: BaseHTTPRequestHandler, record: Recorded) -> None:
+        self.kill.on_request()
+        super().handle(request, handler, record)
+
+    def _count(self, n: int) -> None:
+        super()._count(n)
+        self.kill.on_bytes(n)
+
+
+class KillableMSHub(FakeModelScopeHub):
+    def __init__(self) -> None:
+        super().__init__()
+        self.kill = KillSwitch()
+
+    def handle(self, request: Request, handler: BaseHTTPRequestHandler, record: Recorded) -> None:
+        self.kill.on_request()
+        super().handle(request, handler, record)
+
+    def _served(self, n: int) -> None:
+        super()._served(n)
+        self.kill.on_bytes(n)
+
+
+class KillableOllama(FakeOllama):
+    """Counts NDJSON lines as "bytes": ``at_bytes=n`` kills once n stream lines were written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kill = KillSwitch()
+
+    def handle(self, request: Request, handler: BaseHTTPRequestHandler, record: Recorded) -> None:
+        self.kill.on_request()
+        super().handle(request, handler, record)
+
+    def write_chunk(self, handler: BaseHTTPRequestHandler, data: bytes) -> None:  # type: ignore[override]
+        super().write_chunk(handler, data)
+        self.kill.on_bytes(1)
+
+
+# -- invariants ------------------------------------------------------------------------------
+
+
+def read_json(path: Path) -> Any:
+    """Parse a file provision wrote; a half-written one fails the test here."""
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def assert_bookkeeping_parses(manifest: Path, state_dir: Path) -> None:
+    """Lock and state are whole JSON documents, with no temporary sibling left beside them."""
+    lock = manifest.with_name(manifest.stem + ".lock.json")
+    if lock.exists():
+        assert read_json(lock)["version"] == 1
+    state = state_dir / "state.json"
+    if state.exists():
+        assert read_json(state)["version"] == 1
+
+
+def assert_no_stray_temp(manifest: Path, state_dir: Path) -> None:
+    strays = [p.name for p in manifest.parent.glob(".*.tmp")]
+    strays += [p.name for p in state_dir.glob(".*.tmp")] if state_dir.exists() else []
+    assert not strays, f"temporary files of an atomic write left behind: {strays}"
+
+
+def leftovers(models_dir: Path) -> list[str]:
+    """Partial or temporary files anywhere under ``models_dir`` (HF bookkeeping excepted)."""
+    if not models_dir.exists():
+        return []
+    found = []
+    for path in models_dir.rglob("*"):
+        rel = path.relative_to(models_dir).as_posix()
+        if HF_BOOKKEEPING in rel + "/":
+            continue
+        if path.is_file() and (path.name.endswith(TEMP_SUFFIXES) or "/.cache/provision/partial/" in f"/{rel}"):
+            found.append(rel)
+    return sorted(found)
+
+
+def orphans(models_dir: Path, lock: dict[str, Any], *, foreign: set[str] = frozenset()) -> list[str]:
+    """Files under ``models_dir`` that no lock entry accounts for (HF bookkeeping excepted)."""
+    if not models_dir.exists():
+        return []
+    found = []
+    for path in sorted(models_dir.rglob("*")):
+        if not path.is_file():
+            continue
+        model, _, rel = path.relative_to(models_dir).as_posix().partition("/")
+        if model in foreign or rel.startswith(HF_BOOKKEEPING):
+            continue
+        if rel not in lock.get("models", {}).get(model, {}).get("files", {}):
+            found.append(f"{model}/{rel}")
+    return found
+
+
+def assert_final_paths_hold_only_good_bytes(model_dir: Path, files: dict[str, bytes]) -> None:
+    """At any moment, a file at its final path is the whole, right file (never a partial)."""
+    for rel, data in files.items():
+        target = model_dir / rel
+        if target.exists():
+            assert target.read_bytes() == data, f"{rel} at its final path is not the hub's file"
+
+
+def secrets_in(paths: list[Path], canaries: list[str]) -> list[tuple[str, str]]:
+    hits = []
+    for path in paths:
+        if path.is_file():
+            text = path.read_bytes().decode("utf-8", "replace")
+            hits += [(str(path), c) for c in canaries if c in text]
+    return hits

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 
 from .errors import LockError, PreflightError, ProvisionError, SourceError
 from .files import RemoteFile, Snapshot
+from .hashing import sha256_file
 from .manifest import Manifest, ModelSpec
 from .plan import Action, Change, LocalFile, Plan, plan_files, plan_orphans
 from .progress import NullProgress, Progress
@@ -368,7 +369,9 @@ class Engine:
             (model_dir / path).unlink(missing_ok=True)
         files = {}
         for file in snapshot.files:
-            sha256 = digests.get(file.path) or file.sha256
+            # A file an earlier, killed run placed was verified then but not hashed now: when the
+            # hub published no sha256 (small git files), hash it so the lock always pins one.
+            sha256 = digests.get(file.path) or file.sha256 or sha256_file(model_dir / file.path)
             entry = {"size": file.size, "sha256": sha256}
             if file.git_sha1 and not file.sha256:
                 entry["git_sha1"] = file.git_sha1

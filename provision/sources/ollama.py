@@ -195,6 +195,8 @@ class OllamaSource:
         model: str = action.details["model"]
         digest = action.details.get("digest")
         if digest is None:
+            if action.details.get("created"):
+                self._claim(action.name, spec, model)
             self._pull(action.name, model, on_progress)
             digest = list_digests(self.client, self.host).get(model.casefold())
             if digest is None:
@@ -212,6 +214,14 @@ class OllamaSource:
         record = {"source": spec.source, "host": self.host, "model": model, "digest": digest,
                   "created": bool(action.details.get("created"))}
         return lock_entry, record
+
+    def _claim(self, name: str, spec: ModelSpec, model: str) -> None:
+        """Record the pull as ours before it starts: a kill after the pull but before the engine
+        writes the state would otherwise make the next apply adopt it, and destroy leave it."""
+        from ..state import State
+
+        State().update(self._manifest.path, "models", name, {"source": spec.source, "host": self.host,
+                                                              "model": model, "digest": None, "created": True})
 
     def _pull(self, name: str, model: str, on_progress: Callable[[str, int, int], None]) -> None:
         import httpx

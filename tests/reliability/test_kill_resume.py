@@ -1,0 +1,203 @@
+"""``kill -9`` at random points of ``provision apply``, then a plain ``apply`` must finish the job.
+
+Per source, ten kills land on one manifest folder in a row, each resuming what the previous
+run left: kills during start-up (a random delay), at the very first requests (the n-th request
+to arrive, before it is answered), at a random body byte (fired from inside the throttled fake,
+so it lands mid-file), and right after the last byte the hub sends. After every kill: a file at
+its final path is whole and right, and lock and state parse. After the final apply: exit 0,
+``verify`` exit 0, every file matches the lock, and nothing partial or orphaned remains.
+
+The seed is printed (``-s``) and can be pinned with ``PROVISION_RELIABILITY_SEED``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli import run_cli, start_cli
+from tests.reliability._support import (
+    KillableHFHub,
+    KillableMSHub,
+    KillableOllama,
+    KillSwitch,
+    assert_bookkeeping_parses,
+    assert_final_paths_hold_only_good_bytes,
+    assert_no_stray_temp,
+    hf_settings,
+    leftovers,
+    ms_settings,
+    ollama_settings,
+    orphans,
+    payload,
+    read_json,
+    write_manifest,
+)
+
+pytestmark = pytest.mark.slow
+
+TRIALS = 10
+FILES = {
+    "config.json": b'{"architectures": ["Qwen3ForCausalLM"], "hidden_size": 64}',
+    "tokenizer.json": b'{"version": "1.0"}',
+    "model-00001-of-00002.safetensors": payload(6 << 20, 1),
+    "model-00002-of-00002.safetensors": payload(3 << 20, 2),
+    "sub/extra.bin": payload(200_000, 3),
+}
+TOTAL = sum(map(len, FILES.values()))
+THROTTLE = 16 << 20  # ~0.6 s of body per full download: kills land mid-file
+
+
+@pytest.fixture()
+def seed() -> int:
+    value = int(os.environ.get("PROVISION_RELIABILITY_SEED") or random.SystemRandom().randrange(1 << 32))
+    print(f"\nreliability seed: {value} (rerun with PROVISION_RELIABILITY_SEED={value})")
+    return value
+
+
+def schedule(rng: random.Random) -> list[str]:
+    """Ten kill points: every kind at least once, the last one right after the last byte."""
+    kinds = ["delay", "delay", "request", "request", "bytes", "bytes", "bytes", "bytes", "bytes"]
+    rng.shuffle(kinds)
+    return [*kinds, "last-byte"]
+
+
+def on_disk(model_dir: Path) -> int:
+    """Bytes already there: placed files plus partials (what a resume does not fetch again)."""
+    placed = sum(len(data) for rel, data in FILES.items() if (model_dir / rel).is_file())
+    partial = model_dir / ".cache" / "provision" / "partial"
+    return placed + (sum(p.stat().st_size for p in partial.glob("*.part")) if partial.exists() else 0)
+
+
+def kill_once(manifest: Path, kill: KillSwitch, kind: str, rng: random.Random, remaining: int,
+              first_requests: int) -> str:
+    """Start an apply, kill it at the chosen point; return what was done, for the log."""
+    process = start_cli("apply", manifest)
+    if kind == "delay":
+        delay = rng.uniform(0.0, 0.6)
+        what = f"after {delay:.2f} s"
+        kill.arm(process.pid)
+        time.sleep(delay)
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+    elif kind == "request":
+        n = rng.randint(1, first_requests)
+        what = f"at request {n}"
+        kill.arm(process.pid, at_request=n)
+    elif kind == "bytes":
+        n = rng.randint(1, max(remaining - 1, 1))
+        what = f"after {n} of {remaining} body bytes"
+        kill.arm(process.pid, at_bytes=n)
+    else:
+        what = f"right after the last byte ({remaining})"
+        kill.arm(process.pid, at_bytes=max(remaining, 1))
+    try:
+        code = process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    finally:
+        kill.disarm()
+        process.communicate()
+    return f"{what}: {'killed' if code == -signal.SIGKILL else f'exited {code} first'}"
+
+
+def run_trials(tmp_path: Path, manifest: Path, kill: KillSwitch, seed: int, *, remaining: Callable[[], int],
+               first_requests: int, after_kill: Callable[[], None]) -> None:
+    rng = random.Random(seed)
+    for trial, kind in enumerate(schedule(rng), 1):
+        outcome = kill_once(manifest, kill, kind, rng, remaining(), first_requests)
+        print(f"  trial {trial:2}: kill {outcome}")
+        after_kill()
+        assert_bookkeeping_parses(manifest, tmp_path / "state")
+    time.sleep(0.2)  # let the fake's handlers for the killed clients notice the closed sockets
+    result = run_cli("apply", manifest)
+    assert result.returncode == 0, result.stdout + result.stderr
+    verify = run_cli("verify", manifest)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert_bookkeeping_parses(manifest, tmp_path / "state")
+    assert_no_stray_temp(manifest, tmp_path / "state")
+
+
+def check_file_model(tmp_path: Path, manifest: Path) -> None:
+    models = tmp_path / "models"
+    lock = read_json(manifest.with_name("m.lock.json"))
+    for rel, data in FILES.items():
+        assert (models / "tiny" / rel).read_bytes() == data
+        assert lock["models"]["tiny"]["files"][rel]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert set(lock["models"]["tiny"]["files"]) == set(FILES)
+    assert leftovers(models) == []
+    assert orphans(models, lock) == []
+
+
+@pytest.fixture()
+def hf_hub() -> Iterator[KillableHFHub]:
+    with KillableHFHub() as hub:
+        hub.add_repo("org/tiny", FILES)
+        hub.faults.throttle_bps = THROTTLE
+        yield hub
+
+
+def test_hf_apply_survives_ten_kills(tmp_path: Path, hf_hub: KillableHFHub, seed: int) -> None:
+    manifest = write_manifest(tmp_path, hf_settings(hf_hub.url), "  tiny: {source: hf://org/tiny}\n")
+    model_dir = tmp_path / "models" / "tiny"
+    # model info, tree listing, then the first file GETs
+    run_trials(tmp_path, manifest, hf_hub.kill, seed, remaining=lambda: TOTAL - on_disk(model_dir),
+               first_requests=4, after_kill=lambda: assert_final_paths_hold_only_good_bytes(model_dir, FILES))
+    check_file_model(tmp_path, manifest)
+
+
+@pytest.fixture()
+def ms_hub() -> Iterator[KillableMSHub]:
+    with KillableMSHub() as hub:
+        hub.add_repo("org/tiny", FILES)
+        hub.faults.throttle_bps = THROTTLE
+        yield hub
+
+
+def test_modelscope_apply_survives_ten_kills(tmp_path: Path, ms_hub: KillableMSHub, seed: int) -> None:
+    manifest = write_manifest(tmp_path, ms_settings(ms_hub.url), "  tiny: {source: ms://org/tiny}\n")
+    model_dir = tmp_path / "models" / "tiny"
+    # the listing, then the first file GETs
+    run_trials(tmp_path, manifest, ms_hub.kill, seed, remaining=lambda: TOTAL - on_disk(model_dir),
+               first_requests=3, after_kill=lambda: assert_final_paths_hold_only_good_bytes(model_dir, FILES))
+    check_file_model(tmp_path, manifest)
+
+
+@pytest.fixture()
+def ollama() -> Iterator[KillableOllama]:
+    with KillableOllama() as server:
+        server.registry_add("qwen3:0.6b", [payload(4096, 7), b"license text", b"{}"])
+        yield server
+
+
+def test_ollama_pull_survives_ten_kills(tmp_path: Path, ollama: KillableOllama, seed: int) -> None:
+    manifest = write_manifest(tmp_path, ollama_settings(ollama.url), "  qwen: {source: 'ollama://qwen3:0.6b'}\n")
+
+    def lines_left() -> int:
+        """NDJSON lines a pull still streams: "bytes" for this source (see KillableOllama)."""
+        if "qwen3:0.6b" in ollama.local:
+            return 0
+        layers = ollama.registry["qwen3:0.6b"].layers
+        unfinished = sum(1 for d in layers if d not in ollama.blobs)
+        return 1 + len(layers) + 4 * unfinished + 3
+
+    # /api/tags, then the pull
+    run_trials(tmp_path, manifest, ollama.kill, seed, remaining=lines_left, first_requests=2,
+               after_kill=lambda: None)
+    digest = ollama.registry["qwen3:0.6b"].digest
+    assert "qwen3:0.6b" in ollama.local and not ollama.partial
+    assert read_json(manifest.with_name("m.lock.json"))["models"]["qwen"]["digest"] == digest
+    [entry] = read_json(tmp_path / "state" / "state.json")["manifests"].values()
+    record = entry["models"]["qwen"]
+    # provision pulled it: destroy must remove it, even when a kill hit right after the pull
+    assert record["digest"] == digest and record["created"] is True, record
+    assert leftovers(tmp_path / "models") == []

@@ -14,6 +14,9 @@ leaves the old partial behind, and never checks sha256 (notes/protocols.md). Her
 - redirects are followed by hand so that ``Authorization`` and ``Cookie`` are dropped when
   the origin changes (a hub redirecting to a CDN must not receive the token).
 
+``PROVISION_HTTP_TIMEOUT`` (seconds, default 30) bounds each connect and each silent read of
+a body; read here only (:func:`http_timeout`).
+
 Layout inside a model folder::
 
     <model>/.cache/provision/partial/<digest>-<path hash>.part    in-flight bytes, removed when placed
@@ -48,6 +51,18 @@ from .files import RemoteFile
 CHUNK_SIZE = 1 << 20
 PARTIAL_DIR = Path(".cache") / "provision" / "partial"
 ProgressCallback = Callable[[int], None]
+TIMEOUT_ENV = "PROVISION_HTTP_TIMEOUT"
+DEFAULT_TIMEOUT = 30.0
+
+
+def http_timeout() -> float:
+    """Seconds a connect or a read may stay silent before it is retried."""
+    raw = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        value = float(raw) if raw else DEFAULT_TIMEOUT
+    except ValueError:
+        value = DEFAULT_TIMEOUT  # a typo must not turn into no timeout at all
+    return value if value > 0 else DEFAULT_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -109,7 +124,7 @@ class Downloader:
         self,
         *,
         headers: Mapping[str, str] | None = None,
-        timeout: float = 30.0,
+        timeout: float | None = None,  # None: http_timeout()
         retry: RetryPolicy = RetryPolicy(),
         max_connections: int = 16,
         sleep: Callable[[float], None] = time.sleep,
@@ -118,7 +133,7 @@ class Downloader:
         self._headers = {"User-Agent": "provision", "Accept-Encoding": "identity", **(headers or {})}
         self._retry = retry
         self._sleep = sleep
-        self._pool = ConnectionPool(timeout=timeout, size=max_connections)
+        self._pool = ConnectionPool(timeout=http_timeout() if timeout is None else timeout, size=max_connections)
 
     def close(self) -> None:
         self._pool.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .errors import LockError, PreflightError, ProvisionError, SourceError
-from .files import RemoteFile, Snapshot
+from .files import RemoteFile, Snapshot, human_bytes
 from .hashing import sha256_file
 from .manifest import Manifest, ModelSpec
 from .plan import Action, Change, LocalFile, Plan, plan_files, plan_orphans
@@ -276,7 +276,7 @@ class Engine:
         if needed > free:
             raise PreflightError(
                 f"not enough disk space in {self.manifest.models_dir}: "
-                f"{_human(needed)} to download, {_human(free)} free",
+                f"{human_bytes(needed)} to download, {human_bytes(free)} free",
                 hint="free some space, point settings.models_dir at a larger disk, or use --only",
             )
 
@@ -629,11 +629,3 @@ def _existing_parent(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
     return path
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"

@@ -67,3 +67,12 @@ def select_files(
 
     chosen = [f for f in files if include is None or matches(f.path, include)]
     return [f for f in chosen if exclude is None or not matches(f.path, exclude)]
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB' (binary units, as download tools print them)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

@@ -66,6 +66,9 @@ def make_tiny_chat_model(path: Path) -> Path:
         tie_word_embeddings=True,
     )
     path.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    torch.manual_seed(0)  # the same random weights every run: generated text is reproducible
     Qwen3ForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

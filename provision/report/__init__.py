@@ -23,6 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ..files import human_bytes
 from ..plan import Action, Change, Plan
 
 console = Console(highlight=False)
@@ -35,14 +36,6 @@ _CHANGE_STYLE = {
     Change.NOOP: "dim",
     Change.DELETE: "red",
 }
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def print_json(data: Any) -> None:

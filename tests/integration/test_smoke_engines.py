@@ -60,7 +60,9 @@ def test_tiny_model_streams_through_run_one(tiny_chat: TransformersChat) -> None
     settings = QUESTION.model_copy(update={"max_tokens": 12})
     result = run_one("local", tiny_chat, settings, engine="transformers", on_text=lambda _, t: streamed.append(t))
     assert result.passed, result.reason
-    assert result.text == "".join(streamed) and len(streamed) > 1
+    # Random weights emit partial UTF-8 byte tokens, which the streamer holds back until they
+    # decode: how many pieces arrive depends on the text, so only their sum is checked here.
+    assert streamed and result.text == "".join(streamed)
     # generate's own count of new ids: exact, unlike re-tokenizing random bytes
     assert result.token_source == "server"
     assert 1 <= result.output_tokens <= 12

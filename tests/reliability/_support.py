@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -66,7 +67,8 @@ class KillSwitch:
     at_bytes: int | None = None
     requests: int = 0
     bytes: int = 0
-    fired: bool = False
+    generation: int = 0  # bumped by each arm, so a handler knows which run it serves
+    fired_generation: int = -1
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -75,17 +77,26 @@ class KillSwitch:
         with self._lock:
             self.pid, self.at_request, self.at_bytes = pid, at_request, at_bytes
             self.requests = self.bytes = 0
-            self.fired = False
+            self.generation += 1
 
     def disarm(self) -> None:
         with self._lock:
             self.pid = None
 
-    def on_request(self) -> None:
+    def fire(self) -> None:
+        with self._lock:
+            self._fire()
+
+    def fired_in(self, generation: int) -> bool:
+        return self.fired_generation >= generation
+
+    def on_request(self) -> int:
+        """Count a request; return the generation the handler serves."""
         with self._lock:
             self.requests += 1
             if self.at_request is not None and self.requests >= self.at_request:
                 self._fire()
+            return self.generation
 
     def on_bytes(self, n: int) -> None:
         with self._lock:
@@ -94,8 +105,8 @@ class KillSwitch:
                 self._fire()
 
     def _fire(self) -> None:
-        if self.pid is not None and not self.fired:
-            self.fired = True
+        if self.pid is not None and self.fired_generation != self.generation:
+            self.fired_generation = self.generation
             try:
                 os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -131,17 +142,27 @@ class KillableMSHub(FakeModelScopeHub):
 
 
 class KillableOllama(FakeOllama):
-    """Counts NDJSON lines as "bytes": ``at_bytes=n`` kills once n stream lines were written."""
+    """Counts NDJSON lines as "bytes": ``at_bytes=n`` kills once n stream lines were written.
 
-    def __init__(self) -> None:
+    Pull lines are paced (``line_delay``), and a pull whose client was killed stops at its next
+    line, as Ollama cancels a pull with its request; otherwise the fake would finish every
+    killed pull in the background and the next trial would find nothing left to interrupt.
+    """
+
+    def __init__(self, *, line_delay: float = 0.02) -> None:
         super().__init__()
         self.kill = KillSwitch()
+        self.line_delay = line_delay
+        self._serving = threading.local()
 
     def handle(self, request: Request, handler: BaseHTTPRequestHandler, record: Recorded) -> None:
-        self.kill.on_request()
+        self._serving.generation = self.kill.on_request()
         super().handle(request, handler, record)
 
     def write_chunk(self, handler: BaseHTTPRequestHandler, data: bytes) -> None:  # type: ignore[override]
+        if self.kill.fired_in(self._serving.generation):
+            raise BrokenPipeError("the client was killed")
+        time.sleep(self.line_delay)
         super().write_chunk(handler, data)
         self.kill.on_bytes(1)
 

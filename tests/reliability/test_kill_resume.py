@@ -48,12 +48,12 @@ TRIALS = 10
 FILES = {
     "config.json": b'{"architectures": ["Qwen3ForCausalLM"], "hidden_size": 64}',
     "tokenizer.json": b'{"version": "1.0"}',
-    "model-00001-of-00002.safetensors": payload(6 << 20, 1),
-    "model-00002-of-00002.safetensors": payload(3 << 20, 2),
+    "model-00001-of-00002.safetensors": payload(8 << 20, 1),
+    "model-00002-of-00002.safetensors": payload(4 << 20, 2),
     "sub/extra.bin": payload(200_000, 3),
 }
 TOTAL = sum(map(len, FILES.values()))
-THROTTLE = 16 << 20  # ~0.6 s of body per full download: kills land mid-file
+THROTTLE = 4 << 20  # per response: the largest file takes 2 s, so kills land mid-file
 
 
 @pytest.fixture()
@@ -82,18 +82,19 @@ def kill_once(manifest: Path, kill: KillSwitch, kind: str, rng: random.Random, r
     """Start an apply, kill it at the chosen point; return what was done, for the log."""
     process = start_cli("apply", manifest)
     if kind == "delay":
-        delay = rng.uniform(0.0, 0.6)
+        delay = rng.uniform(0.0, 1.0)  # start-up is about 0.4 s of it
         what = f"after {delay:.2f} s"
         kill.arm(process.pid)
         time.sleep(delay)
         if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
+            kill.fire()
     elif kind == "request":
         n = rng.randint(1, first_requests)
         what = f"at request {n}"
         kill.arm(process.pid, at_request=n)
     elif kind == "bytes":
-        n = rng.randint(1, max(remaining - 1, 1))
+        # at most a third of what is left, so later trials still find work to interrupt
+        n = rng.randint(1, max(remaining // 3, 1))
         what = f"after {n} of {remaining} body bytes"
         kill.arm(process.pid, at_bytes=n)
     else:
@@ -111,13 +112,17 @@ def kill_once(manifest: Path, kill: KillSwitch, kind: str, rng: random.Random, r
 
 
 def run_trials(tmp_path: Path, manifest: Path, kill: KillSwitch, seed: int, *, remaining: Callable[[], int],
-               first_requests: int, after_kill: Callable[[], None]) -> None:
+               first_requests: int, after_kill: Callable[[], None], before_final: Callable[[], None]) -> None:
     rng = random.Random(seed)
+    landed = 0
     for trial, kind in enumerate(schedule(rng), 1):
         outcome = kill_once(manifest, kill, kind, rng, remaining(), first_requests)
         print(f"  trial {trial:2}: kill {outcome}")
+        landed += outcome.endswith("killed")
         after_kill()
         assert_bookkeeping_parses(manifest, tmp_path / "state")
+    assert landed >= 8, "too few kills interrupted a run: the trials would prove little"
+    before_final()
     time.sleep(0.2)  # let the fake's handlers for the killed clients notice the closed sockets
     result = run_cli("apply", manifest)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -151,7 +156,8 @@ def test_hf_apply_survives_ten_kills(tmp_path: Path, hf_hub: KillableHFHub, seed
     model_dir = tmp_path / "models" / "tiny"
     # model info, tree listing, then the first file GETs
     run_trials(tmp_path, manifest, hf_hub.kill, seed, remaining=lambda: TOTAL - on_disk(model_dir),
-               first_requests=4, after_kill=lambda: assert_final_paths_hold_only_good_bytes(model_dir, FILES))
+               first_requests=4, after_kill=lambda: assert_final_paths_hold_only_good_bytes(model_dir, FILES),
+               before_final=hf_hub.faults.reset)
     check_file_model(tmp_path, manifest)
 
 
@@ -168,7 +174,8 @@ def test_modelscope_apply_survives_ten_kills(tmp_path: Path, ms_hub: KillableMSH
     model_dir = tmp_path / "models" / "tiny"
     # the listing, then the first file GETs
     run_trials(tmp_path, manifest, ms_hub.kill, seed, remaining=lambda: TOTAL - on_disk(model_dir),
-               first_requests=3, after_kill=lambda: assert_final_paths_hold_only_good_bytes(model_dir, FILES))
+               first_requests=3, after_kill=lambda: assert_final_paths_hold_only_good_bytes(model_dir, FILES),
+               before_final=lambda: setattr(ms_hub.faults, "throttle_bps", None))
     check_file_model(tmp_path, manifest)
 
 
@@ -186,13 +193,15 @@ def test_ollama_pull_survives_ten_kills(tmp_path: Path, ollama: KillableOllama, 
         """NDJSON lines a pull still streams: "bytes" for this source (see KillableOllama)."""
         if "qwen3:0.6b" in ollama.local:
             return 0
-        layers = ollama.registry["qwen3:0.6b"].layers
-        unfinished = sum(1 for d in layers if d not in ollama.blobs)
-        return 1 + len(layers) + 4 * unfinished + 3
+        lines = 1 + 3  # "pulling manifest"; "verifying", "writing manifest", "success"
+        for digest in ollama.registry["qwen3:0.6b"].layers:
+            left = 0 if digest in ollama.blobs else len(ollama._registry_blobs[digest]) - ollama.partial.get(digest, 0)
+            lines += 1 + min(4, left)  # where the layer stands, then up to four progress steps
+        return lines
 
     # /api/tags, then the pull
     run_trials(tmp_path, manifest, ollama.kill, seed, remaining=lines_left, first_requests=2,
-               after_kill=lambda: None)
+               after_kill=lambda: None, before_final=lambda: setattr(ollama, "line_delay", 0.0))
     digest = ollama.registry["qwen3:0.6b"].digest
     assert "qwen3:0.6b" in ollama.local and not ollama.partial
     assert read_json(manifest.with_name("m.lock.json"))["models"]["qwen"]["digest"] == digest

@@ -18,8 +18,9 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -51,7 +52,7 @@ def _handle_errors(func: F) -> F:
             sys.exit(130)
         except (click.exceptions.Exit, click.exceptions.Abort):
             raise
-        except Exception as exc:  # noqa: BLE001 - the last line of defence for users
+        except Exception as exc:
             if os.environ.get(DEBUG_ENV):
                 raise
             err_console.print(f"[red]internal error:[/] {type(exc).__name__}: {exc}", soft_wrap=True)

@@ -27,14 +27,16 @@ from __future__ import annotations
 import errno
 import hashlib
 import http.client
+import json
 import os
 import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 from urllib.request import getproxies, proxy_bypass
 
@@ -112,6 +114,20 @@ class _Hashes:
         return None
 
 
+@dataclass(frozen=True)
+class ApiResponse:
+    status: int
+    headers: Mapping[str, str]  # lower-cased names
+    body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON, or ``None`` when it is not JSON."""
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+
 class Downloader:
     """Fetches :class:`RemoteFile` s into a model folder. Thread-safe: share one per run.
 
@@ -137,6 +153,35 @@ class Downloader:
 
     def close(self) -> None:
         self._pool.close()
+
+    def get_json(self, url: str, *, resource: str, endpoint: str) -> ApiResponse:
+        """GET a small JSON document from a hub's API on the same keep-alive connections.
+
+        5xx, 429 and dropped connections are retried (bounded); a refused connection or an
+        unknown host is final (:class:`HubUnreachableError` naming ``endpoint``).
+        """
+        failures = 0
+        while True:
+            try:
+                conn, response = self._pool.request("GET", url, {**self._headers, "Accept": "application/json"})
+                try:
+                    body = response.read()
+                finally:
+                    self._pool.release(conn, response)
+                status = response.status
+                if (status >= 500 or status == 429) and failures + 1 < self._retry.attempts:
+                    raise _Transient(f"HTTP {status}", retry_after=_retry_after(response.getheader("Retry-After")))
+                return ApiResponse(status, {k.lower(): v for k, v in response.getheaders()}, body)
+            except (ConnectionRefusedError, socket.gaierror) as exc:
+                raise HubUnreachableError(f"cannot reach {endpoint}: {exc}", resource=resource) from None
+            except (_Transient, TimeoutError, http.client.HTTPException, ConnectionError, ssl.SSLError) as exc:
+                failures += 1
+                if failures >= self._retry.attempts:
+                    raise HubUnreachableError(f"cannot reach {endpoint}: {exc or type(exc).__name__}",
+                                              resource=resource) from None
+                delay = getattr(exc, "retry_after", None)
+                self._sleep(min(delay if delay is not None else self._retry.backoff * 2 ** (failures - 1),
+                                self._retry.max_backoff))
 
     def fetch(
         self,
@@ -245,7 +290,7 @@ class Downloader:
                     self._pool.release(conn, response)
                 else:
                     conn.close()
-        except (socket.timeout, TimeoutError) as exc:
+        except TimeoutError as exc:
             raise _Transient(f"timed out ({exc or type(exc).__name__})") from None
         except ConnectionRefusedError as exc:
             raise HubUnreachableError(f"cannot connect to {_origin(url)[1]}: {exc.strerror}", resource=resource) from None

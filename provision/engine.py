@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .errors import LockError, PreflightError, ProvisionError, SourceError
 from .files import RemoteFile, Snapshot, human_bytes
@@ -94,7 +95,7 @@ class Engine:
         for backend in self._model_backends.values():
             backend.close()
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -608,13 +609,7 @@ def _stale_paths(entry: dict[str, Any] | None, snapshot: Snapshot) -> set[str]:
     stale = set()
     for file in snapshot.files:
         meta = old.get(file.path)
-        if meta is None:
-            stale.add(file.path)
-        elif file.sha256 and meta.get("sha256") != file.sha256:
-            stale.add(file.path)
-        elif not file.sha256 and file.git_sha1 and meta.get("git_sha1") != file.git_sha1:
-            stale.add(file.path)
-        elif not file.sha256 and not file.git_sha1:  # local sources: content unknown until hashed
+        if meta is None or file.sha256 and meta.get("sha256") != file.sha256 or not file.sha256 and file.git_sha1 and meta.get("git_sha1") != file.git_sha1 or not file.sha256 and not file.git_sha1:
             stale.add(file.path)
     return stale
 

@@ -228,7 +228,7 @@ class OpenAIDeployment(_DeploymentBase):
 
 
 Deployment = Annotated[
-    Union[VllmDeployment, TransformersDeployment, OllamaDeployment, OpenAIDeployment],
+    VllmDeployment | TransformersDeployment | OllamaDeployment | OpenAIDeployment,
     Field(discriminator="engine"),
 ]
 ENGINES = ("vllm", "transformers", "ollama", "openai")
@@ -254,7 +254,7 @@ class Manifest(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _references(self) -> "Manifest":
+    def _references(self) -> Manifest:
         for name, dep in self.deployments.items():
             model = getattr(dep, "model", None)
             if model is not None and model not in self.models:
@@ -442,7 +442,7 @@ def parse_manifest(text: str, *, file: str = "<manifest>", env: dict[str, str] |
     try:
         node = yaml.compose(text, Loader=_LineLoader)
         lines = _line_map(node)
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_LineLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None

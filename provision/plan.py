@@ -6,9 +6,10 @@ function from this module (or its own pure ``plan``) to decide; only ``apply`` a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any
 
 from .files import RemoteFile
 

@@ -22,9 +22,10 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import ConcurrencyError, LockError, StateError
 
@@ -62,7 +63,7 @@ class LockFile:
         self.models: dict[str, dict[str, Any]] = models or {}
 
     @classmethod
-    def load(cls, path: Path) -> "LockFile":
+    def load(cls, path: Path) -> LockFile:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:

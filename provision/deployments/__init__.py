@@ -17,6 +17,6 @@ BACKENDS = {
 }
 
 
-def backend(engine: str) -> "DeploymentBackend":
+def backend(engine: str) -> DeploymentBackend:
     module_name, _, class_name = BACKENDS[engine].partition(":")
     return getattr(importlib.import_module(module_name), class_name)()

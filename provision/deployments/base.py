@@ -7,9 +7,10 @@ test a :class:`ChatClient`. Adding an engine is one module plus one line in ``__
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Mapping, Protocol
+from typing import Any, ClassVar, Protocol
 
 from ..manifest import Manifest, SmokeTestSettings
 from ..plan import Action

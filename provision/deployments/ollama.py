@@ -25,7 +25,14 @@ from ..errors import DeploymentError, EngineUnavailableError
 from ..hashing import sha256_file
 from ..manifest import Manifest, OllamaDeployment, SmokeTestSettings
 from ..plan import Action, Change
-from ..sources.ollama import canonical_name, delete_model, list_digests, ollama_client, ollama_host, unreachable
+from ..sources.ollama import (
+    canonical_name,
+    delete_model,
+    list_digests,
+    ollama_client,
+    ollama_host,
+    unreachable,
+)
 from .base import ChatEvent, DeployContext
 
 _SERVE_HINT = "start it with `ollama serve`, or set settings.ollama.host / $OLLAMA_HOST"

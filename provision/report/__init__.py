@@ -9,17 +9,20 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
-    Progress as RichProgressBar,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
+)
+from rich.progress import (
+    Progress as RichProgressBar,
 )
 from rich.table import Table
 
@@ -137,7 +140,7 @@ class RichProgress:
         self._files: dict[str, list[int]] = {}
         self._lock = threading.Lock()
 
-    def __enter__(self) -> "RichProgress":
+    def __enter__(self) -> RichProgress:
         self._bar.start()
         return self
 

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 FILE_SCHEMES = ("hf", "ms", "file")
 
 
-def file_source(scheme: str, manifest: "Manifest") -> "FileSource":
+def file_source(scheme: str, manifest: Manifest) -> FileSource:
     """The source for a file-based scheme; imported lazily so start-up stays fast."""
     if scheme == "hf":
         from .huggingface import HuggingFaceSource
@@ -30,7 +30,7 @@ def file_source(scheme: str, manifest: "Manifest") -> "FileSource":
     raise KeyError(scheme)
 
 
-def model_backend(scheme: str, manifest: "Manifest") -> "ModelBackend":
+def model_backend(scheme: str, manifest: Manifest) -> ModelBackend:
     """The backend for models a server holds (``ollama://``)."""
     if scheme == "ollama":
         from .ollama import OllamaSource

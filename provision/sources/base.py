@@ -7,8 +7,9 @@ fetch (pure planning in :mod:`provision.plan`); sources never see CLI state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from ..files import RemoteFile, Snapshot
 from ..manifest import ModelSpec
@@ -60,11 +61,11 @@ class ModelBackend(Protocol):
         ...
 
     def plan(self, name: str, spec: ModelSpec, observed: object, lock_entry: dict | None,
-             *, update: bool, locked: bool) -> "Action":
+             *, update: bool, locked: bool) -> Action:
         """Pure decision; raises LockError when ``locked`` forbids the change."""
         ...
 
-    def apply(self, action: "Action", spec: ModelSpec, *, on_progress: Callable[[str, int, int], None]
+    def apply(self, action: Action, spec: ModelSpec, *, on_progress: Callable[[str, int, int], None]
               ) -> tuple[dict, dict]: ...
 
     def remove(self, name: str, record: dict) -> None: ...

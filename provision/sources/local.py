@@ -15,8 +15,8 @@ import errno
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..errors import SourceError
 from ..files import RemoteFile, Snapshot, select_files

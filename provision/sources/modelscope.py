@@ -30,18 +30,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlencode
 
-import httpx
-
-from ..download import Downloader
+from ..download import ApiResponse, Downloader, RetryPolicy
 from ..errors import (
     GatedRepoError,
-    HubUnreachableError,
     IntegrityError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
@@ -66,13 +62,10 @@ class ModelScopeSource:
         self.endpoint = (settings.endpoint or os.environ.get("MODELSCOPE_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
         token = settings.token.get_secret_value() if settings.token else os.environ.get("MODELSCOPE_API_TOKEN")
         auth = {"Authorization": f"Bearer {token}", "Cookie": f"m_session_id={token}"} if token else {}
-        self._attempts = attempts
-        self._client = httpx.Client(headers={"User-Agent": "provision", **auth},
-                                    timeout=httpx.Timeout(30.0, connect=10.0), follow_redirects=False)
-        self._downloader = Downloader(headers=auth, max_connections=max_connections)
+        self._downloader = Downloader(headers=auth, max_connections=max_connections,
+                                      retry=RetryPolicy(attempts=attempts))
 
     def close(self) -> None:
-        self._client.close()
         self._downloader.close()
 
     def resolve(self, name: str, spec: ModelSpec) -> Snapshot:
@@ -112,22 +105,22 @@ class ModelScopeSource:
 
     # -- listing ---------------------------------------------------------------------------
     def _list(self, name: str, repo: str, revision: str) -> list[dict[str, Any]]:
-        url = f"{self.endpoint}/api/v1/models/{_repo_path(repo)}/repo/files"
-        response = self._get(name, url, params={"Revision": revision, "Recursive": "True"})
-        if response.status_code == 404:
+        query = urlencode({"Revision": revision, "Recursive": "True"})
+        response = self._get(name, f"{self.endpoint}/api/v1/models/{_repo_path(repo)}/repo/files?{query}")
+        if response.status == 404:
             info = self._get(name, f"{self.endpoint}/api/v1/models/{_repo_path(repo)}")
-            if info.status_code == 200:
+            if info.status == 200:
                 raise RevisionNotFoundError(f"revision {revision!r} not found in {repo} on {self.endpoint}",
                                             resource=name)
             raise RepositoryNotFoundError(f"repository {repo} not found on {self.endpoint} (or it is private)",
                                           resource=name, hint=f"check the repository id in `source:`; {_AUTH_HINT}")
-        if response.status_code in (401, 403):
-            raise GatedRepoError(f"{repo}@{revision} on {self.endpoint}: access denied (HTTP {response.status_code})",
+        if response.status in (401, 403):
+            raise GatedRepoError(f"{repo}@{revision} on {self.endpoint}: access denied (HTTP {response.status})",
                                  resource=name, hint=_AUTH_HINT)
         body = _json(response)
-        if response.status_code != 200 or body.get("Success") is False or body.get("Code", 200) not in (200, "200"):
+        if response.status != 200 or body.get("Success") is False or body.get("Code", 200) not in (200, "200"):
             message = str(body.get("Message") or "")[:200]
-            raise SourceError(f"{repo}@{revision}: HTTP {response.status_code} from {self.endpoint} {message}".rstrip(),
+            raise SourceError(f"{repo}@{revision}: HTTP {response.status} from {self.endpoint} {message}".rstrip(),
                               resource=name, hint="retry later; if it persists, check the endpoint")
         data = body.get("Data")
         files = data.get("Files") if isinstance(data, dict) else data
@@ -138,24 +131,9 @@ class ModelScopeSource:
                               resource=name, hint="the listing may be incomplete; narrow the model with `include:`")
         return files
 
-    def _get(self, name: str, url: str, *, params: dict[str, str] | None = None) -> httpx.Response:
+    def _get(self, name: str, url: str) -> ApiResponse:
         """GET with bounded retries on 5xx/429 and dropped connections; refused is final."""
-        for attempt in range(1, self._attempts + 1):
-            try:
-                response = self._client.get(url, params=params)
-            except httpx.ConnectError as exc:
-                raise HubUnreachableError(f"cannot reach {self.endpoint}: {exc}", resource=name) from None
-            except httpx.TransportError as exc:
-                if attempt == self._attempts:
-                    raise HubUnreachableError(f"cannot reach {self.endpoint}: {exc or type(exc).__name__}",
-                                              resource=name) from None
-            else:
-                if response.status_code < 500 and response.status_code != 429:
-                    return response
-                if attempt == self._attempts:
-                    return response
-            time.sleep(0.5 * 2 ** (attempt - 1))
-        raise AssertionError("unreachable")
+        return self._downloader.get_json(url, resource=name, endpoint=self.endpoint)
 
     def _remote_file(self, name: str, spec: ModelSpec, revision: str, entry: dict[str, Any]) -> RemoteFile:
         raw_path = entry.get("Path")
@@ -181,9 +159,8 @@ def _repo_path(repo: str) -> str:
     return f"{quote(owner, safe='')}/{quote(name, safe='')}"
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
+def _json(response: ApiResponse) -> dict[str, Any]:
+    body = response.json()
+    if body is None:
         return {}
     return body if isinstance(body, dict) else {"Data": body}

@@ -30,7 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import DownloadError, EngineUnavailableError, LockError, ProvisionError, SourceError
+from ..errors import (
+    DownloadError,
+    EngineUnavailableError,
+    LockError,
+    ProvisionError,
+    SourceError,
+)
 from ..hardware import resolve_ollama_host
 from ..manifest import Manifest, ModelSpec
 from ..plan import Action, Change

@@ -69,7 +69,7 @@ class Blob:
     sha256: str
 
     @classmethod
-    def of(cls, data: bytes | Path) -> "Blob":
+    def of(cls, data: bytes | Path) -> Blob:
         if isinstance(data, bytes):
             return cls(data, len(data), hashlib.sha256(data).hexdigest())
         digest = hashlib.sha256()
@@ -145,7 +145,7 @@ class FakeModelScopeHub(FakeServer):
             return True
 
     # -- lifecycle: the CDN lives and dies with the hub ------------------------------
-    def start(self) -> "FakeModelScopeHub":
+    def start(self) -> FakeModelScopeHub:
         if self.cdn is not None:
             self.cdn.start()
         super().start()

@@ -259,3 +259,13 @@ def test_unreachable_endpoint(tmp_path: Path) -> None:
     result = run_cli("apply", manifest)
     assert result.returncode == 1
     assert "cannot reach http://127.0.0.1:9" in result.stderr and "hint:" in result.stderr
+
+
+def test_a_paginated_tree_is_read_to_the_end(tmp_path: Path) -> None:
+    with FakeHFHub(page_size=2) as hub:
+        hub.add_repo("org/tiny", FILES)
+        manifest = write_manifest(tmp_path, hub, "  tiny: {source: hf://org/tiny}\n")
+        result = run_cli("apply", manifest)
+        assert result.returncode == 0, result.stderr
+        assert hub.count("GET", "/api/models/org/tiny/tree/") >= 3  # several pages were fetched
+    assert set(lock_of(manifest)["models"]["tiny"]["files"]) == set(FILES)

@@ -149,7 +149,7 @@ class KillableOllama(FakeOllama):
     killed pull in the background and the next trial would find nothing left to interrupt.
     """
 
-    def __init__(self, *, line_delay: float = 0.02) -> None:
+    def __init__(self, *, line_delay: float = 0.1) -> None:
         super().__init__()
         self.kill = KillSwitch()
         self.line_delay = line_delay

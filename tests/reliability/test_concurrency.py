@@ -8,7 +8,13 @@ from pathlib import Path
 
 from tests.cli import run_cli, start_cli
 from tests.fakes.hf_hub import FakeHFHub
-from tests.reliability._support import hf_settings, leftovers, payload, read_json, write_manifest
+from tests.reliability._support import (
+    hf_settings,
+    leftovers,
+    payload,
+    read_json,
+    write_manifest,
+)
 
 FILES = {"config.json": b"{}", "model.safetensors": payload(4 << 20, 21)}
 

@@ -26,7 +26,11 @@ def free_port() -> int:
 
 
 def test_foreign_things_survive_every_command(tmp_path: Path) -> None:
-    from tests.fakes.docker_env import build_vllm_image, ensure_engine, foreign_container
+    from tests.fakes.docker_env import (
+        build_vllm_image,
+        ensure_engine,
+        foreign_container,
+    )
 
     client = ensure_engine()  # no engine is a failure here, never a skip
     build_vllm_image(client=client)

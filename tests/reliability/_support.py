@@ -82,6 +82,7 @@ class KillSwitch:
     def disarm(self) -> None:
         with self._lock:
             self.pid = None
+            self.generation += 1  # later requests belong to no killed run
 
     def fire(self) -> None:
         with self._lock:

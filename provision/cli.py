@@ -176,7 +176,9 @@ def apply(manifest: Path | None, only: tuple[str, ...], update: bool, locked: bo
     progress = _progress(as_json)
     with Engine(loaded, progress=progress) as engine:
         planned = engine.plan(_run_options(only, update, locked, force))
-        if not force and planned.plan.has_changes:
+        # Fit checks need the machine's inventory (NVML, Docker, Ollama probes): only when a
+        # deployment is part of the change. The disk check always runs, in the engine.
+        if not force and planned.plan.has_changes and any(a.kind == "deployment" for a in planned.plan.actions):
             from .preflight import enforce, run_preflight
 
             enforce(run_preflight(engine, planned))

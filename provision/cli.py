@@ -217,10 +217,11 @@ def status(manifest: Path | None, as_json: bool) -> None:
         return
     with Engine(_load(manifest)) as engine:
         rows = engine.status()
+        servers = engine.servers()
     if as_json:
-        print_json({"resources": rows})
+        print_json({"resources": rows, "servers": servers})
     else:
-        render_status(rows)
+        render_status(rows, servers)
 
 
 @main.command()

@@ -546,6 +546,22 @@ class Engine:
             rows.append(row)
         return rows
 
+    def servers(self) -> list[dict[str, Any]]:
+        """Reachability and version of the servers this manifest uses (Ollama, Docker)."""
+        from .hardware import probe_docker, probe_ollama
+
+        engines = {d.engine for d in self.manifest.deployments.values()}
+        out: list[dict[str, Any]] = []
+        if "ollama" in engines or any(m.scheme == "ollama" for m in self.manifest.models.values()):
+            probe = probe_ollama(self.manifest.settings.ollama.host)
+            out.append({"server": "ollama", "address": probe.host, "reachable": probe.reachable,
+                        "version": probe.version, "error": probe.error})
+        if "vllm" in engines:
+            docker = probe_docker()
+            out.append({"server": "docker", "address": docker.host, "reachable": docker.reachable,
+                        "version": docker.server_version, "error": docker.error})
+        return out
+
     @staticmethod
     def _describe(decide: Callable[[], Action]) -> dict[str, str]:
         """A resource's state in words, from what its backend would do now."""
@@ -554,6 +570,8 @@ class Engine:
         except ProvisionError as exc:
             return {"state": "unknown", "detail": exc.message}
         state = {Change.NOOP: "ok", Change.CREATE: "missing"}.get(action.change, "drift")
+        if action.details.get("drift"):  # left alone on purpose, but not what the lock pins
+            state = "drift"
         return {"state": state, "detail": action.reason}
 
     def verify(self, *, workers: int = 4) -> list[FileCheck]:

@@ -108,7 +108,7 @@ def outcome_dict(outcome: Any) -> dict[str, Any]:
     return out
 
 
-def render_status(rows: list[dict[str, Any]]) -> None:
+def render_status(rows: list[dict[str, Any]], servers: Iterable[dict[str, Any]] = ()) -> None:
     table = Table(show_edge=False, pad_edge=False, box=None)
     table.add_column("resource", no_wrap=True)
     table.add_column("source / engine", overflow="fold")
@@ -120,6 +120,11 @@ def render_status(rows: list[dict[str, Any]]) -> None:
                       "yes" if row.get("applied") else "no", row.get("state", ""),
                       str(row.get("resolved") or "")[:12], row.get("detail", ""))
     console.print(table)
+    for server in servers:
+        if server["reachable"]:
+            console.print(f"{server['server']}: {server['address']} reachable, version {server['version']}")
+        else:
+            err_console.print(f"{server['server']}: {server['address']} not reachable ({server['error']})")
 
 
 class RichProgress:

@@ -193,7 +193,8 @@ class OllamaSource:
                                  "and lock what the tag holds now, and commit the lock")
         if update:
             return Action("model", name, Change.UPDATE, f"{drift}: re-pull and lock", details=details)
-        return Action("model", name, Change.NOOP, f"drift: {drift} (`apply --update` re-pulls and re-locks)")
+        return Action("model", name, Change.NOOP, f"drift: {drift} (`apply --update` re-pulls and re-locks)",
+                      details={"drift": True})
 
     # -- apply + remove -----------------------------------------------------------------------
     def apply(self, action: Action, spec: ModelSpec, *, on_progress: Callable[[str, int, int], None]

@@ -321,3 +321,21 @@ def test_missing_gguf_file_is_named(tmp_path: Path, fake: FakeOllama) -> None:
     assert result.returncode == 1
     assert f"{tmp_path / 'tiny.gguf'} does not exist" in result.stderr and "Traceback" not in result.stderr
     assert fake.count("POST", "/api/create") == 0
+
+
+def test_status_shows_present_missing_drift_and_the_server(tmp_path: Path, fake: FakeOllama) -> None:
+    fake.registry_add("llama3:8b")
+    manifest = write_manifest(tmp_path, QWEN + "  other: {source: 'ollama://llama3:8b'}\n", host=fake.url)
+    assert run_cli("apply", manifest, "--only", "qwen").returncode == 0
+    fake.registry_move("qwen3:0.6b", [b"GGUF newer"])
+    ollama.Client(host=fake.url).pull("qwen3:0.6b")  # the server's copy drifts from the lock
+
+    report = json.loads(run_cli("status", manifest, "--json").stdout)
+    states = {row["name"]: row["state"] for row in report["resources"]}
+    assert states == {"qwen": "drift", "other": "missing"}
+    [server] = report["servers"]
+    assert server["reachable"] and server["version"] == fake.version and server["address"] == fake.url
+
+    down = write_manifest(tmp_path, QWEN, host="http://127.0.0.1:9")
+    result = run_cli("status", down)
+    assert result.returncode == 0 and "not reachable" in result.stderr

@@ -149,7 +149,7 @@ def _plan(manifest: Path | None, only: tuple[str, ...], update: bool, locked: bo
     if as_json:
         print_json({"actions": [action_dict(a) for a in result.plan.actions],
                     "errors": [{"address": o.action.address, "error": o.error.message, "hint": o.error.hint}
-                               for o in result.failures],
+                               for o in result.failures if o.error is not None],
                     "download_bytes": result.plan.download_bytes, "changes": result.plan.has_changes})
     else:
         render_plan(result.plan, result.failures)

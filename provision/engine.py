@@ -7,6 +7,7 @@ each backend's pure ``plan``; only the ``_apply_*`` methods change the world.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from collections.abc import Callable, Iterable
@@ -157,13 +158,13 @@ class Engine:
             actions.extend(self._plan_server_models(scheme, names, options, result))
         ctx = self.deploy_context()
         for name in deployments:
-            spec = self.manifest.deployments[name]
+            deployment = self.manifest.deployments[name]
             try:
                 from .deployments import backend
 
-                engine = backend(spec.engine)
-                observed = engine.observe(name, spec, ctx)
-                actions.append(engine.plan(name, spec, observed, ctx))
+                engine = backend(deployment.engine)
+                observed = engine.observe(name, deployment, ctx)
+                actions.append(engine.plan(name, deployment, observed, ctx))
             except ProvisionError as exc:
                 result.failures.append(Outcome(Action("deployment", name, Change.UPDATE, "could not be planned"), False, exc))
         if not options.only:
@@ -218,6 +219,7 @@ class Engine:
                 if options.locked:
                     raise LockError(f"model {name}: {reason}; the lock pins {entry['resolved'][:10]}", resource=name)
         else:
+            assert entry is not None  # spec_changed covers a missing entry
             snapshot = self._snapshot_from_lock(spec, entry, source)
         model_dir = self.manifest.model_dir(name)
         local = {f.path: LocalFile(f.path, _size(model_dir / f.path)) for f in snapshot.files}
@@ -291,9 +293,9 @@ class Engine:
                 if self.manifest.models[action.name].scheme in FILE_SCHEMES:
                     self._record_model(action.name, snapshots[action.name])
             elif action.change is Change.DELETE:
-                outcomes.append(self._run(action, lambda a=action: self._delete_model(a.name)))
+                outcomes.append(self._run(action, functools.partial(self._delete_model, action.name)))
             elif self.manifest.models[action.name].scheme not in FILE_SCHEMES:
-                outcomes.append(self._run(action, lambda a=action: self._apply_server_model(a)))
+                outcomes.append(self._run(action, functools.partial(self._apply_server_model, action)))
         outcomes += self._download(file_actions, snapshots)
         return outcomes
 
@@ -422,7 +424,7 @@ class Engine:
         for action in actions:
             if action.change is Change.DELETE:
                 record = records.get(action.name, {})
-                outcomes.append(self._run(action, lambda a=action, r=record: self._remove_deployment(a.name, r)))
+                outcomes.append(self._run(action, functools.partial(self._remove_deployment, action.name, record)))
                 continue
             spec = self.manifest.deployments[action.name]
             model = getattr(spec, "model", None)
@@ -491,10 +493,10 @@ class Engine:
             for action in plan.actions:
                 if action.kind == "deployment":
                     record = records["deployments"].get(action.name, {})
-                    outcomes.append(self._run(action, lambda a=action, r=record: self._remove_deployment(a.name, r)))
+                    outcomes.append(self._run(action, functools.partial(self._remove_deployment, action.name, record)))
                 else:
                     record = records["models"].get(action.name, {})
-                    outcomes.append(self._run(action, lambda a=action, r=record: self._delete_model(a.name, r)))
+                    outcomes.append(self._run(action, functools.partial(self._delete_model, action.name, record)))
         return ApplyResult(outcomes, time.monotonic() - started)
 
     def status(self) -> list[dict[str, Any]]:
@@ -529,22 +531,24 @@ class Engine:
                     by_name[name].update(state="unreachable", detail=exc.message)
                 continue
             for name in names:
-                by_name[name].update(self._describe(lambda n=name: backend.plan(
-                    n, self.manifest.models[n], observed, self.lock.models.get(n), update=False, locked=False)))
-        from .deployments import backend as deployment_backend
-
+                decide = functools.partial(backend.plan, name, self.manifest.models[name], observed,
+                                           self.lock.models.get(name), update=False, locked=False)
+                by_name[name].update(self._describe(decide))
         ctx = self.deploy_context()
         for name, dep in self.manifest.deployments.items():
             row = {"kind": "deployment", "name": name, "engine": dep.engine,
                    "applied": name in records["deployments"]}
 
-            def decide(n: str = name, d: Any = dep) -> Action:
-                engine = deployment_backend(d.engine)
-                return engine.plan(n, d, engine.observe(n, d, ctx), ctx)
-
-            row.update(self._describe(decide))
+            row.update(self._describe(functools.partial(self._decide_deployment, name, dep, ctx)))
             rows.append(row)
         return rows
+
+    @staticmethod
+    def _decide_deployment(name: str, deployment: Any, ctx: Any) -> Action:
+        from .deployments import backend
+
+        engine = backend(deployment.engine)
+        return engine.plan(name, deployment, engine.observe(name, deployment, ctx), ctx)
 
     def servers(self) -> list[dict[str, Any]]:
         """Reachability and version of the servers this manifest uses (Ollama, Docker)."""

@@ -228,6 +228,7 @@ def _fit_transformers(name: str, spec: Any, info: ModelInfo, inventory: Inventor
         where, available = f"GPU {index}", gpu.memory_free
     else:
         where, available = "RAM", inventory.memory.available
+    weights: int | None
     if info.gguf is not None and info.gguf.parameters:
         # transformers de-quantizes GGUF weights on load: parameters x the dtype (float32 for "auto")
         weights = int(info.gguf.parameters * (dtype_bytes(spec.dtype) or 4))

@@ -257,7 +257,9 @@ class Manifest(_Strict):
     def _references(self) -> Manifest:
         for name, dep in self.deployments.items():
             model = getattr(dep, "model", None)
-            if model is not None and model not in self.models:
+            if model is None:  # a hosted API has no local model
+                continue
+            if model not in self.models:
                 known = ", ".join(sorted(self.models)) or "none"
                 raise _RefError(("deployments", name, "model"), f"unknown model {model!r} (models: {known})")
             if dep.engine == "ollama" and self.models[model].scheme not in ("ollama", "file"):
@@ -411,7 +413,7 @@ def _nearest_line(lines: dict[tuple, int], path: tuple) -> int | None:
     return lines.get(())
 
 
-def _pydantic_message(error: dict[str, Any]) -> str:
+def _pydantic_message(error: Any) -> str:  # a pydantic ErrorDetails
     kind = error["type"]
     if kind == "extra_forbidden":
         return "unknown field"

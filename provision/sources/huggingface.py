@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import quote, urljoin
 
 from ..download import ApiResponse, Downloader
@@ -37,8 +38,8 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
 class HuggingFaceSource:
-    scheme = "hf"
-    default_revision = "main"
+    scheme: ClassVar[str] = "hf"
+    default_revision: ClassVar[str] = "main"
 
     def __init__(self, settings: HuggingFaceSettings, *, max_connections: int = 8) -> None:
         # huggingface_hub reads HF_ENDPOINT once at import; we pass the endpoint explicitly.

@@ -17,6 +17,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 from ..errors import SourceError
 from ..files import RemoteFile, Snapshot, select_files
@@ -27,8 +28,8 @@ _COPY_CHUNK = 1 << 20
 
 
 class LocalSource:
-    scheme = "file"
-    default_revision = "local"
+    scheme: ClassVar[str] = "file"
+    default_revision: ClassVar[str] = "local"
 
     def __init__(self, manifest: Manifest) -> None:
         self._manifest = manifest

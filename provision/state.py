@@ -43,7 +43,11 @@ def state_dir() -> Path:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
+    """Write via a temporary sibling and ``os.replace``. Callers hold the file's lock, so a
+    leftover temporary (from a writer killed mid-write) is nobody's: remove it."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -37,6 +37,10 @@ class Recorded:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; without TCP_NODELAY, Nagle's algorithm and
+    # the client's delayed ACK stall every small keep-alive response by ~40 ms. Real servers
+    # (nginx, the hubs' CDNs) set it too.
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     def _dispatch(self) -> None:

@@ -263,10 +263,23 @@ class Engine:
             model_actions = [a for a in planned.plan.actions if a.kind == "model"]
             outcomes += self._apply_models(model_actions, planned.snapshots)
             failed_models = {o.action.name for o in outcomes if not o.ok and o.action.kind == "model"}
-            outcomes += self._apply_deployments(
-                [a for a in planned.plan.actions if a.kind == "deployment"], failed_models
-            )
+            changed_models = {o.action.name for o in outcomes
+                              if o.ok and o.action.kind == "model" and o.action.changes}
+            deployment_actions = [self._replan_if_model_changed(a, changed_models)
+                                  for a in planned.plan.actions if a.kind == "deployment"]
+            outcomes += self._apply_deployments(deployment_actions, failed_models)
         return ApplyResult(outcomes, time.monotonic() - started)
+
+    def _replan_if_model_changed(self, action: Action, changed_models: set[str]) -> Action:
+        """A deployment planned before its model moved (new revision, re-pull) is decided again
+        with the new lock, so the same apply replaces a container serving the old files."""
+        spec = self.manifest.deployments.get(action.name)
+        if spec is None or action.change is Change.DELETE or getattr(spec, "model", None) not in changed_models:
+            return action
+        try:
+            return self._decide_deployment(action.name, spec, self.deploy_context())
+        except ProvisionError:
+            return action  # keep the first decision; apply reports the failure
 
     def _preflight_disk(self, plan: Plan) -> None:
         needed = sum(a.download_bytes for a in plan.actions

@@ -292,3 +292,16 @@ def test_smoke_test_streams_through_the_container_with_the_key(manifest: Path, d
     assert wrong.returncode == 1
     [row] = json.loads(wrong.stdout)["results"]
     assert not row["passed"] and "401" in row["reason"]
+
+
+def test_a_new_model_revision_replaces_the_container_in_the_same_apply(manifest: Path, docker_client) -> None:
+    write(manifest, free_port())
+    assert apply(manifest).returncode == 0
+    first = container_named(docker_client, CNAME).id
+    (manifest.parent / "src" / "config.json").write_text(json.dumps({"max_position_embeddings": 1024}))
+    result = apply(manifest)
+    assert result.returncode == 0, result.stderr
+    assert "model.tiny: update" in result.stdout and f"deployment.{DEP}: replace" in result.stdout
+    assert container_named(docker_client, CNAME).id != first
+    again = apply(manifest)
+    assert again.returncode == 0 and "no changes" in again.stdout

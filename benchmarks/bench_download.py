@@ -16,6 +16,7 @@ Peak RSS is the process tree's, polled every 10 ms.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -98,6 +99,9 @@ def clean(work: Path) -> None:
         elif target.exists():
             target.unlink()
     (work / "out").mkdir()
+    # Flush the previous client's writes (and the deletion) now, so that the kernel's
+    # write-back of them does not land in the next client's measurement.
+    os.sync()
 
 
 def measure(config: Config) -> list[Row]:

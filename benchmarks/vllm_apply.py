@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO_ROOT
+from _common import REPO_ROOT, free_port
 
 sys.path.insert(0, str(REPO_ROOT))
 
@@ -46,12 +46,6 @@ def write_manifest(work: Path, count: int) -> Path:
     return path
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def cli(*args: str) -> tuple[float, subprocess.CompletedProcess[str]]:

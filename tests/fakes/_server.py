@@ -15,6 +15,15 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @dataclass(frozen=True)
 class Request:
     method: str

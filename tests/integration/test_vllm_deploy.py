@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli import run_cli
+from tests.fakes._server import free_port
 
 pytestmark = pytest.mark.docker
 
@@ -35,7 +36,7 @@ def docker_client():  # type: ignore[no-untyped-def]
         client = ensure_engine()
         build_vllm_image(client=client)
     except (DockerException, OSError) as exc:
-        pytest.skip(f"no Docker engine: {exc}")
+        pytest.fail(f"no Docker engine (scripts/start-docker.sh starts one): {exc}")
     return client
 
 
@@ -68,10 +69,6 @@ def foreign(docker_client) -> Iterator[Callable[..., object]]:  # type: ignore[n
         container.remove(force=True)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def write(manifest: Path, port: int, *, name: str = DEP, extra: str = "") -> Path:
@@ -206,8 +203,8 @@ def test_a_foreign_container_with_our_name_makes_apply_refuse(manifest: Path, do
 
 
 def test_gpus_without_nvidia_runtime_fails_in_preflight_and_leaves_nothing(manifest: Path, docker_client) -> None:
-    if "nvidia" in docker_client.info().get("Runtimes", {}):
-        pytest.skip("this engine has the NVIDIA runtime")
+    # The premise: the engine the test setup starts (scripts/start-docker.sh) has no GPU runtime.
+    assert "nvidia" not in docker_client.info().get("Runtimes", {}), "needs an engine without the NVIDIA runtime"
     write(manifest, free_port(), extra="    gpus: all\n")
     manifest.write_text(manifest.read_text().replace("    gpus: 0\n", ""))
     result = apply(manifest)

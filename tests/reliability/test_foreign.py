@@ -4,12 +4,12 @@ container, a foreign Ollama model and a foreign folder in ``models_dir``."""
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 
 from tests.cli import run_cli
+from tests.fakes._server import free_port
 from tests.fakes.ollama_server import FakeOllama
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -19,10 +19,6 @@ COMMANDS = [("validate",), ("plan",), ("apply",), ("status",), ("verify",), ("sm
             ("apply",), ("destroy", "--yes"), ("destroy", "--yes")]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_foreign_things_survive_every_command(tmp_path: Path) -> None:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.cli import run_cli
+from tests.fakes._server import free_port
 from tests.fakes.hf_hub import FakeHFHub
 from tests.fakes.modelscope_hub import FakeModelScopeHub
 from tests.fakes.vllm_server import FakeVLLM
@@ -32,10 +32,6 @@ DEP = f"sec-{os.getpid()}"
 COMMANDS = [("validate",), ("plan",), ("apply",), ("status",), ("verify",), ("smoke-test",), ("destroy", "--yes")]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture()

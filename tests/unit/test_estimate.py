@@ -165,7 +165,7 @@ def test_ollama_default_context_tiers() -> None:
 
 
 def test_gguf_header_read_from_a_real_file(tmp_path: Path) -> None:
-    gguf = pytest.importorskip("gguf")
+    import gguf
     import numpy as np
 
     path = tmp_path / "tiny.gguf"

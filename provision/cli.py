@@ -182,10 +182,7 @@ def apply(manifest: Path | None, only: tuple[str, ...], update: bool, locked: bo
             from .preflight import enforce, run_preflight
 
             enforce(run_preflight(engine, planned))
-        if hasattr(progress, "__enter__"):
-            with progress:
-                result = engine.apply(planned=planned)
-        else:
+        with progress:
             result = engine.apply(planned=planned)
     if as_json:
         print_json({"ok": result.ok, "seconds": round(result.seconds, 3),

@@ -10,14 +10,14 @@ from __future__ import annotations
 import functools
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import LockError, PreflightError, ProvisionError, SourceError
-from .files import RemoteFile, Snapshot, human_bytes
+from .errors import LockError, ManifestError, PreflightError, ProvisionError, SourceError
+from .files import RemoteFile, Snapshot
 from .hashing import sha256_file
 from .manifest import Manifest, ModelSpec
 from .plan import Action, Change, LocalFile, Plan, plan_files, plan_orphans
@@ -107,8 +107,6 @@ class Engine:
         known = set(self.manifest.models) | set(self.manifest.deployments)
         unknown = [n for n in only if n not in known]
         if unknown:
-            from .errors import ManifestError
-
             raise ManifestError(
                 f"--only {', '.join(unknown)}: no such model or deployment",
                 file=str(self.manifest.path),
@@ -129,7 +127,7 @@ class Engine:
 
     def _model_backend(self, scheme: str) -> ModelBackend:
         if scheme not in self._model_backends:
-            self._model_backends[scheme] = model_backend(scheme, self.manifest)
+            self._model_backends[scheme] = model_backend(scheme, self.manifest, self.state)
         return self._model_backends[scheme]
 
     # -- observe + plan ----------------------------------------------------------------------
@@ -287,24 +285,23 @@ class Engine:
                      and self.manifest.models[a.name].scheme in ("hf", "ms"))
         if not needed:
             return
-        root = _existing_parent(self.manifest.models_dir)
-        free = shutil.disk_usage(root).free
-        if needed > free:
-            raise PreflightError(
-                f"not enough disk space in {self.manifest.models_dir}: "
-                f"{human_bytes(needed)} to download, {human_bytes(free)} free",
-                hint="free some space, point settings.models_dir at a larger disk, or use --only",
-            )
+        from .fit import check_disk
+        from .hardware import Level, free_bytes
+
+        finding = check_disk(needed, free_bytes(self.manifest.models_dir), str(self.manifest.models_dir))
+        if finding.level is Level.FAIL:
+            raise PreflightError(finding.message, hint=f"{finding.remedy}, or use --only")
 
     def _apply_models(self, actions: list[Action], snapshots: dict[str, Snapshot]) -> list[Outcome]:
         outcomes: list[Outcome] = []
         file_actions = [a for a in actions if a.change not in (Change.NOOP, Change.DELETE)
                         and self.manifest.models[a.name].scheme in FILE_SCHEMES]
+        recorded = self.state.records(self.manifest.path)["models"]  # read once, not per model
         for action in actions:
             if action.change is Change.NOOP:
                 outcomes.append(Outcome(action, True))
                 if self.manifest.models[action.name].scheme in FILE_SCHEMES:
-                    self._record_model(action.name, snapshots[action.name])
+                    self._record_model(action.name, snapshots[action.name], recorded.get(action.name))
             elif action.change is Change.DELETE:
                 outcomes.append(self._run(action, functools.partial(self._delete_model, action.name)))
             elif self.manifest.models[action.name].scheme not in FILE_SCHEMES:
@@ -407,11 +404,11 @@ class Engine:
         self.lock.save()
         self._record_model(name, snapshot)
 
-    def _record_model(self, name: str, snapshot: Snapshot) -> None:
-        model_dir = self.manifest.model_dir(name)
-        record = {"source": self.manifest.models[name].source, "path": str(model_dir),
+    def _record_model(self, name: str, snapshot: Snapshot, current: Mapping[str, Any] | None = None) -> None:
+        """Record the model as provision's in state, unless ``current`` already says so."""
+        record = {"source": self.manifest.models[name].source, "path": str(self.manifest.model_dir(name)),
                   "resolved": snapshot.resolved}
-        if self.state.records(self.manifest.path)["models"].get(name) != record:
+        if current != record:
             self.state.update(self.manifest.path, "models", name, record)
 
     def _delete_model(self, name: str, record: dict[str, Any] | None = None) -> None:
@@ -464,15 +461,11 @@ class Engine:
 
     def smoke_jobs(self, names: tuple[str, ...] = ()) -> list[Any]:
         """One smoke-test job per deployment (all, or ``names``); clients are made lazily."""
-        import functools
-
         from .deployments import backend
         from .smoke import SmokeJob
 
         unknown = [n for n in names if n not in self.manifest.deployments]
         if unknown:
-            from .errors import ManifestError
-
             raise ManifestError(f"no such deployment: {', '.join(unknown)}", file=str(self.manifest.path),
                                 hint="deployments: " + (", ".join(sorted(self.manifest.deployments)) or "none"))
         ctx = self.deploy_context()
@@ -593,8 +586,6 @@ class Engine:
 
     def verify(self, *, workers: int = 4) -> list[FileCheck]:
         """Re-hash every locked file offline; report missing, corrupt and extra files."""
-        from .hashing import sha256_file
-
         problems: list[FileCheck] = []
         jobs: list[tuple[str, str, Path, str | None]] = []
         for name, spec in self.manifest.models.items():
@@ -604,9 +595,10 @@ class Engine:
             model_dir = self.manifest.model_dir(name)
             for path, meta in sorted(entry["files"].items()):
                 target = model_dir / path
-                if _size(target) is None:
+                size = _size(target)
+                if size is None:
                     problems.append(FileCheck(name, path, "missing"))
-                elif _size(target) != meta["size"]:
+                elif size != meta["size"]:
                     problems.append(FileCheck(name, path, "corrupt"))
                 else:
                     jobs.append((name, path, target, meta.get("sha256")))
@@ -653,9 +645,3 @@ def _with_details(action: Action, **details: Any) -> Action:
     from dataclasses import replace
 
     return replace(action, details={**action.details, **details})
-
-
-def _existing_parent(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path

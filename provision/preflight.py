@@ -15,7 +15,6 @@ from typing import Any
 
 from .engine import Engine, PlanResult
 from .errors import PreflightError, ProvisionError
-from .files import RemoteFile
 from .fit import DeploymentFit, ModelInfo, check_disk, fit_deployment
 from .hardware import Finding, Inventory, Level, collect_inventory
 from .sources import FILE_SCHEMES
@@ -36,8 +35,8 @@ class PreflightReport:
                 for f in failing if f.level is Level.FAIL]
 
 
-def _weights_bytes(files: list[RemoteFile] | list[tuple[str, int]]) -> int | None:
-    sizes = [(f.path, f.size) if isinstance(f, RemoteFile) else f for f in files]
+def _weights_bytes(sizes: list[tuple[str, int]]) -> int | None:
+    """The weights' total size: safetensors if any, else other weight formats."""
     safetensors = sum(size for path, size in sizes if path.endswith(".safetensors"))
     if safetensors:
         return safetensors
@@ -53,7 +52,7 @@ def model_info(engine: Engine, name: str, planned: PlanResult) -> ModelInfo:
     if spec.scheme not in FILE_SCHEMES:
         return ModelInfo()  # Ollama: the server holds it; the fit module warns "unknown"
     snapshot = planned.snapshots.get(name)
-    files: list[Any] = list(snapshot.files) if snapshot else [
+    sizes = [(f.path, f.size) for f in snapshot.files] if snapshot else [
         (path, meta["size"]) for path, meta in engine.lock.models.get(name, {}).get("files", {}).items()
     ]
     ggufs = sorted(model_dir.glob("*.gguf")) if model_dir.is_dir() else []
@@ -68,7 +67,7 @@ def model_info(engine: Engine, name: str, planned: PlanResult) -> ModelInfo:
         except Exception:  # noqa: BLE001 - an unreadable header is an unknown estimate, not a crash
             return ModelInfo(weights_bytes=ggufs[0].stat().st_size)
     config = _read_config(engine, name, snapshot)
-    return ModelInfo(config=config, weights_bytes=_weights_bytes(files))
+    return ModelInfo(config=config, weights_bytes=_weights_bytes(sizes))
 
 
 def _read_config(engine: Engine, name: str, snapshot: Any) -> dict[str, Any] | None:

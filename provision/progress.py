@@ -10,6 +10,12 @@ from typing import Protocol
 
 
 class Progress(Protocol):
+    """Used as a context manager around the work it reports on (a live display starts/stops)."""
+
+    def __enter__(self) -> "Progress": ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
     def model_started(self, name: str, files: int, total_bytes: int) -> None: ...
 
     def advance(self, name: str, nbytes: int) -> None: ...
@@ -28,6 +34,12 @@ class Progress(Protocol):
 
 
 class NullProgress:
+    def __enter__(self) -> "NullProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
     def model_started(self, name: str, files: int, total_bytes: int) -> None:
         pass
 

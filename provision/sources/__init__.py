@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..manifest import Manifest
+    from ..state import State
     from .base import FileSource, ModelBackend
 
 FILE_SCHEMES = ("hf", "ms", "file")
@@ -30,10 +31,10 @@ def file_source(scheme: str, manifest: Manifest) -> FileSource:
     raise KeyError(scheme)
 
 
-def model_backend(scheme: str, manifest: Manifest) -> ModelBackend:
-    """The backend for models a server holds (``ollama://``)."""
+def model_backend(scheme: str, manifest: Manifest, state: State) -> ModelBackend:
+    """The backend for models a server holds (``ollama://``); it records ownership in ``state``."""
     if scheme == "ollama":
         from .ollama import OllamaSource
 
-        return OllamaSource(manifest)
+        return OllamaSource(manifest, state)
     raise KeyError(scheme)

@@ -33,7 +33,6 @@ class LocalSource:
 
     def __init__(self, manifest: Manifest) -> None:
         self._manifest = manifest
-        self._roots: dict[str, Path] = {}
 
     def close(self) -> None:
         pass
@@ -45,7 +44,6 @@ class LocalSource:
                               hint="fix the path in `source: file://...` (relative paths start at the manifest's folder)")
         if root == self._manifest.model_dir(name) or self._manifest.model_dir(name) in root.parents:
             raise SourceError(f"local source {root} is inside its own destination", resource=name)
-        self._roots[name] = root
         return root
 
     def resolve(self, name: str, spec: ModelSpec) -> Snapshot:
@@ -74,7 +72,7 @@ class LocalSource:
     def fetch(
         self, name: str, file: RemoteFile, model_dir: Path, *, on_progress: Callable[[int], None]
     ) -> str:
-        root = self._roots.get(name) or self._root(name, self._manifest.models[name])
+        root = self._root(name, self._manifest.models[name])
         source = root if root.is_file() else root / file.path
         target = model_dir / file.path
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,7 @@ from ..errors import (
 from ..hardware import resolve_ollama_host
 from ..manifest import Manifest, ModelSpec
 from ..plan import Action, Change
+from ..state import State
 
 if TYPE_CHECKING:
     import ollama
@@ -130,8 +131,9 @@ class OllamaSource:
 
     scheme: ClassVar[str] = "ollama"
 
-    def __init__(self, manifest: Manifest) -> None:
+    def __init__(self, manifest: Manifest, state: State) -> None:
         self._manifest = manifest
+        self._state = state  # the engine's: which models provision pulled here
         self.host = ollama_host(manifest)
         self._client: ollama.Client | None = None
 
@@ -147,10 +149,8 @@ class OllamaSource:
 
     # -- observe + plan (pure) ----------------------------------------------------------------
     def observe(self, names: list[str]) -> Observed:
-        from ..state import State
-
         # Which models provision pulled here decides what destroy may delete later.
-        records = State().records(self._manifest.path)["models"]
+        records = self._state.records(self._manifest.path)["models"]
         try:
             return Observed(list_digests(self.client, self.host), records)
         except ProvisionError as exc:  # reported per model, after each name is validated
@@ -225,9 +225,7 @@ class OllamaSource:
     def _claim(self, name: str, spec: ModelSpec, model: str) -> None:
         """Record the pull as ours before it starts: a kill after the pull but before the engine
         writes the state would otherwise make the next apply adopt it, and destroy leave it."""
-        from ..state import State
-
-        State().update(self._manifest.path, "models", name, {"source": spec.source, "host": self.host,
+        self._state.update(self._manifest.path, "models", name, {"source": spec.source, "host": self.host,
                                                               "model": model, "digest": None, "created": True})
 
     def _pull(self, name: str, model: str, on_progress: Callable[[str, int, int], None]) -> None:

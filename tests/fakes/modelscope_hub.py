@@ -131,7 +131,7 @@ class FakeModelScopeHub(FakeServer):
         """File body requests answered by the hub itself (not the CDN)."""
         return sum(1 for r in self.requests if r.method == "GET" and r.path.split("?")[0].endswith("/repo"))
 
-    def _served(self, n: int) -> None:
+    def _count(self, n: int) -> None:
         with self._lock:
             self.bytes_served += n
 
@@ -285,12 +285,12 @@ def serve_body(
             chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1 :]
         if limit is not None and sent + len(chunk) >= limit:
             handler.wfile.write(chunk[: limit - sent])
-            hub._served(limit - sent)
+            hub._count(limit - sent)
             handler.close_connection = True  # the client sees a short body and must resume
             return
         handler.wfile.write(chunk)
         sent += len(chunk)
-        hub._served(len(chunk))
+        hub._count(len(chunk))
 
 
 def _paced(chunks: Iterator[bytes], bps: int | None) -> Iterator[bytes]:

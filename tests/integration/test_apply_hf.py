@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.apply_support import kill_when_partial, lock_of, payload
 from tests.cli import run_cli, start_cli
 from tests.fakes.hf_hub import FakeCDN, FakeHFHub
 
 TOKEN = "hf_canary_TOKEN_5a1f0c"  # a canary: must never appear in output, state or lock
-
-
-def payload(n: int, seed: int) -> bytes:
-    return hashlib.sha256(str(seed).encode()).digest() * (n // 32) + b"x" * (n % 32)
 
 
 BIG = payload(3 << 20, 1)
@@ -53,10 +48,6 @@ def write_manifest(tmp_path: Path, hub: FakeHFHub, models: str, *, extra_setting
 
 
 TINY = "  tiny: {source: hf://org/tiny, include: ['*.json', '*.safetensors', 'sub/*']}\n"
-
-
-def lock_of(manifest: Path) -> dict:
-    return json.loads(manifest.with_name("m.lock.json").read_text())
 
 
 def test_first_apply_downloads_verifies_and_locks(tmp_path: Path, hub: FakeHFHub) -> None:
@@ -105,17 +96,8 @@ def test_kill_mid_download_then_resume_fetches_only_the_rest(tmp_path: Path, hub
     hub.add_repo("org/big", {"config.json": b"{}", "model.safetensors": big})
     hub.faults.throttle_bps = 8 << 20  # 3 s for the file: time to kill it half-way
     manifest = write_manifest(tmp_path, hub, "  big: {source: hf://org/big}\n")
-    process = start_cli("apply", manifest)
     partial_dir = tmp_path / "models" / "big" / ".cache" / "provision" / "partial"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        parts = list(partial_dir.glob("*.part")) if partial_dir.exists() else []
-        if parts and parts[0].stat().st_size > (8 << 20):
-            break
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    kept = parts[0].stat().st_size
+    kept = kill_when_partial(start_cli("apply", manifest), partial_dir, at_least=8 << 20)
     assert 0 < kept < len(big)
     assert not (tmp_path / "models" / "big" / "model.safetensors").exists()  # never a partial at the final path
 

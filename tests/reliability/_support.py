@@ -9,7 +9,6 @@ test says, not wherever the scheduler happened to be.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -20,6 +19,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+from tests.apply_support import payload  # noqa: F401 - re-exported for the suite
 from tests.fakes._server import Recorded, Request
 from tests.fakes.hf_hub import FakeHFHub
 from tests.fakes.modelscope_hub import FakeModelScopeHub
@@ -29,12 +29,6 @@ from tests.fakes.ollama_server import FakeOllama
 HF_BOOKKEEPING = ".cache/huggingface/"
 # What an interrupted run may leave and a completed one must not.
 TEMP_SUFFIXES = (".part", ".tmp", ".incomplete", ".lock")
-
-
-def payload(n: int, seed: int) -> bytes:
-    """``n`` deterministic bytes that differ per ``seed`` (so a mix-up is visible)."""
-    block = hashlib.sha256(str(seed).encode()).digest()
-    return block * (n // 32) + block[: n % 32]
 
 
 def write_manifest(tmp_path: Path, settings: str, models: str, extra: str = "") -> Path:
@@ -114,32 +108,30 @@ class KillSwitch:
                 pass  # it finished first: the trial then tests a kill after completion
 
 
-class KillableHFHub(FakeHFHub):
+class _KillOnTraffic:
+    """Mixin for the hub fakes: feed every request and every body byte to a KillSwitch."""
+
+    kill: KillSwitch
+
+    def handle(self, request: Request, handler: BaseHTTPRequestHandler, record: Recorded) -> None:
+        self.kill.on_request()
+        super().handle(request, handler, record)  # type: ignore[misc]
+
+    def _count(self, n: int) -> None:  # both hub fakes count body bytes here
+        super()._count(n)  # type: ignore[misc]
+        self.kill.on_bytes(n)
+
+
+class KillableHFHub(_KillOnTraffic, FakeHFHub):
     def __init__(self) -> None:
         super().__init__()
         self.kill = KillSwitch()
 
-    def handle(self, request: Request, handler: BaseHTTPRequestHandler, record: Recorded) -> None:
-        self.kill.on_request()
-        super().handle(request, handler, record)
 
-    def _count(self, n: int) -> None:
-        super()._count(n)
-        self.kill.on_bytes(n)
-
-
-class KillableMSHub(FakeModelScopeHub):
+class KillableMSHub(_KillOnTraffic, FakeModelScopeHub):
     def __init__(self) -> None:
         super().__init__()
         self.kill = KillSwitch()
-
-    def handle(self, request: Request, handler: BaseHTTPRequestHandler, record: Recorded) -> None:
-        self.kill.on_request()
-        super().handle(request, handler, record)
-
-    def _served(self, n: int) -> None:
-        super()._served(n)
-        self.kill.on_bytes(n)
 
 
 class KillableOllama(FakeOllama):

@@ -143,40 +143,26 @@ def check_file_model(tmp_path: Path, manifest: Path) -> None:
     assert orphans(models, lock) == []
 
 
-@pytest.fixture()
-def hf_hub() -> Iterator[KillableHFHub]:
-    with KillableHFHub() as hub:
+# scheme -> (hub fake, manifest settings, requests before the first file GET)
+HUBS = {
+    "hf": (KillableHFHub, hf_settings, 4),  # model info, tree listing, then the first file GETs
+    "ms": (KillableMSHub, ms_settings, 3),  # the listing, then the first file GETs
+}
+
+
+@pytest.mark.parametrize("scheme", sorted(HUBS))
+def test_hub_apply_survives_ten_kills(tmp_path: Path, scheme: str, seed: int) -> None:
+    hub_class, settings, first_requests = HUBS[scheme]
+    with hub_class() as hub:
         hub.add_repo("org/tiny", FILES)
         hub.faults.throttle_bps = THROTTLE
-        yield hub
-
-
-def test_hf_apply_survives_ten_kills(tmp_path: Path, hf_hub: KillableHFHub, seed: int) -> None:
-    manifest = write_manifest(tmp_path, hf_settings(hf_hub.url), "  tiny: {source: hf://org/tiny}\n")
-    model_dir = tmp_path / "models" / "tiny"
-    # model info, tree listing, then the first file GETs
-    run_trials(tmp_path, manifest, hf_hub.kill, seed, remaining=lambda: TOTAL - on_disk(model_dir),
-               first_requests=4, after_kill=lambda: assert_final_paths_hold_only_good_bytes(model_dir, FILES),
-               before_final=hf_hub.faults.reset)
-    check_file_model(tmp_path, manifest)
-
-
-@pytest.fixture()
-def ms_hub() -> Iterator[KillableMSHub]:
-    with KillableMSHub() as hub:
-        hub.add_repo("org/tiny", FILES)
-        hub.faults.throttle_bps = THROTTLE
-        yield hub
-
-
-def test_modelscope_apply_survives_ten_kills(tmp_path: Path, ms_hub: KillableMSHub, seed: int) -> None:
-    manifest = write_manifest(tmp_path, ms_settings(ms_hub.url), "  tiny: {source: ms://org/tiny}\n")
-    model_dir = tmp_path / "models" / "tiny"
-    # the listing, then the first file GETs
-    run_trials(tmp_path, manifest, ms_hub.kill, seed, remaining=lambda: TOTAL - on_disk(model_dir),
-               first_requests=3, after_kill=lambda: assert_final_paths_hold_only_good_bytes(model_dir, FILES),
-               before_final=lambda: setattr(ms_hub.faults, "throttle_bps", None))
-    check_file_model(tmp_path, manifest)
+        manifest = write_manifest(tmp_path, settings(hub.url), f"  tiny: {{source: {scheme}://org/tiny}}\n")
+        model_dir = tmp_path / "models" / "tiny"
+        run_trials(tmp_path, manifest, hub.kill, seed, remaining=lambda: TOTAL - on_disk(model_dir),
+                   first_requests=first_requests,
+                   after_kill=lambda: assert_final_paths_hold_only_good_bytes(model_dir, FILES),
+                   before_final=lambda: setattr(hub.faults, "throttle_bps", None))
+        check_file_model(tmp_path, manifest)
 
 
 @pytest.fixture()

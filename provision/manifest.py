@@ -232,6 +232,7 @@ Deployment = Annotated[
     Field(discriminator="engine"),
 ]
 ENGINES = ("vllm", "transformers", "ollama", "openai")
+_DEPLOYMENT_CLASSES = (VllmDeployment, TransformersDeployment, OllamaDeployment, OpenAIDeployment)
 
 
 class Manifest(_Strict):
@@ -413,6 +414,43 @@ def _nearest_line(lines: dict[tuple, int], path: tuple) -> int | None:
     return lines.get(())
 
 
+def _unknown_field_hint(loc: tuple) -> str | None:
+    """'did you mean ...?' for a misspelt key, from the fields of the model it sits in.
+
+    ``loc`` is pydantic's raw location: names of dict entries and, for deployments, the
+    engine tag appear in it, which is how the right model is found.
+    """
+    model: Any = Manifest
+    for key in loc[:-1]:
+        fields = getattr(model, "model_fields", None)
+        if fields is not None and key in fields:
+            model = _model_in(fields[key].annotation)
+        elif key in ENGINES:
+            model = {c.model_fields["engine"].annotation.__args__[0]: c for c in _DEPLOYMENT_CLASSES}[key]
+        # else: the name of a dict entry (a model or deployment name): the model stays
+    fields = getattr(model, "model_fields", None)
+    if not fields:
+        return None
+    import difflib
+
+    close = difflib.get_close_matches(str(loc[-1]), list(fields), n=1, cutoff=0.6)
+    known = ", ".join(fields)
+    return f"did you mean {close[0]!r}? (fields here: {known})" if close else f"fields here: {known}"
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model inside ``X``, ``X | None``, ``dict[str, X]`` or ``tuple[X, ...]``."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
 def _pydantic_message(error: Any) -> str:  # a pydantic ErrorDetails
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -478,12 +516,15 @@ def parse_manifest(text: str, *, file: str = "<manifest>", env: dict[str, str] |
                 loc += ("engine",)  # point at the bad value, not at the deployment
         more = len(exc.errors()) - 1
         suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+        hint = "see the manifest reference in README.md"
+        if first["type"] == "extra_forbidden":
+            hint = _unknown_field_hint(first["loc"]) or hint
         raise ManifestError(
             message + suffix,
             file=file,
             line=_nearest_line(lines, loc),
             field=_dotted(loc),
-            hint="see the manifest reference in README.md",
+            hint=hint,
         ) from None
 
 

@@ -345,3 +345,15 @@ def test_hostile_yaml_is_a_manifest_error(text: str) -> None:
     with pytest.raises(ManifestError) as caught:
         parse_manifest(text, file="m.yaml", env={})
     assert caught.value.line is not None
+
+
+@pytest.mark.parametrize(("text", "suggestion"), [
+    ("models:\n  q: {source: hf://a/b, revison: main}\n", "'revision'"),
+    ("models:\n  q: {source: hf://a/b}\ndeployments:\n  c: {engine: vllm, model: q, imgae: x}\n", "'image'"),
+    ("settings: {huggingface: {endpont: x}}\n", "'endpoint'"),
+    ("smoke_test: {max_token: 3}\n", "'max_tokens'"),
+])
+def test_a_misspelt_key_gets_a_did_you_mean_hint(text: str, suggestion: str) -> None:
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest("version: 1\n" + text, file="m.yaml", env={})
+    assert caught.value.hint.startswith(f"did you mean {suggestion}?")

@@ -232,7 +232,7 @@ Deployment = Annotated[
     Field(discriminator="engine"),
 ]
 ENGINES = ("vllm", "transformers", "ollama", "openai")
-_DEPLOYMENT_CLASSES = (VllmDeployment, TransformersDeployment, OllamaDeployment, OpenAIDeployment)
+_DEPLOYMENT_CLASSES = (VllmDeployment, TransformersDeployment, OllamaDeployment, OpenAIDeployment)  # as ENGINES
 
 
 class Manifest(_Strict):
@@ -426,7 +426,7 @@ def _unknown_field_hint(loc: tuple) -> str | None:
         if fields is not None and key in fields:
             model = _model_in(fields[key].annotation)
         elif key in ENGINES:
-            model = {c.model_fields["engine"].annotation.__args__[0]: c for c in _DEPLOYMENT_CLASSES}[key]
+            model = dict(zip(ENGINES, _DEPLOYMENT_CLASSES))[key]
         # else: the name of a dict entry (a model or deployment name): the model stays
     fields = getattr(model, "model_fields", None)
     if not fields:

@@ -9,6 +9,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import psutil
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+GNU_TIME = "/usr/bin/time"  # Debian's `time` package; reports a command's peak RSS
 MiB = 1 << 20
 
 
@@ -31,7 +33,8 @@ class Config:
 @dataclass
 class Sample:
     seconds: float
-    peak_rss: int  # bytes, the process and its children
+    peak_rss: int  # bytes: the client's high-water mark (its largest descendant's, if larger)
+    stdout: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,36 +70,29 @@ class Section:
         return "\n".join(lines) + "\n"
 
 
-def summarize(samples: list[Sample]) -> dict[str, float]:
-    """Seconds (median, min, max) and the largest peak RSS in MiB (used by modelscope_bench.py)."""
-    seconds = Stats.of([s.seconds for s in samples])
-    return {"median": seconds.median, "min": seconds.min, "max": seconds.max,
-            "rss_mib": max(s.peak_rss for s in samples) / MiB}
-
-
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "**MISS**"
 
 
 def run_measured(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> Sample:
-    """Run ``cmd``; wall time and peak RSS (polled every 10 ms over the process tree)."""
-    started = time.perf_counter()
-    process = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, cwd=cwd or REPO_ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = 0
-    proc = psutil.Process(process.pid)
-    while process.poll() is None:
-        try:
-            rss = proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
-            peak = max(peak, rss)
-        except psutil.Error:
-            pass
-        time.sleep(0.01)
-    seconds = time.perf_counter() - started
-    assert process.stderr is not None
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:4])} failed: {process.stderr.read().decode()[-2000:]}")
-    return Sample(seconds, peak)
+    """Run ``cmd``; its wall time, peak RSS and stdout.
+
+    Peak RSS is the kernel's own high-water mark (``ru_maxrss``), read by GNU time: exact, and
+    free. Polling ``/proc`` took CPU from the client being measured (more from one that uses both
+    cores than from one that uses one); reading ``ru_maxrss`` here would count the forked
+    benchmark process (~30 MiB) that execs the client.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        started = time.perf_counter()
+        process = subprocess.run([GNU_TIME, "-f", "%M", "-o", rss.name, *cmd], env={**os.environ, **(env or {})},
+                                 cwd=cwd or REPO_ROOT, stdout=out, stderr=err, check=False)
+        seconds = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        if process.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[:4])} failed: {err.read().decode(errors='replace')[-2000:]}")
+        return Sample(seconds, int(rss.read().split()[-1]) * 1024, out.read().decode(errors="replace"))
 
 
 def provision_cmd(*args: str) -> list[str]:

@@ -11,6 +11,9 @@ log and byte counter can be read directly:
   common case, so that is what is measured.
 - ``verify`` re-hashes the 2 GB model against the lock; ``sha256sum`` hashes the same files.
   Both read from the page cache (the files were just written; the machine has the RAM).
+- ModelScope's second call: one ``ms://`` model (one sparse shard, 0.5 GB vs 2 GB) applied once,
+  then the second ``provision apply`` against the modelscope SDK's second ``snapshot_download``
+  into the same folder (which re-hashes every file); the ModelScope fake runs as its own process.
 - resume: the hub is throttled, ``provision apply`` is killed with SIGKILL when its ``.part``
   file holds half the shard, then the hub is unthrottled and ``apply`` runs again. Re-fetched =
   bytes the second run downloaded beyond what was missing on disk.
@@ -21,6 +24,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +38,12 @@ from _common import (
     make_sparse,
     provision_cmd,
     run_measured,
+    start_server,
     verdict,
 )
 
-from provision.download import PARTIAL_DIR
-from tests.fakes.hf_hub import CHUNK, FakeHFHub
+from provision.download import CHUNK_SIZE, PARTIAL_DIR
+from tests.fakes.hf_hub import FakeHFHub
 
 
 @dataclass
@@ -133,7 +138,7 @@ def resume(lab: Lab, config: Config) -> Section:
     out = Section("Resume after kill -9",
                   "The hub is throttled to a quarter of the shard per second; `provision apply` is killed "
                   "(SIGKILL) when the `.part` file holds half of the shard; then the hub is unthrottled and `apply` "
-                  f"runs again. The shard is {size // MiB} MiB; one chunk is {CHUNK // MiB} MiB. Re-fetched = bytes "
+                  f"runs again. The shard is {size // MiB} MiB; one chunk (provision's read and write size) is {CHUNK_SIZE // 1024} KiB. Re-fetched = bytes "
                   "the second apply downloaded beyond what was missing on disk. Lost in flight = bytes the hub sent "
                   f"to the killed process that never reached its disk (not the client's to save). {config.repeat} run(s).",
                   ["run", "on disk at kill MiB", "lost in flight KiB", "resumed from (Range)", "served on resume MiB",
@@ -155,8 +160,19 @@ def resume(lab: Lab, config: Config) -> Section:
         refetched = served - (repo_bytes - on_disk)
         out.rows.append([str(trial + 1), f"{on_disk / MiB:.1f}", f"{(served_kill - on_disk) / 1024:.0f}",
                          ", ".join(filter(None, ranges)) or "none", f"{served / MiB:.1f}",
-                         f"{refetched / 1024:.0f}", f"≤ {CHUNK // 1024} KiB", verdict(refetched <= CHUNK)])
+                         f"{refetched / 1024:.0f}", f"≤ {CHUNK_SIZE // 1024} KiB", verdict(refetched <= CHUNK_SIZE)])
     return out
+
+
+def _part_sizes(partial: Path) -> list[int]:
+    """Sizes of the ``.part`` files now; one may be placed (renamed away) while we look."""
+    sizes = []
+    for part in partial.glob("*.part") if partial.is_dir() else ():
+        try:
+            sizes.append(part.stat().st_size)
+        except FileNotFoundError:
+            pass
+    return sizes
 
 
 def kill_at_half(manifest: Path, env: dict[str, str], size: int) -> int:
@@ -167,11 +183,11 @@ def kill_at_half(manifest: Path, env: dict[str, str], size: int) -> int:
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline and process.poll() is None:
-            parts = [p.stat().st_size for p in partial.glob("*.part")] if partial.is_dir() else []
+            parts = _part_sizes(partial)
             if parts and max(parts) >= size // 2:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-                return max(p.stat().st_size for p in partial.glob("*.part"))
+                return max(_part_sizes(partial))
             time.sleep(0.005)
     finally:
         if process.poll() is None:
@@ -180,10 +196,51 @@ def kill_at_half(manifest: Path, env: dict[str, str], size: int) -> int:
     raise RuntimeError("provision apply finished or stalled before its .part file reached half the shard")
 
 
+MS_SDK = ("import sys, modelscope; "
+          "modelscope.snapshot_download(sys.argv[1], local_dir=sys.argv[2], endpoint=sys.argv[3])")
+
+
+def modelscope_second_call(config: Config, sizes: list[int]) -> Section:
+    out = Section("ModelScope: second call, files in place",
+                  "One `ms://` model of one sparse shard, applied once; then the second call of each client into "
+                  "the same folder (process wall time, start-up included): `provision apply` (reads the lock, "
+                  "stats the files) and `modelscope.snapshot_download` (lists, then re-hashes every file). "
+                  f"{config.repeat} run(s); median (min–max).",
+                  ["model", "provision no-op s", "snapshot_download again s", "target", "verdict"])
+    medians: list[tuple[float, float]] = []
+    for size in sizes:
+        work = config.work / f"ms-second-{size}"
+        make_sparse(work / "data", size)
+        server, url = start_server("tests.fakes.modelscope_hub", work / "data", "bench/model")
+        manifest = work / "provision.yaml"
+        manifest.write_text(f"version: 1\nsettings: {{models_dir: models, modelscope: {{endpoint: '{url}'}}}}\n"
+                            "models:\n  bench: {source: 'ms://bench/model'}\n")
+        env = {"PROVISION_STATE_DIR": str(work / "state"), "MODELSCOPE_CACHE": str(work / "ms-cache"),
+               "NO_PROXY": "127.0.0.1"}
+        apply = provision_cmd("apply", str(manifest))
+        sdk = [sys.executable, "-c", MS_SDK, "bench/model", str(work / "models" / "bench"), url]
+        try:
+            run_measured(apply, env=env)
+            ours = Stats.of([run_measured(apply, env=env).seconds for _ in range(config.repeat)])
+            theirs = Stats.of([run_measured(sdk, env=env).seconds for _ in range(config.repeat)])
+        finally:
+            server.kill()
+            server.wait()
+        medians.append((ours.median, theirs.median))
+        out.rows.append([f"{size / 1e9:g} GB", ours.fmt(3), theirs.fmt(), "< 0.5 s", verdict(ours.median < 0.5)])
+    (ours_small, sdk_small), (ours_big, sdk_big) = medians[0], medians[-1]
+    out.rows.append([f"{sizes[-1] / 1e9:g} GB minus {sizes[0] / 1e9:g} GB", f"{(ours_big - ours_small) * 1000:+.0f} ms",
+                     f"{(sdk_big - sdk_small) * 1000:+.0f} ms", "provision flat in size (≤ +50 ms)",
+                     verdict(ours_big - ours_small <= 0.05)])
+    return out
+
+
 def sections(config: Config) -> list[Section]:
     sizes = [10_000_000, 200_000_000] if config.quick else [100_000_000, 2_000_000_000]
     with FakeHFHub() as hub:
         lab = Lab(hub, config.work / "files")
         noop_section, big = no_op(lab, config, sizes)
-        return [noop_section, verify(lab, config, big), resume(lab, config)]
+        found = [noop_section, verify(lab, config, big), resume(lab, config)]
+    ms_sizes = [50_000_000, 200_000_000] if config.quick else [500_000_000, 2_000_000_000]
+    return [*found[:1], modelscope_second_call(config, ms_sizes), *found[1:]]
 

@@ -79,7 +79,7 @@ def _progress(as_json: bool) -> Any:
 
     if as_json or not sys.stdout.isatty():
         return NullProgress()
-    from .report import RichProgress
+    from .report.progress import RichProgress
 
     return RichProgress()
 

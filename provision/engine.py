@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from .errors import LockError, ManifestError, PreflightError, ProvisionError, SourceError
 from .files import RemoteFile, Snapshot
@@ -96,7 +96,7 @@ class Engine:
         for backend in self._model_backends.values():
             backend.close()
 
-    def __enter__(self) -> Engine:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

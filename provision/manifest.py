@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Hashable
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -167,7 +167,7 @@ class _DeploymentBase(_Strict):
         return value
 
 
-GpuRequest = Union[Literal["all"], int, tuple[int, ...]]
+GpuRequest = Literal["all"] | int | tuple[int, ...]
 
 
 def _is_count(value: Any) -> bool:

@@ -6,13 +6,13 @@ implementation on a terminal and :class:`NullProgress` for ``--json`` or when no
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, Self
 
 
 class Progress(Protocol):
     """Used as a context manager around the work it reports on (a live display starts/stops)."""
 
-    def __enter__(self) -> "Progress": ...
+    def __enter__(self) -> Self: ...
 
     def __exit__(self, *exc: object) -> None: ...
 
@@ -34,7 +34,7 @@ class Progress(Protocol):
 
 
 class NullProgress:
-    def __enter__(self) -> "NullProgress":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

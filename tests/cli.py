@@ -17,7 +17,8 @@ def run_cli(*args: str | os.PathLike[str], env: Mapping[str, str] | None = None,
     full_env = {**os.environ, **(env or {}), "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "provision", *map(str, args)],
-        env=full_env, cwd=cwd or REPO_ROOT, capture_output=True, text=True, timeout=timeout, input=input,
+        check=False, env=full_env, cwd=cwd or REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+        input=input,
     )
 
 

@@ -24,7 +24,7 @@ from ..files import RemoteFile, Snapshot, select_files
 from ..hashing import sha256_file
 from ..manifest import Manifest, ModelSpec
 
-_COPY_CHUNK = 1 << 20
+_COPY_CHUNK = 256 << 10  # the downloader's write size; see CHUNK_SIZE in download.py for why
 
 
 class LocalSource:

@@ -41,7 +41,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -87,7 +87,7 @@ def _digest(data: bytes) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def _details(name: str, family: str | None = None) -> dict[str, Any]:
@@ -482,7 +482,7 @@ class FakeOllama(FakeServer):
         if name not in self.local:
             raise _ApiError(404, f"model {json.dumps(raw)} not found, try pulling it first")
         load_duration = 50_000 if name in self.loaded else 1_000_000
-        self.loaded[name] = (datetime.now(timezone.utc) + timedelta(minutes=5)).isoformat()
+        self.loaded[name] = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
 
         messages = body.get("messages") or []
         user = [m.get("content") or "" for m in messages if m.get("role") == "user"]

@@ -95,12 +95,12 @@ def test_dropped_pull_resumes_from_the_partial_layer(fake: FakeOllama, client: o
     seen = []
     with pytest.raises(httpx.RemoteProtocolError):
         for part in client.pull("qwen3:0.6b", stream=True):
-            seen.append(part)
+            seen.append(part)  # noqa: PERF402 -- keep what arrived before the stream breaks
     assert 0 < seen[-1].completed < len(WEIGHTS)
     assert fake.partial[weights] == seen[-1].completed and not client.list().models
 
     resumed = list(client.pull("qwen3:0.6b", stream=True))
-    assert [p.completed for p in resumed if p.digest == weights][0] == seen[-1].completed
+    assert next(p.completed for p in resumed if p.digest == weights) == seen[-1].completed
     assert resumed[-1].status == "success" and fake.blobs[weights] == WEIGHTS
 
 

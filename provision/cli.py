@@ -16,6 +16,7 @@ only inside the commands that need them, so ``provision --help`` stays fast.
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import sys
 from collections.abc import Callable
@@ -368,7 +369,13 @@ def _smoke_target(target: str | None, names: tuple[str, ...]) -> tuple[Path | No
 
 
 def run() -> None:
-    main(prog_name="provision")
+    try:
+        main(prog_name="provision")
+    finally:
+        # At exit the interpreter garbage-collects every object the imports made (pydantic's
+        # schemas, rich's tables): ~30 ms of a 0.2 s command here. Frozen objects are skipped;
+        # atexit handlers and flushing still run as usual.
+        gc.freeze()
 
 
 if __name__ == "__main__":  # pragma: no cover

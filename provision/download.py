@@ -178,6 +178,8 @@ class Downloader:
                 return ApiResponse(status, {k.lower(): v for k, v in response.getheaders()}, body)
             except (ConnectionRefusedError, socket.gaierror) as exc:
                 raise HubUnreachableError(f"cannot reach {endpoint}: {exc}", resource=resource) from None
+            except ssl.SSLCertVerificationError as exc:
+                raise _untrusted(endpoint, exc, resource) from None
             except (_Transient, TimeoutError, http.client.HTTPException, ConnectionError, ssl.SSLError) as exc:
                 failures += 1
                 if failures >= self._retry.attempts:
@@ -300,6 +302,8 @@ class Downloader:
             raise HubUnreachableError(f"cannot connect to {_origin(url)[1]}: {exc.strerror}", resource=resource) from None
         except socket.gaierror as exc:
             raise HubUnreachableError(f"cannot resolve {_origin(url)[1]}: {exc}", resource=resource) from None
+        except ssl.SSLCertVerificationError as exc:
+            raise _untrusted(_origin(url)[1], exc, resource) from None
         except (http.client.HTTPException, ConnectionError, ssl.SSLError) as exc:
             raise _Transient(f"connection error: {exc or type(exc).__name__}") from None
         except OSError as exc:
@@ -361,6 +365,13 @@ def _retry_after(value: str | None) -> float | None:
         return None  # an HTTP date: fall back to our own backoff
 
 
+def _untrusted(where: str, exc: ssl.SSLCertVerificationError, resource: str) -> HubUnreachableError:
+    """A certificate that does not verify is final: retrying cannot make it trusted."""
+    return HubUnreachableError(f"TLS certificate of {where} not trusted: {exc.verify_message or exc}",
+                               resource=resource,
+                               hint="for a mirror behind a private CA, point SSL_CERT_FILE at that CA's bundle")
+
+
 class ConnectionPool:
     """Keep-alive HTTP(S) connections per origin, shared by the download threads.
 
@@ -373,7 +384,14 @@ class ConnectionPool:
         self._size = size
         self._idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
-        self._ssl = ssl.create_default_context()
+        self._ssl: ssl.SSLContext | None = None  # made on the first HTTPS connection
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        # Loading the system CA bundle takes ~20 ms: not worth paying for a plain-HTTP mirror.
+        with self._lock:
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            return self._ssl
 
     def request(self, method: str, url: str, headers: Mapping[str, str]
                 ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
@@ -427,10 +445,10 @@ class ConnectionPool:
             if proxy:
                 p = urlsplit(proxy)
                 conn = http.client.HTTPSConnection(p.hostname or "", p.port or 443 if p.scheme == "https" else p.port or 80,
-                                                   timeout=self._timeout, context=self._ssl)
+                                                   timeout=self._timeout, context=self._ssl_context())
                 conn.set_tunnel(host)
             else:
-                conn = http.client.HTTPSConnection(host, timeout=self._timeout, context=self._ssl)
+                conn = http.client.HTTPSConnection(host, timeout=self._timeout, context=self._ssl_context())
         elif scheme == "http":
             if proxy:
                 # A plain-HTTP proxy: send absolute URLs through it (tunnel keeps the code simple).

@@ -8,9 +8,11 @@ count them (``server.requests``). Subclasses implement ``handle(request)``.
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
@@ -94,11 +96,20 @@ class FakeServer:
         self._httpd = _HTTPServer((host, port), _Handler)
         self._httpd.fake = self
         self._thread: threading.Thread | None = None
+        self._scheme = "http"
 
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self._scheme}://{host}:{port}"
+
+    def use_tls(self, certfile: Path, keyfile: Path) -> Self:
+        """Serve HTTPS with this certificate (call before ``start``); ``url`` says https."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certfile, keyfile)
+        self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
+        self._scheme = "https"
+        return self
 
     def start(self) -> FakeServer:
         self._thread = threading.Thread(

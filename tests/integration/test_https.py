@@ -1,0 +1,62 @@
+"""HTTPS endpoints: a mirror behind its own CA works once SSL_CERT_FILE trusts it, and an
+untrusted certificate fails at once with a hint instead of being retried."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.apply_support import payload
+from tests.cli import run_cli
+from tests.fakes.hf_hub import FakeHFHub
+
+FILES = {"config.json": b'{"hidden_size": 64}', "model.safetensors": payload(300_000, 7)}
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (its own CA), made with the openssl CLI."""
+    openssl = shutil.which("openssl")
+    assert openssl, "the openssl command is needed to make a test certificate (Debian: apt-get install openssl)"
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.fixture()
+def tls_hub(certificate: tuple[Path, Path]) -> FakeHFHub:
+    with FakeHFHub().use_tls(*certificate) as hub:
+        hub.add_repo("org/tiny", FILES)
+        yield hub
+
+
+def manifest_for(tmp_path: Path, hub: FakeHFHub) -> Path:
+    assert hub.url.startswith("https://")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(f"version: 1\nsettings: {{models_dir: models, huggingface: {{endpoint: '{hub.url}'}}}}\n"
+                        "models:\n  tiny: {source: hf://org/tiny}\n")
+    return manifest
+
+
+def test_trusted_mirror_downloads_over_tls(tmp_path: Path, tls_hub: FakeHFHub,
+                                           certificate: tuple[Path, Path]) -> None:
+    result = run_cli("apply", manifest_for(tmp_path, tls_hub), env={"SSL_CERT_FILE": str(certificate[0])})
+    assert result.returncode == 0, result.stderr
+    for name, content in FILES.items():
+        assert (tmp_path / "models" / "tiny" / name).read_bytes() == content
+
+
+def test_untrusted_certificate_fails_at_once_with_a_hint(tmp_path: Path, tls_hub: FakeHFHub) -> None:
+    result = run_cli("apply", manifest_for(tmp_path, tls_hub), env={"PROVISION_HTTP_TIMEOUT": "5"})
+    assert result.returncode == 1, result.stderr
+    assert "certificate" in result.stderr and "not trusted" in result.stderr
+    assert "SSL_CERT_FILE" in result.stderr and "Traceback" not in result.stderr
+    listing = [r for r in tls_hub.requests if r.path.startswith("/api/")]
+    assert listing == []  # nothing got past the handshake
+    assert not (tmp_path / "models" / "tiny" / "model.safetensors").exists()

@@ -1,16 +1,18 @@
-"""`provision apply` against a loopback Hugging Face hub, through the real CLI and client."""
+"""`provision apply` against a loopback Hugging Face hub, through the real CLI and client.
+
+What every hub shares (no-op, kill -9 and resume, corruption, verify, unreachable endpoint)
+is in test_apply_hubs.py.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import json
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.apply_support import kill_when_partial, lock_of, payload
-from tests.cli import run_cli, start_cli
+from tests.apply_support import lock_of, payload
+from tests.cli import run_cli
 from tests.fakes.hf_hub import FakeCDN, FakeHFHub
 
 TOKEN = "hf_canary_TOKEN_5a1f0c"  # a canary: must never appear in output, state or lock
@@ -67,18 +69,6 @@ def test_first_apply_downloads_verifies_and_locks(tmp_path: Path, hub: FakeHFHub
     assert run_cli("verify", manifest).returncode == 0
 
 
-def test_second_apply_makes_no_hub_request(tmp_path: Path, hub: FakeHFHub) -> None:
-    manifest = write_manifest(tmp_path, hub, TINY)
-    assert run_cli("apply", manifest).returncode == 0
-    before = len(hub.requests)
-    result = run_cli("apply", manifest)
-    assert result.returncode == 0
-    assert "no changes" in result.stdout
-    assert len(hub.requests) == before
-    plan = run_cli("plan", manifest, "--detailed-exitcode")
-    assert plan.returncode == 0 and len(hub.requests) == before
-
-
 def test_hf_download_sees_the_folder_as_up_to_date(tmp_path: Path, hub: FakeHFHub) -> None:
     """The huggingface_hub bookkeeping we write lets `hf download --local-dir` skip every file."""
     manifest = write_manifest(tmp_path, hub, TINY)
@@ -89,40 +79,6 @@ def test_hf_download_sees_the_folder_as_up_to_date(tmp_path: Path, hub: FakeHFHu
     snapshot_download("org/tiny", local_dir=tmp_path / "models" / "tiny", endpoint=hub.url,
                       allow_patterns=["*.json", "*.safetensors", "sub/*"], token=False)
     assert hub.file_gets() == gets
-
-
-def test_kill_mid_download_then_resume_fetches_only_the_rest(tmp_path: Path, hub: FakeHFHub) -> None:
-    big = payload(24 << 20, 9)
-    hub.add_repo("org/big", {"config.json": b"{}", "model.safetensors": big})
-    hub.faults.throttle_bps = 8 << 20  # 3 s for the file: time to kill it half-way
-    manifest = write_manifest(tmp_path, hub, "  big: {source: hf://org/big}\n")
-    partial_dir = tmp_path / "models" / "big" / ".cache" / "provision" / "partial"
-    kept = kill_when_partial(start_cli("apply", manifest), partial_dir, at_least=8 << 20)
-    assert 0 < kept < len(big)
-    assert not (tmp_path / "models" / "big" / "model.safetensors").exists()  # never a partial at the final path
-
-    hub.faults.throttle_bps = None
-    time.sleep(1)  # let the server's handler for the killed client notice the closed socket
-    served_before = hub.bytes_served
-    result = run_cli("apply", manifest)
-    assert result.returncode == 0, result.stderr
-    refetched = hub.bytes_served - served_before
-    assert refetched <= len(big) - kept + len(b"{}"), "resume must fetch only the missing bytes"
-    assert (tmp_path / "models" / "big" / "model.safetensors").read_bytes() == big
-    assert not list(partial_dir.glob("*")), "no orphan partial file may remain"
-
-
-def test_server_side_corruption_fails_that_model_only(tmp_path: Path, hub: FakeHFHub) -> None:
-    hub.faults.corrupt = {"model.safetensors"}
-    manifest = write_manifest(tmp_path, hub, TINY + "  other: {source: hf://org/other}\n")
-    result = run_cli("apply", manifest)
-    assert result.returncode == 1
-    assert "tiny" in result.stderr and "model.safetensors" in result.stderr and "sha256" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert not (tmp_path / "models" / "tiny" / "model.safetensors").exists()
-    assert not list((tmp_path / "models" / "tiny").rglob("*.part"))
-    assert (tmp_path / "models" / "other" / "weights.bin").exists()  # the other model still landed
-    assert "tiny" not in lock_of(manifest)["models"] and "other" in lock_of(manifest)["models"]
 
 
 def test_moved_branch_ignored_until_update(tmp_path: Path, hub: FakeHFHub) -> None:
@@ -154,24 +110,6 @@ def test_locked_refuses_a_manifest_change_the_lock_lacks(tmp_path: Path, hub: Fa
     assert result.returncode == 1
     assert "other" in result.stderr and "lock" in result.stderr
     assert not (tmp_path / "models" / "other").exists()
-
-
-def test_verify_catches_local_corruption_missing_and_extra(tmp_path: Path, hub: FakeHFHub) -> None:
-    manifest = write_manifest(tmp_path, hub, TINY)
-    assert run_cli("apply", manifest).returncode == 0
-    model_dir = tmp_path / "models" / "tiny"
-    data = bytearray((model_dir / "model.safetensors").read_bytes())
-    data[100] ^= 0xFF
-    (model_dir / "model.safetensors").write_bytes(bytes(data))
-    (model_dir / "config.json").unlink()
-    (model_dir / "stray.txt").write_text("?")
-    result = run_cli("verify", manifest, "--json")
-    assert result.returncode == 1
-    problems = {(p["path"], p["problem"]) for p in json.loads(result.stdout)["problems"]}
-    assert problems == {("model.safetensors", "corrupt"), ("config.json", "missing"), ("stray.txt", "extra")}
-    # apply repairs what is missing (a same-size corruption is verify's to find)
-    assert run_cli("apply", manifest).returncode == 0
-    assert (model_dir / "config.json").exists()
 
 
 def test_destroy_removes_only_provision_folders(tmp_path: Path, hub: FakeHFHub) -> None:
@@ -232,15 +170,6 @@ def test_hub_errors_are_one_line_with_a_hint(tmp_path: Path, hub: FakeHFHub, sou
     assert result.returncode == 1
     assert message in result.stderr and "hint:" in result.stderr and "Traceback" not in result.stderr
     assert (tmp_path / "models" / "other" / "weights.bin").exists()
-
-
-def test_unreachable_endpoint(tmp_path: Path) -> None:
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text("version: 1\nsettings: {huggingface: {endpoint: 'http://127.0.0.1:9'}}\n"
-                        "models: {x: {source: hf://org/x}}\n")
-    result = run_cli("apply", manifest)
-    assert result.returncode == 1
-    assert "cannot reach http://127.0.0.1:9" in result.stderr and "hint:" in result.stderr
 
 
 def test_a_paginated_tree_is_read_to_the_end(tmp_path: Path) -> None:

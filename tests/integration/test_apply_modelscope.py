@@ -1,18 +1,21 @@
-"""`provision apply` of ``ms://`` models against a loopback ModelScope hub, through the real CLI."""
+"""`provision apply` of ``ms://`` models against a loopback ModelScope hub, through the real CLI.
+
+What every hub shares (no-op, kill -9 and resume, corruption, verify, unreachable endpoint)
+is in test_apply_hubs.py.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.apply_support import kill_when_partial, lock_of, payload
-from tests.cli import run_cli, start_cli
+from tests.apply_support import lock_of, payload
+from tests.cli import run_cli
 from tests.fakes.modelscope_hub import ESCAPE_BODY, FakeModelScopeHub
 
 TOKEN = "ms_canary_TOKEN_7c2e91"  # a canary: must never appear in output, state, lock or at the CDN
@@ -74,68 +77,6 @@ def test_first_apply_downloads_verifies_and_locks(tmp_path: Path, hub: FakeModel
     assert run_cli("verify", manifest).returncode == 0
     status = run_cli("status", manifest, "--json")
     assert status.returncode == 0 and "present" in status.stdout
-
-
-def test_second_apply_makes_no_hub_request(tmp_path: Path, hub: FakeModelScopeHub) -> None:
-    manifest = write_manifest(tmp_path, hub, TINY)
-    assert run_cli("apply", manifest).returncode == 0
-    before = len(hub.requests)
-    result = run_cli("apply", manifest)
-    assert result.returncode == 0
-    assert "no changes" in result.stdout
-    assert len(hub.requests) == before
-    plan = run_cli("plan", manifest, "--detailed-exitcode")
-    assert plan.returncode == 0 and len(hub.requests) == before
-
-
-def test_kill_mid_download_then_resume_fetches_only_the_rest(tmp_path: Path, hub: FakeModelScopeHub) -> None:
-    big = payload(24 << 20, 9)
-    hub.add_repo("org/big", {"config.json": b"{}", "model.safetensors": big})
-    hub.faults.throttle_bps = 8 << 20  # 3 s for the file: time to kill it half-way
-    manifest = write_manifest(tmp_path, hub, "  big: {source: ms://org/big}\n")
-    partial_dir = tmp_path / "models" / "big" / ".cache" / "provision" / "partial"
-    kept = kill_when_partial(start_cli("apply", manifest), partial_dir, at_least=8 << 20)
-    assert 0 < kept < len(big)
-    assert not (tmp_path / "models" / "big" / "model.safetensors").exists()  # never a partial at the final path
-
-    hub.faults.throttle_bps = None
-    time.sleep(1)  # let the server's handler for the killed client notice the closed socket
-    served_before = hub.bytes_served
-    result = run_cli("apply", manifest)
-    assert result.returncode == 0, result.stderr
-    assert hub.bytes_served - served_before <= len(big) - kept + len(b"{}"), "resume must fetch only the rest"
-    assert (tmp_path / "models" / "big" / "model.safetensors").read_bytes() == big
-    assert not list(partial_dir.glob("*")), "no orphan partial file may remain"
-
-
-def test_server_side_corruption_fails_that_model_only(tmp_path: Path, hub: FakeModelScopeHub) -> None:
-    hub.faults.corrupt = {"model.safetensors"}
-    manifest = write_manifest(tmp_path, hub, TINY + "  other: {source: ms://org/other}\n")
-    result = run_cli("apply", manifest)
-    assert result.returncode == 1
-    assert "tiny" in result.stderr and "model.safetensors" in result.stderr and "sha256" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert not (tmp_path / "models" / "tiny" / "model.safetensors").exists()
-    assert not list((tmp_path / "models" / "tiny").rglob("*.part"))
-    assert (tmp_path / "models" / "other" / "weights.bin").read_bytes() == OTHER["weights.bin"]
-    assert "tiny" not in lock_of(manifest)["models"] and "other" in lock_of(manifest)["models"]
-
-
-def test_verify_catches_local_corruption_missing_and_extra(tmp_path: Path, hub: FakeModelScopeHub) -> None:
-    manifest = write_manifest(tmp_path, hub, TINY)
-    assert run_cli("apply", manifest).returncode == 0
-    model_dir = tmp_path / "models" / "tiny"
-    data = bytearray((model_dir / "model.safetensors").read_bytes())
-    data[100] ^= 0xFF
-    (model_dir / "model.safetensors").write_bytes(bytes(data))
-    (model_dir / "config.json").unlink()
-    (model_dir / "stray.txt").write_text("?")
-    result = run_cli("verify", manifest, "--json")
-    assert result.returncode == 1
-    problems = {(p["path"], p["problem"]) for p in json.loads(result.stdout)["problems"]}
-    assert problems == {("model.safetensors", "corrupt"), ("config.json", "missing"), ("stray.txt", "extra")}
-    assert run_cli("apply", manifest).returncode == 0  # repairs what is missing
-    assert (model_dir / "config.json").read_bytes() == FILES["config.json"]
 
 
 def test_path_escape_in_listing_is_refused_and_nothing_written(tmp_path: Path, hub: FakeModelScopeHub) -> None:
@@ -207,15 +148,6 @@ def test_hub_errors_are_one_line_with_a_hint(tmp_path: Path, hub: FakeModelScope
     assert message in result.stderr and "hint:" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "models" / "bad").exists()
     assert (tmp_path / "models" / "other" / "weights.bin").exists()
-
-
-def test_unreachable_endpoint(tmp_path: Path) -> None:
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text("version: 1\nsettings: {modelscope: {endpoint: 'http://127.0.0.1:9'}}\n"
-                        "models: {x: {source: ms://org/x}}\n")
-    result = run_cli("apply", manifest)
-    assert result.returncode == 1
-    assert "cannot reach http://127.0.0.1:9" in result.stderr and "hint:" in result.stderr
 
 
 def test_transient_errors_are_retried(tmp_path: Path, hub: FakeModelScopeHub) -> None:

@@ -24,6 +24,7 @@ Layout inside a model folder::
 
 from __future__ import annotations
 
+import base64
 import errno
 import hashlib
 import http.client
@@ -37,7 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 from .errors import (
@@ -176,6 +177,8 @@ class Downloader:
                 if (status >= 500 or status == 429) and failures + 1 < self._retry.attempts:
                     raise _Transient(f"HTTP {status}", retry_after=_retry_after(response.getheader("Retry-After")))
                 return ApiResponse(status, {k.lower(): v for k, v in response.getheaders()}, body)
+            except SourceError:  # already final (a proxy's refusal): ConnectionError must not retry it
+                raise
             except (ConnectionRefusedError, socket.gaierror) as exc:
                 raise HubUnreachableError(f"cannot reach {endpoint}: {exc}", resource=resource) from None
             except ssl.SSLCertVerificationError as exc:
@@ -296,6 +299,8 @@ class Downloader:
                     self._pool.release(conn, response)
                 else:
                     conn.close()
+        except SourceError:  # already final (a proxy's refusal): ConnectionError must not retry it
+            raise
         except TimeoutError as exc:
             raise _Transient(f"timed out ({exc or type(exc).__name__})") from None
         except ConnectionRefusedError as exc:
@@ -372,11 +377,39 @@ def _untrusted(where: str, exc: ssl.SSLCertVerificationError, resource: str) -> 
                                hint="for a mirror behind a private CA, point SSL_CERT_FILE at that CA's bundle")
 
 
+@dataclass(frozen=True)
+class _Proxy:
+    host: str
+    port: int
+    headers: dict[str, str]  # Proxy-Authorization, from credentials in the proxy's URL
+
+
+def _proxy_for(scheme: str, netloc: str) -> _Proxy | None:
+    """The proxy curl would use: ``$<scheme>_proxy``, unless ``$no_proxy`` covers the host."""
+    address = getproxies().get(scheme)
+    if not address or proxy_bypass(urlsplit(f"//{netloc}").hostname or netloc):
+        return None
+    proxy = urlsplit(address if "://" in address else f"http://{address}")
+    headers = {}
+    if proxy.username:
+        credentials = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}".encode()
+        headers["Proxy-Authorization"] = "Basic " + base64.b64encode(credentials).decode()
+    return _Proxy(proxy.hostname or "", proxy.port or 80, headers)
+
+
+def _proxy_refused(detail: str) -> HubUnreachableError:
+    """The proxy said no: final, since asking again gets the same answer."""
+    hint = ("put the credentials in the proxy's URL (HTTPS_PROXY=http://user:password@host:port)" if "407" in detail
+            else "check the proxy's rules, or list the hub's host in NO_PROXY to bypass it")
+    return HubUnreachableError(f"the proxy refused the request: {detail}", hint=hint)
+
+
 class ConnectionPool:
     """Keep-alive HTTP(S) connections per origin, shared by the download threads.
 
-    Honours ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY`` like curl (HTTPS through a
-    CONNECT tunnel), since mirrors are often reached through a proxy.
+    Honours ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY`` like curl, since mirrors are often
+    reached through a proxy: HTTPS through a CONNECT tunnel, plain HTTP as absolute-form
+    requests, and ``user:password@`` in the proxy's URL sent as ``Proxy-Authorization``.
     """
 
     def __init__(self, *, timeout: float, size: int) -> None:
@@ -398,17 +431,30 @@ class ConnectionPool:
         parts = urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         key = (parts.scheme, parts.netloc)
+        proxy = _proxy_for("http", parts.netloc) if parts.scheme == "http" else None
+        if proxy:
+            target, headers = url, {**headers, **proxy.headers}
         for fresh in (False, True):
             conn = self._take(key) if not fresh else self._connect(parts.scheme, parts.netloc)
             if conn is None:
                 continue
             try:
                 conn.request(method, target or "/", headers=dict(headers))
-                return conn, conn.getresponse()
+                response = conn.getresponse()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 conn.close()
                 if fresh:
                     raise
+                continue
+            except OSError as exc:
+                conn.close()
+                if str(exc).startswith("Tunnel connection failed"):  # http.client's CONNECT refusal
+                    raise _proxy_refused(str(exc)) from None
+                raise
+            if response.status == 407:  # plain HTTP through a proxy that wants credentials
+                conn.close()
+                raise _proxy_refused("407 Proxy Authentication Required")
+            return conn, response
         raise AssertionError("unreachable")
 
     def release(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
@@ -439,22 +485,20 @@ class ConnectionPool:
 
     def _connect(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
         host = netloc.rsplit("@", 1)[-1]
-        proxy = None if proxy_bypass(host.split(":")[0]) else getproxies().get(scheme)
+        proxy = _proxy_for(scheme, host)
         conn: http.client.HTTPConnection
         if scheme == "https":
-            if proxy:
-                p = urlsplit(proxy)
-                conn = http.client.HTTPSConnection(p.hostname or "", p.port or 443 if p.scheme == "https" else p.port or 80,
-                                                   timeout=self._timeout, context=self._ssl_context())
-                conn.set_tunnel(host)
+            if proxy:  # TCP to the proxy, CONNECT, then TLS to the hub itself (http.client does this)
+                conn = http.client.HTTPSConnection(proxy.host, proxy.port, timeout=self._timeout,
+                                                   context=self._ssl_context())
+                conn.set_tunnel(host, headers=proxy.headers)
             else:
                 conn = http.client.HTTPSConnection(host, timeout=self._timeout, context=self._ssl_context())
         elif scheme == "http":
+            # Through a proxy, plain HTTP goes as absolute-form requests (see ``request``), not a
+            # CONNECT tunnel: proxies such as squid refuse CONNECT to ports other than 443.
             if proxy:
-                # A plain-HTTP proxy: send absolute URLs through it (tunnel keeps the code simple).
-                p = urlsplit(proxy)
-                conn = http.client.HTTPConnection(p.hostname or "", p.port or 80, timeout=self._timeout)
-                conn.set_tunnel(host)
+                conn = http.client.HTTPConnection(proxy.host, proxy.port, timeout=self._timeout)
             else:
                 conn = http.client.HTTPConnection(host, timeout=self._timeout)
         else:

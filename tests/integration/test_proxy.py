@@ -1,0 +1,89 @@
+"""Downloads through a forward proxy, as curl does: $HTTP_PROXY / $HTTPS_PROXY / $NO_PROXY."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.apply_support import lock_of, payload
+from tests.cli import run_cli
+from tests.fakes.hf_hub import FakeHFHub
+from tests.fakes.proxy import FakeProxy
+
+FILES = {"config.json": b'{"hidden_size": 64}', "model.safetensors": payload(300_000, 11)}
+PASSWORD = "proxy_canary_PASS_93b1"  # must never appear in output, state or lock
+
+
+def manifest_for(tmp_path: Path, hub: FakeHFHub) -> Path:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(f"version: 1\nsettings: {{models_dir: models, huggingface: {{endpoint: '{hub.url}'}}}}\n"
+                        "models:\n  tiny: {source: hf://org/tiny}\n")
+    return manifest
+
+
+def proxy_env(**proxies: str) -> dict[str, str]:
+    """Only these proxies, no bypass list (the suite's conftest sets NO_PROXY for loopback)."""
+    env = {"NO_PROXY": "", "no_proxy": "", "HTTP_PROXY": "", "http_proxy": "", "HTTPS_PROXY": "", "https_proxy": ""}
+    for name, value in proxies.items():
+        env[name.upper()] = env[name.lower()] = value
+    return env
+
+
+@pytest.fixture()
+def hub() -> FakeHFHub:
+    with FakeHFHub() as server:
+        server.add_repo("org/tiny", FILES)
+        yield server
+
+
+def assert_downloaded(tmp_path: Path) -> None:
+    for name, content in FILES.items():
+        assert (tmp_path / "models" / "tiny" / name).read_bytes() == content
+
+
+def test_plain_http_goes_as_absolute_form_requests_not_a_tunnel(tmp_path: Path, hub: FakeHFHub) -> None:
+    # The fake refuses CONNECT to any port but 443, as squid does by default.
+    with FakeProxy() as proxy:
+        result = run_cli("apply", manifest_for(tmp_path, hub), env=proxy_env(http_proxy=proxy.url))
+    assert result.returncode == 0, result.stderr
+    assert_downloaded(tmp_path)
+    assert proxy.seen and all(line.startswith(f"GET {hub.url}/") for line in proxy.seen), proxy.seen
+
+
+def test_https_tunnels_through_the_proxy_with_its_credentials_kept_secret(
+        tmp_path: Path, certificate: tuple[Path, Path]) -> None:
+    with FakeHFHub().use_tls(*certificate) as hub, \
+            FakeProxy(credentials=("alice", PASSWORD), allow_connect_any_port=True) as proxy:
+        hub.add_repo("org/tiny", FILES)
+        address = proxy.url.replace("http://", f"http://alice:{PASSWORD}@")
+        manifest = manifest_for(tmp_path, hub)
+        result = run_cli("apply", manifest, env={**proxy_env(https_proxy=address), "SSL_CERT_FILE": str(certificate[0])})
+    assert result.returncode == 0, result.stderr
+    assert_downloaded(tmp_path)
+    port = hub.url.rsplit(":", 1)[1]
+    assert proxy.seen and all(line == f"CONNECT 127.0.0.1:{port}" for line in proxy.seen), proxy.seen
+    assert proxy.authorizations and set(proxy.authorizations) == {proxy.expected_authorization}
+    stored = [result.stdout, result.stderr, json.dumps(lock_of(manifest))]
+    stored += [p.read_text(errors="replace") for p in (tmp_path / "state").rglob("*") if p.is_file()]
+    assert not any(PASSWORD in text for text in stored)
+
+
+def test_wrong_proxy_credentials_fail_at_once_with_a_hint(tmp_path: Path, hub: FakeHFHub) -> None:
+    with FakeProxy(credentials=("alice", PASSWORD)) as proxy:
+        address = proxy.url.replace("http://", "http://alice:wrong@")
+        result = run_cli("apply", manifest_for(tmp_path, hub), env=proxy_env(http_proxy=address))
+    assert result.returncode == 1
+    assert "proxy refused" in result.stderr and "407" in result.stderr
+    assert "HTTPS_PROXY=http://user:password@host:port" in result.stderr
+    assert "Traceback" not in result.stderr and "wrong" not in result.stderr
+    assert len(proxy.seen) == 1  # refused once: not retried
+    assert hub.requests == []
+
+
+def test_no_proxy_bypasses_it(tmp_path: Path, hub: FakeHFHub) -> None:
+    env = {**proxy_env(http_proxy="http://127.0.0.1:9"), "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    result = run_cli("apply", manifest_for(tmp_path, hub), env=env)
+    assert result.returncode == 0, result.stderr
+    assert_downloaded(tmp_path)

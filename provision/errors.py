@@ -103,7 +103,7 @@ class EntryNotFoundError(SourceError, FileNotFoundError):
 
 
 class GatedRepoError(SourceError, PermissionError):
-    default_hint = "accept the model's terms on the hub, then set the token (e.g. export HF_TOKEN=...)"
+    default_hint = "accept the model's terms on the hub, then give a token (export HF_TOKEN=..., or `hf auth login`)"
 
 
 class HubUnreachableError(SourceError, ConnectionError):

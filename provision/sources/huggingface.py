@@ -37,6 +37,27 @@ from .base import is_full_commit
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
+def implicit_token() -> str | None:
+    """The token huggingface_hub would send with no token given: ``$HF_TOKEN`` (or the older
+    ``$HUGGING_FACE_HUB_TOKEN``), else the file ``hf auth login`` writes (``$HF_TOKEN_PATH``, else
+    ``$HF_HOME/token``, else ``~/.cache/huggingface/token``); none if ``HF_HUB_DISABLE_IMPLICIT_TOKEN``.
+
+    Not followed: OIDC exchange and OAuth refresh (CI and browser logins; set HF_TOKEN there).
+    """
+    if os.environ.get("HF_HUB_DISABLE_IMPLICIT_TOKEN", "").lower() in ("1", "true", "yes", "on"):
+        return None
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    if not token:
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        home = os.environ.get("HF_HOME") or os.path.join(cache, "huggingface")
+        path = Path(os.path.expandvars(os.path.expanduser(os.environ.get("HF_TOKEN_PATH") or os.path.join(home, "token"))))
+        try:
+            token = path.read_text(encoding="utf-8")
+        except OSError:  # not logged in (or the file is unreadable): no token, as huggingface_hub
+            return None
+    return token.replace("\r", "").replace("\n", "").strip() or None
+
+
 class HuggingFaceSource:
     scheme: ClassVar[str] = "hf"
     default_revision: ClassVar[str] = "main"
@@ -44,8 +65,7 @@ class HuggingFaceSource:
     def __init__(self, settings: HuggingFaceSettings, *, max_connections: int = 8) -> None:
         # huggingface_hub reads HF_ENDPOINT once at import; we pass the endpoint explicitly.
         self.endpoint = (settings.endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-        token = settings.token.get_secret_value() if settings.token else os.environ.get("HF_TOKEN")
-        self._token = token or None
+        self._token = settings.token.get_secret_value() if settings.token else implicit_token()
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         self._downloader = Downloader(headers=headers, max_connections=max_connections)
 

@@ -7,6 +7,7 @@ is in test_apply_hubs.py.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,22 @@ def test_redirect_to_cdn_does_not_leak_token_and_nothing_secret_is_stored(tmp_pa
     for path in [manifest.with_name("m.lock.json"), *(tmp_path / "state").rglob("*.json")]:
         everything += path.read_text()
     assert TOKEN not in everything
+
+
+def test_gated_repo_opens_with_the_token_hf_auth_login_saved(tmp_path: Path, hub: FakeHFHub) -> None:
+    hub.add_repo("org/gated", FILES, gated=True)
+    hub.tokens = {TOKEN}
+    token_file = Path(os.environ["HF_HOME"]) / "token"  # where `hf auth login` writes it
+    token_file.parent.mkdir(parents=True, exist_ok=True)
+    token_file.write_text(TOKEN)
+    manifest = tmp_path / "m.yaml"  # no token in the manifest, none in the environment
+    manifest.write_text(f"version: 1\nsettings: {{models_dir: models, huggingface: {{endpoint: '{hub.url}'}}}}\n"
+                        "models:\n  gated: {source: hf://org/gated}\n")
+    result = run_cli("apply", manifest)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "models" / "gated" / "model.safetensors").read_bytes() == BIG
+    stored = [manifest.with_name("m.lock.json"), *(tmp_path / "state").rglob("*.json")]
+    assert TOKEN not in result.stdout + result.stderr + "".join(p.read_text() for p in stored)
 
 
 def test_transient_errors_are_retried(tmp_path: Path, hub: FakeHFHub) -> None:

@@ -14,7 +14,7 @@ scripts/start-docker.sh
 # The TLS and proxy tests make a throwaway certificate with the openssl command.
 if ! command -v openssl >/dev/null 2>&1; then
     sudo=""; [ "$(id -u)" != 0 ] && sudo="sudo"
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends openssl
+    $sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends openssl
 fi
 
 python -m pytest "$@"

@@ -95,6 +95,19 @@ def run_measured(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path
         return Sample(seconds, int(rss.read().split()[-1]) * 1024, out.read().decode(errors="replace"))
 
 
+MS_SDK = ("import sys, modelscope; "
+          "modelscope.snapshot_download(sys.argv[1], local_dir=sys.argv[2], endpoint=sys.argv[3])")
+_SETTINGS_KEY = {"hf": "huggingface", "ms": "modelscope"}
+
+
+def one_model_manifest(folder: Path, scheme: str, endpoint: str, repo: str) -> Path:
+    """``folder/bench.yaml``: model ``bench`` from ``scheme://repo`` at ``endpoint``, under ``models/``."""
+    path = folder / "bench.yaml"
+    path.write_text(f"version: 1\nsettings: {{models_dir: models, {_SETTINGS_KEY[scheme]}: {{endpoint: '{endpoint}'}}}}\n"
+                    f"models:\n  bench: {{source: '{scheme}://{repo}'}}\n")
+    return path
+
+
 def provision_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "provision", *args]
 

@@ -26,12 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from _common import (
+    MS_SDK,
     Config,
     MiB,
     Sample,
     Section,
     Stats,
     make_files,
+    one_model_manifest,
     provision_cmd,
     run_measured,
     start_server,
@@ -41,8 +43,6 @@ from _common import (
 REPO = "bench/model"
 HF_SDK = ("import sys; from huggingface_hub import snapshot_download; "
           "snapshot_download(sys.argv[1], local_dir=sys.argv[2], endpoint=sys.argv[3], token=False)")
-MS_SDK = ("import sys, modelscope; "
-          "modelscope.snapshot_download(sys.argv[1], local_dir=sys.argv[2], endpoint=sys.argv[3])")
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,6 @@ class Hub:
     label: str
     module: str  # the fake's module, run with ``python -m``
     scheme: str
-    settings_key: str
     sdk_label: str
     sdk_code: str
 
@@ -61,8 +60,8 @@ class Hub:
 
 
 HUBS = (
-    Hub("Hugging Face", "tests.fakes.hf_hub", "hf", "huggingface", "huggingface_hub.snapshot_download", HF_SDK),
-    Hub("ModelScope", "tests.fakes.modelscope_hub", "ms", "modelscope", "modelscope.snapshot_download", MS_SDK),
+    Hub("Hugging Face", "tests.fakes.hf_hub", "hf", "huggingface_hub.snapshot_download", HF_SDK),
+    Hub("ModelScope", "tests.fakes.modelscope_hub", "ms", "modelscope.snapshot_download", MS_SDK),
 )
 
 
@@ -83,9 +82,7 @@ def shapes(config: Config) -> list[tuple[int, int]]:
 
 
 def clients(hub: Hub, url: str, work: Path, names: list[str]) -> dict[str, list[str]]:
-    manifest = work / "bench.yaml"
-    manifest.write_text(f"version: 1\nsettings: {{models_dir: models, {hub.settings_key}: {{endpoint: '{url}'}}}}\n"
-                        f"models:\n  bench: {{source: '{hub.scheme}://{REPO}'}}\n")
+    manifest = one_model_manifest(work, hub.scheme, url, REPO)
     outputs = [arg for name in names for arg in ("-o", str(work / "out" / name), hub.file_url(url, name))]
     return {
         "provision apply": provision_cmd("apply", str(manifest), "--json"),

@@ -30,12 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from _common import (
+    MS_SDK,
     Config,
     MiB,
     Section,
     Stats,
     make_files,
     make_sparse,
+    one_model_manifest,
     provision_cmd,
     run_measured,
     start_server,
@@ -138,7 +140,8 @@ def resume(lab: Lab, config: Config) -> Section:
     out = Section("Resume after kill -9",
                   "The hub is throttled to a quarter of the shard per second; `provision apply` is killed "
                   "(SIGKILL) when the `.part` file holds half of the shard; then the hub is unthrottled and `apply` "
-                  f"runs again. The shard is {size // MiB} MiB; one chunk (provision's read and write size) is {CHUNK_SIZE // 1024} KiB. Re-fetched = bytes "
+                  f"runs again. The shard is {size // MiB} MiB; one chunk (provision's read and write size) is "
+                  f"{CHUNK_SIZE // 1024} KiB. Re-fetched = bytes "
                   "the second apply downloaded beyond what was missing on disk. Lost in flight = bytes the hub sent "
                   f"to the killed process that never reached its disk (not the client's to save). {config.repeat} run(s).",
                   ["run", "on disk at kill MiB", "lost in flight KiB", "resumed from (Range)", "served on resume MiB",
@@ -196,10 +199,6 @@ def kill_at_half(manifest: Path, env: dict[str, str], size: int) -> int:
     raise RuntimeError("provision apply finished or stalled before its .part file reached half the shard")
 
 
-MS_SDK = ("import sys, modelscope; "
-          "modelscope.snapshot_download(sys.argv[1], local_dir=sys.argv[2], endpoint=sys.argv[3])")
-
-
 def modelscope_second_call(config: Config, sizes: list[int]) -> Section:
     out = Section("ModelScope: second call, files in place",
                   "One `ms://` model of one sparse shard, applied once; then the second call of each client into "
@@ -212,9 +211,7 @@ def modelscope_second_call(config: Config, sizes: list[int]) -> Section:
         work = config.work / f"ms-second-{size}"
         make_sparse(work / "data", size)
         server, url = start_server("tests.fakes.modelscope_hub", work / "data", "bench/model")
-        manifest = work / "provision.yaml"
-        manifest.write_text(f"version: 1\nsettings: {{models_dir: models, modelscope: {{endpoint: '{url}'}}}}\n"
-                            "models:\n  bench: {source: 'ms://bench/model'}\n")
+        manifest = one_model_manifest(work, "ms", url, "bench/model")
         env = {"PROVISION_STATE_DIR": str(work / "state"), "MODELSCOPE_CACHE": str(work / "ms-cache"),
                "NO_PROXY": "127.0.0.1"}
         apply = provision_cmd("apply", str(manifest))

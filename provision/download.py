@@ -177,12 +177,11 @@ class Downloader:
                 if (status >= 500 or status == 429) and failures + 1 < self._retry.attempts:
                     raise _Transient(f"HTTP {status}", retry_after=_retry_after(response.getheader("Retry-After")))
                 return ApiResponse(status, {k.lower(): v for k, v in response.getheaders()}, body)
-            except SourceError:  # already final (a proxy's refusal): ConnectionError must not retry it
+            except SourceError as exc:  # final (the pool's verdict): ConnectionError must not retry it
+                exc.resource = exc.resource or resource
                 raise
             except (ConnectionRefusedError, socket.gaierror) as exc:
                 raise HubUnreachableError(f"cannot reach {endpoint}: {exc}", resource=resource) from None
-            except ssl.SSLCertVerificationError as exc:
-                raise _untrusted(endpoint, exc, resource) from None
             except (_Transient, TimeoutError, http.client.HTTPException, ConnectionError, ssl.SSLError) as exc:
                 failures += 1
                 if failures >= self._retry.attempts:
@@ -299,7 +298,8 @@ class Downloader:
                     self._pool.release(conn, response)
                 else:
                     conn.close()
-        except SourceError:  # already final (a proxy's refusal): ConnectionError must not retry it
+        except SourceError as exc:  # final (the pool's verdict): ConnectionError must not retry it
+            exc.resource = exc.resource or resource
             raise
         except TimeoutError as exc:
             raise _Transient(f"timed out ({exc or type(exc).__name__})") from None
@@ -307,8 +307,6 @@ class Downloader:
             raise HubUnreachableError(f"cannot connect to {_origin(url)[1]}: {exc.strerror}", resource=resource) from None
         except socket.gaierror as exc:
             raise HubUnreachableError(f"cannot resolve {_origin(url)[1]}: {exc}", resource=resource) from None
-        except ssl.SSLCertVerificationError as exc:
-            raise _untrusted(_origin(url)[1], exc, resource) from None
         except (http.client.HTTPException, ConnectionError, ssl.SSLError) as exc:
             raise _Transient(f"connection error: {exc or type(exc).__name__}") from None
         except OSError as exc:
@@ -370,10 +368,9 @@ def _retry_after(value: str | None) -> float | None:
         return None  # an HTTP date: fall back to our own backoff
 
 
-def _untrusted(where: str, exc: ssl.SSLCertVerificationError, resource: str) -> HubUnreachableError:
+def _untrusted(where: str, exc: ssl.SSLCertVerificationError) -> HubUnreachableError:
     """A certificate that does not verify is final: retrying cannot make it trusted."""
     return HubUnreachableError(f"TLS certificate of {where} not trusted: {exc.verify_message or exc}",
-                               resource=resource,
                                hint="for a mirror behind a private CA, point SSL_CERT_FILE at that CA's bundle")
 
 
@@ -418,6 +415,7 @@ class ConnectionPool:
         self._idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
         self._ssl: ssl.SSLContext | None = None  # made on the first HTTPS connection
+        self._proxies: dict[tuple[str, str], _Proxy | None] = {}  # per origin, read from the environment once
 
     def _ssl_context(self) -> ssl.SSLContext:
         # Loading the system CA bundle takes ~20 ms: not worth paying for a plain-HTTP mirror.
@@ -426,16 +424,27 @@ class ConnectionPool:
                 self._ssl = ssl.create_default_context()
             return self._ssl
 
+    def _proxy(self, key: tuple[str, str]) -> _Proxy | None:
+        with self._lock:
+            if key not in self._proxies:
+                self._proxies[key] = _proxy_for(*key)
+            return self._proxies[key]
+
     def request(self, method: str, url: str, headers: Mapping[str, str]
                 ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Send on an idle keep-alive connection (or a new one if it went stale).
+
+        A certificate that does not verify and a proxy's refusal raise :class:`HubUnreachableError`
+        at once: they are final, unlike the resets and timeouts the callers retry.
+        """
         parts = urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         key = (parts.scheme, parts.netloc)
-        proxy = _proxy_for("http", parts.netloc) if parts.scheme == "http" else None
-        if proxy:
+        proxy = self._proxy(key)
+        if proxy and parts.scheme == "http":  # absolute form through the proxy (see _connect)
             target, headers = url, {**headers, **proxy.headers}
         for fresh in (False, True):
-            conn = self._take(key) if not fresh else self._connect(parts.scheme, parts.netloc)
+            conn = self._take(key) if not fresh else self._connect(key, proxy)
             if conn is None:
                 continue
             try:
@@ -446,6 +455,9 @@ class ConnectionPool:
                 if fresh:
                     raise
                 continue
+            except ssl.SSLCertVerificationError as exc:
+                conn.close()
+                raise _untrusted(parts.netloc, exc) from None
             except OSError as exc:
                 conn.close()
                 if str(exc).startswith("Tunnel connection failed"):  # http.client's CONNECT refusal
@@ -483,9 +495,9 @@ class ConnectionPool:
             idle = self._idle.get(key)
             return idle.pop() if idle else None
 
-    def _connect(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
+    def _connect(self, key: tuple[str, str], proxy: _Proxy | None) -> http.client.HTTPConnection:
+        scheme, netloc = key
         host = netloc.rsplit("@", 1)[-1]
-        proxy = _proxy_for(scheme, host)
         conn: http.client.HTTPConnection
         if scheme == "https":
             if proxy:  # TCP to the proxy, CONNECT, then TLS to the hub itself (http.client does this)
@@ -503,5 +515,5 @@ class ConnectionPool:
                 conn = http.client.HTTPConnection(host, timeout=self._timeout)
         else:
             raise SourceError(f"unsupported URL scheme {scheme!r} in a download URL")
-        conn._provision_key = (scheme, netloc)  # type: ignore[attr-defined]
+        conn._provision_key = key  # type: ignore[attr-defined]
         return conn

@@ -38,3 +38,29 @@ def kill_when_partial(process: subprocess.Popen[str], partial_dir: Path, *, at_l
     process.wait()
     assert parts, f"no partial file appeared under {partial_dir} within {timeout} s"
     return parts[0].stat().st_size
+
+
+# A small model repo as the hubs serve it: config, tokenizer, one LFS shard, a file in a
+# subfolder, and a README that include patterns leave out.
+BIG = payload(3 << 20, 1)
+TINY_FILES = {
+    "config.json": b'{"architectures": ["Qwen3ForCausalLM"], "hidden_size": 64}',
+    "tokenizer.json": b'{"version": "1.0"}',
+    "model.safetensors": BIG,
+    "sub/extra.bin": payload(200_000, 2),
+    "README.md": b"# tiny",
+}
+OTHER_FILES = {"config.json": b"{}", "weights.bin": payload(50_000, 3)}
+
+_SETTINGS_KEY = {"hf": "huggingface", "ms": "modelscope"}
+
+
+def hub_manifest(tmp_path: Path, endpoint: str, scheme: str = "hf", **repos: str) -> Path:
+    """``tmp_path/m.yaml``: models under ``models/``, the hub at ``endpoint``, one model per
+    ``name=repo`` from ``scheme://``."""
+    models = "".join(f"  {name}: {{source: '{scheme}://{repo}'}}\n" for name, repo in repos.items())
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(f"version: 1\nsettings:\n  models_dir: models\n"
+                        f"  {_SETTINGS_KEY[scheme]}: {{endpoint: '{endpoint}'}}\nmodels:\n{models}")
+    return manifest
+

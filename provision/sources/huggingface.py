@@ -50,7 +50,7 @@ def implicit_token() -> str | None:
     if not token:
         cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         home = os.environ.get("HF_HOME") or os.path.join(cache, "huggingface")
-        path = Path(os.path.expandvars(os.path.expanduser(os.environ.get("HF_TOKEN_PATH") or os.path.join(home, "token"))))
+        path = Path(os.path.expandvars(os.path.expanduser(os.environ.get("HF_TOKEN_PATH") or f"{home}/token")))
         try:
             token = path.read_text(encoding="utf-8")
         except OSError:  # not logged in (or the file is unreadable): no token, as huggingface_hub

@@ -12,28 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.apply_support import lock_of, payload
+from tests.apply_support import BIG, OTHER_FILES, TINY_FILES, lock_of, payload
 from tests.cli import run_cli
 from tests.fakes.hf_hub import FakeCDN, FakeHFHub
 
 TOKEN = "hf_canary_TOKEN_5a1f0c"  # a canary: must never appear in output, state or lock
 
 
-BIG = payload(3 << 20, 1)
-FILES = {
-    "config.json": b'{"architectures": ["Qwen3ForCausalLM"], "hidden_size": 64}',
-    "tokenizer.json": b'{"version": "1.0"}',
-    "model.safetensors": BIG,
-    "sub/extra.bin": payload(200_000, 2),
-    "README.md": b"# tiny",
-}
 
 
 @pytest.fixture()
 def hub() -> FakeHFHub:
     with FakeHFHub() as server:
-        server.add_repo("org/tiny", FILES)
-        server.add_repo("org/other", {"config.json": b"{}", "weights.bin": payload(50_000, 3)})
+        server.add_repo("org/tiny", TINY_FILES)
+        server.add_repo("org/other", OTHER_FILES)
         yield server
 
 
@@ -59,13 +51,13 @@ def test_first_apply_downloads_verifies_and_locks(tmp_path: Path, hub: FakeHFHub
     assert result.returncode == 0, result.stderr
     model_dir = tmp_path / "models" / "tiny"
     for path in ("config.json", "tokenizer.json", "model.safetensors", "sub/extra.bin"):
-        assert (model_dir / path).read_bytes() == FILES[path]
+        assert (model_dir / path).read_bytes() == TINY_FILES[path]
     assert not (model_dir / "README.md").exists()  # excluded by include
     entry = lock_of(manifest)["models"]["tiny"]
     assert entry["resolved"] == hub.repos["org/tiny"].branches["main"]
     assert entry["files"]["model.safetensors"]["sha256"] == hashlib.sha256(BIG).hexdigest()
     # small (non-LFS) files get their sha256 computed too
-    assert entry["files"]["config.json"]["sha256"] == hashlib.sha256(FILES["config.json"]).hexdigest()
+    assert entry["files"]["config.json"]["sha256"] == hashlib.sha256(TINY_FILES["config.json"]).hexdigest()
     assert not list((model_dir / ".cache" / "provision").rglob("*.part"))
     assert run_cli("verify", manifest).returncode == 0
 
@@ -130,7 +122,7 @@ def test_destroy_removes_only_provision_folders(tmp_path: Path, hub: FakeHFHub) 
 
 def test_redirect_to_cdn_does_not_leak_token_and_nothing_secret_is_stored(tmp_path: Path) -> None:
     with FakeHFHub() as hub, FakeCDN() as cdn:
-        hub.add_repo("org/gated", FILES, gated=True)
+        hub.add_repo("org/gated", TINY_FILES, gated=True)
         hub.tokens = {TOKEN}
         hub.redirect_to(cdn)
         manifest = write_manifest(tmp_path, hub, "  gated: {source: hf://org/gated}\n")
@@ -147,7 +139,7 @@ def test_redirect_to_cdn_does_not_leak_token_and_nothing_secret_is_stored(tmp_pa
 
 
 def test_gated_repo_opens_with_the_token_hf_auth_login_saved(tmp_path: Path, hub: FakeHFHub) -> None:
-    hub.add_repo("org/gated", FILES, gated=True)
+    hub.add_repo("org/gated", TINY_FILES, gated=True)
     hub.tokens = {TOKEN}
     token_file = Path(os.environ["HF_HOME"]) / "token"  # where `hf auth login` writes it
     token_file.parent.mkdir(parents=True, exist_ok=True)
@@ -191,9 +183,9 @@ def test_hub_errors_are_one_line_with_a_hint(tmp_path: Path, hub: FakeHFHub, sou
 
 def test_a_paginated_tree_is_read_to_the_end(tmp_path: Path) -> None:
     with FakeHFHub(page_size=2) as hub:
-        hub.add_repo("org/tiny", FILES)
+        hub.add_repo("org/tiny", TINY_FILES)
         manifest = write_manifest(tmp_path, hub, "  tiny: {source: hf://org/tiny}\n")
         result = run_cli("apply", manifest)
         assert result.returncode == 0, result.stderr
         assert hub.count("GET", "/api/models/org/tiny/tree/") >= 3  # several pages were fetched
-    assert set(lock_of(manifest)["models"]["tiny"]["files"]) == set(FILES)
+    assert set(lock_of(manifest)["models"]["tiny"]["files"]) == set(TINY_FILES)

@@ -14,43 +14,30 @@ from pathlib import Path
 
 import pytest
 
-from tests.apply_support import kill_when_partial, lock_of, payload
+from tests.apply_support import OTHER_FILES, TINY_FILES, hub_manifest, kill_when_partial, lock_of, payload
 from tests.cli import run_cli, start_cli
 from tests.fakes.hf_hub import FakeHFHub
 from tests.fakes.modelscope_hub import FakeModelScopeHub
 
-TINY = {
-    "config.json": b'{"architectures": ["Qwen3ForCausalLM"], "hidden_size": 64}',
-    "model.safetensors": payload(3 << 20, 1),
-    "sub/extra.bin": payload(200_000, 2),
-}
-OTHER = {"config.json": b"{}", "weights.bin": payload(50_000, 3)}
-
 
 @dataclass
 class Hub:
-    """One hub's fake and how a manifest points at it."""
+    """One hub's fake, and its scheme in ``source:``."""
 
     server: FakeHFHub | FakeModelScopeHub
     scheme: str  # "hf" or "ms"
-    settings_key: str  # "huggingface" or "modelscope"
 
     def manifest(self, tmp_path: Path, **repos: str) -> Path:
-        """A manifest with one model per ``name=repo``."""
-        models = "".join(f"  {name}: {{source: '{self.scheme}://{repo}'}}\n" for name, repo in repos.items())
-        path = tmp_path / "m.yaml"
-        path.write_text(f"version: 1\nsettings:\n  models_dir: models\n"
-                        f"  {self.settings_key}: {{endpoint: '{self.server.url}'}}\nmodels:\n{models}")
-        return path
+        return hub_manifest(tmp_path, self.server.url, self.scheme, **repos)
 
 
 @pytest.fixture(params=["hf", "ms"])
 def hub(request: pytest.FixtureRequest) -> Iterator[Hub]:
     server = FakeHFHub() if request.param == "hf" else FakeModelScopeHub()
     with server:
-        server.add_repo("org/tiny", TINY)
-        server.add_repo("org/other", OTHER)
-        yield Hub(server, request.param, "huggingface" if request.param == "hf" else "modelscope")
+        server.add_repo("org/tiny", TINY_FILES)
+        server.add_repo("org/other", OTHER_FILES)
+        yield Hub(server, request.param)
 
 
 def test_second_apply_and_plan_make_no_hub_request(tmp_path: Path, hub: Hub) -> None:
@@ -95,7 +82,7 @@ def test_server_side_corruption_fails_that_model_only(tmp_path: Path, hub: Hub) 
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "models" / "tiny" / "model.safetensors").exists()
     assert not list((tmp_path / "models" / "tiny").rglob("*.part"))
-    assert (tmp_path / "models" / "other" / "weights.bin").read_bytes() == OTHER["weights.bin"]
+    assert (tmp_path / "models" / "other" / "weights.bin").read_bytes() == OTHER_FILES["weights.bin"]
     assert "tiny" not in lock_of(manifest)["models"] and "other" in lock_of(manifest)["models"]
 
 
@@ -114,13 +101,11 @@ def test_verify_catches_local_corruption_missing_and_extra(tmp_path: Path, hub: 
     assert problems == {("model.safetensors", "corrupt"), ("config.json", "missing"), ("stray.txt", "extra")}
     # apply repairs what is missing (a same-size corruption is verify's to find)
     assert run_cli("apply", manifest).returncode == 0
-    assert (model_dir / "config.json").read_bytes() == TINY["config.json"]
+    assert (model_dir / "config.json").read_bytes() == TINY_FILES["config.json"]
 
 
 def test_unreachable_endpoint_is_one_line_with_a_hint(tmp_path: Path, hub: Hub) -> None:
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(f"version: 1\nsettings: {{{hub.settings_key}: {{endpoint: 'http://127.0.0.1:9'}}}}\n"
-                        f"models: {{x: {{source: '{hub.scheme}://org/x'}}}}\n")
+    manifest = hub_manifest(tmp_path, "http://127.0.0.1:9", hub.scheme, x="org/x")
     result = run_cli("apply", manifest)
     assert result.returncode == 1
     assert "cannot reach http://127.0.0.1:9" in result.stderr and "hint:" in result.stderr

@@ -14,30 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.apply_support import lock_of, payload
+from tests.apply_support import BIG, OTHER_FILES, TINY_FILES, lock_of, payload
 from tests.cli import run_cli
 from tests.fakes.modelscope_hub import ESCAPE_BODY, FakeModelScopeHub
 
 TOKEN = "ms_canary_TOKEN_7c2e91"  # a canary: must never appear in output, state, lock or at the CDN
 
 
-BIG = payload(3 << 20, 1)
-FILES = {
-    "config.json": b'{"architectures": ["Qwen3ForCausalLM"], "hidden_size": 64}',
-    "tokenizer.json": b'{"version": "1.0"}',
-    "model.safetensors": BIG,
-    "sub/extra.bin": payload(200_000, 2),
-    "README.md": b"# tiny",
-}
-OTHER = {"config.json": b"{}", "weights.bin": payload(50_000, 3)}
 TINY = "  tiny: {source: ms://org/tiny, include: ['*.json', '*.safetensors', 'sub/*']}\n"
 
 
 @pytest.fixture()
 def hub() -> Iterator[FakeModelScopeHub]:
     with FakeModelScopeHub() as server:
-        server.add_repo("org/tiny", FILES)
-        server.add_repo("org/other", OTHER)
+        server.add_repo("org/tiny", TINY_FILES)
+        server.add_repo("org/other", OTHER_FILES)
         yield server
 
 
@@ -66,7 +57,7 @@ def test_first_apply_downloads_verifies_and_locks(tmp_path: Path, hub: FakeModel
     assert result.returncode == 0, result.stderr
     model_dir = tmp_path / "models" / "tiny"
     for path in ("config.json", "tokenizer.json", "model.safetensors", "sub/extra.bin"):
-        assert (model_dir / path).read_bytes() == FILES[path]
+        assert (model_dir / path).read_bytes() == TINY_FILES[path]
     assert not (model_dir / "README.md").exists()  # excluded by include
     entry = lock_of(manifest)["models"]["tiny"]
     assert entry["spec"]["revision"] == "master"
@@ -99,7 +90,7 @@ def test_moved_revision_ignored_until_update_and_locked_refuses(tmp_path: Path, 
     assert run_cli("apply", manifest).returncode == 0
     old = lock_of(manifest)["models"]["tiny"]["resolved"]
     new_weights = payload(len(BIG), 77)  # same size, other content: must still be fetched
-    hub.add_revision("org/tiny", "master", {**FILES, "model.safetensors": new_weights})
+    hub.add_revision("org/tiny", "master", {**TINY_FILES, "model.safetensors": new_weights})
 
     assert run_cli("apply", manifest).returncode == 0  # no --update: the lock holds
     assert lock_of(manifest)["models"]["tiny"]["resolved"] == old
@@ -126,7 +117,7 @@ def test_change_outside_include_is_not_a_move(tmp_path: Path, hub: FakeModelScop
     manifest = write_manifest(tmp_path, hub, TINY)
     assert run_cli("apply", manifest).returncode == 0
     old = lock_of(manifest)["models"]["tiny"]["resolved"]
-    hub.add_revision("org/tiny", "master", {**FILES, "README.md": b"# edited"})
+    hub.add_revision("org/tiny", "master", {**TINY_FILES, "README.md": b"# edited"})
     result = run_cli("apply", manifest, "--update")
     assert result.returncode == 0 and "no changes" in result.stdout
     assert lock_of(manifest)["models"]["tiny"]["resolved"] == old
@@ -161,13 +152,13 @@ def test_transient_errors_are_retried(tmp_path: Path, hub: FakeModelScopeHub) ->
 
 def test_private_repo_token_reaches_the_hub_only(tmp_path: Path) -> None:
     with FakeModelScopeHub(redirect=True) as hub:
-        hub.add_repo("org/private", FILES, token=TOKEN)
+        hub.add_repo("org/private", TINY_FILES, token=TOKEN)
         manifest = write_manifest(tmp_path, hub, "  private: {source: ms://org/private}\n")
         denied = run_cli("apply", manifest)
         assert denied.returncode == 1 and "MODELSCOPE_API_TOKEN" in denied.stderr
         result = run_cli("apply", manifest, "--json", env={"MODELSCOPE_API_TOKEN": TOKEN})
         assert result.returncode == 0, result.stderr
-        assert hub.cdn is not None and hub.cdn.count("GET") >= len(FILES)
+        assert hub.cdn is not None and hub.cdn.count("GET") >= len(TINY_FILES)
         leaked = [r.headers for r in hub.cdn.requests if TOKEN in json.dumps(r.headers)]
         assert leaked == [], "the token must not follow a redirect to the CDN (header or cookie)"
     everything = result.stdout + result.stderr + denied.stdout + denied.stderr
@@ -191,7 +182,7 @@ def test_modelscope_sdk_accepts_a_provision_made_folder(tmp_path: Path, hub: Fak
     assert [r.path.split("?")[0] for r in hub.requests[seen:]] == ["/api/v1/models/org/tiny/repo/files"]
     assert files_under(model_dir) == before
     for path in ("config.json", "tokenizer.json", "model.safetensors", "sub/extra.bin"):
-        assert (model_dir / path).read_bytes() == FILES[path]
+        assert (model_dir / path).read_bytes() == TINY_FILES[path]
     assert run_cli("verify", manifest).returncode == 0
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.apply_support import payload
+from tests.apply_support import hub_manifest, payload
 from tests.cli import run_cli
 from tests.fakes.hf_hub import FakeHFHub
 
@@ -17,28 +17,23 @@ FILES = {"config.json": b'{"hidden_size": 64}', "model.safetensors": payload(300
 @pytest.fixture()
 def tls_hub(certificate: tuple[Path, Path]) -> FakeHFHub:
     with FakeHFHub().use_tls(*certificate) as hub:
+        assert hub.url.startswith("https://")
         hub.add_repo("org/tiny", FILES)
         yield hub
 
 
-def manifest_for(tmp_path: Path, hub: FakeHFHub) -> Path:
-    assert hub.url.startswith("https://")
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(f"version: 1\nsettings: {{models_dir: models, huggingface: {{endpoint: '{hub.url}'}}}}\n"
-                        "models:\n  tiny: {source: hf://org/tiny}\n")
-    return manifest
-
-
 def test_trusted_mirror_downloads_over_tls(tmp_path: Path, tls_hub: FakeHFHub,
                                            certificate: tuple[Path, Path]) -> None:
-    result = run_cli("apply", manifest_for(tmp_path, tls_hub), env={"SSL_CERT_FILE": str(certificate[0])})
+    manifest = hub_manifest(tmp_path, tls_hub.url, tiny="org/tiny")
+    result = run_cli("apply", manifest, env={"SSL_CERT_FILE": str(certificate[0])})
     assert result.returncode == 0, result.stderr
     for name, content in FILES.items():
         assert (tmp_path / "models" / "tiny" / name).read_bytes() == content
 
 
 def test_untrusted_certificate_fails_at_once_with_a_hint(tmp_path: Path, tls_hub: FakeHFHub) -> None:
-    result = run_cli("apply", manifest_for(tmp_path, tls_hub), env={"PROVISION_HTTP_TIMEOUT": "5"})
+    manifest = hub_manifest(tmp_path, tls_hub.url, tiny="org/tiny")
+    result = run_cli("apply", manifest, env={"PROVISION_HTTP_TIMEOUT": "5"})
     assert result.returncode == 1, result.stderr
     assert "certificate" in result.stderr and "not trusted" in result.stderr
     assert "SSL_CERT_FILE" in result.stderr and "Traceback" not in result.stderr

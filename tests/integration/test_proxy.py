@@ -7,20 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.apply_support import lock_of, payload
+from tests.apply_support import hub_manifest, lock_of, payload
 from tests.cli import run_cli
 from tests.fakes.hf_hub import FakeHFHub
 from tests.fakes.proxy import FakeProxy
 
 FILES = {"config.json": b'{"hidden_size": 64}', "model.safetensors": payload(300_000, 11)}
 PASSWORD = "proxy_canary_PASS_93b1"  # must never appear in output, state or lock
-
-
-def manifest_for(tmp_path: Path, hub: FakeHFHub) -> Path:
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(f"version: 1\nsettings: {{models_dir: models, huggingface: {{endpoint: '{hub.url}'}}}}\n"
-                        "models:\n  tiny: {source: hf://org/tiny}\n")
-    return manifest
 
 
 def proxy_env(**proxies: str) -> dict[str, str]:
@@ -46,7 +39,8 @@ def assert_downloaded(tmp_path: Path) -> None:
 def test_plain_http_goes_as_absolute_form_requests_not_a_tunnel(tmp_path: Path, hub: FakeHFHub) -> None:
     # The fake refuses CONNECT to any port but 443, as squid does by default.
     with FakeProxy() as proxy:
-        result = run_cli("apply", manifest_for(tmp_path, hub), env=proxy_env(http_proxy=proxy.url))
+        manifest = hub_manifest(tmp_path, hub.url, tiny="org/tiny")
+        result = run_cli("apply", manifest, env=proxy_env(http_proxy=proxy.url))
     assert result.returncode == 0, result.stderr
     assert_downloaded(tmp_path)
     assert proxy.seen and all(line.startswith(f"GET {hub.url}/") for line in proxy.seen), proxy.seen
@@ -58,8 +52,9 @@ def test_https_tunnels_through_the_proxy_with_its_credentials_kept_secret(
             FakeProxy(credentials=("alice", PASSWORD), allow_connect_any_port=True) as proxy:
         hub.add_repo("org/tiny", FILES)
         address = proxy.url.replace("http://", f"http://alice:{PASSWORD}@")
-        manifest = manifest_for(tmp_path, hub)
-        result = run_cli("apply", manifest, env={**proxy_env(https_proxy=address), "SSL_CERT_FILE": str(certificate[0])})
+        manifest = hub_manifest(tmp_path, hub.url, tiny="org/tiny")
+        env = {**proxy_env(https_proxy=address), "SSL_CERT_FILE": str(certificate[0])}
+        result = run_cli("apply", manifest, env=env)
     assert result.returncode == 0, result.stderr
     assert_downloaded(tmp_path)
     port = hub.url.rsplit(":", 1)[1]
@@ -73,7 +68,8 @@ def test_https_tunnels_through_the_proxy_with_its_credentials_kept_secret(
 def test_wrong_proxy_credentials_fail_at_once_with_a_hint(tmp_path: Path, hub: FakeHFHub) -> None:
     with FakeProxy(credentials=("alice", PASSWORD)) as proxy:
         address = proxy.url.replace("http://", "http://alice:wrong@")
-        result = run_cli("apply", manifest_for(tmp_path, hub), env=proxy_env(http_proxy=address))
+        manifest = hub_manifest(tmp_path, hub.url, tiny="org/tiny")
+        result = run_cli("apply", manifest, env=proxy_env(http_proxy=address))
     assert result.returncode == 1
     assert "proxy refused" in result.stderr and "407" in result.stderr
     assert "HTTPS_PROXY=http://user:password@host:port" in result.stderr
@@ -84,6 +80,7 @@ def test_wrong_proxy_credentials_fail_at_once_with_a_hint(tmp_path: Path, hub: F
 
 def test_no_proxy_bypasses_it(tmp_path: Path, hub: FakeHFHub) -> None:
     env = {**proxy_env(http_proxy="http://127.0.0.1:9"), "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
-    result = run_cli("apply", manifest_for(tmp_path, hub), env=env)
+    manifest = hub_manifest(tmp_path, hub.url, tiny="org/tiny")
+    result = run_cli("apply", manifest, env=env)
     assert result.returncode == 0, result.stderr
     assert_downloaded(tmp_path)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.apply_support import payload
+from tests.apply_support import hub_manifest, payload
 from tests.cli import REPO_ROOT
 from tests.fakes.hf_hub import FakeHFHub
 
@@ -38,9 +38,7 @@ def run_in_terminal(args: list[str], env: dict[str, str], timeout: float = 60) -
 def test_apply_draws_progress_bars_at_a_terminal(tmp_path: Path) -> None:
     with FakeHFHub() as hub:
         hub.add_repo("org/tiny", FILES)
-        manifest = tmp_path / "m.yaml"
-        manifest.write_text(f"version: 1\nsettings: {{models_dir: models, huggingface: {{endpoint: '{hub.url}'}}}}\n"
-                            "models:\n  tiny: {source: hf://org/tiny}\n")
+        manifest = hub_manifest(tmp_path, hub.url, tiny="org/tiny")
         code, text = run_in_terminal(["apply", str(manifest)], {"PROVISION_STATE_DIR": str(tmp_path / "state")})
     assert code == 0, text
     # The last frame (drawn when the bars stop): the model's mark, files and bytes of the total.

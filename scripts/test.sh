@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install provision with its test extras, start a Docker engine if none runs, run every test.
-# This is the README's test command; CI (.ci/run) runs exactly this.
+# This is the README's test command; CI (.ci/run) runs it after scripts/demo.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -82,7 +82,9 @@ def kill_once(manifest: Path, kill: KillSwitch, kind: str, rng: random.Random, r
     """Start an apply, kill it at the chosen point; return what was done, for the log."""
     process = start_cli("apply", manifest)
     if kind == "delay":
-        delay = rng.uniform(0.0, 1.0)  # start-up is about 0.4 s of it
+        # Start-up is about 0.2 s. A later kill lets whole files land at the throttled rate, and
+        # two of them could leave the later trials nothing to interrupt.
+        delay = rng.uniform(0.0, 0.4)
         what = f"after {delay:.2f} s"
         kill.arm(process.pid)
         time.sleep(delay)

@@ -26,18 +26,32 @@ def lock_of(manifest: Path) -> dict[str, Any]:
 def kill_when_partial(process: subprocess.Popen[str], partial_dir: Path, *, at_least: int,
                       timeout: float = 30) -> int:
     """SIGKILL ``process`` once a ``.part`` file under ``partial_dir`` holds ``at_least`` bytes;
-    returns how many bytes that partial file kept."""
-    parts: list[Path] = []
+    returns how many bytes the largest partial file kept."""
+    largest: Path | None = None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        parts = list(partial_dir.glob("*.part")) if partial_dir.exists() else []
-        if parts and parts[0].stat().st_size > at_least:
-            break
+        sizes = _partial_sizes(partial_dir)
+        if sizes:
+            largest = max(sizes, key=sizes.__getitem__)
+            if sizes[largest] > at_least:
+                break
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    assert parts, f"no partial file appeared under {partial_dir} within {timeout} s"
-    return parts[0].stat().st_size
+    assert largest is not None, f"no partial file appeared under {partial_dir} within {timeout} s"
+    return largest.stat().st_size
+
+
+def _partial_sizes(partial_dir: Path) -> dict[Path, int]:
+    """Size of each ``.part`` file; small files are placed (renamed away) all the time, so one
+    listed a moment ago may be gone."""
+    sizes = {}
+    for part in partial_dir.glob("*.part") if partial_dir.exists() else ():
+        try:
+            sizes[part] = part.stat().st_size
+        except FileNotFoundError:
+            continue
+    return sizes
 
 
 # A small model repo as the hubs serve it: config, tokenizer, one LFS shard, a file in a

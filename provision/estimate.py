@@ -205,11 +205,6 @@ def kv_bytes_per_token(shape: ModelShape, kv_dtype_bytes: float, *, tp: int = 1)
     return int(2 * shape.layers * kv_heads_per_gpu(shape, tp) * tp * shape.head_dim * kv_dtype_bytes)
 
 
-def kv_cache_bytes(shape: ModelShape, context_len: int, kv_dtype_bytes: float, *,
-                   max_num_seqs: int = 1, tp: int = 1) -> int:
-    return kv_bytes_per_token(shape, kv_dtype_bytes, tp=tp) * context_len * max_num_seqs
-
-
 # -- vLLM ----------------------------------------------------------------------------------
 
 

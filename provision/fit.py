@@ -299,11 +299,6 @@ def fit_deployment(name: str, deployment: Any, model_info: ModelInfo | None, inv
     return fit
 
 
-def check_deployment_fit(name: str, deployment: Any, model_info: ModelInfo | None,
-                         inventory: Inventory) -> list[Finding]:
-    return list(fit_deployment(name, deployment, model_info, inventory).findings)
-
-
 def _capability(value: float) -> tuple[int, int]:
     major, _, minor = f"{value}".partition(".")
     return int(major), int(minor or 0)

@@ -43,7 +43,6 @@ from .manifest import SmokeTestSettings
 
 Clock = Callable[[], float]
 OnText = Callable[[str, str], None]  # (deployment, new text), called as text arrives
-TOKEN_SOURCES = ("server", "tokenizer", "chunks")
 _END = object()  # the stream finished normally
 
 

@@ -12,7 +12,6 @@ from provision.estimate import (
     dtype_bytes,
     gguf_info_from_metadata,
     kv_bytes_per_token,
-    kv_cache_bytes,
     model_shape,
     ollama_default_context,
     parameter_count,
@@ -92,12 +91,11 @@ def test_kv_cache_exact_for_hand_computed_cases() -> None:
     # Qwen2.5-7B: 2 (K,V) x 28 layers x 4 KV heads x 128 dims x 2 bytes = 57,344 bytes per token.
     qwen = model_shape(load("Qwen2.5-7B-Instruct"))
     assert kv_bytes_per_token(qwen, 2) == 57_344
-    assert kv_cache_bytes(qwen, 32_768, 2) == 1_879_048_192
-    assert kv_cache_bytes(qwen, 32_768, 2, max_num_seqs=4) == 4 * 1_879_048_192
+    assert kv_bytes_per_token(qwen, 2) * 32_768 == 1_879_048_192
     # Llama-3.1-8B: 2 x 32 x 8 x 128 x 2 = 131,072 bytes per token: 16 GiB at 128k tokens.
     llama = model_shape(load("Llama-3.1-8B"))
-    assert kv_cache_bytes(llama, 131_072, 2) == 16 * GIB
-    assert kv_cache_bytes(llama, 131_072, 1) == 8 * GIB  # fp8 cache
+    assert kv_bytes_per_token(llama, 2) * 131_072 == 16 * GIB
+    assert kv_bytes_per_token(llama, 1) * 131_072 == 8 * GIB  # fp8 cache
 
 
 def test_kv_heads_replicate_when_tp_exceeds_them() -> None:

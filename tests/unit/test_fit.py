@@ -11,12 +11,11 @@ import pytest
 from provision.estimate import GIB, GgufInfo, kv_bytes_per_token, model_shape
 from provision.fit import (
     ModelInfo,
-    check_deployment_fit,
     check_disk,
     check_requirements,
     fit_deployment,
 )
-from provision.hardware import Gpu, GpuProbe, Inventory, Level, MemoryProbe
+from provision.hardware import Finding, Gpu, GpuProbe, Inventory, Level, MemoryProbe
 from provision.manifest import (
     OllamaDeployment,
     OpenAIDeployment,
@@ -30,6 +29,10 @@ CONFIGS = Path(__file__).parent.parent / "fixtures" / "configs"
 GB24 = 25_757_220_864
 GB16 = 17_171_480_576  # 16376 MiB
 GB80 = 85_899_345_920
+
+
+def fit_findings(name: str, deployment: Any, info: ModelInfo | None, inventory: Inventory) -> list[Finding]:
+    return list(fit_deployment(name, deployment, info, inventory).findings)
 
 
 def config(name: str) -> dict[str, Any]:
@@ -63,7 +66,7 @@ def test_qwen25_7b_bf16_32k_fits_one_24gb_gpu() -> None:
 
 
 def test_qwen25_7b_bf16_does_not_fit_16gb() -> None:
-    [finding] = check_deployment_fit("qwen", vllm("--max-model-len", "32768"), ModelInfo(config("Qwen2.5-7B-Instruct")),
+    [finding] = fit_findings("qwen", vllm("--max-model-len", "32768"), ModelInfo(config("Qwen2.5-7B-Instruct")),
                                      machine(GB16))
     assert finding.level is Level.FAIL and "does not fit" in finding.message
     assert "quantized" in finding.remedy
@@ -86,7 +89,7 @@ def test_llama_default_context_fails_and_names_the_longest_that_fits() -> None:
 
 
 def test_more_gpus_are_suggested_when_tensor_parallel_would_fit() -> None:
-    [finding] = check_deployment_fit("llama", vllm(), ModelInfo(config("Llama-3.1-8B")), machine(GB24, GB24))
+    [finding] = fit_findings("llama", vllm(), ModelInfo(config("Llama-3.1-8B")), machine(GB24, GB24))
     assert finding.level is Level.FAIL and "--tensor-parallel-size 2" in finding.remedy
 
 
@@ -101,7 +104,7 @@ def test_close_to_the_limit_warns() -> None:
     info = ModelInfo(config("Qwen2.5-7B-Instruct"))
     needed = fit_deployment("q", vllm("--max-model-len", "32768"), info, machine(GB24)).estimate.needed
     total = int(needed / 0.95 / 0.9)  # needed is 95% of usable
-    [finding] = check_deployment_fit("q", vllm("--max-model-len", "32768"), info, machine(total))
+    [finding] = fit_findings("q", vllm("--max-model-len", "32768"), info, machine(total))
     assert finding.level is Level.WARN and "to spare" in finding.message
 
 
@@ -121,18 +124,18 @@ def test_lower_utilization_and_fp8_cache_are_read_from_args() -> None:
     (vllm(), machine(GB24, free=[GB24 // 3]), "--gpu-memory-utilization 0.33"),
 ])
 def test_vllm_cannot_start(deployment: VllmDeployment, inventory: Inventory, expected: str) -> None:
-    [finding] = check_deployment_fit("v", deployment, ModelInfo(config("Qwen3-0.6B")), inventory)
+    [finding] = fit_findings("v", deployment, ModelInfo(config("Qwen3-0.6B")), inventory)
     assert finding.level is Level.FAIL
     assert expected in finding.message + finding.remedy
 
 
 def test_vllm_without_gpus_warns_about_a_cpu_build() -> None:
-    [finding] = check_deployment_fit("v", vllm(gpus=0), ModelInfo(config("Qwen3-0.6B")), machine(GB24))
+    [finding] = fit_findings("v", vllm(gpus=0), ModelInfo(config("Qwen3-0.6B")), machine(GB24))
     assert finding.level is Level.WARN and "CPU build" in finding.message
 
 
 def test_unknown_model_warns() -> None:
-    [finding] = check_deployment_fit("v", vllm(), None, machine(GB24))
+    [finding] = fit_findings("v", vllm(), None, machine(GB24))
     assert finding.level is Level.WARN and "cannot estimate" in finding.message
 
 
@@ -208,7 +211,7 @@ def test_requirements() -> None:
 def test_requirements_join_the_fit_findings() -> None:
     spec = VllmDeployment(engine="vllm", model="m", args=("--max-model-len", "4096"),
                           requires=Requirements(min_gpus=2))
-    findings = check_deployment_fit("v", spec, ModelInfo(config("Qwen3-0.6B")), machine(GB24))
+    findings = fit_findings("v", spec, ModelInfo(config("Qwen3-0.6B")), machine(GB24))
     assert [f.level for f in findings] == [Level.OK, Level.FAIL]
 
 

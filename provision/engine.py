@@ -12,7 +12,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Self
 
@@ -642,6 +642,4 @@ def _stale_paths(entry: dict[str, Any] | None, snapshot: Snapshot) -> set[str]:
 
 
 def _with_details(action: Action, **details: Any) -> Action:
-    from dataclasses import replace
-
     return replace(action, details={**action.details, **details})

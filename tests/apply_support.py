@@ -27,18 +27,17 @@ def kill_when_partial(process: subprocess.Popen[str], partial_dir: Path, *, at_l
                       timeout: float = 30) -> int:
     """SIGKILL ``process`` once a ``.part`` file under ``partial_dir`` holds ``at_least`` bytes;
     returns how many bytes the largest partial file kept."""
-    largest: Path | None = None
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         sizes = _partial_sizes(partial_dir)
-        if sizes:
-            largest = max(sizes, key=sizes.__getitem__)
-            if sizes[largest] > at_least:
-                break
+        largest = max(sizes, key=sizes.__getitem__, default=None)
+        if largest is not None and sizes[largest] > at_least or time.monotonic() > deadline:
+            break
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    assert largest is not None, f"no partial file appeared under {partial_dir} within {timeout} s"
+    assert largest is not None and sizes[largest] > at_least, \
+        f"no partial file under {partial_dir} passed {at_least} bytes within {timeout} s: {sizes}"
     return largest.stat().st_size
 
 

@@ -65,6 +65,15 @@ TINY_FILES = {
 }
 OTHER_FILES = {"config.json": b"{}", "weights.bin": payload(50_000, 3)}
 
+
+def assert_tiny_placed(model_dir: Path) -> None:
+    """TINY_FILES, as an include of json, safetensors and ``sub/*`` selects them, all in place
+    byte for byte, and no partial file left behind."""
+    for path in ("config.json", "tokenizer.json", "model.safetensors", "sub/extra.bin"):
+        assert (model_dir / path).read_bytes() == TINY_FILES[path]
+    assert not (model_dir / "README.md").exists()  # excluded by include
+    assert not list((model_dir / ".cache").rglob("*.part"))
+
 _SETTINGS_KEY = {"hf": "huggingface", "ms": "modelscope"}
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.apply_support import BIG, OTHER_FILES, TINY_FILES, lock_of, payload
+from tests.apply_support import BIG, OTHER_FILES, TINY_FILES, assert_tiny_placed, lock_of, payload
 from tests.cli import run_cli
 from tests.fakes.hf_hub import FakeCDN, FakeHFHub
 
@@ -50,15 +50,12 @@ def test_first_apply_downloads_verifies_and_locks(tmp_path: Path, hub: FakeHFHub
     result = run_cli("apply", manifest)
     assert result.returncode == 0, result.stderr
     model_dir = tmp_path / "models" / "tiny"
-    for path in ("config.json", "tokenizer.json", "model.safetensors", "sub/extra.bin"):
-        assert (model_dir / path).read_bytes() == TINY_FILES[path]
-    assert not (model_dir / "README.md").exists()  # excluded by include
+    assert_tiny_placed(model_dir)
     entry = lock_of(manifest)["models"]["tiny"]
     assert entry["resolved"] == hub.repos["org/tiny"].branches["main"]
     assert entry["files"]["model.safetensors"]["sha256"] == hashlib.sha256(BIG).hexdigest()
     # small (non-LFS) files get their sha256 computed too
     assert entry["files"]["config.json"]["sha256"] == hashlib.sha256(TINY_FILES["config.json"]).hexdigest()
-    assert not list((model_dir / ".cache" / "provision").rglob("*.part"))
     assert run_cli("verify", manifest).returncode == 0
 
 

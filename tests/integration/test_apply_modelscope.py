@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.apply_support import BIG, OTHER_FILES, TINY_FILES, lock_of, payload
+from tests.apply_support import BIG, OTHER_FILES, TINY_FILES, assert_tiny_placed, lock_of, payload
 from tests.cli import run_cli
 from tests.fakes.modelscope_hub import ESCAPE_BODY, FakeModelScopeHub
 
@@ -56,14 +56,11 @@ def test_first_apply_downloads_verifies_and_locks(tmp_path: Path, hub: FakeModel
     result = run_cli("apply", manifest)
     assert result.returncode == 0, result.stderr
     model_dir = tmp_path / "models" / "tiny"
-    for path in ("config.json", "tokenizer.json", "model.safetensors", "sub/extra.bin"):
-        assert (model_dir / path).read_bytes() == TINY_FILES[path]
-    assert not (model_dir / "README.md").exists()  # excluded by include
+    assert_tiny_placed(model_dir)
     entry = lock_of(manifest)["models"]["tiny"]
     assert entry["spec"]["revision"] == "master"
     assert entry["resolved"].startswith("ms-") and len(entry["resolved"]) == 67
     assert entry["files"]["model.safetensors"] == {"size": len(BIG), "sha256": hashlib.sha256(BIG).hexdigest()}
-    assert not list((model_dir / ".cache").rglob("*.part"))
     assert not (tmp_path / "home" / ".cache" / "modelscope").exists()  # no SDK lock files
     assert run_cli("verify", manifest).returncode == 0
     status = run_cli("status", manifest, "--json")
@@ -181,8 +178,7 @@ def test_modelscope_sdk_accepts_a_provision_made_folder(tmp_path: Path, hub: Fak
     # One listing, no region probe (an endpoint is given), no file body, nothing added.
     assert [r.path.split("?")[0] for r in hub.requests[seen:]] == ["/api/v1/models/org/tiny/repo/files"]
     assert files_under(model_dir) == before
-    for path in ("config.json", "tokenizer.json", "model.safetensors", "sub/extra.bin"):
-        assert (model_dir / path).read_bytes() == TINY_FILES[path]
+    assert_tiny_placed(model_dir)
     assert run_cli("verify", manifest).returncode == 0
 
 

@@ -44,20 +44,20 @@ def _handle_errors(func: F) -> F:
         except ProvisionError as exc:
             if os.environ.get(DEBUG_ENV):
                 raise
-            err_console.print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            err_console().print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
             if exc.hint:
-                err_console.print(f"  hint: {exc.hint}", markup=False, soft_wrap=True)
+                err_console().print(f"  hint: {exc.hint}", markup=False, soft_wrap=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
-            err_console.print("interrupted; run the command again to resume")
+            err_console().print("interrupted; run the command again to resume")
             sys.exit(130)
         except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:
             if os.environ.get(DEBUG_ENV):
                 raise
-            err_console.print(f"[red]internal error:[/] {type(exc).__name__}: {exc}", soft_wrap=True)
-            err_console.print(f"  hint: rerun with {DEBUG_ENV}=1 for the traceback, and report it")
+            err_console().print(f"[red]internal error:[/] {type(exc).__name__}: {exc}", soft_wrap=True)
+            err_console().print(f"  hint: rerun with {DEBUG_ENV}=1 for the traceback, and report it")
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
@@ -110,7 +110,7 @@ def validate(manifest: Path | None, as_json: bool) -> None:
         print_json({"valid": True, "manifest": str(loaded.path), "models": sorted(loaded.models),
                     "deployments": sorted(loaded.deployments)})
     else:
-        console.print(f"{loaded.path}: valid ({len(loaded.models)} models, {len(loaded.deployments)} deployments)")
+        console().print(f"{loaded.path}: valid ({len(loaded.models)} models, {len(loaded.deployments)} deployments)")
 
 
 def _run_options(only: tuple[str, ...], update: bool = False, locked: bool = False, force: bool = False) -> Any:
@@ -209,9 +209,9 @@ def status(manifest: Path | None, as_json: bool) -> None:
         if as_json:
             print_json({"state_file": str(state.path), "manifests": manifests})
         else:
-            console.print(f"state: {state.path}")
+            console().print(f"state: {state.path}")
             for path in manifests or ["(nothing applied yet)"]:
-                console.print(f"  {path}")
+                console().print(f"  {path}")
         return
     with Engine(_load(manifest)) as engine:
         rows = engine.status()
@@ -239,11 +239,11 @@ def verify(manifest: Path | None, as_json: bool) -> None:
                     "problems": [{"model": p.model, "path": p.path, "problem": p.problem} for p in problems]})
     else:
         for problem in problems:
-            err_console.print(f"[red]{problem.problem}[/]: {problem.model}/{problem.path}")
+            err_console().print(f"[red]{problem.problem}[/]: {problem.model}/{problem.path}")
         if problems:
-            err_console.print("  hint: run `provision apply` to fetch missing and corrupt files again")
+            err_console().print("  hint: run `provision apply` to fetch missing and corrupt files again")
         else:
-            console.print(f"verify: {checked} files match the lock.")
+            console().print(f"verify: {checked} files match the lock.")
     sys.exit(1 if problems else 0)
 
 
@@ -264,7 +264,7 @@ def destroy(manifest: Path | None, only: tuple[str, ...], yes: bool, as_json: bo
             if as_json:
                 print_json({"ok": True, "outcomes": []})
             else:
-                console.print("destroy: nothing recorded for this manifest; nothing to remove.")
+                console().print("destroy: nothing recorded for this manifest; nothing to remove.")
             return
         if not as_json:
             render_plan(destroy_plan)

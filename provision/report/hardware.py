@@ -108,7 +108,7 @@ def render_gpus(inventory: Inventory) -> None:
         capability = ".".join(map(str, gpu.compute_capability)) if gpu.compute_capability else "?"
         table.add_row(str(gpu.index), gpu.name, _gib(gpu.memory_total), _gib(gpu.memory_free), capability,
                       inventory.gpu.driver_version or "?", inventory.gpu.cuda_driver_version or "?")
-    console.print(table)
+    console().print(table)
 
 
 def render_findings(findings: Iterable[Finding]) -> None:
@@ -120,7 +120,7 @@ def render_findings(findings: Iterable[Finding]) -> None:
         table.add_column(column)
     for finding in findings:
         table.add_row(finding.subject, _level(finding.level), _detail(finding))
-    console.print(table)
+    console().print(table)
 
 
 def render_fits(fits: Iterable[DeploymentFit]) -> None:
@@ -136,7 +136,7 @@ def render_fits(fits: Iterable[DeploymentFit]) -> None:
                      fit.name if first else "", _level(fit.level) if first else "", "", "", "", "")
             table.add_row(*cells, _detail(finding))
             first = False
-    console.print(table)
+    console().print(table)
 
 
 def render_hardware(inventory: Inventory, fits: Iterable[DeploymentFit] = (),
@@ -146,5 +146,5 @@ def render_hardware(inventory: Inventory, fits: Iterable[DeploymentFit] = (),
     render_gpus(inventory)
     render_findings([*inventory.findings, *findings])
     if fits:
-        console.print()
+        console().print()
         render_fits(fits)

@@ -30,7 +30,7 @@ class RichProgress:
             DownloadColumn(),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
-            console=console,
+            console=console(),
             transient=False,
         )
         self._tasks: dict[str, TaskID] = {}

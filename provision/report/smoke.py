@@ -73,12 +73,12 @@ def smoke_table(results: Sequence[SmokeResult]) -> Table:
 
 def print_smoke(results: Sequence[SmokeResult]) -> None:
     """The table, then one line per failure with its reason."""
-    console.print(smoke_table(results))
+    console().print(smoke_table(results))
     for r in results:
         if not r.passed:
-            console.print(f"[red]✗ {r.deployment}[/]: {r.reason}", markup=True, soft_wrap=True)
+            console().print(f"[red]✗ {r.deployment}[/]: {r.reason}", markup=True, soft_wrap=True)
     passed = sum(r.passed for r in results)
-    console.print(f"{passed} of {len(results)} passed (tokens: s = counted by the server/engine, "
+    console().print(f"{passed} of {len(results)} passed (tokens: s = counted by the server/engine, "
                   "t = tokenizer, c = chunks)")
 
 
@@ -98,20 +98,20 @@ class StreamPrinter:
     def __call__(self, name: str, text: str) -> None:
         with self._lock:
             if not self.prefix:
-                console.out(text, end="", highlight=False)
+                console().out(text, end="", highlight=False)
                 return
             *lines, rest = (self._pending.get(name, "") + text).split("\n")
             for line in lines:
-                console.out(f"{name}| {line}", highlight=False)
+                console().out(f"{name}| {line}", highlight=False)
             self._pending[name] = rest
 
     def finish(self) -> None:
         with self._lock:
             if not self.prefix:
-                console.out("", highlight=False)  # end the streamed answer's line
+                console().out("", highlight=False)  # end the streamed answer's line
             for name, rest in self._pending.items():
                 if rest:
-                    console.out(f"{name}| {rest}", highlight=False)
+                    console().out(f"{name}| {rest}", highlight=False)
             self._pending.clear()
 
 

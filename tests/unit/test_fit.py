@@ -237,7 +237,7 @@ def test_render_fits_shows_where_and_longest_context() -> None:
     inventory = machine(GB24)
     fits = [fit_deployment("llama", vllm(), ModelInfo(config("Llama-3.1-8B")), inventory),
             fit_deployment("chat", OllamaDeployment(engine="ollama", model="m"), None, inventory)]
-    with console.capture() as captured:
+    with console().capture() as captured:
         render_hardware(inventory, fits)
     text = captured.get()
     assert "llama" in text and "FAIL" in text and str(fits[0].estimate.max_context_len) in text

@@ -358,7 +358,7 @@ def test_render_shows_gpus_and_remedies() -> None:
     gpu = Gpu(0, "NVIDIA GeForce RTX 4090", "GPU-0", GB24, GB24, 0, (8, 9))
     unreachable = DockerProbe(reachable=False, host="unix:///x.sock", findings=(
         hardware.Finding(Level.WARN, "docker", "Docker engine not reachable", "start dockerd"),))
-    with console.capture() as captured:
+    with console().capture() as captured:
         render_hardware(_inventory((gpu,), unreachable))
     text = captured.get()
     assert "RTX 4090" in text and "8.9" in text and "start dockerd" in text

@@ -45,6 +45,7 @@ from _common import (
 )
 
 from provision.download import CHUNK_SIZE, PARTIAL_DIR
+from tests.apply_support import partial_sizes
 from tests.fakes.hf_hub import FakeHFHub
 
 
@@ -167,17 +168,6 @@ def resume(lab: Lab, config: Config) -> Section:
     return out
 
 
-def _part_sizes(partial: Path) -> list[int]:
-    """Sizes of the ``.part`` files now; one may be placed (renamed away) while we look."""
-    sizes = []
-    for part in partial.glob("*.part") if partial.is_dir() else ():
-        try:
-            sizes.append(part.stat().st_size)
-        except FileNotFoundError:
-            pass
-    return sizes
-
-
 def kill_at_half(manifest: Path, env: dict[str, str], size: int) -> int:
     """Start ``apply``, SIGKILL its process group once a ``.part`` file holds half of ``size``."""
     partial = manifest.parent / "models" / "m0" / PARTIAL_DIR
@@ -186,11 +176,11 @@ def kill_at_half(manifest: Path, env: dict[str, str], size: int) -> int:
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline and process.poll() is None:
-            parts = _part_sizes(partial)
-            if parts and max(parts) >= size // 2:
+            largest = max(partial_sizes(partial).values(), default=0)
+            if largest >= size // 2:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-                return max(_part_sizes(partial))
+                return max(partial_sizes(partial).values())
             time.sleep(0.005)
     finally:
         if process.poll() is None:
@@ -237,7 +227,7 @@ def sections(config: Config) -> list[Section]:
     with FakeHFHub() as hub:
         lab = Lab(hub, config.work / "files")
         noop_section, big = no_op(lab, config, sizes)
-        found = [noop_section, verify(lab, config, big), resume(lab, config)]
+        verify_section, resume_section = verify(lab, config, big), resume(lab, config)
     ms_sizes = [50_000_000, 200_000_000] if config.quick else [500_000_000, 2_000_000_000]
-    return [*found[:1], modelscope_second_call(config, ms_sizes), *found[1:]]
+    return [noop_section, modelscope_second_call(config, ms_sizes), verify_section, resume_section]
 

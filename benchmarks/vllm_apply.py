@@ -46,8 +46,6 @@ def write_manifest(work: Path, count: int) -> Path:
     return path
 
 
-
-
 def cli(*args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "provision", *args], check=False, capture_output=True, text=True,

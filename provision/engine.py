@@ -263,21 +263,27 @@ class Engine:
             failed_models = {o.action.name for o in outcomes if not o.ok and o.action.kind == "model"}
             changed_models = {o.action.name for o in outcomes
                               if o.ok and o.action.kind == "model" and o.action.changes}
-            deployment_actions = [self._replan_if_model_changed(a, changed_models)
-                                  for a in planned.plan.actions if a.kind == "deployment"]
-            outcomes += self._apply_deployments(deployment_actions, failed_models)
+            deployment_actions = [a for a in planned.plan.actions if a.kind == "deployment"]
+            outcomes += self._apply_deployments(self._replan_if_model_changed(deployment_actions, changed_models),
+                                                failed_models)
         return ApplyResult(outcomes, time.monotonic() - started)
 
-    def _replan_if_model_changed(self, action: Action, changed_models: set[str]) -> Action:
-        """A deployment planned before its model moved (new revision, re-pull) is decided again
+    def _replan_if_model_changed(self, actions: list[Action], changed_models: set[str]) -> list[Action]:
+        """Deployments planned before their model moved (new revision, re-pull) are decided again
         with the new lock, so the same apply replaces a container serving the old files."""
-        spec = self.manifest.deployments.get(action.name)
-        if spec is None or action.change is Change.DELETE or getattr(spec, "model", None) not in changed_models:
-            return action
-        try:
-            return self._decide_deployment(action.name, spec, self.deploy_context())
-        except ProvisionError:
-            return action  # keep the first decision; apply reports the failure
+        if not changed_models or not actions:
+            return actions
+        ctx = self.deploy_context()  # after the models: it carries the new lock
+        replanned = []
+        for action in actions:
+            spec = self.manifest.deployments.get(action.name)
+            if spec is not None and action.change is not Change.DELETE and getattr(spec, "model", None) in changed_models:
+                try:
+                    action = self._decide_deployment(action.name, spec, ctx)
+                except ProvisionError:
+                    pass  # keep the first decision; apply reports the failure
+            replanned.append(action)
+        return replanned
 
     def _preflight_disk(self, plan: Plan) -> None:
         needed = sum(a.download_bytes for a in plan.actions

@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Hashable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -231,8 +231,11 @@ Deployment = Annotated[
     VllmDeployment | TransformersDeployment | OllamaDeployment | OpenAIDeployment,
     Field(discriminator="engine"),
 ]
-ENGINES = ("vllm", "transformers", "ollama", "openai")
-_DEPLOYMENT_CLASSES = (VllmDeployment, TransformersDeployment, OllamaDeployment, OpenAIDeployment)  # as ENGINES
+_DEPLOYMENT_BY_ENGINE: dict[str, type[BaseModel]] = {
+    "vllm": VllmDeployment, "transformers": TransformersDeployment, "ollama": OllamaDeployment,
+    "openai": OpenAIDeployment,
+}
+ENGINES = tuple(_DEPLOYMENT_BY_ENGINE)
 
 
 class Manifest(_Strict):
@@ -426,7 +429,7 @@ def _unknown_field_hint(loc: tuple) -> str | None:
         if fields is not None and key in fields:
             model = _model_in(fields[key].annotation)
         elif key in ENGINES:
-            model = dict(zip(ENGINES, _DEPLOYMENT_CLASSES))[key]
+            model = _DEPLOYMENT_BY_ENGINE[key]
         # else: the name of a dict entry (a model or deployment name): the model stays
     fields = getattr(model, "model_fields", None)
     if not fields:
@@ -440,11 +443,9 @@ def _unknown_field_hint(loc: tuple) -> str | None:
 
 def _model_in(annotation: Any) -> Any:
     """The pydantic model inside ``X``, ``X | None``, ``dict[str, X]`` or ``tuple[X, ...]``."""
-    import typing
-
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    for arg in typing.get_args(annotation):
+    for arg in get_args(annotation):
         found = _model_in(arg)
         if found is not None:
             return found

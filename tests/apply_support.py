@@ -29,7 +29,7 @@ def kill_when_partial(process: subprocess.Popen[str], partial_dir: Path, *, at_l
     returns how many bytes the largest partial file kept."""
     deadline = time.monotonic() + timeout
     while True:
-        sizes = _partial_sizes(partial_dir)
+        sizes = partial_sizes(partial_dir)
         largest = max(sizes, key=sizes.__getitem__, default=None)
         if largest is not None and sizes[largest] > at_least or time.monotonic() > deadline:
             break
@@ -41,7 +41,7 @@ def kill_when_partial(process: subprocess.Popen[str], partial_dir: Path, *, at_l
     return largest.stat().st_size
 
 
-def _partial_sizes(partial_dir: Path) -> dict[Path, int]:
+def partial_sizes(partial_dir: Path) -> dict[Path, int]:
     """Size of each ``.part`` file; small files are placed (renamed away) all the time, so one
     listed a moment ago may be gone."""
     sizes = {}

@@ -90,7 +90,7 @@ def render_outcomes(outcomes: Iterable[Any], seconds: float, *, verb: str = "App
     failed = [o for o in outcomes if not o.ok]
     for outcome in changed:
         console().print(f"[green]✓[/] {outcome.action.address}: {outcome.action.change.value} "
-                      f"({outcome.action.reason})")
+                        f"({outcome.action.reason})")
     for outcome in failed:
         error = outcome.error
         err_console().print(f"[red]✗[/] {outcome.action.address}: {error.message if error else 'failed'}")
@@ -100,7 +100,7 @@ def render_outcomes(outcomes: Iterable[Any], seconds: float, *, verb: str = "App
         console().print(f"{verb}: no changes; everything is up to date ({seconds:.2f} s).")
     else:
         console().print(f"{verb}: {len(changed)} changed, {len(failed)} failed, "
-                      f"{len(outcomes) - len(changed) - len(failed)} unchanged in {seconds:.1f} s.")
+                        f"{len(outcomes) - len(changed) - len(failed)} unchanged in {seconds:.1f} s.")
 
 
 def outcome_dict(outcome: Any) -> dict[str, Any]:

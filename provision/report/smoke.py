@@ -79,7 +79,7 @@ def print_smoke(results: Sequence[SmokeResult]) -> None:
             console().print(f"[red]✗ {r.deployment}[/]: {r.reason}", markup=True, soft_wrap=True)
     passed = sum(r.passed for r in results)
     console().print(f"{passed} of {len(results)} passed (tokens: s = counted by the server/engine, "
-                  "t = tokenizer, c = chunks)")
+                    "t = tokenizer, c = chunks)")
 
 
 class StreamPrinter:

@@ -8,6 +8,7 @@ count them (``server.requests``). Subclasses implement ``handle(request)``.
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -19,8 +20,6 @@ from urllib.parse import parse_qs, urlsplit
 
 def free_port() -> int:
     """A loopback port nothing listens on (bound, then released)."""
-    import socket
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])

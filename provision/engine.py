@@ -224,7 +224,7 @@ class Engine:
         stale = _stale_paths(entry, snapshot) if reason else set()
         first_time = entry is None and not any(lf.size is not None for lf in local.values())
         action = plan_files(name, wanted=snapshot.files, local=local, first_time=first_time,
-                            reason_if_changed=reason, stale=stale)
+                            reason_if_changed=reason, stale=stale, in_lock=entry is not None)
         if entry is not None and reason:
             removed = sorted(set(entry.get("files", {})) - {f.path for f in snapshot.files})
             action = _with_details(action, remove=removed)

@@ -78,12 +78,14 @@ def plan_files(
     first_time: bool,
     reason_if_changed: str,
     stale: frozenset[str] | set[str] = frozenset(),
+    in_lock: bool = True,
 ) -> Action:
     """Decide a file-based model: fetch what is missing or the wrong size.
 
     ``wanted`` are the files at the locked (or freshly resolved) revision; ``local`` what a
     cheap stat found; ``stale`` the paths whose content changed upstream (fetched even when
-    the size matches). Content is not re-hashed here: that is ``verify``'s job.
+    the size matches); ``in_lock`` whether the lock has an entry for the model. Content is not
+    re-hashed here: that is ``verify``'s job.
     """
     missing = tuple(
         f for f in wanted
@@ -98,6 +100,10 @@ def plan_files(
     if reason_if_changed:
         # The revision moved but every file is already here (e.g. only metadata changed).
         return Action("model", name, Change.UPDATE, reason_if_changed, 0, ())
+    if not in_lock:
+        # An apply killed after placing the last file, before writing the lock: record them now,
+        # or the lock would never pin this model and `verify` would have nothing to check.
+        return Action("model", name, Change.UPDATE, "every file here but not in the lock yet", 0, ())
     return Action("model", name, Change.NOOP, f"{len(wanted)} files present")
 
 

@@ -110,3 +110,22 @@ def test_unreachable_endpoint_is_one_line_with_a_hint(tmp_path: Path, hub: Hub) 
     assert result.returncode == 1
     assert "cannot reach http://127.0.0.1:9" in result.stderr and "hint:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_files_placed_before_the_lock_was_written_get_locked(tmp_path: Path, hub: Hub) -> None:
+    """An apply killed after placing the last file but before writing the lock: the next apply
+    records the files (no download), so the lock pins them and verify checks them."""
+    manifest = hub.manifest(tmp_path, tiny="org/tiny")
+    assert run_cli("apply", manifest).returncode == 0
+    lock_path = manifest.with_name("m.lock.json")
+    written = lock_of(manifest)
+    lock_path.unlink()  # what the killed run would have left: every file, no lock
+    gets = hub.server.file_gets()
+
+    plan = run_cli("plan", manifest, "--detailed-exitcode")
+    assert plan.returncode == 2 and "not in the lock" in plan.stdout, plan.stdout + plan.stderr
+    result = run_cli("apply", manifest)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert hub.server.file_gets() == gets, "the files were already here: nothing to download"
+    assert lock_of(manifest)["models"]["tiny"]["files"] == written["models"]["tiny"]["files"]
+    assert "no changes" in run_cli("apply", manifest).stdout

@@ -119,3 +119,11 @@ def test_empty_plan() -> None:
     plan = Plan(())
     assert not plan.has_changes
     assert set(plan.counts().values()) == {0}
+
+
+def test_every_file_here_but_not_in_the_lock_is_an_update_with_nothing_to_fetch() -> None:
+    # an apply killed between placing the last file and writing the lock
+    action = plan_files("m", wanted=WANTED, local=_local(*WANTED), first_time=False, reason_if_changed="",
+                        in_lock=False)
+    assert (action.change, action.files, action.download_bytes) == (Change.UPDATE, (), 0)
+    assert "not in the lock" in action.reason

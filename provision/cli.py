@@ -282,31 +282,59 @@ def destroy(manifest: Path | None, only: tuple[str, ...], yes: bool, as_json: bo
 
 @main.command("check-hardware")
 @manifest_argument
+@click.option("--gpu", "gpu", metavar="NAME[xN]", help="Judge against GPUs you don't have, e.g. L4, A10Gx2, H100.")
+@click.option("--vram", metavar="SIZE[xN]", help="Judge against N GPUs of this memory, e.g. 40GiB, 23034MiBx2.")
+@click.option("--list-gpus", is_flag=True, help="Print the GPUs --gpu knows, and exit.")
 @json_option
 @_handle_errors
-def check_hardware(manifest: Path | None, as_json: bool) -> None:
+def check_hardware(manifest: Path | None, gpu: str | None, vram: str | None, list_gpus: bool, as_json: bool) -> None:
     """GPUs, VRAM, driver, RAM, disk, Docker GPU runtime, Ollama; with MANIFEST, whether each deployment fits.
 
-    Exit 1 when a deployment cannot fit (FAIL); nothing is downloaded but config.json files.
+    With --gpu or --vram, each deployment is judged against those GPUs instead, and this
+    machine's drivers, Docker, images and ports are not probed. Exit 1 when a deployment cannot
+    fit (FAIL), 2 for an unknown GPU; nothing is downloaded but config.json files.
     """
     from .hardware import Level, collect_inventory
     from .report import print_json
-    from .report.hardware import hardware_dict, render_hardware
+    from .report.hardware import gpu_table_dict, hardware_dict, render_gpu_table, render_hardware
 
+    if list_gpus:
+        from .gpus import GPUS
+
+        if as_json:
+            print_json(gpu_table_dict(GPUS))
+        else:
+            render_gpu_table(GPUS)
+        return
+    target = None
+    if gpu is not None or vram is not None:
+        from .gpus import gpu_target, vram_target
+
+        if gpu is not None and vram is not None:
+            from .errors import ManifestError
+
+            raise ManifestError("--gpu and --vram both name the target", hint="give one of them")
+        target = gpu_target(gpu) if gpu is not None else vram_target(vram or "")
     if manifest is None:
-        inventory = collect_inventory(models_dir=Path.cwd())
+        if target is None:
+            inventory = collect_inventory(models_dir=Path.cwd())
+        else:
+            from .gpus import target_inventory
+            from .hardware import probe_memory
+
+            inventory = target_inventory(target, probe_memory())
         fits: tuple = ()
         findings: tuple = ()
     else:
         from .engine import Engine
-        from .preflight import run_preflight
+        from .preflight import preflight_for, run_preflight
 
         loaded = _load(manifest)
         with Engine(loaded) as engine:
-            report = run_preflight(engine, engine.plan(_run_options(())))
+            report = preflight_for(engine, target) if target else run_preflight(engine, engine.plan(_run_options(())))
         inventory, fits, findings = report.inventory, report.fits, report.findings
     if as_json:
-        print_json(hardware_dict(inventory, fits, findings))
+        print_json(hardware_dict(inventory, fits, findings, target))
     else:
         render_hardware(inventory, fits, findings)
     levels = [f.level for fit in fits for f in fit.findings] + [f.level for f in findings]

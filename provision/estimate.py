@@ -30,12 +30,19 @@ KV cache (exact for this formula)::
     kv_per_token = 2 (K and V) × L × n_kv × d × kv_dtype_bytes
     kv           = kv_per_token × context_len × max_num_seqs (default 1)
 
-vLLM (one container, tensor-parallel over tp GPUs)::
+vLLM (one container, tensor-parallel over tp GPUs; every figure is per GPU, times tp)::
 
     usable   = gpu_memory_utilization (0.9) × VRAM of the smallest GPU used × tp
+    weights  = tp × (sharded / tp + replicated) × bytes per parameter
     overhead = tp × (1 GiB + 8192 × (4·h + 2·I / tp) × 2)
     needed   = weights + kv(max_model_len) + overhead
     max_len  = floor((usable − weights − overhead) / kv_per_token), rounded down to a multiple of 16
+
+Tensor parallelism as vLLM 0.32 does it (``vllm/model_executor/layers/linear.py``,
+``vllm/config/model.py``): the attention heads must divide by tp; q/o projections, the MLP, the
+embeddings and the LM head are split tp ways; each GPU holds ``max(1, n_kv // tp)`` KV heads,
+both their K/V projections and their KV cache (replicated when tp exceeds n_kv); norms are
+whole on every GPU. (The vocabulary is padded to a multiple of 64 per GPU: ignored, < 0.1%.)
 
 The overhead is a chosen, coarse figure: 1 GiB per GPU for the CUDA context, NCCL and other
 non-torch memory and CUDA graphs, plus the activation peak of vLLM's profiling forward pass over
@@ -43,6 +50,16 @@ non-torch memory and CUDA graphs, plus the activation peak of vLLM's profiling f
 (2·I/tp) and a few hidden-size buffers (4·h). vLLM refuses to start unless one sequence of
 ``max_model_len`` tokens fits in the KV cache, hence max_num_seqs = 1 for the fit. When tp
 exceeds n_kv, vLLM replicates KV heads: each GPU holds max(1, n_kv / tp) of them.
+
+vLLM on the CPU (``gpus: 0``, a vllm-cpu image; vLLM 0.32's ``vllm/platforms/cpu.py`` and
+``vllm/v1/worker/cpu_worker.py``): the KV cache is ``VLLM_CPU_KVCACHE_SPACE`` GiB when the
+container's environment sets it (an integer; empty = unset). Unset, vLLM reserves
+``gpu_memory_utilization`` (0.92 in 0.32) × total RAM for itself and gives the KV cache what
+the process does not already use, and refuses to start when that reservation exceeds the
+available RAM. The KV block is 128 tokens on the CPU::
+
+    needed = weights + kv_space + 3 GiB      (the API server and engine processes' runtime)
+           = 0.92 × total RAM                 VLLM_CPU_KVCACHE_SPACE unset
 
 transformers: ``needed = weights × 1.2`` (KV cache, activations and allocator slack), on the
 GPU(s) when present, else in RAM.
@@ -70,7 +87,11 @@ BLOCK_SIZE = 16  # vLLM's KV-cache block size in tokens
 TRANSFORMERS_OVERHEAD = 0.2
 VLLM_GPU_OVERHEAD = GIB
 VLLM_BATCHED_TOKENS = 8192
-VLLM_DEFAULT_UTILIZATION = 0.9
+VLLM_DEFAULT_UTILIZATION = 0.9  # the default image's vLLM (0.10); 0.32 has 0.92
+VLLM_CPU_UTILIZATION = 0.92  # vLLM 0.32's CacheConfig.gpu_memory_utilization default
+VLLM_CPU_OVERHEAD = 3 * GIB  # a chosen figure: two Python processes with torch and vLLM loaded
+VLLM_CPU_BLOCK_SIZE = 128
+CPU_KV_ENV = "VLLM_CPU_KVCACHE_SPACE"
 OLLAMA_KV_BYTES = 2  # f16 cache unless OLLAMA_KV_CACHE_TYPE says otherwise
 
 DTYPE_BYTES: dict[str, float] = {
@@ -200,6 +221,19 @@ def kv_heads_per_gpu(shape: ModelShape, tp: int = 1) -> int:
     return max(1, shape.kv_heads // tp)
 
 
+def weights_on_gpus(shape: ModelShape | None, weights: int, tp: int = 1) -> int:
+    """Weight bytes summed over ``tp`` GPUs: the split parts once, the replicated ones tp times."""
+    if tp == 1 or shape is None:
+        return weights
+    h, d, layers = shape.hidden_size, shape.head_dim, shape.layers
+    norms = layers * (2 * h + (2 * d if shape.qk_norm else 0)) + h
+    kv_proj = layers * 2 * (h + (1 if shape.qkv_bias else 0)) * d  # one KV head's K and V projections
+    total = parameter_count(shape)
+    split = total - norms - kv_proj * shape.kv_heads
+    per_gpu = split / tp + norms + kv_proj * kv_heads_per_gpu(shape, tp)
+    return int(weights * per_gpu * tp / total)
+
+
 def kv_bytes_per_token(shape: ModelShape, kv_dtype_bytes: float, *, tp: int = 1) -> int:
     """KV-cache bytes one token takes, summed over the ``tp`` GPUs."""
     return int(2 * shape.layers * kv_heads_per_gpu(shape, tp) * tp * shape.head_dim * kv_dtype_bytes)
@@ -218,6 +252,7 @@ class VllmArgs:
     dtype: str = "auto"
     kv_cache_dtype: str = "auto"
     max_num_batched_tokens: int = VLLM_BATCHED_TOKENS
+    given: frozenset[str] = frozenset()  # the fields the args set (the rest are defaults)
 
 
 _VLLM_FLAGS = {
@@ -265,7 +300,7 @@ def parse_vllm_args(args: Sequence[str]) -> VllmArgs:
             parsed[field] = float(value)
         else:
             parsed[field] = value
-    return VllmArgs(**parsed)
+    return VllmArgs(**parsed, given=frozenset(parsed))
 
 
 def vllm_dtype(requested: str, config: Mapping[str, Any]) -> str | None:
@@ -284,13 +319,25 @@ def vllm_overhead(shape: ModelShape | None, *, tp: int = 1, batched_tokens: int 
     return tp * (VLLM_GPU_OVERHEAD + activations)
 
 
-def vllm_max_context(usable: int, weights: int, overhead: int, kv_per_token: int) -> int:
+def vllm_max_context(usable: int, weights: int, overhead: int, kv_per_token: int, *,
+                     block_size: int = BLOCK_SIZE) -> int:
     """The longest ``--max-model-len`` whose KV cache fits, a multiple of the block size (0: none)."""
     room = usable - weights - overhead
     if room <= 0 or kv_per_token <= 0:
         return 0
     tokens = room // kv_per_token
-    return tokens - tokens % BLOCK_SIZE
+    return tokens - tokens % block_size
+
+
+def cpu_kv_cache_space(env: Mapping[str, str]) -> int | None:
+    """Bytes of KV cache a CPU vLLM gets from ``VLLM_CPU_KVCACHE_SPACE`` (GiB), None when unset.
+
+    Raises ValueError on a value vLLM's ``int()`` would refuse.
+    """
+    value = env.get(CPU_KV_ENV, "")
+    if value == "":
+        return None
+    return int(value) * GIB
 
 
 # -- GGUF (Ollama) -------------------------------------------------------------------------

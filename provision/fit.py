@@ -29,19 +29,12 @@ from .estimate import (
     GIB,
     TRANSFORMERS_OVERHEAD,
     GgufInfo,
-    ModelShape,
     dtype_bytes,
-    kv_bytes_per_token,
-    model_shape,
     ollama_default_context,
-    parse_vllm_args,
     resolve_dtype,
-    vllm_dtype,
-    vllm_max_context,
-    vllm_overhead,
     weights_bytes,
 )
-from .hardware import Finding, Gpu, Inventory, Level, worst
+from .hardware import Finding, Inventory, Level, worst
 
 if TYPE_CHECKING:
     from .manifest import Requirements
@@ -77,6 +70,7 @@ class DeploymentFit:
     name: str
     estimate: MemoryEstimate | None  # None: nothing local (openai) or no place to run
     findings: tuple[Finding, ...]
+    smallest_gpu: str | None = None  # the GPU table's smallest that fits ("L4", "A10Gx2"), when known
 
     @property
     def level(self) -> Level:
@@ -88,7 +82,7 @@ def size_text(n: float) -> str:
     return f"{n / GIB:.1f} GiB" if abs(n) >= GIB else f"{n / 2**20:.1f} MiB"
 
 
-def _judge(name: str, est: MemoryEstimate, what: str, remedy: str) -> Finding:
+def judge(name: str, est: MemoryEstimate, what: str, remedy: str) -> Finding:
     """OK / WARN (under 10% to spare) / FAIL for a complete estimate."""
     assert est.needed is not None and est.available is not None
     place = f"in {est.where}" if est.where == "RAM" else f"on {est.where}"
@@ -101,133 +95,15 @@ def _judge(name: str, est: MemoryEstimate, what: str, remedy: str) -> Finding:
     return Finding(Level.OK, name, head)
 
 
-def _unknown(name: str, why: str) -> Finding:
+def unknown(name: str, why: str) -> Finding:
     return Finding(Level.WARN, name, f"cannot estimate memory: {why}",
                    "run `provision apply` to fetch the model, then check again")
-
-
-# -- vLLM ----------------------------------------------------------------------------------
-
-
-def _selected_gpus(request: Any, gpus: tuple[Gpu, ...]) -> tuple[Gpu, ...] | str:
-    """The GPUs a ``gpus:`` value gives the container, or why it cannot have them."""
-    if request == "all":
-        return gpus
-    if isinstance(request, int):
-        if request > len(gpus):
-            return f"asks for {request} GPUs; this machine has {len(gpus)}"
-        return gpus[:request]
-    by_index = {g.index: g for g in gpus}
-    missing = [i for i in request if i not in by_index]
-    if missing:
-        return f"asks for GPU {', '.join(map(str, missing))}; this machine has {len(gpus)}"
-    return tuple(by_index[i] for i in request)
-
-
-def _vllm_numbers(shape: ModelShape | None, weights: int, context: int | None, kv_bytes: float,
-                  gpus: tuple[Gpu, ...], utilization: float, batched: int) -> MemoryEstimate:
-    tp = len(gpus)
-    usable = int(utilization * min(g.memory_total for g in gpus) * tp)
-    overhead = vllm_overhead(shape, tp=tp, batched_tokens=batched)
-    where = "GPU " + ",".join(str(g.index) for g in gpus)
-    if shape is None or context is None:
-        return MemoryEstimate(where, None, usable, weights, None, overhead, context)
-    per_token = kv_bytes_per_token(shape, kv_bytes, tp=tp)
-    kv = per_token * context
-    longest = vllm_max_context(usable, weights, overhead, per_token)
-    if shape.max_position_embeddings:  # vLLM refuses a longer --max-model-len than the model's own
-        longest = min(longest, shape.max_position_embeddings)
-    return MemoryEstimate(where, weights + kv + overhead, usable, weights, kv, overhead, context, longest)
-
-
-def _fit_vllm(name: str, spec: Any, info: ModelInfo, inventory: Inventory) -> DeploymentFit:
-    def fail(message: str, remedy: str) -> DeploymentFit:
-        return DeploymentFit(name, None, (Finding(Level.FAIL, name, message, remedy),))
-
-    if spec.gpus == 0:
-        # A CPU build of vLLM (vllm-cpu images) runs without GPUs; its memory is not estimated here.
-        return DeploymentFit(name, None, (Finding(
-            Level.WARN, name, "gpus: 0: runs only with a CPU build of vLLM; memory not estimated",
-            "use a vllm-cpu image, or give it GPUs (`gpus: all`)"),))
-    if not inventory.gpus:
-        return fail("vLLM needs an NVIDIA GPU and none was found",
-                    "run it on a machine with a GPU, or use engine ollama or transformers here")
-    selected = _selected_gpus(spec.gpus, inventory.gpus)
-    if isinstance(selected, str):
-        return fail(f"gpus: {selected}", "lower `gpus:` to what `provision check-hardware` lists")
-    try:
-        args = parse_vllm_args(spec.args)
-    except ValueError as exc:
-        return fail(f"cannot read args: {exc}", "write numbers after --max-model-len and the like")
-    tp = args.tensor_parallel_size
-    if tp > len(selected):
-        return fail(f"--tensor-parallel-size {tp} needs {tp} GPUs; the container gets {len(selected)}",
-                    f"give it {tp} GPUs with `gpus:` or lower --tensor-parallel-size")
-    used = selected[:tp]
-    short = [g for g in used if g.memory_free < args.gpu_memory_utilization * g.memory_total]
-    if short:
-        gpu = min(short, key=lambda g: g.memory_free / g.memory_total)
-        share = int(gpu.memory_free / gpu.memory_total * 100) / 100
-        return fail(f"GPU {gpu.index} has {size_text(gpu.memory_free)} free of {size_text(gpu.memory_total)}; "
-                    f"vLLM wants {args.gpu_memory_utilization:g} of it at startup",
-                    f"stop what uses it (see `nvidia-smi`) or pass --gpu-memory-utilization {share:g}")
-
-    config = info.config or {}
-    shape = model_shape(config) if info.config else None
-    dtype = vllm_dtype(args.dtype, config) if info.config else None
-    weights = weights_bytes(config, dtype, stored_bytes=info.weights_bytes) if info.config else info.weights_bytes
-    if weights is None:
-        return DeploymentFit(name, None, (_unknown(name, "no config.json or weight sizes yet"),))
-    kv_dtype = dtype if args.kv_cache_dtype == "auto" else args.kv_cache_dtype
-    kv_bytes = dtype_bytes(kv_dtype) or 2
-    context = args.max_model_len or (shape.max_position_embeddings if shape else None)
-    est = _vllm_numbers(shape, weights, context, kv_bytes, used, args.gpu_memory_utilization,
-                        args.max_num_batched_tokens)
-    if est.needed is None:
-        return DeploymentFit(name, est, (_unknown(name, "the KV cache of this architecture is not modelled"),))
-    what = (f"weights {size_text(est.weights or 0)} + KV cache {size_text(est.kv_cache or 0)} for {context} tokens "
-            f"+ overhead {size_text(est.overhead or 0)}")
-    return DeploymentFit(name, est, (_judge(name, est, what, _vllm_remedy(est, shape, weights, context, kv_bytes,
-                                                                         selected, args)),))
-
-
-def _vllm_remedy(est: MemoryEstimate, shape: ModelShape | None, weights: int, context: int | None,
-                 kv_bytes: float, selected: tuple[Gpu, ...], args: Any) -> str:
-    remedies = []
-    if est.max_context_len and context and est.max_context_len < context:
-        remedies.append(f"pass --max-model-len {est.max_context_len} (the longest that fits)")
-    for tp in (2, 4, 8):
-        if tp <= args.tensor_parallel_size or tp > len(selected):
-            continue
-        if shape is not None and shape.heads % tp:
-            continue  # vLLM needs the attention heads to divide evenly
-        bigger = _vllm_numbers(shape, weights, context, kv_bytes, selected[:tp], args.gpu_memory_utilization,
-                               args.max_num_batched_tokens)
-        if bigger.needed is not None and bigger.available is not None and bigger.needed <= bigger.available:
-            remedies.append(f"spread it over {tp} GPUs with --tensor-parallel-size {tp}")
-            break
-    else:
-        remedies.append("use more or larger GPUs")
-    remedies.append("use a quantized model (AWQ, GPTQ or FP8)")
-    return "; or ".join(remedies)
 
 
 # -- transformers --------------------------------------------------------------------------
 
 
 def _fit_transformers(name: str, spec: Any, info: ModelInfo, inventory: Inventory) -> DeploymentFit:
-    device: str = spec.device
-    if device in ("auto", "cuda") and inventory.gpus:
-        device = "cuda:0"
-    if device.startswith("cuda"):
-        index = int(device.partition(":")[2] or 0)
-        gpu = next((g for g in inventory.gpus if g.index == index), None)
-        if gpu is None:
-            return DeploymentFit(name, None, (Finding(Level.FAIL, name, f"device {spec.device} but no such GPU here",
-                                                      "use device: auto or cpu"),))
-        where, available = f"GPU {index}", gpu.memory_free
-    else:
-        where, available = "RAM", inventory.memory.available
     weights: int | None
     if info.gguf is not None and info.gguf.parameters:
         # transformers de-quantizes GGUF weights on load: parameters x the dtype (float32 for "auto")
@@ -236,14 +112,29 @@ def _fit_transformers(name: str, spec: Any, info: ModelInfo, inventory: Inventor
         weights = info.weights_bytes  # at the stored dtype: the best guess without a config
     else:
         weights = weights_bytes(info.config, resolve_dtype(spec.dtype, info.config), stored_bytes=info.weights_bytes)
+    device: str = spec.device
+    if device in ("auto", "cuda") and inventory.gpus:
+        device = "cuda:0"
+    missing = None
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        gpu = next((g for g in inventory.gpus if g.index == index), None)
+        where, available = f"GPU {index}", gpu.memory_free if gpu else None
+        missing = None if gpu else Finding(Level.FAIL, name, f"device {spec.device} but no such GPU here",
+                                           "use device: auto or cpu")
+    else:
+        where, available = "RAM", inventory.memory.available
     if weights is None:
-        return DeploymentFit(name, None, (_unknown(name, "no config.json or weight sizes yet"),))
+        return DeploymentFit(name, None, (*([missing] if missing else []),
+                                          unknown(name, "no config.json or weight sizes yet")))
     overhead = int(weights * TRANSFORMERS_OVERHEAD)
     est = MemoryEstimate(where, weights + overhead, available, weights, None, overhead)
+    if missing is not None:
+        return DeploymentFit(name, est, (missing,))
     remedy = ("load it in half precision (dtype: bfloat16 or float16)" if spec.dtype in ("float32",)
               else "use a smaller model, or free memory on that device")
     what = f"weights {size_text(weights)} + {TRANSFORMERS_OVERHEAD:.0%}"
-    return DeploymentFit(name, est, (_judge(name, est, what, remedy),))
+    return DeploymentFit(name, est, (judge(name, est, what, remedy),))
 
 
 # -- Ollama --------------------------------------------------------------------------------
@@ -252,7 +143,7 @@ def _fit_transformers(name: str, spec: Any, info: ModelInfo, inventory: Inventor
 def _fit_ollama(name: str, spec: Any, info: ModelInfo, inventory: Inventory) -> DeploymentFit:
     gguf = info.gguf
     if gguf is None:
-        return DeploymentFit(name, None, (_unknown(name, "the GGUF file is not known yet"),))
+        return DeploymentFit(name, None, (unknown(name, "the GGUF file is not known yet"),))
     total_vram = sum(g.memory_total for g in inventory.gpus)
     num_ctx = int((spec.parameters or {}).get("num_ctx") or ollama_default_context(total_vram, gguf.context_length))
     per_token = gguf.kv_bytes_per_token
@@ -268,7 +159,7 @@ def _fit_ollama(name: str, spec: Any, info: ModelInfo, inventory: Inventory) -> 
         where, available = "RAM", inventory.memory.available
     est = MemoryEstimate(where, needed, available, gguf.file_bytes, kv, 0, num_ctx)
     what = f"file {size_text(gguf.file_bytes)} + KV cache {size_text(kv or 0)} for {num_ctx} tokens"
-    finding = _judge(name, est, what, "pick a smaller quantization tag (e.g. q4_K_M) or set parameters.num_ctx lower")
+    finding = judge(name, est, what, "pick a smaller quantization tag (e.g. q4_K_M) or set parameters.num_ctx lower")
     findings = [finding]
     if kv is None:
         findings.append(Finding(Level.WARN, name, "the GGUF header lacks the attention sizes: KV cache not counted",
@@ -286,7 +177,9 @@ def fit_deployment(name: str, deployment: Any, model_info: ModelInfo | None, inv
     """The estimate and findings for one deployment (a manifest ``*Deployment``), ``requires:`` included."""
     info = model_info or ModelInfo()
     if deployment.engine == "vllm":
-        fit = _fit_vllm(name, deployment, info, inventory)
+        from .fit_vllm import fit_vllm  # here, not at the top: fit_vllm builds on this module's types
+
+        fit = fit_vllm(name, deployment, info, inventory)
     elif deployment.engine == "transformers":
         fit = _fit_transformers(name, deployment, info, inventory)
     elif deployment.engine == "ollama":

@@ -9,14 +9,17 @@ like any other file) and the weights' sizes from the hub listing or the lock.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .engine import Engine, PlanResult
+from .engine import Engine, PlanResult, RunOptions
 from .errors import PreflightError, ProvisionError
+from .estimate import parse_vllm_args
 from .fit import DeploymentFit, ModelInfo, check_disk, fit_deployment
-from .hardware import Finding, Inventory, Level, collect_inventory
+from .gpus import Target, by_memory, model_inventory, target_inventory
+from .hardware import Finding, Inventory, Level, MemoryProbe, collect_inventory, probe_memory
+from .plan import Plan
 from .sources import FILE_SCHEMES
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -92,20 +95,30 @@ def _read_config(engine: Engine, name: str, snapshot: Any) -> dict[str, Any] | N
     return data if isinstance(data, dict) else None
 
 
-def run_preflight(engine: Engine, planned: PlanResult, *, inventory: Inventory | None = None) -> PreflightReport:
+def _planned_deployments(engine: Engine, planned: PlanResult) -> list[str]:
+    """The manifest's deployments the plan covers, planned or not (its blockers are findings)."""
+    named = {a.name for a in planned.plan.actions if a.kind == "deployment"}
+    named |= {o.action.name for o in planned.failures if o.action.kind == "deployment"}
+    return [name for name in engine.manifest.deployments if name in named]
+
+
+def run_preflight(engine: Engine, planned: PlanResult, *, inventory: Inventory | None = None,
+                  deployments: list[str] | None = None) -> PreflightReport:
+    """Every deployment's estimate and fit (``deployments``: those the plan covers), and the disk."""
     manifest = engine.manifest
     inventory = inventory or collect_inventory(models_dir=manifest.models_dir,
                                                ollama_host=manifest.settings.ollama.host)
-    deployments = [a.name for a in planned.plan.actions if a.kind == "deployment" and a.name in manifest.deployments]
     fits = []
-    for name in deployments:
+    for name in deployments if deployments is not None else _planned_deployments(engine, planned):
         spec = manifest.deployments[name]
         model = getattr(spec, "model", None)
         info = model_info(engine, model, planned) if model else None
-        fits.append(fit_deployment(name, spec, info, inventory))
+        fit = fit_deployment(name, spec, info, inventory)
+        fits.append(replace(fit, smallest_gpu=smallest_gpu(name, spec, info, inventory.memory)))
     download = sum(a.download_bytes for a in planned.plan.actions if a.kind == "model")
-    free = inventory.disk.free if inventory.disk is not None else None
-    findings = [check_disk(download, free, str(manifest.models_dir))] if download else []
+    findings = []
+    if download and inventory.disk is not None:  # no disk probe: planning for another machine
+        findings.append(check_disk(download, inventory.disk.free, str(manifest.models_dir)))
     # A model or deployment that could not even be planned (hub unreachable, engine missing)
     # cannot be judged: say so rather than leave it out.
     # A failed preflight of the backend itself (no NVIDIA runtime, port taken) is a FAIL.
@@ -114,6 +127,47 @@ def run_preflight(engine: Engine, planned: PlanResult, *, inventory: Inventory |
                          o.error.hint)
                  for o in planned.failures if o.error is not None]
     return PreflightReport(inventory, tuple(fits), tuple(findings))
+
+
+def preflight_for(engine: Engine, target: Target) -> PreflightReport:
+    """Every deployment against ``target``'s GPUs: only the models are planned (their sizes and
+    config.json); this machine's drivers, Docker, images and ports are not asked."""
+    manifest = engine.manifest
+    used = {getattr(spec, "model", None) for spec in manifest.deployments.values()}
+    models = tuple(name for name, spec in manifest.models.items() if name in used and spec.scheme in FILE_SCHEMES)
+    planned = engine.plan(RunOptions(only=models)) if models else PlanResult(Plan(()))
+    return run_preflight(engine, planned, inventory=target_inventory(target, probe_memory()),
+                         deployments=list(manifest.deployments))
+
+
+def _gpu_count(spec: Any) -> int | None:
+    """How many GPUs a deployment takes (None: it runs without one)."""
+    if spec.engine == "vllm":
+        if spec.gpus == 0:
+            return None
+        try:
+            tp = parse_vllm_args(spec.args).tensor_parallel_size
+        except ValueError:
+            return None
+        asked = spec.gpus if isinstance(spec.gpus, int) else 1 if spec.gpus == "all" else len(spec.gpus)
+        return max(tp, asked)
+    if spec.engine == "transformers":
+        return None if spec.device in ("cpu", "mps") else 1
+    return 1 if spec.engine == "ollama" else None
+
+
+def smallest_gpu(name: str, spec: Any, info: ModelInfo | None, memory: MemoryProbe) -> str | None:
+    """The table's smallest GPU (as many as the deployment takes) on which it fits, e.g. ``L4x2``."""
+    count = _gpu_count(spec)
+    if count is None:
+        return None
+    if spec.engine == "vllm":
+        spec = spec.model_copy(update={"gpus": count})  # device ids name GPUs of this machine
+    for model in by_memory():
+        fit = fit_deployment(name, spec, info, model_inventory(model, count, memory))
+        if fit.estimate is not None and fit.estimate.needed is not None and fit.level is not Level.FAIL:
+            return model.name + (f"x{count}" if count > 1 else "")
+    return None
 
 
 def enforce(report: PreflightReport) -> None:

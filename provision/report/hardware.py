@@ -5,9 +5,12 @@ Human output is rich tables on stdout; ``--json`` is :func:`hardware_dict`, one 
     {"level": "OK|WARN|FAIL",
      "machine": {"gpus": [...], "driver_version", "cuda_driver_version", "ram", "disk", "docker", "ollama"},
      "findings": [{"level", "subject", "message", "remedy"}],
-     "deployments": [{"name", "level", "estimate": {...} | null, "findings": [...]}]}
+     "deployments": [{"name", "level", "estimate": {...} | null, "smallest_gpu", "findings": [...]}],
+     "target": {"label", "count", "memory", "compute_capability", "gpu"} | null}
 
-Sizes in JSON are bytes.
+With ``--gpu``/``--vram`` the machine is the target's (its RAM is this machine's) and ``target``
+says so. ``--list-gpus`` is :func:`gpu_table_dict` / :func:`render_gpu_table`. Sizes in JSON are
+bytes.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from . import console
 
 if TYPE_CHECKING:  # provision.fit imports the manifest models (pydantic): not needed to print
     from ..fit import DeploymentFit, MemoryEstimate
+    from ..gpus import GpuModel, Target
 
 _STYLE = {Level.OK: "green", Level.WARN: "yellow", Level.FAIL: "red"}
 
@@ -78,11 +82,23 @@ def estimate_dict(estimate: MemoryEstimate | None) -> dict[str, Any] | None:
 
 def fit_dict(fit: DeploymentFit) -> dict[str, Any]:
     return {"name": fit.name, "level": fit.level.value, "estimate": estimate_dict(fit.estimate),
-            "findings": [finding_dict(f) for f in fit.findings]}
+            "smallest_gpu": fit.smallest_gpu, "findings": [finding_dict(f) for f in fit.findings]}
+
+
+def _capability(value: tuple[int, int] | None) -> str | None:
+    return ".".join(map(str, value)) if value else None
+
+
+def target_dict(target: Target | None) -> dict[str, Any] | None:
+    if target is None:
+        return None
+    return {"label": target.label, "count": target.count, "memory": target.memory_bytes,
+            "compute_capability": _capability(target.compute_capability),
+            "gpu": target.model.name if target.model else None}
 
 
 def hardware_dict(inventory: Inventory, fits: Iterable[DeploymentFit] = (),
-                  findings: Iterable[Finding] = ()) -> dict[str, Any]:
+                  findings: Iterable[Finding] = (), target: Target | None = None) -> dict[str, Any]:
     """The ``--json`` document. ``findings``: more machine-level ones, such as the disk check."""
     fits = list(fits)
     all_findings = [*inventory.findings, *findings]
@@ -92,7 +108,18 @@ def hardware_dict(inventory: Inventory, fits: Iterable[DeploymentFit] = (),
         "machine": inventory_dict(inventory),
         "findings": [finding_dict(f) for f in all_findings],
         "deployments": [fit_dict(fit) for fit in fits],
+        "target": target_dict(target),
     }
+
+
+def gpu_model_dict(gpu: GpuModel) -> dict[str, Any]:
+    return {"name": gpu.name, "title": gpu.title, "kind": gpu.kind, "aliases": list(gpu.aliases),
+            "memory_gb": gpu.memory_gb, "memory": gpu.memory_bytes, "reported_mib": gpu.reported_mib,
+            "compute_capability": _capability(gpu.compute_capability), "bf16": gpu.bf16, "fp8": gpu.fp8}
+
+
+def gpu_table_dict(gpus: Iterable[GpuModel]) -> dict[str, Any]:
+    return {"gpus": [gpu_model_dict(g) for g in gpus]}
 
 
 # -- tables --------------------------------------------------------------------------------
@@ -123,20 +150,40 @@ def render_findings(findings: Iterable[Finding]) -> None:
     console().print(table)
 
 
+def _num(n: int | None) -> str:
+    return "?" if n is None else f"{n / GIB:.1f}"
+
+
 def render_fits(fits: Iterable[DeploymentFit]) -> None:
-    table = Table(show_edge=False, pad_edge=False, box=None)
-    for column in ("deployment", "", "where", "needed", "available", "max context", "detail"):
-        table.add_column(column, justify="right" if column in ("needed", "available", "max context") else "left")
+    """One row of numbers per deployment (GiB; unknown: ?), then each deployment's findings."""
+    fits = list(fits)
+    table = Table(show_edge=False, pad_edge=False, box=None, caption_justify="left",
+                  caption="GiB; KV: the KV cache at ctx tokens; other: runtime overhead; max: the longest ctx that fits")
+    for column in ("deployment", "", "where", "weights", "KV", "other", "needed", "has", "ctx", "max", "smallest"):
+        table.add_column(column, justify="left" if column in ("deployment", "", "where", "smallest") else "right")
     for fit in fits:
         est = fit.estimate
-        first = True
-        for finding in fit.findings:
-            cells = (fit.name, _level(fit.level), est.where, _gib(est.needed), _gib(est.available),
-                     str(est.max_context_len or "")) if first and est else (
-                     fit.name if first else "", _level(fit.level) if first else "", "", "", "", "")
-            table.add_row(*cells, _detail(finding))
-            first = False
+        numbers = ["", "", "", "", "", "", "", ""] if est is None else [
+            est.where, _num(est.weights), _num(est.kv_cache), _num(est.overhead), _num(est.needed),
+            _num(est.available), str(est.context_len or ""), str(est.max_context_len or "")]
+        table.add_row(fit.name, _level(fit.level), *numbers, fit.smallest_gpu or "")
     console().print(table)
+    console().print()
+    render_findings([finding for fit in fits for finding in fit.findings])
+
+
+def render_gpu_table(gpus: Iterable[GpuModel]) -> None:
+    """``--list-gpus``: the names --gpu takes, with what each is judged by."""
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    for column in ("--gpu", "GPU", "kind", "spec", "judged at", "compute", "bf16", "fp8", "aliases"):
+        table.add_column(column, justify="right" if column in ("spec", "judged at") else "left")
+    for gpu in gpus:
+        table.add_row(gpu.name, gpu.title, gpu.kind, f"{gpu.memory_gb} GB", _gib(gpu.memory_bytes),
+                      _capability(gpu.compute_capability) or "?", "yes" if gpu.bf16 else "no",
+                      "yes" if gpu.fp8 else "no", ", ".join(gpu.aliases))
+    console().print(table)
+    console().print("[dim]judged at: the total CUDA sees (nvidia-smi's, where recorded); "
+                    "--vram SIZE[xN] for any other GPU[/]")
 
 
 def render_hardware(inventory: Inventory, fits: Iterable[DeploymentFit] = (),

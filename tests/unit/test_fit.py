@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from provision.estimate import GIB, GgufInfo, kv_bytes_per_token, model_shape
+from provision.estimate import GIB, GgufInfo, kv_bytes_per_token, model_shape, weights_bytes
 from provision.fit import (
     ModelInfo,
     check_disk,
@@ -129,9 +129,15 @@ def test_vllm_cannot_start(deployment: VllmDeployment, inventory: Inventory, exp
     assert expected in finding.message + finding.remedy
 
 
-def test_vllm_without_gpus_warns_about_a_cpu_build() -> None:
-    [finding] = fit_findings("v", vllm(gpus=0), ModelInfo(config("Qwen3-0.6B")), machine(GB24))
-    assert finding.level is Level.WARN and "CPU build" in finding.message
+def test_vllm_without_gpus_still_estimates_beside_the_blocker() -> None:
+    info = ModelInfo(config("Llama-3.1-8B"))
+    fit = fit_deployment("v", vllm("--max-model-len", "8192"), info, machine())
+    [finding] = fit.findings
+    assert finding.level is Level.FAIL and "none was found" in finding.message
+    est = fit.estimate
+    assert est.weights == weights_bytes(info.config, "auto") and est.kv_cache == 131_072 * 8192
+    assert est.overhead > 0 and est.needed == est.weights + est.kv_cache + est.overhead
+    assert est.available is None and est.max_context_len is None
 
 
 def test_unknown_model_warns() -> None:

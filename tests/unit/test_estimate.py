@@ -9,6 +9,7 @@ import pytest
 
 from provision.estimate import (
     GIB,
+    cpu_kv_cache_space,
     dtype_bytes,
     gguf_info_from_metadata,
     kv_bytes_per_token,
@@ -20,6 +21,7 @@ from provision.estimate import (
     vllm_max_context,
     vllm_overhead,
     weights_bytes,
+    weights_on_gpus,
 )
 
 CONFIGS = Path(__file__).parent.parent / "fixtures" / "configs"
@@ -194,3 +196,29 @@ def test_gguf_metadata_from_ollama_show_defaults_head_size() -> None:
                                     "llama.attention.head_count_kv": [8] * 32}, file_bytes=4_920_000_000)
     assert (info.kv_heads, info.key_length, info.value_length) == (8, 128, 128)
     assert gguf_info_from_metadata({}, file_bytes=1).kv_bytes_per_token is None
+
+
+def test_tensor_parallel_splits_all_but_the_norms_and_replicates_kv_heads_past_their_count() -> None:
+    r1 = model_shape(load("DeepSeek-R1-Distill-Qwen-1.5B"))  # 12 heads, 2 KV heads, q/k/v biases
+    weights = parameter_count(r1) * 2
+    assert weights_on_gpus(r1, weights, 1) == weights
+    h, d, layers = r1.hidden_size, r1.head_dim, r1.layers
+    norms = (layers * 2 * h + h) * 2  # bytes every GPU holds whole
+    one_kv_head = layers * 2 * (h * d + d) * 2  # K and V projections (weights + biases) of one KV head
+    # tp=2: one KV head each, nothing replicated but the norms
+    assert weights_on_gpus(r1, weights, 2) == pytest.approx(weights + norms, abs=2)
+    # tp=4 > 2 KV heads: each GPU holds one whole KV head, so two more copies of each head's projections
+    assert weights_on_gpus(r1, weights, 4) == pytest.approx(weights + 3 * norms + 2 * one_kv_head, abs=4)
+
+
+def test_cpu_kv_cache_space_reads_vllm_cpu_kvcache_space_in_gib() -> None:
+    assert cpu_kv_cache_space({"VLLM_CPU_KVCACHE_SPACE": "4"}) == 4 * GIB
+    assert cpu_kv_cache_space({"VLLM_CPU_KVCACHE_SPACE": ""}) is None  # vLLM 0.32 ignores an empty value
+    assert cpu_kv_cache_space({}) is None
+    with pytest.raises(ValueError):
+        cpu_kv_cache_space({"VLLM_CPU_KVCACHE_SPACE": "4GiB"})
+
+
+def test_parsed_args_say_which_were_given() -> None:
+    assert parse_vllm_args(["--gpu-memory-utilization", "0.5"]).given == {"gpu_memory_utilization"}
+    assert parse_vllm_args([]).given == frozenset()

@@ -248,3 +248,136 @@ def test_render_fits_shows_where_and_longest_context() -> None:
     text = captured.get()
     assert "llama" in text and "FAIL" in text and str(fits[0].estimate.max_context_len) in text
     assert "cannot estimate" in text
+
+
+# -- planning for GPUs you don't have (the GPU table) --------------------------------------
+
+
+def on(gpu: str, count: int = 1) -> Inventory:
+    from provision.gpus import find_gpu, model_inventory
+
+    return model_inventory(find_gpu(gpu), count, MemoryProbe(64 * GIB, 64 * GIB))
+
+
+def llama_by_hand() -> tuple[int, int]:
+    """Llama-3.1-8B's bf16 weight bytes and KV bytes per token, from its config alone."""
+    c = config("Llama-3.1-8B")
+    h, inter, layers, vocab = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["vocab_size"]
+    head = h // c["num_attention_heads"]
+    kv = c["num_key_value_heads"] * head
+    per_layer = 2 * h * h + 2 * h * kv + 3 * h * inter + 2 * h  # q, o; k, v; gate, up, down; two norms
+    params = 2 * vocab * h + layers * per_layer + h  # untied embeddings and LM head; the final norm
+    return 2 * params, 2 * layers * kv * 2
+
+
+def test_llama_131k_bf16_does_not_fit_one_l4_and_the_longest_context_is_what_the_sizes_imply() -> None:
+    fit = fit_deployment("llama", vllm(), ModelInfo(config("Llama-3.1-8B")), on("L4"))
+    est = fit.estimate
+    assert fit.level is Level.FAIL and est.context_len == 131_072
+    weights, per_token = llama_by_hand()
+    usable = 0.9 * 23034 * 2**20  # vLLM's default share of what an L4 reports
+    assert est.weights == weights
+    # whatever the runtime overhead, it is under 2 GiB: the longest context lies between these
+    assert (usable - weights - 2 * GIB) / per_token <= est.max_context_len <= (usable - weights) / per_token
+    assert 25_000 < est.max_context_len < 41_000
+    assert f"--max-model-len {est.max_context_len}" in fit.findings[0].remedy
+    at_longest = fit_deployment("llama", vllm("--max-model-len", str(est.max_context_len)),
+                                ModelInfo(config("Llama-3.1-8B")), on("L4"))
+    assert at_longest.level is not Level.FAIL
+
+
+def test_llama_131k_bf16_fits_one_h100() -> None:
+    fit = fit_deployment("llama", vllm(), ModelInfo(config("Llama-3.1-8B")), on("H100"))
+    assert fit.level is Level.OK and fit.estimate.max_context_len == 131_072  # the model's own limit
+
+
+def test_two_l4s_with_tensor_parallelism_fit_a_context_one_cannot() -> None:
+    info = ModelInfo(config("Llama-3.1-8B"))
+    one = fit_deployment("llama", vllm("--max-model-len", "65536"), info, on("L4"))
+    two = fit_deployment("llama", vllm("--max-model-len", "65536", "-tp", "2"), info, on("L4", 2))
+    assert one.level is Level.FAIL and two.level is Level.OK
+    assert two.estimate.where == "GPU 0,1" and two.estimate.max_context_len > 2 * one.estimate.max_context_len
+    # split as vLLM does: each GPU holds half of the 8 KV heads, and half of all but the norms
+    weights, per_token = llama_by_hand()
+    assert two.estimate.kv_cache == per_token * 65_536
+    assert weights < two.estimate.weights < weights * 1.001
+
+
+def test_tensor_parallel_must_divide_the_attention_heads() -> None:
+    [finding] = fit_findings("q", vllm("-tp", "8"), ModelInfo(config("Qwen2.5-7B-Instruct")), on("L4", 8))  # 28 heads
+    assert finding.level is Level.FAIL and "does not divide" in finding.message
+
+
+def test_bfloat16_on_a_gpu_before_ampere_fails_and_auto_does_not() -> None:
+    info = ModelInfo(config("Qwen3-0.6B"))
+    [finding] = fit_findings("q", vllm("--dtype", "bfloat16", "--max-model-len", "4096"), info, on("T4"))
+    assert finding.level is Level.FAIL and "--dtype float16" in finding.remedy
+    assert fit_deployment("q", vllm("--max-model-len", "4096"), info, on("T4")).level is Level.OK
+
+
+def test_requirements_are_judged_against_the_target() -> None:
+    spec = VllmDeployment(engine="vllm", model="m", args=("--max-model-len", "4096"),
+                          requires=Requirements(min_compute_capability=9.0))
+    info = ModelInfo(config("Qwen3-0.6B"))
+    assert fit_deployment("q", spec, info, on("L4")).level is Level.FAIL
+    assert fit_deployment("q", spec, info, on("H100")).level is Level.OK
+
+
+# -- vLLM on the CPU (gpus: 0) -------------------------------------------------------------
+
+
+def cpu_vllm(*args: str, env: dict[str, str] | None = None) -> VllmDeployment:
+    return VllmDeployment(engine="vllm", model="m", gpus=0, args=args, env=env or {})
+
+
+def test_cpu_vllm_needs_weights_plus_the_kv_space_it_is_given() -> None:
+    info = ModelInfo(config("Qwen3-0.6B"))
+    fit = fit_deployment("c", cpu_vllm("--max-model-len", "8192", env={"VLLM_CPU_KVCACHE_SPACE": "2"}), info,
+                         machine(ram=16 * GIB))
+    est = fit.estimate
+    assert fit.level is Level.OK and est.where == "RAM" and est.available == 16 * GIB
+    assert est.kv_cache == 2 * GIB and est.needed == est.weights + 2 * GIB + est.overhead
+    per_token = kv_bytes_per_token(model_shape(info.config), 2)
+    assert est.max_context_len == 2 * GIB // per_token // 128 * 128  # whole 128-token CPU blocks
+    tight = fit_deployment("c", cpu_vllm("--max-model-len", "8192", env={"VLLM_CPU_KVCACHE_SPACE": "2"}), info,
+                           machine(ram=4 * GIB))
+    assert tight.level is Level.FAIL and "VLLM_CPU_KVCACHE_SPACE" in tight.findings[0].remedy
+
+
+def test_cpu_vllm_context_longer_than_the_kv_space_fails() -> None:
+    info = ModelInfo(config("Qwen3-0.6B"))  # 40960 tokens x 112 KiB > 1 GiB
+    fit = fit_deployment("c", cpu_vllm(env={"VLLM_CPU_KVCACHE_SPACE": "1"}), info, machine(ram=64 * GIB))
+    failed = [f for f in fit.findings if f.level is Level.FAIL]
+    assert failed and f"--max-model-len {fit.estimate.max_context_len}" in failed[0].remedy
+
+
+def test_cpu_vllm_without_kv_space_takes_most_of_ram() -> None:
+    info = ModelInfo(config("Qwen3-0.6B"))
+    roomy = fit_deployment("c", cpu_vllm("--max-model-len", "4096"), info, ram_only(64 * GIB, 63 * GIB))
+    assert roomy.level is Level.WARN and roomy.estimate.needed == int(0.92 * 64 * GIB)
+    assert "VLLM_CPU_KVCACHE_SPACE" in roomy.findings[0].remedy
+    busy = fit_deployment("c", cpu_vllm("--max-model-len", "4096"), info, ram_only(64 * GIB, 40 * GIB))
+    assert busy.level is Level.FAIL and "refuses to start" in busy.findings[0].message
+    bad = fit_deployment("c", cpu_vllm(env={"VLLM_CPU_KVCACHE_SPACE": "4.5"}), info, machine())
+    assert bad.level is Level.FAIL and "whole number" in bad.findings[0].message
+
+
+def ram_only(total: int, available: int) -> Inventory:
+    return Inventory(gpu=GpuProbe(), memory=MemoryProbe(total, available), disk=None, docker=None, ollama=None)
+
+
+def test_smallest_listed_gpu_that_fits() -> None:
+    from provision.gpus import by_memory
+    from provision.preflight import smallest_gpu
+
+    info = ModelInfo(config("Llama-3.1-8B"))
+    ram = MemoryProbe(64 * GIB, 64 * GIB)
+    name = smallest_gpu("llama", vllm(), info, ram)
+    order = [g.name for g in by_memory()]
+    assert name in order
+    assert fit_deployment("llama", vllm(), info, on(name)).level is not Level.FAIL
+    assert all(fit_deployment("llama", vllm(), info, on(smaller)).level is Level.FAIL
+               for smaller in order[:order.index(name)])
+    two = smallest_gpu("llama", vllm("-tp", "2"), info, ram)
+    assert two.endswith("x2") and order.index(two[:-2]) < order.index(name)
+    assert smallest_gpu("c", cpu_vllm(), info, ram) is None  # runs without a GPU

@@ -13,7 +13,8 @@ Parameters, for a decoder-only transformer (Llama, Qwen2, Qwen3, Mistral, ...)::
     mlp    = 3·h·I                 gated MLP: gate, up, down (no biases unless mlp_bias)
     params = V·h + L·(attn + mlp + 2·h) + h + (V·h unless tie_word_embeddings)
 
-(``text_config`` is read first when the config nests one.) Mixture-of-experts and
+(``text_config`` is read first when the config nests one.) Encoder-only models (BERT-like) are
+counted by :mod:`provision.encoder` and have no KV cache. Mixture-of-experts and
 multi-head-latent-attention configs are not modelled: their count is unknown, and the real file
 sizes decide.
 
@@ -82,6 +83,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .encoder import encoder_parameter_count, is_encoder
+
 GIB = 2**30
 BLOCK_SIZE = 16  # vLLM's KV-cache block size in tokens
 TRANSFORMERS_OVERHEAD = 0.2
@@ -147,7 +150,7 @@ _MOE_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "kv_lora_ra
 def model_shape(config: Mapping[str, Any]) -> ModelShape | None:
     """The dimensions that size a dense decoder, or None when the config is not one."""
     c = text_config(config)
-    if any(c.get(key) for key in _MOE_KEYS):
+    if any(c.get(key) for key in _MOE_KEYS) or is_encoder(c):  # encoders: provision.encoder
         return None
     try:
         hidden, heads = int(c["hidden_size"]), int(c["num_attention_heads"])
@@ -213,7 +216,8 @@ def weights_bytes(config: Mapping[str, Any], dtype: str | None, *, stored_bytes:
         stored = dtype_bytes(config_dtype(config))
         return int(stored_bytes * target / stored) if stored else None
     shape = model_shape(config)
-    return int(parameter_count(shape) * target) if shape else None
+    params = parameter_count(shape) if shape else encoder_parameter_count(text_config(config))
+    return int(params * target) if params else None
 
 
 def kv_heads_per_gpu(shape: ModelShape, tp: int = 1) -> int:

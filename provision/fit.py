@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .encoder import encoder_activation_bytes, encoder_max_length, is_encoder
 from .estimate import (
     GIB,
     TRANSFORMERS_OVERHEAD,
@@ -32,6 +33,7 @@ from .estimate import (
     dtype_bytes,
     ollama_default_context,
     resolve_dtype,
+    text_config,
     weights_bytes,
 )
 from .hardware import Finding, Inventory, Level, worst
@@ -127,13 +129,19 @@ def _fit_transformers(name: str, spec: Any, info: ModelInfo, inventory: Inventor
     if weights is None:
         return DeploymentFit(name, None, (*([missing] if missing else []),
                                           unknown(name, "no config.json or weight sizes yet")))
-    overhead = int(weights * TRANSFORMERS_OVERHEAD)
-    est = MemoryEstimate(where, weights + overhead, available, weights, None, overhead)
+    overhead, what = int(weights * TRANSFORMERS_OVERHEAD), f"weights {size_text(weights)} + {TRANSFORMERS_OVERHEAD:.0%}"
+    encoder = info.config is not None and is_encoder(text_config(info.config))
+    length = None
+    if encoder:  # no KV cache: one forward pass's activations at the longest input
+        c = text_config(info.config or {})
+        length = encoder_max_length(c) or 512
+        overhead = encoder_activation_bytes(c, length, dtype_bytes(resolve_dtype(spec.dtype, c)) or 4) or overhead
+        what = f"weights {size_text(weights)} + activations {size_text(overhead)} for {length} tokens"
+    est = MemoryEstimate(where, weights + overhead, available, weights, 0 if encoder else None, overhead, length)
     if missing is not None:
         return DeploymentFit(name, est, (missing,))
     remedy = ("load it in half precision (dtype: bfloat16 or float16)" if spec.dtype in ("float32",)
               else "use a smaller model, or free memory on that device")
-    what = f"weights {size_text(weights)} + {TRANSFORMERS_OVERHEAD:.0%}"
     return DeploymentFit(name, est, (judge(name, est, what, remedy),))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .encoder import encoder_max_length, is_encoder
 from .estimate import (
     CPU_KV_ENV,
     VLLM_CPU_BLOCK_SIZE,
@@ -22,6 +23,7 @@ from .estimate import (
     kv_bytes_per_token,
     model_shape,
     parse_vllm_args,
+    text_config,
     vllm_dtype,
     vllm_max_context,
     vllm_overhead,
@@ -40,6 +42,7 @@ class _Model:
     weights: int
     context: int | None
     kv_bytes: float
+    encoder: bool = False  # BERT-like: no KV cache (provision.encoder)
 
 
 def _model(args: VllmArgs, info: ModelInfo) -> _Model | None:
@@ -50,8 +53,10 @@ def _model(args: VllmArgs, info: ModelInfo) -> _Model | None:
     if weights is None:
         return None
     kv_dtype = dtype if args.kv_cache_dtype == "auto" else args.kv_cache_dtype
-    context = args.max_model_len or (shape.max_position_embeddings if shape else None)
-    return _Model(shape, weights, context, dtype_bytes(kv_dtype) or 2)
+    encoder = is_encoder(text_config(config))
+    context = args.max_model_len or (shape.max_position_embeddings if shape else
+                                     encoder_max_length(text_config(config)) if encoder else None)
+    return _Model(shape, weights, context, dtype_bytes(kv_dtype) or 2, encoder)
 
 
 def _numbers(model: _Model, tp: int, gpus: tuple[Gpu, ...], args: VllmArgs) -> MemoryEstimate:
@@ -60,6 +65,10 @@ def _numbers(model: _Model, tp: int, gpus: tuple[Gpu, ...], args: VllmArgs) -> M
     weights = weights_on_gpus(model.shape, model.weights, tp)
     overhead = vllm_overhead(model.shape, tp=tp, batched_tokens=args.max_num_batched_tokens)
     where = "GPU " + ",".join(str(g.index) for g in gpus) if gpus else f"{tp} GPU{'s' if tp > 1 else ''}"
+    if model.encoder:  # no KV cache: the overhead's activation peak is the rest
+        longest = model.context if usable is not None and usable >= weights + overhead else 0
+        return MemoryEstimate(where, weights + overhead, usable, weights, 0, overhead, model.context,
+                              longest if usable is not None else None)
     if model.shape is None or model.context is None:
         return MemoryEstimate(where, None, usable, weights, None, overhead, model.context)
     per_token = kv_bytes_per_token(model.shape, model.kv_bytes, tp=tp)

@@ -164,7 +164,9 @@ def render_fits(fits: Iterable[DeploymentFit]) -> None:
     for fit in fits:
         est = fit.estimate
         numbers = ["", "", "", "", "", "", "", ""] if est is None else [
-            est.where, _num(est.weights), _num(est.kv_cache), _num(est.overhead), _num(est.needed),
+            est.where, _num(est.weights),
+            "" if est.kv_cache is None and est.needed is not None else _num(est.kv_cache),  # in "other"
+            _num(est.overhead), _num(est.needed),
             _num(est.available), str(est.context_len or ""), str(est.max_context_len or "")]
         table.add_row(fit.name, _level(fit.level), *numbers, fit.smallest_gpu or "")
     console().print(table)

@@ -222,3 +222,33 @@ def test_cpu_kv_cache_space_reads_vllm_cpu_kvcache_space_in_gib() -> None:
 def test_parsed_args_say_which_were_given() -> None:
     assert parse_vllm_args(["--gpu-memory-utilization", "0.5"]).given == {"gpu_memory_utilization"}
     assert parse_vllm_args([]).given == frozenset()
+
+
+# -- encoder-only (BERT-like embedding models) ---------------------------------------------
+
+
+def test_encoder_is_recognised_by_its_config_and_not_sized_as_a_decoder() -> None:
+    from provision.encoder import is_encoder
+
+    bert = load("bert-base-embedding")  # the BERT-base shape of bge-base-en-v1.5 and bert-base-uncased
+    assert is_encoder(bert) and model_shape(bert) is None
+    assert is_encoder({"architectures": ["XLMRobertaModel"]}) and is_encoder({"model_type": "xlm-roberta"})
+    assert not any(is_encoder(load(name)) for name in PUBLIC_PARAMS)
+
+
+def test_encoder_parameters_match_bert_base_and_weights_follow() -> None:
+    from provision.encoder import encoder_parameter_count
+
+    bert = load("bert-base-embedding")
+    assert encoder_parameter_count(bert) == 109_482_240  # bert-base-uncased's published count, pooler included
+    assert weights_bytes(bert, "auto") == 109_482_240 * 4  # stored in float32
+    assert weights_bytes(bert, "float16") == 109_482_240 * 2
+
+
+def test_encoder_activations_grow_with_the_square_of_the_length() -> None:
+    from provision.encoder import encoder_activation_bytes
+
+    bert = load("bert-base-embedding")
+    at_512 = encoder_activation_bytes(bert, 512, 4)
+    assert at_512 == (512 * (5 * 768 + 3072) + 12 * 512 * 512) * 4
+    assert encoder_activation_bytes(bert, 512, 4, batch=8) == 8 * at_512

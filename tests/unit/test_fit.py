@@ -381,3 +381,17 @@ def test_smallest_listed_gpu_that_fits() -> None:
     two = smallest_gpu("llama", vllm("-tp", "2"), info, ram)
     assert two.endswith("x2") and order.index(two[:-2]) < order.index(name)
     assert smallest_gpu("c", cpu_vllm(), info, ram) is None  # runs without a GPU
+
+
+def test_encoder_deployments_have_no_kv_cache() -> None:
+    info = ModelInfo(config("bert-base-embedding"))
+    local = fit_deployment("e", TransformersDeployment(engine="transformers", model="m", device="cpu"), info,
+                           machine(ram=4 * GIB))
+    est = local.estimate
+    assert local.level is Level.OK and est.kv_cache == 0 and est.context_len == 512
+    assert est.weights == 109_482_240 * 4 and est.needed == est.weights + est.overhead
+    assert "activations" in local.findings[0].message
+    served = fit_deployment("e", vllm(), info, on("T4"))
+    assert served.level is Level.OK and served.estimate.kv_cache == 0
+    assert served.estimate.weights == 109_482_240 * 2  # vLLM serves a float32 checkpoint in half precision
+    assert served.estimate.max_context_len == 512

@@ -1,4 +1,7 @@
-"""Will it fit? Deployments against this machine's inventory, before anything is downloaded.
+"""Will it fit? Deployments against an inventory, before anything is downloaded.
+
+The inventory is this machine's (:mod:`provision.hardware`) or GPUs planned with ``--gpu`` /
+``--vram`` (:mod:`provision.gpus`); vLLM's fit, GPU and CPU, is :mod:`provision.fit_vllm`.
 
 Pure: the caller supplies what it knows about each model (:class:`ModelInfo`: ``config.json``,
 the real size of the weight files from disk or the hub's listing, a GGUF header) and an

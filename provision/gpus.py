@@ -10,7 +10,8 @@ Memory is what CUDA will see, since vLLM sizes itself from it (``torch.cuda.mem_
 - else the vendor's figure, in GiB (NVIDIA's "80 GB" is the binary DRAM size: an H100 reports
   81559 MiB, more than 80 x 10^9 bytes), less 1/16 on data-center GDDR boards, whose ECC is on
   by default and takes that share: the reported L4 (23034 of 24576 MiB), A10 (23028), L40S
-  (46068 of 49152) and T4 (15360 of 16384) all show it.
+  (46068 of 49152) and T4 (15360 of 16384) all show it. On HBM boards the driver's total can be
+  ~0.5% under the figure (the H100's 79.6 GiB), so an entry without a record may be that generous.
 
 Capabilities follow from the compute capability (https://developer.nvidia.com/cuda-gpus):
 bf16 from 8.0 (Ampere; vLLM's CUDA platform lists bfloat16 only from capability 8.0), FP8

@@ -53,14 +53,18 @@ def deployment(document: dict[str, Any], name: str) -> dict[str, Any]:
 
 def test_estimates_are_present_without_a_gpu_or_docker(tmp_path: Path, env: dict[str, str]) -> None:
     code, document = check(write_manifest(tmp_path, ONE + TWO), env=env)
-    assert code == 1 and document["target"] is None
+    assert document["target"] is None
+    gpu_less = not document["machine"]["gpus"]  # CI's machines; on a GPU machine the GPUs judge it
+    assert code == 1 or not gpu_less
     for name in ("llama", "llama-tp2"):
         fit = deployment(document, name)
         est = fit["estimate"]
-        assert fit["level"] == "FAIL" and "none was found" in fit["findings"][0]["message"]
         assert est["weights"] > 14 * GIB and est["kv_cache"] > 0 and est["overhead"] > 0
-        assert est["needed"] == est["weights"] + est["kv_cache"] + est["overhead"] and est["available"] is None
+        assert est["needed"] == est["weights"] + est["kv_cache"] + est["overhead"]
         assert fit["smallest_gpu"]
+        if gpu_less:
+            assert fit["level"] == "FAIL" and "none was found" in fit["findings"][0]["message"]
+            assert est["available"] is None
     assert deployment(document, "llama")["estimate"]["kv_cache"] == 16 * GIB  # 131072 tokens x 128 KiB
     # this machine's blocker (Docker unreachable) is reported beside the estimates
     assert any("not checked" in f["message"] and "llama" in f["subject"] for f in document["findings"])

@@ -306,23 +306,11 @@ def check_hardware(manifest: Path | None, gpu: str | None, vram: str | None, lis
         else:
             render_gpu_table(GPUS)
         return
-    target = None
-    if gpu is not None or vram is not None:
-        from .gpus import gpu_target, vram_target
+    from .gpus import parse_target, planned_inventory
 
-        if gpu is not None and vram is not None:
-            from .errors import ManifestError
-
-            raise ManifestError("--gpu and --vram both name the target", hint="give one of them")
-        target = gpu_target(gpu) if gpu is not None else vram_target(vram or "")
+    target = parse_target(gpu=gpu, vram=vram)
     if manifest is None:
-        if target is None:
-            inventory = collect_inventory(models_dir=Path.cwd())
-        else:
-            from .gpus import target_inventory
-            from .hardware import probe_memory
-
-            inventory = target_inventory(target, probe_memory())
+        inventory = collect_inventory(models_dir=Path.cwd()) if target is None else planned_inventory(target)
         fits: tuple = ()
         findings: tuple = ()
     else:

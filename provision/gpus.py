@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import ManifestError
-from .hardware import Finding, Gpu, GpuProbe, Inventory, Level, MemoryProbe
+from .hardware import Finding, Gpu, GpuProbe, Inventory, Level, MemoryProbe, probe_memory
 
 GIB = 2**30
 MIB = 2**20
@@ -179,6 +179,20 @@ def vram_target(text: str) -> Target:
     unit = (match["unit"] or "GiB").upper()
     memory = int(float(match["number"]) * _UNITS[unit])
     return Target(f"{count} x {memory / GIB:.1f} GiB", count, memory, None)
+
+
+def parse_target(*, gpu: str | None, vram: str | None) -> Target | None:
+    """``--gpu`` or ``--vram`` (not both; neither: None, judge this machine)."""
+    if gpu is not None and vram is not None:
+        raise ManifestError("--gpu and --vram both name the target", hint="give one of them")
+    if gpu is not None:
+        return gpu_target(gpu)
+    return vram_target(vram) if vram is not None else None
+
+
+def planned_inventory(target: Target) -> Inventory:
+    """The target's GPUs with this machine's RAM (the only probe a target run makes)."""
+    return target_inventory(target, probe_memory())
 
 
 def target_inventory(target: Target, memory: MemoryProbe) -> Inventory:

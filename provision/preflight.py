@@ -17,8 +17,8 @@ from .engine import Engine, PlanResult, RunOptions
 from .errors import PreflightError, ProvisionError
 from .estimate import parse_vllm_args
 from .fit import DeploymentFit, ModelInfo, check_disk, fit_deployment
-from .gpus import Target, by_memory, model_inventory, target_inventory
-from .hardware import Finding, Inventory, Level, MemoryProbe, collect_inventory, probe_memory
+from .gpus import Target, by_memory, model_inventory, planned_inventory
+from .hardware import Finding, Inventory, Level, MemoryProbe, collect_inventory
 from .plan import Plan
 from .sources import FILE_SCHEMES
 
@@ -136,7 +136,7 @@ def preflight_for(engine: Engine, target: Target) -> PreflightReport:
     used = {getattr(spec, "model", None) for spec in manifest.deployments.values()}
     models = tuple(name for name, spec in manifest.models.items() if name in used and spec.scheme in FILE_SCHEMES)
     planned = engine.plan(RunOptions(only=models)) if models else PlanResult(Plan(()))
-    return run_preflight(engine, planned, inventory=target_inventory(target, probe_memory()),
+    return run_preflight(engine, planned, inventory=planned_inventory(target),
                          deployments=list(manifest.deployments))
 
 

@@ -208,8 +208,8 @@ def _fit_cpu(name: str, spec: Any, args: VllmArgs, info: ModelInfo, inventory: I
         findings = [Finding(Level.FAIL, name, f"{head}, more than the {size_text(memory.available)} available: "
                                               "it refuses to start", f"{set_it}, or free RAM")
                     if reserved > memory.available else
-                    Finding(Level.WARN, name, f"{head} ({parts}): nearly all of this machine's RAM",
-                            f"{set_it} to what the context needs")]
+                    Finding(Level.WARN, name, f"{head} ({parts}): the KV cache is whatever RAM is left",
+                            f"{set_it} to what the context needs, so it fits any machine that has that much")]
     kv_need = per_token * model.context if per_token and model.context else None
     if kv_need is not None and kv_need > kv:
         findings.append(Finding(Level.FAIL, name, f"the KV cache ({size_text(kv)}) holds {longest or 0} tokens; "

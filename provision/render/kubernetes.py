@@ -336,8 +336,8 @@ def render(manifest: Manifest, lock: Mapping[str, Mapping[str, Any]], options: R
         if isinstance(dep, (VllmDeployment, OllamaDeployment)):
             model_spec = manifest.models[dep.model]
             if model_spec.scheme == "file":
-                skipped.append((address, f"its model {dep.model} is a local file:// source; copy it into a "
-                                         "volume and serve it yourself"))
+                why = f"its model {dep.model} is a local file:// source; copy it into a volume and serve it yourself"
+                skipped.append((address, why))
                 continue
             used.add(dep.model)
             found = locked_model(dep.model, model_spec, lock.get(dep.model))

@@ -385,13 +385,14 @@ def render() -> None:
 def render_kubernetes(manifest: Path | None, output: Path | None, to_stdout: bool, namespace: str | None,
                       storage_class: str | None, gpus_per_node: int | None, as_json: bool) -> None:
     """Deployments, Services, volume claims and a verified download step, from the manifest and its lock."""
+    from .errors import RenderError
     from .render.kubernetes import RenderOptions, check_options
     from .render.output import render_manifest, stream, write_dir
     from .report import print_json
     from .report.render import print_render, render_dict
 
     if (output is None) == (not to_stdout) or (to_stdout and as_json):
-        raise click.UsageError("give exactly one of -o DIR and --stdout (--json goes with -o)")
+        raise RenderError("give exactly one of -o DIR and --stdout", hint="--json goes with -o DIR")
     options = check_options(RenderOptions(namespace, storage_class, gpus_per_node))
     rendered = render_manifest(_load(manifest), options)
     written, removed = write_dir(output, rendered.objects) if output is not None else ([], [])

@@ -295,3 +295,22 @@ def test_strict_validation_can_fail() -> None:
                                       "spec": {"ports": [{"port": 1}], "bogus": True}})
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(yaml.safe_load(to_yaml(bad)), "1.30.0", strict=True)
+
+
+def test_writing_a_folder_replaces_our_files_and_leaves_others(tmp_path: Path) -> None:
+    from provision.render.output import HEADER, write_dir
+
+    out = tmp_path / "k8s"
+    out.mkdir()
+    (out / "gone.deployment.yaml").write_text(HEADER + "kind: Deployment\n")  # rendered before, no longer
+    (out / "mine.yaml").write_text("kind: ConfigMap\n")  # the user's
+    rendered = do_render(VLLM)
+    written, removed = write_dir(out, rendered.objects)
+    assert removed == [out / "gone.deployment.yaml"]
+    assert (out / "mine.yaml").read_text() == "kind: ConfigMap\n"
+    assert sorted(p.name for p in written) == sorted(o.filename for o in rendered.objects)
+    assert (out / "chat.deployment.yaml").read_text() == HEADER + to_yaml(find_obj(rendered, "Deployment"))
+
+
+def find_obj(rendered: Rendered, kind: str) -> KubeObject:
+    return next(o for o in rendered.objects if o.kind == kind)

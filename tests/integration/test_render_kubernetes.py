@@ -23,7 +23,7 @@ from provision.render.kubernetes import FETCH_IMAGE
 from tests.apply_support import TINY_FILES, lock_of
 from tests.cli import run_cli
 from tests.fakes.docker_env import build_python_image, ensure_engine
-from tests.fakes.hf_hub import FakeHFHub
+from tests.fakes.hf_hub import FakeCDN, FakeHFHub
 from tests.fakes.modelscope_hub import FakeModelScopeHub
 
 TOKEN = "hub-token-canary-3c9e1b7a"
@@ -35,6 +35,14 @@ SETTINGS = {"hf": "huggingface", "ms": "modelscope"}
 class Hub:
     server: FakeHFHub | FakeModelScopeHub
     scheme: str
+    cdn: FakeCDN | None = None  # where the Hugging Face fake redirects LFS files
+
+    def corrupt(self, path: str) -> None:
+        """Make the hub (or, for an LFS file, its CDN) flip a byte of ``path``'s body."""
+        if self.cdn is not None:
+            self.cdn.faults.corrupt = {hashlib.sha256(TINY_FILES[path]).hexdigest()}
+        else:
+            self.server.faults.corrupt = {path}
 
     def manifest(self, tmp_path: Path) -> Path:
         path = tmp_path / "m.yaml"
@@ -50,11 +58,12 @@ class Hub:
 @pytest.fixture(params=["hf", "ms"])
 def hub(request: pytest.FixtureRequest) -> Iterator[Hub]:
     if request.param == "hf":
-        hf = FakeHFHub()
-        with hf:
+        hf, cdn = FakeHFHub(), FakeCDN()
+        with hf, cdn:
             hf.add_repo("org/tiny", TINY_FILES, gated=True)
             hf.tokens.add(TOKEN)
-            yield Hub(hf, "hf")
+            hf.redirect_to(cdn)
+            yield Hub(hf, "hf", cdn)
     else:
         ms = FakeModelScopeHub()
         with ms:
@@ -170,6 +179,9 @@ def test_the_download_step_fetches_resumes_and_verifies_the_locked_files(
     ranges = [r.headers.get("range") for r in hub.server.requests if big in r.path]
     assert ranges == [f"bytes={half}-"]  # resumed, not restarted
     assert all(r.headers.get("authorization") == f"Bearer {TOKEN}" for r in hub.server.requests)
+    if hub.cdn is not None:  # the LFS bodies came from the CDN, without the token
+        assert any(locked[big]["sha256"] in r.path for r in hub.cdn.requests)
+        assert hub.cdn.authorizations() == []
 
     code, logs = run_step(standin_image, pod, objects, claim, secrets, tmp_path)
     assert code == 0 and "fetched 0" in logs, logs  # every start re-verifies, fetches nothing
@@ -186,7 +198,7 @@ def test_the_download_step_fails_loudly_when_the_hub_serves_other_bytes(
         tmp_path: Path, hub: Hub, standin_image: str) -> None:
     objects = rendered(tmp_path, hub)
     pod = objects["Deployment/chat"]["spec"]["template"]["spec"]
-    hub.server.faults.corrupt = {"model.safetensors"}
+    hub.corrupt("model.safetensors")
     claim = tmp_path / "claim"
     claim.mkdir()
     secrets = {f"provision-{SETTINGS[hub.scheme]}-token": {"token": TOKEN}}

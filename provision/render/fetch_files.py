@@ -138,6 +138,7 @@ def ensure_file(opener: urllib.request.OpenerDirector, auth: dict[str, str], tar
         print(f"{path}: bytes on the volume do not match the lock; fetching it again", flush=True)
     where = hashlib.sha256(path.encode()).hexdigest()[:16]
     part = os.path.join(target, PARTIAL, f"{sha256}-{where}.part")
+    got = ""
     for attempt in (1, 2):
         _download(opener, auth, url, part, size, path)
         got = _sha256(part)
@@ -146,12 +147,11 @@ def ensure_file(opener: urllib.request.OpenerDirector, auth: dict[str, str], tar
             os.replace(part, final)
             return True
         os.unlink(part)
-        if attempt == 2:
-            raise StepError(f"{path}: sha256 mismatch: the lock pins {sha256}, the hub served {got} "
-                            "(twice); the hub or a proxy altered it, or the revision moved since the lock "
-                            "was written (then run `provision apply --update` and render again)")
-        print(f"{path}: sha256 mismatch ({got}); fetching it once more from scratch", flush=True)
-    return True  # unreachable: the loop returns or raises
+        if attempt == 1:
+            print(f"{path}: sha256 mismatch ({got}); fetching it once more from scratch", flush=True)
+    raise StepError(f"{path}: sha256 mismatch: the lock pins {sha256}, the hub served {got} "
+                    "(twice); the hub or a proxy altered it, or the revision moved since the lock "
+                    "was written (then run `provision apply --update` and render again)")
 
 
 def remove_unlisted(target: str, wanted: set[str]) -> list[str]:

@@ -11,11 +11,14 @@ keys as variables) runs in a real Docker engine against the hub fakes on loopbac
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -141,8 +144,14 @@ def test_render_exits_2_until_the_model_is_locked(tmp_path: Path, hub: Hub) -> N
     assert not hub.server.requests  # offline
 
 
-def test_render_is_byte_identical_and_offline(tmp_path: Path, hub: Hub) -> None:
+def test_render_is_byte_identical_offline_and_schema_valid(tmp_path: Path, hub: Hub) -> None:
     rendered(tmp_path, hub)
+    files = sorted(str(p) for p in (tmp_path / "k8s").iterdir())
+    for version in ("1.30.0", kubernetes_validate.latest_version()):
+        checked = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", "-k", version, *files],
+                                 capture_output=True, text=True, check=False)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert checked.stdout.count("passed") == len(files) == 4  # claim, ConfigMap, Deployment, Service
     before = len(hub.server.requests)
     first = run_cli("render", "kubernetes", tmp_path / "m.yaml", "--stdout", env=ENV)
     second = run_cli("render", "kubernetes", tmp_path / "m.yaml", "--stdout", env=ENV)

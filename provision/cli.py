@@ -384,6 +384,42 @@ def _smoke_target(target: str | None, names: tuple[str, ...]) -> tuple[Path | No
     return Path(last), names
 
 
+@main.group()
+def render() -> None:
+    """Write the manifest as another system's objects, offline (no cluster or hub is contacted)."""
+
+
+@render.command("kubernetes")
+@manifest_argument
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), help="Write one file per object here.")
+@click.option("--stdout", "to_stdout", is_flag=True, help="Print one multi-document YAML stream instead.")
+@click.option("--namespace", help="metadata.namespace of every object (default: kubectl's current one).")
+@click.option("--storage-class", help="storageClassName of the volume claims (default: the cluster's).")
+@click.option("--gpus-per-node", type=click.IntRange(1, 64), help="What `gpus: all` means in the cluster.")
+@json_option
+@_handle_errors
+def render_kubernetes(manifest: Path | None, output: Path | None, to_stdout: bool, namespace: str | None,
+                      storage_class: str | None, gpus_per_node: int | None, as_json: bool) -> None:
+    """Deployments, Services, volume claims and a verified download step, from the manifest and its lock."""
+    from .errors import RenderError
+    from .render.kubernetes import RenderOptions, check_options
+    from .render.output import render_manifest, stream, write_dir
+    from .report import print_json
+    from .report.render import print_render, render_dict
+
+    if (output is None) == (not to_stdout) or (to_stdout and as_json):
+        raise RenderError("give exactly one of -o DIR and --stdout", hint="--json goes with -o DIR")
+    options = check_options(RenderOptions(namespace, storage_class, gpus_per_node))
+    rendered = render_manifest(_load(manifest), options)
+    written, removed = write_dir(output, rendered.objects) if output is not None else ([], [])
+    if to_stdout:
+        sys.stdout.write(stream(rendered.objects))
+    if as_json:
+        print_json(render_dict(rendered, namespace, written, removed))
+    else:
+        print_render(rendered, namespace, written, removed, to_stderr=to_stdout)
+
+
 def run() -> None:
     try:
         main(prog_name="provision")

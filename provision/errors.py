@@ -16,7 +16,8 @@ ProvisionError                      exit 1 unless noted
 │   └── DownloadError               transient failures outlived the retries
 ├── DeploymentError                 a deployment could not be created or is unhealthy
 │   └── EngineUnavailableError (ConnectionError)   Docker / Ollama not reachable
-└── StateError                      the state file is unreadable
+├── StateError                      the state file is unreadable
+└── RenderError                     exit 2: no lock yet, or a field with no meaning in the target
 ```
 
 Backends raise these, never bare ``KeyError``/``ValueError``; the CLI maps them to one
@@ -128,3 +129,9 @@ class EngineUnavailableError(DeploymentError, ConnectionError):
 
 class StateError(ProvisionError):
     default_hint = "the state file is damaged; move it aside (see `provision status --help` for its path)"
+
+
+class RenderError(ProvisionError):
+    """The manifest cannot be rendered for the target (a field with no meaning there, no lock yet)."""
+
+    exit_code = 2

@@ -17,4 +17,10 @@ if ! command -v openssl >/dev/null 2>&1; then
     $sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends openssl
 fi
 
+# The Kubernetes download-step test runs in a Python image built from Debian (no registry here).
+if ! command -v debootstrap >/dev/null 2>&1; then
+    sudo=""; [ "$(id -u)" != 0 ] && sudo="sudo"
+    $sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends debootstrap
+fi
+
 python -m pytest "$@"

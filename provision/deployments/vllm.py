@@ -128,10 +128,8 @@ def container_name(deployment: str) -> str:
 
 def desired_spec(name: str, spec: VllmDeployment, ctx: DeployContext) -> ContainerSpec:
     """Pure: the container this deployment asks for, with the model revision from the lock."""
-    _check_args(name, spec)
     served = spec.served_model_name or name
-    command = ["--model", f"{MOUNT_ROOT}/{spec.model}", "--served-model-name", served,
-               "--host", "0.0.0.0", "--port", str(CONTAINER_PORT), *spec.args]
+    command = server_args(name, spec)
     environment = {"HF_HUB_OFFLINE": "1", **spec.env}
     key = spec.api_key.get_secret_value() if spec.api_key is not None else None
     if key is not None:
@@ -156,6 +154,13 @@ def desired_spec(name: str, spec: VllmDeployment, ctx: DeployContext) -> Contain
     spec_hash = _sha256(json.dumps([public, command], sort_keys=True) + "\0" + secret)
     return ContainerSpec(container_name(name), served, tuple(command), str(ctx.model_dirs[spec.model]), public,
                          environment, spec_hash)
+
+
+def server_args(name: str, spec: VllmDeployment) -> list[str]:
+    """The arguments after the image's entrypoint; `render kubernetes` uses the same ones."""
+    _check_args(name, spec)
+    return ["--model", f"{MOUNT_ROOT}/{spec.model}", "--served-model-name", spec.served_model_name or name,
+            "--host", "0.0.0.0", "--port", str(CONTAINER_PORT), *spec.args]
 
 
 def _check_args(name: str, spec: VllmDeployment) -> None:

@@ -8,6 +8,7 @@ cached steps, each skipped when its result is already there:
     provision-test/vllm-fake:1   that tarball + /opt/fake/{vllm_server.py,_server.py},
                                  `docker import`ed with ENTRYPOINT python3 /opt/fake/vllm_server.py
                                  and label provision-test.content = sha256 of the two files
+    provision-test/python-standin:1   that tarball alone: stands in for python:3.12-slim
 
 So after a change to the fake server only the import runs again (a few seconds).
 The engine itself is started by scripts/start-docker.sh when it does not answer.
@@ -156,6 +157,23 @@ def build_vllm_image(tag: str = DEFAULT_TAG, *, client: docker.DockerClient | No
                 client.images.remove(stale)
             except APIError:
                 pass  # still used by a container; docker image prune gets it later
+    return tag
+
+
+PYTHON_STANDIN_TAG = "provision-test/python-standin:1"
+
+
+def build_python_image(tag: str = PYTHON_STANDIN_TAG, *, client: docker.DockerClient | None = None) -> str:
+    """An image standing in for python:3.12-slim (the rendered Kubernetes download step's):
+    the same cached bookworm root filesystem, so python3 is Debian's 3.11; the step's script
+    needs only a standard library of Python >= 3.9. Returns ``tag``."""
+    client = client or ensure_engine()
+    with _locked("image"):
+        if _image_id(client, tag):
+            return tag
+        repository, _, version = tag.rpartition(":")
+        client.api.import_image(src=str(rootfs_tarball()), repository=repository, tag=version,
+                                changes=['CMD ["python3"]'])
     return tag
 
 

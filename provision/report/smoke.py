@@ -23,10 +23,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from ..smoke import SmokeResult
 from . import console
+from .text import shorten_middle, shorten_words
 
 # result field -> JUnit property name (with its unit)
 _PROPERTIES = (("ttft", "ttft_s"), ("itl_mean", "itl_mean_s"), ("itl_median", "itl_median_s"),
@@ -34,6 +36,9 @@ _PROPERTIES = (("ttft", "ttft_s"), ("itl_mean", "itl_mean_s"), ("itl_median", "i
                ("total_s", "total_s"), ("load_s", "load_s"))
 # XML 1.0 cannot carry most control characters, which a random or broken model may emit.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+_NAME_WIDTH = 20  # deployment names past this are shortened in the middle (--json has them whole)
 
 
 def _ms(seconds: float | None) -> str:
@@ -47,17 +52,18 @@ def _s(seconds: float | None) -> str:
 def smoke_table(results: Sequence[SmokeResult]) -> Table:
     """One row per deployment; compact (box-less, short headers) so it fits 80 columns."""
     table = Table(title="smoke test", title_justify="left", box=None, pad_edge=False, collapse_padding=True)
-    table.add_column("deployment", no_wrap=True)
+    table.add_column("deployment", no_wrap=True, max_width=_NAME_WIDTH)
     table.add_column("engine", no_wrap=True)
     table.add_column("result", no_wrap=True)
     for header in ("TTFT", "ITL", "TPOT", "tokens", "tok/s", "total"):
         table.add_column(header, justify="right", no_wrap=True)
     table.add_column("finish", no_wrap=True)
     for r in results:
-        # the token count's source: s = server/engine, t = tokenizer, c = chunks (see --json)
-        tokens = f"{r.output_tokens}{r.token_source[0]}" if r.output_tokens else "-"
+        # a plain count: who counted it is the footnote's (token_footnote), never a suffix
+        # that reads as a unit ("10s" next to "0.10s")
+        tokens = str(r.output_tokens) if r.output_tokens else "-"
         table.add_row(
-            r.deployment,
+            escape(shorten_middle(r.deployment, _NAME_WIDTH)),
             r.engine,
             "[green]pass[/]" if r.passed else "[red]FAIL[/]",
             _ms(r.ttft),
@@ -76,10 +82,32 @@ def print_smoke(results: Sequence[SmokeResult]) -> None:
     console().print(smoke_table(results))
     for r in results:
         if not r.passed:
-            console().print(f"[red]✗ {r.deployment}[/]: {r.reason}", markup=True, soft_wrap=True)
+            reason = shorten_words(r.reason or "failed", console().width - 4)
+            console().print(f"[red]✗ {escape(r.deployment)}[/]: {escape(reason)}", markup=True)
     passed = sum(r.passed for r in results)
-    console().print(f"{passed} of {len(results)} passed (tokens: s = counted by the server/engine, "
-                    "t = tokenizer, c = chunks)")
+    console().print(f"{passed} of {len(results)} passed.")
+    for line in token_footnote(results):
+        console().print(line, markup=False)
+
+
+_COUNTED_BY = {"tokenizer": "by the model's tokenizer", "chunks": "as streamed chunks (no tokenizer)"}
+
+
+def token_footnote(results: Sequence[SmokeResult]) -> list[str]:
+    """Who counted the tokens column: one short line, plus one per other way of counting."""
+    counted = [r for r in results if r.output_tokens]
+    if not counted:
+        return []
+    others: dict[str, list[str]] = {}
+    for r in counted:
+        if r.token_source != "server":
+            others.setdefault(r.token_source, []).append(r.deployment)
+    if not others:
+        return ["tokens: counted by the server (or engine)"]
+    lines = ["tokens: counted by the server (or engine), except"]
+    for source, names in others.items():
+        lines.append(f"  {_COUNTED_BY.get(source, source)}: {', '.join(names)}")
+    return lines
 
 
 class StreamPrinter:

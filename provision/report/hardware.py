@@ -16,11 +16,13 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from ..estimate import GIB
 from ..hardware import Finding, Inventory, Level, worst
 from . import console
+from .text import shorten_middle, shorten_words
 
 if TYPE_CHECKING:  # provision.fit imports the manifest models (pydantic): not needed to print
     from ..fit import DeploymentFit, MemoryEstimate
@@ -36,9 +38,19 @@ def _level(level: Level) -> str:
     return f"[{_STYLE[level]}]{level.value}[/]"
 
 
+_SUBJECT_WIDTH = 26
+_DETAIL_WORD = 28  # the detail column's narrowest at 80 columns: longer words are shortened
+
+
 def _detail(finding: Finding) -> str:
+    """The message and its remedy, escaped, with words short enough to wrap only at spaces."""
     remedy = finding.remedy and finding.level is not Level.OK
-    return finding.message + (f"\n[dim]→ {finding.remedy}[/]" if remedy else "")
+    message = escape(shorten_words(finding.message, _DETAIL_WORD))
+    return message + (f"\n[dim]→ {escape(shorten_words(finding.remedy, _DETAIL_WORD))}[/]" if remedy else "")
+
+
+def _subject(name: str) -> str:
+    return escape(shorten_middle(name, _SUBJECT_WIDTH))
 
 
 # -- JSON ----------------------------------------------------------------------------------
@@ -117,23 +129,24 @@ def render_findings(findings: Iterable[Finding]) -> None:
         return
     table = Table(show_edge=False, pad_edge=False, box=None)
     for column in ("check", "", "detail"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column != "detail")
     for finding in findings:
-        table.add_row(finding.subject, _level(finding.level), _detail(finding))
+        table.add_row(_subject(finding.subject), _level(finding.level), _detail(finding))
     console().print(table)
 
 
 def render_fits(fits: Iterable[DeploymentFit]) -> None:
     table = Table(show_edge=False, pad_edge=False, box=None)
     for column in ("deployment", "", "where", "needed", "available", "max context", "detail"):
-        table.add_column(column, justify="right" if column in ("needed", "available", "max context") else "left")
+        table.add_column(column, justify="right" if column in ("needed", "available", "max context") else "left",
+                         no_wrap=column != "detail")
     for fit in fits:
         est = fit.estimate
         first = True
         for finding in fit.findings:
-            cells = (fit.name, _level(fit.level), est.where, _gib(est.needed), _gib(est.available),
+            cells = (_subject(fit.name), _level(fit.level), est.where, _gib(est.needed), _gib(est.available),
                      str(est.max_context_len or "")) if first and est else (
-                     fit.name if first else "", _level(fit.level) if first else "", "", "", "", "")
+                     _subject(fit.name) if first else "", _level(fit.level) if first else "", "", "", "", "")
             table.add_row(*cells, _detail(finding))
             first = False
     console().print(table)

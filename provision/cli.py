@@ -251,10 +251,7 @@ def status(manifest: Path | None, as_json: bool) -> None:
 @json_option
 @_handle_errors
 def verify(manifest: Path | None, as_json: bool) -> None:
-    """Re-hash downloaded files against the lock file, offline; exit 1 on any problem.
-
-    A model no apply has locked yet is a problem too (exit 1): verify cannot vouch for it.
-    """
+    """Re-hash downloaded files against the lock file, offline; exit 1 on any problem."""
     from rich.markup import escape
 
     from .engine import Engine

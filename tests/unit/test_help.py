@@ -16,7 +16,6 @@ import pytest
 from click.testing import CliRunner
 
 from provision.cli import main
-from provision.cli_help import SUMMARIES
 from provision.exitcodes import TABLE
 
 SNAPSHOTS = Path(__file__).resolve().parents[1] / "snapshots" / "help"

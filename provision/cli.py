@@ -257,6 +257,7 @@ def verify(manifest: Path | None, as_json: bool) -> None:
     from .engine import Engine
     from .files import plural
     from .report import console, err_console, print_json
+    from .report.text import wrap_words
 
     with Engine(_load(manifest)) as engine:
         problems = engine.verify()
@@ -269,14 +270,18 @@ def verify(manifest: Path | None, as_json: bool) -> None:
                     "problems": [{"model": p.model, "path": p.path, "problem": p.problem} for p in problems]})
         sys.exit(exitcodes.OK if ok else exitcodes.FAILED)
     for problem in problems:
-        err_console().print(f"[red]{problem.problem}[/]: {escape(problem.model)}/{escape(problem.path)}")
+        err_console().print(f"[red]{problem.problem}[/]: {escape(problem.model)}/{escape(problem.path)}",
+                            soft_wrap=True)
+    width = err_console().width
     if unlocked:
         what = "nothing is locked yet" if not checked else "not locked yet: " + ", ".join(unlocked)
-        err_console().print(f"verify: {what} ({lock_path}); there is nothing to check them against", markup=False)
+        err_console().print(wrap_words(f"verify: {what} ({lock_path}); there is nothing to check them against",
+                                       width), markup=False, soft_wrap=True)
     if problems or unlocked:
         apply = f"provision apply {manifest}" if manifest else "provision apply"
-        err_console().print(f"  hint: run `{apply}`: it fetches missing and corrupt files and writes the lock "
-                            "that verify checks against", markup=False)
+        err_console().print(wrap_words(f"  hint: run `{apply}`: it fetches missing and corrupt files and writes "
+                                       "the lock that verify checks against", width, indent="  "),
+                            markup=False, soft_wrap=True)
     elif checked:
         console().print(f"verify: {plural(checked, 'file')} {'matches' if checked == 1 else 'match'} the lock.")
     else:

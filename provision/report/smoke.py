@@ -38,7 +38,7 @@ _PROPERTIES = (("ttft", "ttft_s"), ("itl_mean", "itl_mean_s"), ("itl_median", "i
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
-_NAME_WIDTH = 20  # deployment names past this are shortened in the middle (--json has them whole)
+_NAME_WIDTH = 24  # deployment names past this are shortened in the middle (--json has them whole)
 
 
 def _ms(seconds: float | None) -> str:
@@ -49,37 +49,42 @@ def _s(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.2f}s"
 
 
-def smoke_table(results: Sequence[SmokeResult]) -> Table:
-    """One row per deployment; compact (box-less, short headers) so it fits 80 columns."""
-    table = Table(title="smoke test", title_justify="left", box=None, pad_edge=False, collapse_padding=True)
-    table.add_column("deployment", no_wrap=True, max_width=_NAME_WIDTH)
-    table.add_column("engine", no_wrap=True)
-    table.add_column("result", no_wrap=True)
-    for header in ("TTFT", "ITL", "TPOT", "tokens", "tok/s", "total"):
-        table.add_column(header, justify="right", no_wrap=True)
-    table.add_column("finish", no_wrap=True)
-    for r in results:
+_HEADERS = ("deployment", "engine", "result", "TTFT", "ITL", "TPOT", "tokens", "tok/s", "total", "finish")
+
+
+def smoke_table(results: Sequence[SmokeResult], width: int = 80) -> Table:
+    """One row per deployment; compact (box-less, short headers). Deployment names take what
+    the other columns leave of ``width`` (shortened in the middle), so no cell is cut."""
+    rows = [(
+        r.deployment,
+        r.engine,
+        "pass" if r.passed else "FAIL",
+        _ms(r.ttft),
+        _ms(r.itl_mean),
+        _ms(r.tpot),
         # a plain count: who counted it is the footnote's (token_footnote), never a suffix
         # that reads as a unit ("10s" next to "0.10s")
-        tokens = str(r.output_tokens) if r.output_tokens else "-"
-        table.add_row(
-            escape(shorten_middle(r.deployment, _NAME_WIDTH)),
-            r.engine,
-            "[green]pass[/]" if r.passed else "[red]FAIL[/]",
-            _ms(r.ttft),
-            _ms(r.itl_mean),
-            _ms(r.tpot),
-            tokens,
-            "-" if r.tokens_per_s is None else f"{r.tokens_per_s:.1f}",
-            _s(r.total_s),
-            r.finish_reason or "-",
-        )
+        str(r.output_tokens) if r.output_tokens else "-",
+        "-" if r.tokens_per_s is None else f"{r.tokens_per_s:.1f}",
+        _s(r.total_s),
+        r.finish_reason or "-",
+    ) for r in results]
+    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(_HEADERS)]
+    name_width = max(10, min(widths[0], _NAME_WIDTH, width - sum(widths[1:]) - (len(_HEADERS) - 1)))
+    table = Table(title="smoke test", title_justify="left", box=None, pad_edge=False, collapse_padding=True)
+    for i, header in enumerate(_HEADERS):
+        table.add_column(header, no_wrap=True, justify="right" if 3 <= i <= 8 else "left",
+                         max_width=name_width if i == 0 else None)
+    for row in rows:
+        style = "green" if row[2] == "pass" else "red"
+        table.add_row(escape(shorten_middle(row[0], name_width)), escape(row[1]), f"[{style}]{row[2]}[/]",
+                      *(escape(cell) for cell in row[3:]))
     return table
 
 
 def print_smoke(results: Sequence[SmokeResult]) -> None:
     """The table, then one line per failure with its reason."""
-    console().print(smoke_table(results))
+    console().print(smoke_table(results, console().width))
     for r in results:
         if not r.passed:
             reason = shorten_words(r.reason or "failed", console().width - 4)

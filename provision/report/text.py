@@ -36,3 +36,13 @@ def shorten_words(text: str, width: int) -> str:
     """``text`` with every space-separated word longer than ``width`` shortened in the middle,
     so wrapping it in a column of ``width`` only ever breaks at spaces."""
     return " ".join(shorten_middle(word, width) for word in text.split(" "))
+
+
+def wrap_words(text: str, width: int, *, indent: str = "") -> str:
+    """``text`` broken into lines of at most ``width`` at spaces only; a word longer than a line
+    (a long path to copy) stays whole on its own line rather than folded. Print the result
+    with ``soft_wrap=True`` so rich does not wrap it again."""
+    import textwrap
+
+    return textwrap.fill(text, width=max(width, 20), subsequent_indent=indent, break_long_words=False,
+                         break_on_hyphens=False)

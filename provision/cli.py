@@ -252,41 +252,20 @@ def status(manifest: Path | None, as_json: bool) -> None:
 @_handle_errors
 def verify(manifest: Path | None, as_json: bool) -> None:
     """Re-hash downloaded files against the lock file, offline; exit 1 on any problem."""
-    from rich.markup import escape
-
     from .engine import Engine
-    from .files import plural
-    from .report import console, err_console, print_json
-    from .report.text import wrap_words
+    from .report import print_json
+    from .report.verify import render_verify, verify_dict
 
     with Engine(_load(manifest)) as engine:
         problems = engine.verify()
         unlocked = engine.unlocked_models()
         checked = sum(len(e.get("files", {})) for e in engine.lock.models.values())
         lock_path = engine.manifest.lock_path
-    ok = not problems and not unlocked
     if as_json:
-        print_json({"ok": ok, "files_checked": checked, "lock": str(lock_path), "not_locked": unlocked,
-                    "problems": [{"model": p.model, "path": p.path, "problem": p.problem} for p in problems]})
-        sys.exit(exitcodes.OK if ok else exitcodes.FAILED)
-    for problem in problems:
-        err_console().print(f"[red]{problem.problem}[/]: {escape(problem.model)}/{escape(problem.path)}",
-                            soft_wrap=True)
-    width = err_console().width
-    if unlocked:
-        what = "nothing is locked yet" if not checked else "not locked yet: " + ", ".join(unlocked)
-        err_console().print(wrap_words(f"verify: {what} ({lock_path}); there is nothing to check them against",
-                                       width), markup=False, soft_wrap=True)
-    if problems or unlocked:
-        apply = f"provision apply {manifest}" if manifest else "provision apply"
-        err_console().print(wrap_words(f"  hint: run `{apply}`: it fetches missing and corrupt files and writes "
-                                       "the lock that verify checks against", width, indent="  "),
-                            markup=False, soft_wrap=True)
-    elif checked:
-        console().print(f"verify: {plural(checked, 'file')} {'matches' if checked == 1 else 'match'} the lock.")
+        print_json(verify_dict(problems, unlocked, checked, lock_path))
     else:
-        console().print("verify: no downloaded model in this manifest; nothing to re-hash.")
-    sys.exit(exitcodes.OK if ok else exitcodes.FAILED)
+        render_verify(problems, unlocked, checked, lock_path, f"provision apply {manifest or ''}".strip())
+    sys.exit(exitcodes.FAILED if problems or unlocked else exitcodes.OK)
 
 
 @main.command()

@@ -96,18 +96,26 @@ def render_plan(plan: Plan, failures: Iterable[Any] = ()) -> None:
     console().print(f"Plan: {summary or 'nothing declared'}{total}.")
 
 
+def _escape(text: str) -> str:
+    """Outside text (hub messages, paths) inside markup: shown as is, never interpreted."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def render_outcomes(outcomes: Iterable[Any], seconds: float, *, verb: str = "Apply") -> None:
     outcomes = list(outcomes)
     changed = [o for o in outcomes if o.ok and o.action.change is not Change.NOOP]
     failed = [o for o in outcomes if not o.ok]
     for outcome in changed:
-        console().print(f"[green]✓[/] {outcome.action.address}: {outcome.action.change.value} "
-                        f"({outcome.action.reason})")
+        console().print(f"[green]✓[/] {_escape(outcome.action.address)}: {outcome.action.change.value} "
+                        f"({_escape(outcome.action.reason)})")
     for outcome in failed:
         error = outcome.error
-        err_console().print(f"[red]✗[/] {outcome.action.address}: {error.message if error else 'failed'}")
+        err_console().print(f"[red]✗[/] {_escape(outcome.action.address)}: "
+                            f"{_escape(error.message) if error else 'failed'}")
         if error is not None and error.hint:
-            err_console().print(f"  hint: {error.hint}")
+            err_console().print(f"  hint: {error.hint}", markup=False)
     if not changed and not failed:
         console().print(f"{verb}: no changes; everything is up to date ({seconds:.2f} s).")
     else:

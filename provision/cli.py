@@ -1,13 +1,7 @@
 """The ``provision`` command: parse arguments, call the engine, render, map errors to exit codes.
 
-Exit codes (the same for every command):
-
-====  ==========================================================================
-0     success; nothing failed (``plan --detailed-exitcode``: no changes)
-1     something failed: a resource, a verification, a smoke test, a preflight check
-2     bad input: an invalid manifest or command line (``plan --detailed-exitcode``: changes)
-130   interrupted (Ctrl-C); a rerun resumes
-====  ==========================================================================
+Exit codes are the same for every command: one table, in :mod:`provision.exitcodes`. The
+help's layout (summaries, examples, option groups) is :mod:`provision.cli_help`.
 
 Heavy libraries (torch, transformers, docker, ollama, modelscope, openai) are imported
 only inside the commands that need them, so ``provision --help`` stays fast.
@@ -25,8 +19,9 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__
-from .errors import ProvisionError
+from . import __version__, exitcodes
+from .cli_help import ProvisionGroup
+from .errors import ProvisionError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEBUG_ENV = "PROVISION_DEBUG"
@@ -50,7 +45,7 @@ def _handle_errors(func: F) -> F:
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             err_console().print("interrupted; run the command again to resume")
-            sys.exit(130)
+            sys.exit(exitcodes.INTERRUPTED)
         except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:
@@ -58,7 +53,7 @@ def _handle_errors(func: F) -> F:
                 raise
             err_console().print(f"[red]internal error:[/] {type(exc).__name__}: {exc}", soft_wrap=True)
             err_console().print(f"  hint: rerun with {DEBUG_ENV}=1 for the traceback, and report it")
-            sys.exit(1)
+            sys.exit(exitcodes.FAILED)
 
     return wrapper  # type: ignore[return-value]
 
@@ -85,16 +80,42 @@ def _progress(as_json: bool) -> Any:
     return RichProgress()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ProvisionGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="provision")
 def main() -> None:
-    """Provision and deploy LLMs from a YAML manifest, and prove each deployment works.
-
-    MANIFEST defaults to $PROVISION_MANIFEST, else ./provision.yaml.
-    """
+    """Provision and deploy LLMs from a YAML manifest, and prove each deployment works."""
     # provision draws its own progress; libraries' tqdm bars (e.g. transformers' GGUF loader,
     # which ignores its own switch) would interleave with it. tqdm reads this at import.
     os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@main.command()
+@click.argument("model_refs", nargs=-1, metavar="[MODEL_REF]...")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="The manifest to write [default: $PROVISION_MANIFEST, else ./provision.yaml].")
+@json_option
+@_handle_errors
+def init(model_refs: tuple[str, ...], output: Path | None, as_json: bool) -> None:
+    """Write a commented starter manifest: a model per MODEL_REF, a deployment each, the smoke test.
+
+    MODEL_REF is a source as the manifest writes it: hf://owner/name, ms://owner/name,
+    ollama://name:tag or file://path. It never overwrites a file (exit 2).
+    """
+    from .files import plural
+    from .init import EXAMPLE_REF, parse_refs, starter_manifest, write_new
+    from .manifest import DEFAULT_MANIFEST
+    from .report import console, print_json
+
+    path = output or Path(os.environ.get("PROVISION_MANIFEST", DEFAULT_MANIFEST))
+    models = parse_refs(model_refs or (EXAMPLE_REF,))
+    write_new(path, starter_manifest(models, file=str(path)))
+    if as_json:
+        print_json({"manifest": str(path), "models": [m.name for m in models],
+                    "deployments": [m.deployment for m in models]})
+    else:
+        console().print(f"wrote {path}: {plural(len(models), 'model')}, {plural(len(models), 'deployment')}",
+                        markup=False)
+        console().print(f"next: provision validate {path} && provision plan {path}", markup=False)
 
 
 @main.command()
@@ -103,6 +124,7 @@ def main() -> None:
 @_handle_errors
 def validate(manifest: Path | None, as_json: bool) -> None:
     """Check a manifest without touching anything."""
+    from .files import plural
     from .report import console, print_json
 
     loaded = _load(manifest)
@@ -110,7 +132,8 @@ def validate(manifest: Path | None, as_json: bool) -> None:
         print_json({"valid": True, "manifest": str(loaded.path), "models": sorted(loaded.models),
                     "deployments": sorted(loaded.deployments)})
     else:
-        console().print(f"{loaded.path}: valid ({len(loaded.models)} models, {len(loaded.deployments)} deployments)")
+        console().print(f"{loaded.path}: valid ({plural(len(loaded.models), 'model')}, "
+                        f"{plural(len(loaded.deployments), 'deployment')})", markup=False)
 
 
 def _run_options(only: tuple[str, ...], update: bool = False, locked: bool = False, force: bool = False) -> Any:
@@ -200,7 +223,8 @@ def apply(manifest: Path | None, only: tuple[str, ...], update: bool, locked: bo
 def status(manifest: Path | None, as_json: bool) -> None:
     """What is applied on this machine (offline; state lives in $PROVISION_STATE_DIR)."""
     from .engine import Engine
-    from .report import console, print_json, render_status
+    from .report import console, print_json
+    from .report.status import render_status
     from .state import State
 
     if manifest is None and not Path(os.environ.get("PROVISION_MANIFEST", "provision.yaml")).exists():
@@ -229,22 +253,19 @@ def status(manifest: Path | None, as_json: bool) -> None:
 def verify(manifest: Path | None, as_json: bool) -> None:
     """Re-hash downloaded files against the lock file, offline; exit 1 on any problem."""
     from .engine import Engine
-    from .report import console, err_console, print_json
+    from .report import print_json
+    from .report.verify import render_verify, verify_dict
 
     with Engine(_load(manifest)) as engine:
         problems = engine.verify()
+        unlocked = engine.unlocked_models()
         checked = sum(len(e.get("files", {})) for e in engine.lock.models.values())
+        lock_path = engine.manifest.lock_path
     if as_json:
-        print_json({"ok": not problems, "files_checked": checked,
-                    "problems": [{"model": p.model, "path": p.path, "problem": p.problem} for p in problems]})
+        print_json(verify_dict(problems, unlocked, checked, lock_path))
     else:
-        for problem in problems:
-            err_console().print(f"[red]{problem.problem}[/]: {problem.model}/{problem.path}")
-        if problems:
-            err_console().print("  hint: run `provision apply` to fetch missing and corrupt files again")
-        else:
-            console().print(f"verify: {checked} files match the lock.")
-    sys.exit(1 if problems else 0)
+        render_verify(problems, unlocked, checked, lock_path, f"provision apply {manifest or ''}".strip())
+    sys.exit(exitcodes.FAILED if problems or unlocked else exitcodes.OK)
 
 
 @main.command()
@@ -270,7 +291,8 @@ def destroy(manifest: Path | None, only: tuple[str, ...], yes: bool, as_json: bo
             render_plan(destroy_plan)
         if not yes:
             if not sys.stdin.isatty():
-                raise ProvisionError("refusing to destroy without confirmation", hint="pass --yes")
+                raise UsageError("refusing to destroy without confirmation: stdin is not a terminal",
+                                 hint="pass --yes to remove without asking")
             click.confirm("Remove these?", abort=True)
         result = engine.destroy(destroy_plan)
     if as_json:

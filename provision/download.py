@@ -379,6 +379,12 @@ class _Proxy:
     host: str
     port: int
     headers: dict[str, str]  # Proxy-Authorization, from credentials in the proxy's URL
+    variable: str = "HTTP_PROXY"  # where it came from, for messages
+
+    @property
+    def address(self) -> str:
+        """How errors name it: never with its credentials."""
+        return f"http://{self.host}:{self.port}"
 
 
 def _proxy_for(scheme: str, netloc: str) -> _Proxy | None:
@@ -391,14 +397,22 @@ def _proxy_for(scheme: str, netloc: str) -> _Proxy | None:
     if proxy.username:
         credentials = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}".encode()
         headers["Proxy-Authorization"] = "Basic " + base64.b64encode(credentials).decode()
-    return _Proxy(proxy.hostname or "", proxy.port or 80, headers)
+    return _Proxy(proxy.hostname or "", proxy.port or 80, headers, f"{scheme.upper()}_PROXY")
 
 
-def _proxy_refused(detail: str) -> HubUnreachableError:
+def _proxy_refused(proxy: _Proxy, detail: str) -> HubUnreachableError:
     """The proxy said no: final, since asking again gets the same answer."""
     hint = ("put the credentials in the proxy's URL (HTTPS_PROXY=http://user:password@host:port)" if "407" in detail
             else "check the proxy's rules, or list the hub's host in NO_PROXY to bypass it")
-    return HubUnreachableError(f"the proxy refused the request: {detail}", hint=hint)
+    return HubUnreachableError(f"the proxy {proxy.address} (from ${proxy.variable}) refused the request: {detail}",
+                               hint=hint)
+
+
+def _proxy_unreachable(proxy: _Proxy, exc: OSError) -> HubUnreachableError:
+    """The proxy itself is down or unknown: the hub was never asked, so do not blame it."""
+    return HubUnreachableError(
+        f"cannot reach the proxy {proxy.address} (from ${proxy.variable}): {exc.strerror or exc}",
+        hint=f"start the proxy or fix ${proxy.variable}; list the hub's host in NO_PROXY to bypass it")
 
 
 class ConnectionPool:
@@ -460,12 +474,14 @@ class ConnectionPool:
                 raise _untrusted(parts.netloc, exc) from None
             except OSError as exc:
                 conn.close()
-                if str(exc).startswith("Tunnel connection failed"):  # http.client's CONNECT refusal
-                    raise _proxy_refused(str(exc)) from None
+                if proxy and str(exc).startswith("Tunnel connection failed"):  # http.client's CONNECT refusal
+                    raise _proxy_refused(proxy, str(exc)) from None
+                if proxy and fresh and isinstance(exc, (ConnectionRefusedError, socket.gaierror)):
+                    raise _proxy_unreachable(proxy, exc) from None
                 raise
-            if response.status == 407:  # plain HTTP through a proxy that wants credentials
+            if proxy and response.status == 407:  # plain HTTP through a proxy that wants credentials
                 conn.close()
-                raise _proxy_refused("407 Proxy Authentication Required")
+                raise _proxy_refused(proxy, "407 Proxy Authentication Required")
             return conn, response
         raise AssertionError("unreachable")
 

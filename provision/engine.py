@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Self
 
-from .errors import LockError, ManifestError, PreflightError, ProvisionError, SourceError
-from .files import RemoteFile, Snapshot
+from .errors import LockError, ManifestError, PreflightError, ProvisionError, SourceError, UsageError
+from .files import RemoteFile, Snapshot, plural
 from .hashing import sha256_file
 from .manifest import Manifest, ModelSpec
 from .plan import Action, Change, LocalFile, Plan, plan_files, plan_orphans
@@ -133,7 +133,7 @@ class Engine:
     # -- observe + plan ----------------------------------------------------------------------
     def plan(self, options: RunOptions = RunOptions()) -> PlanResult:
         if options.update and options.locked:
-            raise LockError("--update and --locked contradict each other", hint="use one of them")
+            raise UsageError("--update and --locked contradict each other", hint="use one of them")
         models, deployments = self._selected(options.only)
         result = PlanResult(Plan(()))
         actions: list[Action] = []
@@ -530,7 +530,7 @@ class Engine:
             else:
                 model_dir = self.manifest.model_dir(name)
                 missing = [p for p, meta in entry["files"].items() if _size(model_dir / p) != meta["size"]]
-                row["state"] = f"missing {len(missing)} files" if missing else "present"
+                row["state"] = f"missing {plural(len(missing), 'file')}" if missing else "present"
                 row["resolved"] = entry["resolved"]
                 row["bytes"] = sum(meta["size"] for meta in entry["files"].values())
         by_name = {row["name"]: row for row in rows}
@@ -548,7 +548,7 @@ class Engine:
                 by_name[name].update(self._describe(decide))
         ctx = self.deploy_context()
         for name, dep in self.manifest.deployments.items():
-            row = {"kind": "deployment", "name": name, "engine": dep.engine,
+            row = {"kind": "deployment", "name": name, "engine": dep.engine, "model": dep.model,
                    "applied": name in records["deployments"]}
 
             row.update(self._describe(functools.partial(self._decide_deployment, name, dep, ctx)))
@@ -588,7 +588,15 @@ class Engine:
         state = {Change.NOOP: "ok", Change.CREATE: "missing"}.get(action.change, "drift")
         if action.details.get("drift"):  # left alone on purpose, but not what the lock pins
             state = "drift"
+        # A backend with nothing to create still knows when it could not run (transformers
+        # without its model folder) or that it cannot tell offline (a hosted API).
+        state = action.details.get("state", state)
         return {"state": state, "detail": action.reason}
+
+    def unlocked_models(self) -> list[str]:
+        """Downloaded (file-based) models that no apply has locked yet: verify cannot vouch for them."""
+        return [name for name, spec in self.manifest.models.items()
+                if spec.scheme in FILE_SCHEMES and name not in self.lock.models]
 
     def verify(self, *, workers: int = 4) -> list[FileCheck]:
         """Re-hash every locked file offline; report missing, corrupt and extra files."""

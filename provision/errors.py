@@ -3,6 +3,7 @@
 ```
 ProvisionError                      exit 1 unless noted
 ├── ManifestError (ValueError)      exit 2: the manifest is wrong (file:line, field)
+├── UsageError                      exit 2: the command line is wrong (contradicting options, ...)
 ├── LockError                       --locked refused a change, or the lock file is unreadable
 ├── ConcurrencyError                another provision holds this manifest's lock
 ├── PreflightError                  the machine cannot take the change (disk, engine, port, GPU)
@@ -26,11 +27,13 @@ line plus the hint (a traceback only with ``PROVISION_DEBUG=1``).
 
 from __future__ import annotations
 
+from . import exitcodes
+
 
 class ProvisionError(Exception):
     """Base class. ``resource`` names the model or deployment, when there is one."""
 
-    exit_code = 1
+    exit_code = exitcodes.FAILED
     default_hint = ""
 
     def __init__(self, message: str, *, hint: str | None = None, resource: str | None = None) -> None:
@@ -47,7 +50,7 @@ class ProvisionError(Exception):
 class ManifestError(ProvisionError, ValueError):
     """The manifest is invalid; ``location`` is ``file:line`` and ``field`` a dotted path."""
 
-    exit_code = 2
+    exit_code = exitcodes.USAGE
 
     def __init__(
         self,
@@ -73,6 +76,12 @@ class ManifestError(ProvisionError, ValueError):
         where = self.location
         field = f"{self.field}: " if self.field else ""
         return f"{where}: {field}{self.message}" if where else f"{field}{self.message}"
+
+
+class UsageError(ProvisionError):
+    """The command line asks for something impossible; nothing was touched."""
+
+    exit_code = exitcodes.USAGE
 
 
 class LockError(ProvisionError):

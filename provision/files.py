@@ -69,6 +69,11 @@ def select_files(
     return [f for f in chosen if exclude is None or not matches(f.path, exclude)]
 
 
+def plural(n: int, noun: str, many: str | None = None) -> str:
+    """``1 file``, ``2 files`` (``many`` for irregular plurals)."""
+    return f"{n} {noun if n == 1 else many or noun + 's'}"
+
+
 def human_bytes(n: float) -> str:
     """1536 -> '1.5 KiB' (binary units, as download tools print them)."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

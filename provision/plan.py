@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .files import RemoteFile
+from .files import RemoteFile, plural
 
 
 class Change(str, Enum):
@@ -93,9 +93,9 @@ def plan_files(
     )
     download = sum(f.size for f in missing)
     if first_time:
-        return Action("model", name, Change.CREATE, f"not downloaded yet: {len(missing)} files", download, missing)
+        return Action("model", name, Change.CREATE, f"not downloaded yet: {plural(len(missing), 'file')}", download, missing)
     if missing:
-        why = reason_if_changed or f"{len(missing)} of {len(wanted)} files missing or incomplete"
+        why = reason_if_changed or f"{len(missing)} of {plural(len(wanted), 'file')} missing or incomplete"
         return Action("model", name, Change.UPDATE, why, download, missing)
     if reason_if_changed:
         # The revision moved but every file is already here (e.g. only metadata changed).
@@ -104,7 +104,7 @@ def plan_files(
         # An apply killed after placing the last file, before writing the lock: record them now,
         # or the lock would never pin this model and `verify` would have nothing to check.
         return Action("model", name, Change.UPDATE, "every file here but not in the lock yet", 0, ())
-    return Action("model", name, Change.NOOP, f"{len(wanted)} files present")
+    return Action("model", name, Change.NOOP, f"{plural(len(wanted), 'file')} present")
 
 
 def plan_orphans(kind: str, recorded: Mapping[str, Any], desired: set[str]) -> tuple[Action, ...]:

@@ -13,8 +13,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 def run_cli(*args: str | os.PathLike[str], env: Mapping[str, str] | None = None, timeout: float = 120,
             cwd: Path | None = None, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    """``provision ARGS`` with the test's environment (plus ``env``); never raises on exit codes."""
-    full_env = {**os.environ, **(env or {}), "COLUMNS": "200"}
+    """``provision ARGS`` with the test's environment (plus ``env``, which may set COLUMNS; else
+    200); never raises on exit codes."""
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "provision", *map(str, args)],
         check=False, env=full_env, cwd=cwd or REPO_ROOT, capture_output=True, text=True, timeout=timeout,

@@ -250,9 +250,12 @@ class TransformersBackend:
 
     def plan(self, name: str, spec: TransformersDeployment, observed: str | None, ctx: DeployContext) -> Action:
         reason = "runs in-process at smoke-test time"
-        if observed is not None:
-            reason += f" (for now: {observed})"
-        return Action("deployment", name, Change.NOOP, reason)
+        if observed is None:
+            return Action("deployment", name, Change.NOOP, reason)
+        # Nothing for apply to do (the model's download is the model's action), but status
+        # must not call a deployment that cannot load "ok".
+        return Action("deployment", name, Change.NOOP, f"{reason} (for now: {observed})",
+                      details={"state": "missing"})
 
     def apply(self, action: Action, spec: TransformersDeployment, ctx: DeployContext) -> dict[str, Any]:
         model_dir = ctx.model_dirs.get(spec.model)

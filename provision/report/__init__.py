@@ -61,21 +61,33 @@ def action_dict(action: Action) -> dict[str, Any]:
 
 
 def render_plan(plan: Plan, failures: Iterable[Any] = ()) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
+    from .text import shorten_middle, shorten_words
+
+    failures = list(failures)
+    # The reason wraps at spaces in what the other columns leave; longer words are shortened
+    # (a path keeps its start and end), so nothing is folded mid-word. --json has them whole.
+    address_width = min(30, max([len(a.address) for a in plan.actions] +
+                                [len(o.action.address) for o in failures] + [8]))
+    reason_width = max(16, console().width - address_width - len("no change") - len("1023.9 MiB") - 6)
     table = Table(show_edge=False, pad_edge=False, box=None)
-    for column in ("resource", "change", "reason", "download"):
-        table.add_column(column, justify="right" if column == "download" else "left")
+    table.add_column("resource", no_wrap=True, max_width=address_width)
+    table.add_column("change", no_wrap=True)
+    table.add_column("reason", max_width=reason_width)
+    table.add_column("download", justify="right", no_wrap=True)
     for action in plan.actions:
         style = _CHANGE_STYLE[action.change]
         table.add_row(
-            action.address,
+            escape(shorten_middle(action.address, address_width)),
             f"[{style}]{action.change.value}[/]",
-            action.reason,
+            escape(shorten_words(action.reason, reason_width)),
             human_bytes(action.download_bytes) if action.download_bytes else "",
         )
     for outcome in failures:
-        table.add_row(outcome.action.address, "[red]error[/]", str(outcome.error.message), "")
+        table.add_row(escape(shorten_middle(outcome.action.address, address_width)), "[red]error[/]",
+                      escape(shorten_words(str(outcome.error.message), reason_width)), "")
     console().print(table)
     counts = plan.counts()
     summary = ", ".join(f"{n} to {c}" if c != Change.NOOP.value else f"{n} unchanged"
@@ -84,18 +96,26 @@ def render_plan(plan: Plan, failures: Iterable[Any] = ()) -> None:
     console().print(f"Plan: {summary or 'nothing declared'}{total}.")
 
 
+def _escape(text: str) -> str:
+    """Outside text (hub messages, paths) inside markup: shown as is, never interpreted."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def render_outcomes(outcomes: Iterable[Any], seconds: float, *, verb: str = "Apply") -> None:
     outcomes = list(outcomes)
     changed = [o for o in outcomes if o.ok and o.action.change is not Change.NOOP]
     failed = [o for o in outcomes if not o.ok]
     for outcome in changed:
-        console().print(f"[green]✓[/] {outcome.action.address}: {outcome.action.change.value} "
-                        f"({outcome.action.reason})")
+        console().print(f"[green]✓[/] {_escape(outcome.action.address)}: {outcome.action.change.value} "
+                        f"({_escape(outcome.action.reason)})")
     for outcome in failed:
         error = outcome.error
-        err_console().print(f"[red]✗[/] {outcome.action.address}: {error.message if error else 'failed'}")
+        err_console().print(f"[red]✗[/] {_escape(outcome.action.address)}: "
+                            f"{_escape(error.message) if error else 'failed'}")
         if error is not None and error.hint:
-            err_console().print(f"  hint: {error.hint}")
+            err_console().print(f"  hint: {error.hint}", markup=False)
     if not changed and not failed:
         console().print(f"{verb}: no changes; everything is up to date ({seconds:.2f} s).")
     else:
@@ -111,24 +131,3 @@ def outcome_dict(outcome: Any) -> dict[str, Any]:
         out["error"] = outcome.error.message
         out["hint"] = outcome.error.hint
     return out
-
-
-def render_status(rows: list[dict[str, Any]], servers: Iterable[dict[str, Any]] = ()) -> None:
-    from rich.table import Table
-
-    table = Table(show_edge=False, pad_edge=False, box=None)
-    table.add_column("resource", no_wrap=True)
-    table.add_column("source / engine", overflow="fold")
-    for column in ("applied", "state", "resolved"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("detail")
-    for row in rows:
-        table.add_row(f"{row['kind']}.{row['name']}", row.get("source") or row.get("engine", ""),
-                      "yes" if row.get("applied") else "no", row.get("state", ""),
-                      str(row.get("resolved") or "")[:12], row.get("detail", ""))
-    console().print(table)
-    for server in servers:
-        if server["reachable"]:
-            console().print(f"{server['server']}: {server['address']} reachable, version {server['version']}")
-        else:
-            err_console().print(f"{server['server']}: {server['address']} not reachable ({server['error']})")

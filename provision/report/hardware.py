@@ -19,11 +19,13 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from ..estimate import GIB
 from ..hardware import Finding, Inventory, Level, worst
 from . import console
+from .text import shorten_middle, shorten_words
 
 if TYPE_CHECKING:  # provision.fit imports the manifest models (pydantic): not needed to print
     from ..fit import DeploymentFit, MemoryEstimate
@@ -40,9 +42,19 @@ def _level(level: Level) -> str:
     return f"[{_STYLE[level]}]{level.value}[/]"
 
 
+_SUBJECT_WIDTH = 26
+_DETAIL_WORD = 28  # the detail column's narrowest at 80 columns: longer words are shortened
+
+
 def _detail(finding: Finding) -> str:
+    """The message and its remedy, escaped, with words short enough to wrap only at spaces."""
     remedy = finding.remedy and finding.level is not Level.OK
-    return finding.message + (f"\n[dim]→ {finding.remedy}[/]" if remedy else "")
+    message = escape(shorten_words(finding.message, _DETAIL_WORD))
+    return message + (f"\n[dim]→ {escape(shorten_words(finding.remedy, _DETAIL_WORD))}[/]" if remedy else "")
+
+
+def _subject(name: str) -> str:
+    return escape(shorten_middle(name, _SUBJECT_WIDTH))
 
 
 # -- JSON ----------------------------------------------------------------------------------
@@ -144,9 +156,9 @@ def render_findings(findings: Iterable[Finding]) -> None:
         return
     table = Table(show_edge=False, pad_edge=False, box=None)
     for column in ("check", "", "detail"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column != "detail")
     for finding in findings:
-        table.add_row(finding.subject, _level(finding.level), _detail(finding))
+        table.add_row(_subject(finding.subject), _level(finding.level), _detail(finding))
     console().print(table)
 
 
@@ -160,7 +172,8 @@ def render_fits(fits: Iterable[DeploymentFit]) -> None:
     table = Table(show_edge=False, pad_edge=False, box=None, caption_justify="left",
                   caption="GiB; KV: the KV cache at ctx tokens; other: runtime overhead; max: the longest ctx that fits")
     for column in ("deployment", "", "where", "weights", "KV", "other", "needed", "has", "ctx", "max", "smallest"):
-        table.add_column(column, justify="left" if column in ("deployment", "", "where", "smallest") else "right")
+        table.add_column(column, justify="left" if column in ("deployment", "", "where", "smallest") else "right",
+                         no_wrap=column != "smallest")
     for fit in fits:
         est = fit.estimate
         numbers = ["", "", "", "", "", "", "", ""] if est is None else [
@@ -168,7 +181,7 @@ def render_fits(fits: Iterable[DeploymentFit]) -> None:
             "" if est.kv_cache is None and est.needed is not None else _num(est.kv_cache),  # in "other"
             _num(est.overhead), _num(est.needed),
             _num(est.available), str(est.context_len or ""), str(est.max_context_len or "")]
-        table.add_row(fit.name, _level(fit.level), *numbers, fit.smallest_gpu or "")
+        table.add_row(_subject(fit.name), _level(fit.level), *numbers, fit.smallest_gpu or "")
     console().print(table)
     console().print()
     render_findings([finding for fit in fits for finding in fit.findings])

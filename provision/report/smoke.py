@@ -23,10 +23,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from ..smoke import SmokeResult
 from . import console
+from .text import shorten_middle, shorten_words
 
 # result field -> JUnit property name (with its unit)
 _PROPERTIES = (("ttft", "ttft_s"), ("itl_mean", "itl_mean_s"), ("itl_median", "itl_median_s"),
@@ -34,6 +36,9 @@ _PROPERTIES = (("ttft", "ttft_s"), ("itl_mean", "itl_mean_s"), ("itl_median", "i
                ("total_s", "total_s"), ("load_s", "load_s"))
 # XML 1.0 cannot carry most control characters, which a random or broken model may emit.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+_NAME_WIDTH = 24  # deployment names past this are shortened in the middle (--json has them whole)
 
 
 def _ms(seconds: float | None) -> str:
@@ -44,42 +49,70 @@ def _s(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.2f}s"
 
 
-def smoke_table(results: Sequence[SmokeResult]) -> Table:
-    """One row per deployment; compact (box-less, short headers) so it fits 80 columns."""
+_HEADERS = ("deployment", "engine", "result", "TTFT", "ITL", "TPOT", "tokens", "tok/s", "total", "finish")
+
+
+def smoke_table(results: Sequence[SmokeResult], width: int = 80) -> Table:
+    """One row per deployment; compact (box-less, short headers). Deployment names take what
+    the other columns leave of ``width`` (shortened in the middle), so no cell is cut."""
+    rows = [(
+        r.deployment,
+        r.engine,
+        "pass" if r.passed else "FAIL",
+        _ms(r.ttft),
+        _ms(r.itl_mean),
+        _ms(r.tpot),
+        # a plain count: who counted it is the footnote's (token_footnote), never a suffix
+        # that reads as a unit ("10s" next to "0.10s")
+        str(r.output_tokens) if r.output_tokens else "-",
+        "-" if r.tokens_per_s is None else f"{r.tokens_per_s:.1f}",
+        _s(r.total_s),
+        r.finish_reason or "-",
+    ) for r in results]
+    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(_HEADERS)]
+    name_width = max(10, min(widths[0], _NAME_WIDTH, width - sum(widths[1:]) - (len(_HEADERS) - 1)))
     table = Table(title="smoke test", title_justify="left", box=None, pad_edge=False, collapse_padding=True)
-    table.add_column("deployment", no_wrap=True)
-    table.add_column("engine", no_wrap=True)
-    table.add_column("result", no_wrap=True)
-    for header in ("TTFT", "ITL", "TPOT", "tokens", "tok/s", "total"):
-        table.add_column(header, justify="right", no_wrap=True)
-    table.add_column("finish", no_wrap=True)
-    for r in results:
-        # the token count's source: s = server/engine, t = tokenizer, c = chunks (see --json)
-        tokens = f"{r.output_tokens}{r.token_source[0]}" if r.output_tokens else "-"
-        table.add_row(
-            r.deployment,
-            r.engine,
-            "[green]pass[/]" if r.passed else "[red]FAIL[/]",
-            _ms(r.ttft),
-            _ms(r.itl_mean),
-            _ms(r.tpot),
-            tokens,
-            "-" if r.tokens_per_s is None else f"{r.tokens_per_s:.1f}",
-            _s(r.total_s),
-            r.finish_reason or "-",
-        )
+    for i, header in enumerate(_HEADERS):
+        table.add_column(header, no_wrap=True, justify="right" if 3 <= i <= 8 else "left",
+                         max_width=name_width if i == 0 else None)
+    for row in rows:
+        style = "green" if row[2] == "pass" else "red"
+        table.add_row(escape(shorten_middle(row[0], name_width)), escape(row[1]), f"[{style}]{row[2]}[/]",
+                      *(escape(cell) for cell in row[3:]))
     return table
 
 
 def print_smoke(results: Sequence[SmokeResult]) -> None:
     """The table, then one line per failure with its reason."""
-    console().print(smoke_table(results))
+    console().print(smoke_table(results, console().width))
     for r in results:
         if not r.passed:
-            console().print(f"[red]✗ {r.deployment}[/]: {r.reason}", markup=True, soft_wrap=True)
+            reason = shorten_words(r.reason or "failed", console().width - 4)
+            console().print(f"[red]✗ {escape(r.deployment)}[/]: {escape(reason)}", markup=True)
     passed = sum(r.passed for r in results)
-    console().print(f"{passed} of {len(results)} passed (tokens: s = counted by the server/engine, "
-                    "t = tokenizer, c = chunks)")
+    console().print(f"{passed} of {len(results)} passed.")
+    for line in token_footnote(results):
+        console().print(line, markup=False)
+
+
+_COUNTED_BY = {"tokenizer": "by the model's tokenizer", "chunks": "as streamed chunks (no tokenizer)"}
+
+
+def token_footnote(results: Sequence[SmokeResult]) -> list[str]:
+    """Who counted the tokens column: one short line, plus one per other way of counting."""
+    counted = [r for r in results if r.output_tokens]
+    if not counted:
+        return []
+    others: dict[str, list[str]] = {}
+    for r in counted:
+        if r.token_source != "server":
+            others.setdefault(r.token_source, []).append(r.deployment)
+    if not others:
+        return ["tokens: counted by the server (or engine)"]
+    lines = ["tokens: counted by the server (or engine), except"]
+    for source, names in others.items():
+        lines.append(f"  {_COUNTED_BY.get(source, source)}: {', '.join(names)}")
+    return lines
 
 
 class StreamPrinter:

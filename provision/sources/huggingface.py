@@ -30,7 +30,7 @@ from ..errors import (
     RevisionNotFoundError,
     SourceError,
 )
-from ..files import RemoteFile, Snapshot, safe_relpath, select_files
+from ..files import RemoteFile, Snapshot, plural, safe_relpath, select_files
 from ..manifest import HuggingFaceSettings, ModelSpec
 from .base import is_full_commit
 
@@ -91,7 +91,7 @@ class HuggingFaceSource:
         chosen = select_files(files, spec.include, spec.exclude)
         if not chosen:
             raise SourceError(
-                f"no file of {repo}@{revision} matches include/exclude ({len(files)} files listed)",
+                f"no file of {repo}@{revision} matches include/exclude ({plural(len(files), 'file')} listed)",
                 resource=name,
                 hint="fix `include:` / `exclude:`; nothing would be downloaded",
             )

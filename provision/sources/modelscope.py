@@ -43,7 +43,7 @@ from ..errors import (
     RevisionNotFoundError,
     SourceError,
 )
-from ..files import RemoteFile, Snapshot, safe_relpath, select_files
+from ..files import RemoteFile, Snapshot, plural, safe_relpath, select_files
 from ..manifest import ModelScopeSettings, ModelSpec
 
 DEFAULT_ENDPOINT = "https://www.modelscope.cn"
@@ -77,7 +77,7 @@ class ModelScopeSource:
         if not chosen:
             raise SourceError(
                 f"nothing would be downloaded: no file of {repo}@{revision} matches include/exclude "
-                f"({len(files)} files listed)",
+                f"({plural(len(files), 'file')} listed)",
                 resource=name,
                 hint="fix `include:` / `exclude:`",
             )

@@ -109,7 +109,7 @@ def test_destroy_removes_only_provision_folders(tmp_path: Path, hub: FakeHFHub) 
     (foreign / "keep.bin").write_text("user data")
     assert run_cli("apply", manifest).returncode == 0
     refused = run_cli("destroy", manifest)  # no TTY, no --yes: refuse, remove nothing
-    assert refused.returncode == 1 and (tmp_path / "models" / "tiny").exists()
+    assert refused.returncode == 2 and (tmp_path / "models" / "tiny").exists()  # usage: cannot ask
     result = run_cli("destroy", manifest, "--yes")
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "models" / "tiny").exists()

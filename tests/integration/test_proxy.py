@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,8 @@ def test_wrong_proxy_credentials_fail_at_once_with_a_hint(tmp_path: Path, hub: F
         manifest = hub_manifest(tmp_path, hub.url, tiny="org/tiny")
         result = run_cli("apply", manifest, env=proxy_env(http_proxy=address))
     assert result.returncode == 1
-    assert "proxy refused" in result.stderr and "407" in result.stderr
+    assert f"the proxy {proxy.url} (from $HTTP_PROXY) refused the request" in result.stderr
+    assert "407" in result.stderr
     assert "HTTPS_PROXY=http://user:password@host:port" in result.stderr
     assert "Traceback" not in result.stderr and "wrong" not in result.stderr
     assert len(proxy.seen) == 1  # refused once: not retried
@@ -84,3 +86,34 @@ def test_no_proxy_bypasses_it(tmp_path: Path, hub: FakeHFHub) -> None:
     result = run_cli("apply", manifest, env=env)
     assert result.returncode == 0, result.stderr
     assert_downloaded(tmp_path)
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_proxy_that_is_down_is_named_not_the_hub(tmp_path: Path, hub: FakeHFHub) -> None:
+    down = f"http://127.0.0.1:{_closed_port()}"
+    manifest = hub_manifest(tmp_path, hub.url, tiny="org/tiny")
+    result = run_cli("apply", manifest, env=proxy_env(http_proxy=down))
+    assert result.returncode == 1
+    assert f"cannot reach the proxy {down} (from $HTTP_PROXY)" in result.stderr
+    assert f"cannot reach {hub.url}" not in result.stderr
+    assert "NO_PROXY" in result.stderr and "Traceback" not in result.stderr
+    assert hub.requests == []
+
+
+def test_a_proxy_refusing_the_tunnel_is_named(tmp_path: Path, certificate: tuple[Path, Path]) -> None:
+    # squid's default: CONNECT only to port 443; the hub listens elsewhere, so it is refused (403)
+    with FakeHFHub().use_tls(*certificate) as hub, FakeProxy() as proxy:
+        hub.add_repo("org/tiny", FILES)
+        manifest = hub_manifest(tmp_path, hub.url, tiny="org/tiny")
+        env = {**proxy_env(https_proxy=proxy.url), "SSL_CERT_FILE": str(certificate[0])}
+        result = run_cli("apply", manifest, env=env)
+    assert result.returncode == 1
+    assert f"the proxy {proxy.url} (from $HTTPS_PROXY) refused the request" in result.stderr
+    assert "403" in result.stderr and "Traceback" not in result.stderr
+    assert hub.requests == []

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__, exitcodes
-from .cli_help import ProvisionGroup
+from .cli_help import ProvisionGroup, ProvisionSubgroup
 from .errors import ProvisionError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -406,7 +406,7 @@ def _smoke_target(target: str | None, names: tuple[str, ...]) -> tuple[Path | No
     return Path(last), names
 
 
-@main.group()
+@main.group(cls=ProvisionSubgroup)
 def render() -> None:
     """Write the manifest as another system's objects, offline (no cluster or hub is contacted)."""
 

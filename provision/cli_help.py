@@ -71,6 +71,15 @@ EXAMPLES: dict[str, Sequence[tuple[str, str]]] = {
         ("provision check-hardware", "this machine: GPUs, driver, RAM, disk, Docker, Ollama"),
         ("provision check-hardware manifests/dev.yaml", "and whether each deployment fits"),
     ),
+    "render": (
+        ("provision render kubernetes -o k8s/", "the manifest as Kubernetes objects, from its lock"),
+        ("provision render kubernetes --stdout | kubectl apply -f -", "straight to a cluster"),
+    ),
+    "kubernetes": (
+        ("provision render kubernetes manifests/dev.yaml -o k8s/", "claims, verified download, Deployments"),
+        ("provision render kubernetes --namespace llm --gpus-per-node 8 -o k8s/", "what `gpus: all` means"),
+        ("provision render kubernetes --stdout > all.yaml", "one stream instead of a folder"),
+    ),
     "smoke-test": (
         ("provision smoke-test", "every deployment of the manifest applied last"),
         ("provision smoke-test manifests/dev.yaml qwen3-chat", "one deployment, answer shown"),
@@ -176,3 +185,9 @@ class ProvisionGroup(click.Group):
         _write_notes(formatter, NOTES[""])
         _write_exit_codes(formatter)
 
+
+class ProvisionSubgroup(click.Group):
+    """A command group (``render``) whose help and subcommands' help read like the others'."""
+
+    command_class = ProvisionCommand
+    format_epilog = ProvisionCommand.format_epilog

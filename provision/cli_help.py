@@ -26,6 +26,7 @@ SUMMARIES: dict[str, str] = {
     "destroy": "Remove what provision created for a manifest, only that.",
     "check-hardware": "GPUs, RAM, disk, Docker, Ollama; whether deployments fit.",
     "smoke-test": "Stream a chat to each deployment: TTFT, tokens/s, pass/fail.",
+    "render": "Write the manifest as Kubernetes objects, offline, from its lock.",
 }
 
 # command -> (command line, what it does)
@@ -191,3 +192,4 @@ class ProvisionSubgroup(click.Group):
 
     command_class = ProvisionCommand
     format_epilog = ProvisionCommand.format_epilog
+    get_short_help_str = ProvisionCommand.get_short_help_str

@@ -33,30 +33,39 @@ DEBUG_ENV = "PROVISION_DEBUG"
 
 
 def _handle_errors(func: F) -> F:
-    """One line and a hint per error; a traceback only with PROVISION_DEBUG=1."""
+    """One line and a hint per error; a traceback only with PROVISION_DEBUG=1.
+
+    SIGINT and SIGTERM (:mod:`provision.signals`) unwind as ``Interrupted``: reported once
+    (a JSON document with ``--json``), exit 130 or 143.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .report import err_console
+        from . import signals
+        from .report import err_console, literal, report_interrupt
 
+        reporter = functools.partial(report_interrupt, as_json=bool(kwargs.get("as_json")))
         try:
-            return func(*args, **kwargs)
+            with signals.handling(reporter):
+                return func(*args, **kwargs)
         except ProvisionError as exc:
             if os.environ.get(DEBUG_ENV):
                 raise
-            err_console().print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            err_console().print(f"[red]error:[/] {literal(exc)}", soft_wrap=True)
             if exc.hint:
-                err_console().print(f"  hint: {exc.hint}", markup=False, soft_wrap=True)
+                err_console().print(f"  hint: {literal(exc.hint)}", soft_wrap=True)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            err_console().print("interrupted; run the command again to resume")
-            sys.exit(130)
+        except KeyboardInterrupt as exc:
+            signals.restore_terminal()
+            signum = signals.signum_of(exc)
+            signals.report_once(signum)
+            sys.exit(128 + signum)
         except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:
             if os.environ.get(DEBUG_ENV):
                 raise
-            err_console().print(f"[red]internal error:[/] {type(exc).__name__}: {exc}", soft_wrap=True)
+            err_console().print(f"[red]internal error:[/] {type(exc).__name__}: {literal(exc)}", soft_wrap=True)
             err_console().print(f"  hint: rerun with {DEBUG_ENV}=1 for the traceback, and report it")
             sys.exit(1)
 
@@ -103,14 +112,15 @@ def main() -> None:
 @_handle_errors
 def validate(manifest: Path | None, as_json: bool) -> None:
     """Check a manifest without touching anything."""
-    from .report import console, print_json
+    from .report import console, literal, print_json
 
     loaded = _load(manifest)
     if as_json:
         print_json({"valid": True, "manifest": str(loaded.path), "models": sorted(loaded.models),
                     "deployments": sorted(loaded.deployments)})
     else:
-        console().print(f"{loaded.path}: valid ({len(loaded.models)} models, {len(loaded.deployments)} deployments)")
+        console().print(f"{literal(loaded.path)}: valid ({len(loaded.models)} models, "
+                        f"{len(loaded.deployments)} deployments)", soft_wrap=True)
 
 
 def _run_options(only: tuple[str, ...], update: bool = False, locked: bool = False, force: bool = False) -> Any:
@@ -133,7 +143,7 @@ def plan(manifest: Path | None, only: tuple[str, ...], update: bool, locked: boo
         code = _plan(manifest, only, update, locked, detailed_exitcode, as_json)
     except SystemExit as exc:
         # Terraform's convention: with --detailed-exitcode every error is 1, since 2 means changes.
-        if detailed_exitcode and exc.code not in (0, None, 130):
+        if detailed_exitcode and exc.code not in (0, None, 130, 143):
             sys.exit(1)
         raise
     sys.exit(code)
@@ -200,7 +210,7 @@ def apply(manifest: Path | None, only: tuple[str, ...], update: bool, locked: bo
 def status(manifest: Path | None, as_json: bool) -> None:
     """What is applied on this machine (offline; state lives in $PROVISION_STATE_DIR)."""
     from .engine import Engine
-    from .report import console, print_json, render_status
+    from .report import console, literal, print_json, render_status
     from .state import State
 
     if manifest is None and not Path(os.environ.get("PROVISION_MANIFEST", "provision.yaml")).exists():
@@ -209,9 +219,9 @@ def status(manifest: Path | None, as_json: bool) -> None:
         if as_json:
             print_json({"state_file": str(state.path), "manifests": manifests})
         else:
-            console().print(f"state: {state.path}")
+            console().print(f"state: {literal(state.path)}")
             for path in manifests or ["(nothing applied yet)"]:
-                console().print(f"  {path}")
+                console().print(f"  {literal(path)}")
         return
     with Engine(_load(manifest)) as engine:
         rows = engine.status()
@@ -229,7 +239,7 @@ def status(manifest: Path | None, as_json: bool) -> None:
 def verify(manifest: Path | None, as_json: bool) -> None:
     """Re-hash downloaded files against the lock file, offline; exit 1 on any problem."""
     from .engine import Engine
-    from .report import console, err_console, print_json
+    from .report import console, err_console, literal, print_json
 
     with Engine(_load(manifest)) as engine:
         problems = engine.verify()
@@ -239,7 +249,7 @@ def verify(manifest: Path | None, as_json: bool) -> None:
                     "problems": [{"model": p.model, "path": p.path, "problem": p.problem} for p in problems]})
     else:
         for problem in problems:
-            err_console().print(f"[red]{problem.problem}[/]: {problem.model}/{problem.path}")
+            err_console().print(f"[red]{problem.problem}[/]: {literal(f'{problem.model}/{problem.path}')}")
         if problems:
             err_console().print("  hint: run `provision apply` to fetch missing and corrupt files again")
         else:

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .estimate import (
-    GIB,
     TRANSFORMERS_OVERHEAD,
     GgufInfo,
     ModelShape,
@@ -41,6 +40,7 @@ from .estimate import (
     vllm_overhead,
     weights_bytes,
 )
+from .files import human_bytes
 from .hardware import Finding, Gpu, Inventory, Level, worst
 
 if TYPE_CHECKING:
@@ -83,16 +83,11 @@ class DeploymentFit:
         return worst(self.findings)
 
 
-def size_text(n: float) -> str:
-    """GiB with one decimal; MiB below 1 GiB so small sizes do not read as 0.0."""
-    return f"{n / GIB:.1f} GiB" if abs(n) >= GIB else f"{n / 2**20:.1f} MiB"
-
-
 def _judge(name: str, est: MemoryEstimate, what: str, remedy: str) -> Finding:
     """OK / WARN (under 10% to spare) / FAIL for a complete estimate."""
     assert est.needed is not None and est.available is not None
     place = f"in {est.where}" if est.where == "RAM" else f"on {est.where}"
-    head = f"needs {size_text(est.needed)} of {size_text(est.available)} {place} ({what})"
+    head = f"needs {human_bytes(est.needed)} of {human_bytes(est.available)} {place} ({what})"
     if est.needed > est.available:
         return Finding(Level.FAIL, name, f"does not fit: {head}", remedy)
     if est.needed > est.available * (1 - MARGIN):
@@ -168,7 +163,7 @@ def _fit_vllm(name: str, spec: Any, info: ModelInfo, inventory: Inventory) -> De
     if short:
         gpu = min(short, key=lambda g: g.memory_free / g.memory_total)
         share = int(gpu.memory_free / gpu.memory_total * 100) / 100
-        return fail(f"GPU {gpu.index} has {size_text(gpu.memory_free)} free of {size_text(gpu.memory_total)}; "
+        return fail(f"GPU {gpu.index} has {human_bytes(gpu.memory_free)} free of {human_bytes(gpu.memory_total)}; "
                     f"vLLM wants {args.gpu_memory_utilization:g} of it at startup",
                     f"stop what uses it (see `nvidia-smi`) or pass --gpu-memory-utilization {share:g}")
 
@@ -185,8 +180,8 @@ def _fit_vllm(name: str, spec: Any, info: ModelInfo, inventory: Inventory) -> De
                         args.max_num_batched_tokens)
     if est.needed is None:
         return DeploymentFit(name, est, (_unknown(name, "the KV cache of this architecture is not modelled"),))
-    what = (f"weights {size_text(est.weights or 0)} + KV cache {size_text(est.kv_cache or 0)} for {context} tokens "
-            f"+ overhead {size_text(est.overhead or 0)}")
+    what = (f"weights {human_bytes(est.weights or 0)} + KV cache {human_bytes(est.kv_cache or 0)} for {context} tokens "
+            f"+ overhead {human_bytes(est.overhead or 0)}")
     return DeploymentFit(name, est, (_judge(name, est, what, _vllm_remedy(est, shape, weights, context, kv_bytes,
                                                                          selected, args)),))
 
@@ -242,7 +237,7 @@ def _fit_transformers(name: str, spec: Any, info: ModelInfo, inventory: Inventor
     est = MemoryEstimate(where, weights + overhead, available, weights, None, overhead)
     remedy = ("load it in half precision (dtype: bfloat16 or float16)" if spec.dtype in ("float32",)
               else "use a smaller model, or free memory on that device")
-    what = f"weights {size_text(weights)} + {TRANSFORMERS_OVERHEAD:.0%}"
+    what = f"weights {human_bytes(weights)} + {TRANSFORMERS_OVERHEAD:.0%}"
     return DeploymentFit(name, est, (_judge(name, est, what, remedy),))
 
 
@@ -267,7 +262,7 @@ def _fit_ollama(name: str, spec: Any, info: ModelInfo, inventory: Inventory) -> 
     else:
         where, available = "RAM", inventory.memory.available
     est = MemoryEstimate(where, needed, available, gguf.file_bytes, kv, 0, num_ctx)
-    what = f"file {size_text(gguf.file_bytes)} + KV cache {size_text(kv or 0)} for {num_ctx} tokens"
+    what = f"file {human_bytes(gguf.file_bytes)} + KV cache {human_bytes(kv or 0)} for {num_ctx} tokens"
     finding = _judge(name, est, what, "pick a smaller quantization tag (e.g. q4_K_M) or set parameters.num_ctx lower")
     findings = [finding]
     if kv is None:
@@ -329,9 +324,9 @@ def check_disk(needed_bytes: int, free_bytes: int | None, path: str) -> Finding:
     """Room for ``needed_bytes`` more at ``path``: FAIL short of it, WARN with under 10% to spare."""
     if free_bytes is None:
         return Finding(Level.WARN, "disk", f"cannot read free space at {path}", "check the path and its permissions")
-    head = f"{size_text(needed_bytes)} to download, {size_text(free_bytes)} free at {path}"
+    head = f"{human_bytes(needed_bytes)} to download, {human_bytes(free_bytes)} free at {path}"
     short = needed_bytes - free_bytes * (1 - MARGIN)
-    remedy = f"free {size_text(short)} there, or point settings.models_dir at a larger disk"
+    remedy = f"free {human_bytes(short)} there, or point settings.models_dir at a larger disk"
     if needed_bytes > free_bytes:
         return Finding(Level.FAIL, "disk", f"not enough disk: {head}", remedy)
     if needed_bytes > free_bytes * (1 - MARGIN):

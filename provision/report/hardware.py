@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from ..estimate import GIB
+from ..files import human_bytes
 from ..hardware import Finding, Inventory, Level, worst
-from . import console
+from . import console, literal
 
 if TYPE_CHECKING:  # provision.fit imports the manifest models (pydantic): not needed to print
     from ..fit import DeploymentFit, MemoryEstimate
@@ -29,7 +29,7 @@ _STYLE = {Level.OK: "green", Level.WARN: "yellow", Level.FAIL: "red"}
 
 
 def _gib(n: int | None) -> str:
-    return "?" if n is None else f"{n / GIB:.1f} GiB"
+    return "?" if n is None else human_bytes(n)
 
 
 def _level(level: Level) -> str:
@@ -38,7 +38,7 @@ def _level(level: Level) -> str:
 
 def _detail(finding: Finding) -> str:
     remedy = finding.remedy and finding.level is not Level.OK
-    return finding.message + (f"\n[dim]→ {finding.remedy}[/]" if remedy else "")
+    return literal(finding.message) + (f"\n[dim]→ {literal(finding.remedy)}[/]" if remedy else "")
 
 
 # -- JSON ----------------------------------------------------------------------------------
@@ -106,8 +106,8 @@ def render_gpus(inventory: Inventory) -> None:
         table.add_column(column, justify="right" if column in ("total", "free") else "left")
     for gpu in inventory.gpus:
         capability = ".".join(map(str, gpu.compute_capability)) if gpu.compute_capability else "?"
-        table.add_row(str(gpu.index), gpu.name, _gib(gpu.memory_total), _gib(gpu.memory_free), capability,
-                      inventory.gpu.driver_version or "?", inventory.gpu.cuda_driver_version or "?")
+        table.add_row(str(gpu.index), literal(gpu.name), _gib(gpu.memory_total), _gib(gpu.memory_free), capability,
+                      literal(inventory.gpu.driver_version or "?"), literal(inventory.gpu.cuda_driver_version or "?"))
     console().print(table)
 
 
@@ -119,7 +119,7 @@ def render_findings(findings: Iterable[Finding]) -> None:
     for column in ("check", "", "detail"):
         table.add_column(column)
     for finding in findings:
-        table.add_row(finding.subject, _level(finding.level), _detail(finding))
+        table.add_row(literal(finding.subject), _level(finding.level), _detail(finding))
     console().print(table)
 
 
@@ -131,9 +131,9 @@ def render_fits(fits: Iterable[DeploymentFit]) -> None:
         est = fit.estimate
         first = True
         for finding in fit.findings:
-            cells = (fit.name, _level(fit.level), est.where, _gib(est.needed), _gib(est.available),
+            cells = (literal(fit.name), _level(fit.level), literal(est.where), _gib(est.needed), _gib(est.available),
                      str(est.max_context_len or "")) if first and est else (
-                     fit.name if first else "", _level(fit.level) if first else "", "", "", "", "")
+                     literal(fit.name) if first else "", _level(fit.level) if first else "", "", "", "", "")
             table.add_row(*cells, _detail(finding))
             first = False
     console().print(table)

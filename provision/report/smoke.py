@@ -26,7 +26,7 @@ from typing import Any
 from rich.table import Table
 
 from ..smoke import SmokeResult
-from . import console
+from . import console, literal, printable
 
 # result field -> JUnit property name (with its unit)
 _PROPERTIES = (("ttft", "ttft_s"), ("itl_mean", "itl_mean_s"), ("itl_median", "itl_median_s"),
@@ -57,8 +57,8 @@ def smoke_table(results: Sequence[SmokeResult]) -> Table:
         # the token count's source: s = server/engine, t = tokenizer, c = chunks (see --json)
         tokens = f"{r.output_tokens}{r.token_source[0]}" if r.output_tokens else "-"
         table.add_row(
-            r.deployment,
-            r.engine,
+            literal(r.deployment),
+            literal(r.engine),
             "[green]pass[/]" if r.passed else "[red]FAIL[/]",
             _ms(r.ttft),
             _ms(r.itl_mean),
@@ -66,7 +66,7 @@ def smoke_table(results: Sequence[SmokeResult]) -> Table:
             tokens,
             "-" if r.tokens_per_s is None else f"{r.tokens_per_s:.1f}",
             _s(r.total_s),
-            r.finish_reason or "-",
+            literal(r.finish_reason or "-"),
         )
     return table
 
@@ -76,7 +76,7 @@ def print_smoke(results: Sequence[SmokeResult]) -> None:
     console().print(smoke_table(results))
     for r in results:
         if not r.passed:
-            console().print(f"[red]✗ {r.deployment}[/]: {r.reason}", markup=True, soft_wrap=True)
+            console().print(f"[red]✗ {literal(r.deployment)}[/]: {literal(r.reason)}", soft_wrap=True)
     passed = sum(r.passed for r in results)
     console().print(f"{passed} of {len(results)} passed (tokens: s = counted by the server/engine, "
                     "t = tokenizer, c = chunks)")
@@ -98,9 +98,9 @@ class StreamPrinter:
     def __call__(self, name: str, text: str) -> None:
         with self._lock:
             if not self.prefix:
-                console().out(text, end="", highlight=False)
+                console().out(printable(text, multiline=True), end="", highlight=False)
                 return
-            *lines, rest = (self._pending.get(name, "") + text).split("\n")
+            *lines, rest = (self._pending.get(name, "") + printable(text, multiline=True)).split("\n")
             for line in lines:
                 console().out(f"{name}| {line}", highlight=False)
             self._pending[name] = rest

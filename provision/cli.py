@@ -152,18 +152,21 @@ def plan(manifest: Path | None, only: tuple[str, ...], update: bool, locked: boo
 @_handle_errors
 def _plan(manifest: Path | None, only: tuple[str, ...], update: bool, locked: bool,
           detailed_exitcode: bool, as_json: bool) -> int:
+    from .credentials import token_routes
     from .engine import Engine
     from .report import action_dict, print_json, render_plan
 
     with Engine(_load(manifest)) as engine:
         result = engine.plan(_run_options(only, update, locked))
+        routes = token_routes(engine.manifest)
     if as_json:
         print_json({"actions": [action_dict(a) for a in result.plan.actions],
                     "errors": [{"address": o.action.address, "error": o.error.message, "hint": o.error.hint}
                                for o in result.failures if o.error is not None],
+                    "credentials": [vars(route) for route in routes],
                     "download_bytes": result.plan.download_bytes, "changes": result.plan.has_changes})
     else:
-        render_plan(result.plan, result.failures)
+        render_plan(result.plan, result.failures, credentials=map(str, routes))
     if result.failures:
         return 1
     return 2 if detailed_exitcode and result.plan.has_changes else 0

@@ -266,8 +266,9 @@ class Manifest(_Strict):
         for name in value if isinstance(value, dict) else ():
             if not isinstance(name, str):
                 kind = {bool: "a boolean", type(None): "null"}.get(type(name), f"a {type(name).__name__}")
-                raise _RefError((str(info.field_name), str(name)),
-                                f"the name {name!r} is {kind} in YAML, not a string: quote it, as in \"{name}\":")
+                written = "null" if name is None else str(name).lower() if isinstance(name, bool) else str(name)
+                raise _RefError((str(info.field_name), written),
+                                f"the name {written} is {kind} in YAML, not a string: quote it, as in \"{written}\":")
         return value
 
     @field_validator("models", "deployments")

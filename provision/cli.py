@@ -6,7 +6,7 @@ Exit codes (the same for every command):
 0     success; nothing failed (``plan --detailed-exitcode``: no changes)
 1     something failed: a resource, a verification, a smoke test, a preflight check
 2     bad input: an invalid manifest or command line (``plan --detailed-exitcode``: changes)
-130   interrupted (Ctrl-C); a rerun resumes
+130   interrupted (SIGINT, Ctrl-C; 143 for SIGTERM); a rerun resumes
 ====  ==========================================================================
 
 Heavy libraries (torch, transformers, docker, ollama, modelscope, openai) are imported

@@ -105,7 +105,8 @@ def test_json_output_says_interrupted(tmp_path: Path, hub: FakeHFHub) -> None:
     assert document["exit_code"] == 130
 
 
-def test_the_cursor_is_shown_again_at_a_terminal(tmp_path: Path, hub: FakeHFHub) -> None:
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_the_cursor_is_shown_again_at_a_terminal(tmp_path: Path, hub: FakeHFHub, signum: int, code: int) -> None:
     manifest = hub_manifest(tmp_path, hub.url, tiny="org/tiny")
     partial_dir = tmp_path / "models" / "tiny" / ".cache" / "provision" / "partial"
     leader, follower = os.openpty()
@@ -131,10 +132,10 @@ def test_the_cursor_is_shown_again_at_a_terminal(tmp_path: Path, hub: FakeHFHub)
         drain()
         time.sleep(0.02)
     assert b"\x1b[?25l" in seen, "the progress display never hid the cursor: the test proves nothing"
-    interrupt(process, signal.SIGINT)
+    interrupt(process, signum)
     drain()
     os.close(leader)
-    assert process.returncode == 130, seen.decode(errors="replace")
+    assert process.returncode == code, seen.decode(errors="replace")
     assert seen.rfind(b"\x1b[?25h") > seen.rfind(b"\x1b[?25l"), "the cursor was left hidden"
 
 

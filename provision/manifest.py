@@ -1,9 +1,11 @@
-"""The manifest (version 1): typed models, YAML loading with line numbers, ``${ENV}`` references.
+"""The manifest (version 1): typed models, ``${ENV}`` references, the checks that need no network.
 
-Loading is strict: duplicate keys, unknown keys, wrong types, unset ``${VAR}`` references,
-unsafe names and dangling references are :class:`~provision.errors.ManifestError` naming
-the file, the line and the field. Secrets (``token``, ``api_key``) are ``SecretStr`` so they
-never show up in a repr, a dump or an error message.
+Loading is strict: duplicate keys, unknown keys, wrong types, malformed or unset ``${VAR}``
+references, unsafe names and dangling references are :class:`~provision.errors.ManifestError`
+naming the file, the line and the field. Reading and YAML are bounded (:mod:`.yaml_loader`),
+references parsed by :mod:`.references`. Secrets (``token``, ``api_key``) are ``SecretStr`` so
+they never show up in a repr, a dump or an error message; a referenced one is resolved when
+it is used (:class:`SecretReference`), so an unused deployment's key is never demanded.
 """
 
 from __future__ import annotations

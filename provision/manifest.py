@@ -269,8 +269,8 @@ class Manifest(_Strict):
             if not isinstance(name, str):
                 kind = {bool: "a boolean", type(None): "null"}.get(type(name), f"a {type(name).__name__}")
                 written = "null" if name is None else str(name).lower() if isinstance(name, bool) else str(name)
-                raise _RefError((str(info.field_name), written),
-                                f"the name {written} is {kind} in YAML, not a string: quote it, as in \"{written}\":")
+                raise _RefError((str(info.field_name), written), f"the name {written} is {kind} in YAML, not a string",
+                                hint=f'quote it, as in "{written}":, or use a name that starts with a letter')
         return value
 
     @field_validator("models", "deployments")
@@ -305,7 +305,8 @@ class Manifest(_Strict):
         clash = port_conflicts((name, dep.bind, dep.port) for name, dep in self.deployments.items()
                                if isinstance(dep, VllmDeployment))
         if clash:
-            raise _RefError(("deployments", clash[0], "port"), clash[1])
+            raise _RefError(("deployments", clash[0], "port"), clash[1],
+                            hint="give each deployment its own `port:` (or distinct `bind:` addresses)")
         return self
 
     def error(self, field: tuple, message: str, *, hint: str) -> ManifestError:
@@ -351,9 +352,10 @@ class Manifest(_Strict):
 class _RefError(ValueError):
     """A cross-reference error with the path of the offending field."""
 
-    def __init__(self, loc: tuple[str, ...], message: str) -> None:
+    def __init__(self, loc: tuple[str, ...], message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
         self.loc = loc
+        self.hint = hint
 
 
 # -- ${ENV} references ----------------------------------------------------------------------
@@ -523,16 +525,16 @@ def parse_manifest(text: str, *, file: str = "<manifest>", env: Mapping[str, str
         return manifest
     except ValidationError as exc:
         first = exc.errors()[0]
+        hint = "see the manifest reference in README.md"
         if isinstance(first.get("ctx", {}).get("error"), _RefError):
             ref: _RefError = first["ctx"]["error"]
-            loc, message = ref.loc, str(ref)
+            loc, message, hint = ref.loc, str(ref), ref.hint or hint
         else:
             loc, message = _clean_loc(first["loc"]), _pydantic_message(first)
             if first["type"] == "union_tag_invalid":
                 loc += ("engine",)  # point at the bad value, not at the deployment
         more = len(exc.errors()) - 1
         suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-        hint = "see the manifest reference in README.md"
         if first["type"] == "extra_forbidden":
             hint = _unknown_field_hint(first["loc"]) or hint
         raise ManifestError(

@@ -61,6 +61,9 @@ deployments:
 def test_two_deployments_on_one_host_port_are_refused(tmp_path: Path, first: str, second: str, port: int) -> None:
     manifest = write(tmp_path, VLLM_PAIR.format(first=first, second=second, port=port))
     rejected(manifest, 6, "deployments.two.port", "port 8000")
+    with pytest.raises(ManifestError, match="already taken by deployment 'one'") as caught:
+        load_manifest(manifest)
+    assert "its own `port:`" in caught.value.hint
 
 
 def test_different_ports_or_addresses_are_fine() -> None:
@@ -82,9 +85,10 @@ def test_models_dir_at_the_root_is_refused(tmp_path: Path, models_dir: str) -> N
 @pytest.mark.parametrize(("key", "shown"), [("1", "1"), ("true", "true"), ("1.5", "1.5"), ("null", "null")])
 def test_a_model_name_yaml_reads_as_no_string_says_to_quote_it(tmp_path: Path, key: str, shown: str) -> None:
     manifest = write(tmp_path, f"models:\n  {key}: {{source: hf://o/a}}\n")
-    with pytest.raises(ManifestError, match="not a string: quote it") as caught:
+    with pytest.raises(ManifestError, match="in YAML, not a string") as caught:
         load_manifest(manifest)
     assert caught.value.line == 3 and caught.value.field == f"models.{shown}"
+    assert caught.value.hint.startswith(f'quote it, as in "{shown}":')
     assert run_cli("validate", manifest).returncode == 2
 
 

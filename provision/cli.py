@@ -28,30 +28,39 @@ DEBUG_ENV = "PROVISION_DEBUG"
 
 
 def _handle_errors(func: F) -> F:
-    """One line and a hint per error; a traceback only with PROVISION_DEBUG=1."""
+    """One line and a hint per error; a traceback only with PROVISION_DEBUG=1.
+
+    SIGINT and SIGTERM (:mod:`provision.signals`) unwind as ``Interrupted``: reported once
+    (a JSON document with ``--json``), exit 130 or 143.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .report import err_console
+        from . import signals
+        from .report import err_console, literal, report_interrupt
 
+        reporter = functools.partial(report_interrupt, as_json=bool(kwargs.get("as_json")))
         try:
-            return func(*args, **kwargs)
+            with signals.handling(reporter):
+                return func(*args, **kwargs)
         except ProvisionError as exc:
             if os.environ.get(DEBUG_ENV):
                 raise
-            err_console().print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            err_console().print(f"[red]error:[/] {literal(exc)}", soft_wrap=True)
             if exc.hint:
-                err_console().print(f"  hint: {exc.hint}", markup=False, soft_wrap=True)
+                err_console().print(f"  hint: {literal(exc.hint)}", soft_wrap=True)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            err_console().print("interrupted; run the command again to resume")
-            sys.exit(exitcodes.INTERRUPTED)
+        except KeyboardInterrupt as exc:
+            signals.restore_terminal()
+            signum = signals.signum_of(exc)
+            signals.report_once(signum)
+            sys.exit(128 + signum)
         except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:
             if os.environ.get(DEBUG_ENV):
                 raise
-            err_console().print(f"[red]internal error:[/] {type(exc).__name__}: {exc}", soft_wrap=True)
+            err_console().print(f"[red]internal error:[/] {type(exc).__name__}: {literal(exc)}", soft_wrap=True)
             err_console().print(f"  hint: rerun with {DEBUG_ENV}=1 for the traceback, and report it")
             sys.exit(exitcodes.FAILED)
 
@@ -125,15 +134,15 @@ def init(model_refs: tuple[str, ...], output: Path | None, as_json: bool) -> Non
 def validate(manifest: Path | None, as_json: bool) -> None:
     """Check a manifest without touching anything."""
     from .files import plural
-    from .report import console, print_json
+    from .report import console, literal, print_json
 
     loaded = _load(manifest)
     if as_json:
         print_json({"valid": True, "manifest": str(loaded.path), "models": sorted(loaded.models),
                     "deployments": sorted(loaded.deployments)})
     else:
-        console().print(f"{loaded.path}: valid ({plural(len(loaded.models), 'model')}, "
-                        f"{plural(len(loaded.deployments), 'deployment')})", markup=False)
+        console().print(f"{literal(loaded.path)}: valid ({plural(len(loaded.models), 'model')}, "
+                        f"{plural(len(loaded.deployments), 'deployment')})", soft_wrap=True)
 
 
 def _run_options(only: tuple[str, ...], update: bool = False, locked: bool = False, force: bool = False) -> Any:
@@ -156,7 +165,7 @@ def plan(manifest: Path | None, only: tuple[str, ...], update: bool, locked: boo
         code = _plan(manifest, only, update, locked, detailed_exitcode, as_json)
     except SystemExit as exc:
         # Terraform's convention: with --detailed-exitcode every error is 1, since 2 means changes.
-        if detailed_exitcode and exc.code not in (0, None, 130):
+        if detailed_exitcode and exc.code not in (0, None, 130, 143):
             sys.exit(1)
         raise
     sys.exit(code)
@@ -165,18 +174,21 @@ def plan(manifest: Path | None, only: tuple[str, ...], update: bool, locked: boo
 @_handle_errors
 def _plan(manifest: Path | None, only: tuple[str, ...], update: bool, locked: bool,
           detailed_exitcode: bool, as_json: bool) -> int:
+    from .credentials import token_routes
     from .engine import Engine
     from .report import action_dict, print_json, render_plan
 
     with Engine(_load(manifest)) as engine:
         result = engine.plan(_run_options(only, update, locked))
+        routes = token_routes(engine.manifest)
     if as_json:
         print_json({"actions": [action_dict(a) for a in result.plan.actions],
                     "errors": [{"address": o.action.address, "error": o.error.message, "hint": o.error.hint}
                                for o in result.failures if o.error is not None],
+                    "credentials": [vars(route) for route in routes],
                     "download_bytes": result.plan.download_bytes, "changes": result.plan.has_changes})
     else:
-        render_plan(result.plan, result.failures)
+        render_plan(result.plan, result.failures, credentials=map(str, routes))
     if result.failures:
         return 1
     return 2 if detailed_exitcode and result.plan.has_changes else 0
@@ -223,7 +235,7 @@ def apply(manifest: Path | None, only: tuple[str, ...], update: bool, locked: bo
 def status(manifest: Path | None, as_json: bool) -> None:
     """What is applied on this machine (offline; state lives in $PROVISION_STATE_DIR)."""
     from .engine import Engine
-    from .report import console, print_json
+    from .report import console, literal, print_json
     from .report.status import render_status
     from .state import State
 
@@ -233,9 +245,9 @@ def status(manifest: Path | None, as_json: bool) -> None:
         if as_json:
             print_json({"state_file": str(state.path), "manifests": manifests})
         else:
-            console().print(f"state: {state.path}")
+            console().print(f"state: {literal(state.path)}")
             for path in manifests or ["(nothing applied yet)"]:
-                console().print(f"  {path}")
+                console().print(f"  {literal(path)}")
         return
     with Engine(_load(manifest)) as engine:
         rows = engine.status()

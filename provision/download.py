@@ -33,7 +33,6 @@ import os
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +49,7 @@ from .errors import (
     SourceError,
 )
 from .files import RemoteFile
+from .signals import cancellable_sleep, check_cancelled
 
 # 256 KiB: on ext4 with large folios, 1 MiB writes get 1 MiB folios, and on a VM whose idle
 # memory went back to the host (virtio-balloon page reporting) each new one costs a host fault:
@@ -148,7 +148,7 @@ class Downloader:
         timeout: float | None = None,  # None: http_timeout()
         retry: RetryPolicy = RetryPolicy(),
         max_connections: int = 16,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = cancellable_sleep,  # a signal cuts a back-off short
     ) -> None:
         # Identity encoding: the bytes hashed must be the file's bytes, not a gzip stream.
         self._headers = {"User-Agent": "provision", "Accept-Encoding": "identity", **(headers or {})}
@@ -200,6 +200,7 @@ class Downloader:
         on_progress: ProgressCallback = lambda n: None,
     ) -> str:
         """Download, verify and place ``file`` under ``model_dir``; return its sha256."""
+        check_cancelled()  # queued files of an interrupted run start nothing
         if file.url is None:
             raise SourceError(f"no URL for {file.path}", resource=resource)
         target = model_dir / file.path
@@ -321,6 +322,7 @@ class Downloader:
         view = memoryview(buffer)
         with part.open("ab" if offset else "wb", buffering=0) as out:
             while offset < size:
+                check_cancelled()  # SIGINT/SIGTERM: stop at the next chunk; the partial is kept
                 want = min(CHUNK_SIZE, size - offset)  # never read past the listed size
                 got = response.readinto(view[:want])
                 if not got:

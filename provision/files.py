@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import math
 import posixpath
 from dataclasses import dataclass
 
@@ -74,10 +75,19 @@ def plural(n: int, noun: str, many: str | None = None) -> str:
     return f"{n} {noun if n == 1 else many or noun + 's'}"
 
 
+_BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
+
+
 def human_bytes(n: float) -> str:
-    """1536 -> '1.5 KiB' (binary units, as download tools print them)."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+    """1536 -> '1.5 KiB': the one size format (binary units, as download tools print them)."""
+    if not math.isfinite(n):  # nothing to scale
+        return f"{n} B"
+    sign, n = ("-" if n < 0 else ""), abs(n)
+    unit = _BINARY_UNITS[0]
+    for unit in _BINARY_UNITS:
+        if n < 1024 or unit == _BINARY_UNITS[-1]:
+            break
         n /= 1024
-    return f"{n} B"
+    if unit == "B":
+        return f"{sign}{n:.0f} B"
+    return f"{sign}{n:.1f} {unit}" if n < 1024 else f"{sign}{n:.3g} {unit}"  # past YiB: 1.2e+04 YiB

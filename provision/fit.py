@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 
 from .encoder import encoder_activation_bytes, encoder_max_length, is_encoder
 from .estimate import (
-    GIB,
     TRANSFORMERS_OVERHEAD,
     GgufInfo,
     dtype_bytes,
@@ -39,6 +38,7 @@ from .estimate import (
     text_config,
     weights_bytes,
 )
+from .files import human_bytes
 from .hardware import Finding, Inventory, Level, worst
 
 if TYPE_CHECKING:
@@ -82,16 +82,11 @@ class DeploymentFit:
         return worst(self.findings)
 
 
-def size_text(n: float) -> str:
-    """GiB with one decimal; MiB below 1 GiB so small sizes do not read as 0.0."""
-    return f"{n / GIB:.1f} GiB" if abs(n) >= GIB else f"{n / 2**20:.1f} MiB"
-
-
 def judge(name: str, est: MemoryEstimate, what: str, remedy: str) -> Finding:
     """OK / WARN (under 10% to spare) / FAIL for a complete estimate."""
     assert est.needed is not None and est.available is not None
     place = f"in {est.where}" if est.where == "RAM" else f"on {est.where}"
-    head = f"needs {size_text(est.needed)} of {size_text(est.available)} {place} ({what})"
+    head = f"needs {human_bytes(est.needed)} of {human_bytes(est.available)} {place} ({what})"
     if est.needed > est.available:
         return Finding(Level.FAIL, name, f"does not fit: {head}", remedy)
     if est.needed > est.available * (1 - MARGIN):
@@ -132,14 +127,14 @@ def _fit_transformers(name: str, spec: Any, info: ModelInfo, inventory: Inventor
     if weights is None:
         return DeploymentFit(name, None, (*([missing] if missing else []),
                                           unknown(name, "no config.json or weight sizes yet")))
-    overhead, what = int(weights * TRANSFORMERS_OVERHEAD), f"weights {size_text(weights)} + {TRANSFORMERS_OVERHEAD:.0%}"
+    overhead, what = int(weights * TRANSFORMERS_OVERHEAD), f"weights {human_bytes(weights)} + {TRANSFORMERS_OVERHEAD:.0%}"
     encoder = info.config is not None and is_encoder(text_config(info.config))
     length = None
     if encoder:  # no KV cache: one forward pass's activations at the longest input
         c = text_config(info.config or {})
         length = encoder_max_length(c) or 512
         overhead = encoder_activation_bytes(c, length, dtype_bytes(resolve_dtype(spec.dtype, c)) or 4) or overhead
-        what = f"weights {size_text(weights)} + activations {size_text(overhead)} for {length} tokens"
+        what = f"weights {human_bytes(weights)} + activations {human_bytes(overhead)} for {length} tokens"
     est = MemoryEstimate(where, weights + overhead, available, weights, 0 if encoder else None, overhead, length)
     if missing is not None:
         return DeploymentFit(name, est, (missing,))
@@ -169,7 +164,7 @@ def _fit_ollama(name: str, spec: Any, info: ModelInfo, inventory: Inventory) -> 
     else:
         where, available = "RAM", inventory.memory.available
     est = MemoryEstimate(where, needed, available, gguf.file_bytes, kv, 0, num_ctx)
-    what = f"file {size_text(gguf.file_bytes)} + KV cache {size_text(kv or 0)} for {num_ctx} tokens"
+    what = f"file {human_bytes(gguf.file_bytes)} + KV cache {human_bytes(kv or 0)} for {num_ctx} tokens"
     finding = judge(name, est, what, "pick a smaller quantization tag (e.g. q4_K_M) or set parameters.num_ctx lower")
     findings = [finding]
     if kv is None:
@@ -233,9 +228,9 @@ def check_disk(needed_bytes: int, free_bytes: int | None, path: str) -> Finding:
     """Room for ``needed_bytes`` more at ``path``: FAIL short of it, WARN with under 10% to spare."""
     if free_bytes is None:
         return Finding(Level.WARN, "disk", f"cannot read free space at {path}", "check the path and its permissions")
-    head = f"{size_text(needed_bytes)} to download, {size_text(free_bytes)} free at {path}"
+    head = f"{human_bytes(needed_bytes)} to download, {human_bytes(free_bytes)} free at {path}"
     short = needed_bytes - free_bytes * (1 - MARGIN)
-    remedy = f"free {size_text(short)} there, or point settings.models_dir at a larger disk"
+    remedy = f"free {human_bytes(short)} there, or point settings.models_dir at a larger disk"
     if needed_bytes > free_bytes:
         return Finding(Level.FAIL, "disk", f"not enough disk: {head}", remedy)
     if needed_bytes > free_bytes * (1 - MARGIN):

@@ -30,7 +30,8 @@ from .estimate import (
     weights_bytes,
     weights_on_gpus,
 )
-from .fit import DeploymentFit, MemoryEstimate, ModelInfo, judge, size_text, unknown
+from .files import human_bytes
+from .fit import DeploymentFit, MemoryEstimate, ModelInfo, judge, unknown
 from .hardware import Finding, Gpu, Inventory, Level
 
 
@@ -105,8 +106,8 @@ def _blockers(name: str, spec: Any, args: VllmArgs, inventory: Inventory, shape:
     if short:
         gpu = min(short, key=lambda g: g.memory_free / g.memory_total)
         share = int(gpu.memory_free / gpu.memory_total * 100) / 100
-        found.append(fail(f"GPU {gpu.index} has {size_text(gpu.memory_free)} free of "
-                          f"{size_text(gpu.memory_total)}; vLLM wants {args.gpu_memory_utilization:g} of it at startup",
+        found.append(fail(f"GPU {gpu.index} has {human_bytes(gpu.memory_free)} free of "
+                          f"{human_bytes(gpu.memory_total)}; vLLM wants {args.gpu_memory_utilization:g} of it at startup",
                           f"stop what uses it (see `nvidia-smi`) or pass --gpu-memory-utilization {share:g}"))
     old = [g for g in used if g.compute_capability is not None and g.compute_capability < (8, 0)]
     if old and args.dtype in ("bfloat16", "bf16"):
@@ -148,8 +149,8 @@ def fit_vllm(name: str, spec: Any, info: ModelInfo, inventory: Inventory) -> Dep
         return DeploymentFit(name, est, tuple(blockers))
     if est.needed is None:
         return DeploymentFit(name, est, (unknown(name, "the KV cache of this architecture is not modelled"),))
-    what = (f"weights {size_text(est.weights or 0)} + KV cache {size_text(est.kv_cache or 0)} for {model.context} "
-            f"tokens + overhead {size_text(est.overhead or 0)}")
+    what = (f"weights {human_bytes(est.weights or 0)} + KV cache {human_bytes(est.kv_cache or 0)} for {model.context} "
+            f"tokens + overhead {human_bytes(est.overhead or 0)}")
     return DeploymentFit(name, est, (judge(name, est, what, _remedy(est, model, selected, args)),))
 
 
@@ -199,21 +200,21 @@ def _fit_cpu(name: str, spec: Any, args: VllmArgs, info: ModelInfo, inventory: I
     needed = model.weights + kv + overhead if space is not None else reserved
     est = MemoryEstimate("RAM", needed, memory.available, model.weights, kv, overhead, model.context, longest)
     set_it = f"set `env: {{{CPU_KV_ENV}: \"N\"}}` (GiB of KV cache)"
-    parts = f"weights {size_text(model.weights)} + KV cache {size_text(kv)} + overhead {size_text(overhead)}"
+    parts = f"weights {human_bytes(model.weights)} + KV cache {human_bytes(kv)} + overhead {human_bytes(overhead)}"
     if space is not None:
         findings = [judge(name, est, parts, f"{set_it} lower, or use a smaller model")]
     else:
-        head = (f"{CPU_KV_ENV} unset: vLLM reserves {utilization:g} x {size_text(memory.total)} RAM = "
-                f"{size_text(reserved)}")
-        findings = [Finding(Level.FAIL, name, f"{head}, more than the {size_text(memory.available)} available: "
+        head = (f"{CPU_KV_ENV} unset: vLLM reserves {utilization:g} x {human_bytes(memory.total)} RAM = "
+                f"{human_bytes(reserved)}")
+        findings = [Finding(Level.FAIL, name, f"{head}, more than the {human_bytes(memory.available)} available: "
                                               "it refuses to start", f"{set_it}, or free RAM")
                     if reserved > memory.available else
                     Finding(Level.WARN, name, f"{head} ({parts}): the KV cache is whatever RAM is left",
                             f"{set_it} to what the context needs, so it fits any machine that has that much")]
     kv_need = per_token * model.context if per_token and model.context else None
     if kv_need is not None and kv_need > kv:
-        findings.append(Finding(Level.FAIL, name, f"the KV cache ({size_text(kv)}) holds {longest or 0} tokens; "
-                                                  f"a {model.context}-token context needs {size_text(kv_need)}",
+        findings.append(Finding(Level.FAIL, name, f"the KV cache ({human_bytes(kv)}) holds {longest or 0} tokens; "
+                                                  f"a {model.context}-token context needs {human_bytes(kv_need)}",
                                 f"pass --max-model-len {longest}, or raise {CPU_KV_ENV}"
                                 if longest else f"raise {CPU_KV_ENV}"))
     return DeploymentFit(name, est, tuple(findings))

@@ -33,6 +33,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .files import human_bytes
+
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 _DRIVER_REMEDY = "install the NVIDIA driver, then check that `nvidia-smi` lists the GPUs"
 
@@ -162,8 +164,7 @@ def probe_memory() -> MemoryProbe:
     import psutil
 
     memory = psutil.virtual_memory()
-    gib = memory.available / 2**30
-    finding = Finding(Level.OK, "ram", f"{gib:.1f} GiB available of {memory.total / 2**30:.1f} GiB")
+    finding = Finding(Level.OK, "ram", f"{human_bytes(memory.available)} available of {human_bytes(memory.total)}")
     return MemoryProbe(total=int(memory.total), available=int(memory.available), findings=(finding,))
 
 
@@ -194,7 +195,7 @@ def probe_disk(path: str | os.PathLike[str]) -> DiskProbe:
             Finding(Level.WARN, "disk", f"cannot read free space at {path}: {exc}",
                     "check the path and its permissions"),))
     return DiskProbe(path=str(path), free=free,
-                     findings=(Finding(Level.OK, "disk", f"{free / 2**30:.1f} GiB free at {path}"),))
+                     findings=(Finding(Level.OK, "disk", f"{human_bytes(free)} free at {path}"),))
 
 
 # -- Docker --------------------------------------------------------------------------------

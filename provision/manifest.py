@@ -1,20 +1,21 @@
-"""The manifest (version 1): typed models, YAML loading with line numbers, ``${ENV}`` references.
+"""The manifest (version 1): typed models, ``${ENV}`` references, the checks that need no network.
 
-Loading is strict: duplicate keys, unknown keys, wrong types, unset ``${VAR}`` references,
-unsafe names and dangling references are :class:`~provision.errors.ManifestError` naming
-the file, the line and the field. Secrets (``token``, ``api_key``) are ``SecretStr`` so they
-never show up in a repr, a dump or an error message.
+Loading is strict: duplicate keys, unknown keys, wrong types, malformed or unset ``${VAR}``
+references, unsafe names and dangling references are :class:`~provision.errors.ManifestError`
+naming the file, the line and the field. Reading and YAML are bounded (:mod:`.yaml_loader`),
+references parsed by :mod:`.references`. Secrets (``token``, ``api_key``) are ``SecretStr`` so
+they never show up in a repr, a dump or an error message; a referenced one is resolved when
+it is used (:class:`SecretReference`), so an unused deployment's key is never demanded.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Hashable
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -28,10 +29,20 @@ from pydantic import (
 )
 
 from .errors import ManifestError
+from .manifest_checks import models_dir_problem, ollama_name_problem, port_conflicts
+from .references import (
+    ReferenceSyntaxError,
+    Template,
+    UnsetVariable,
+    has_references,
+    parse_template,
+    render,
+    variables,
+)
+from .yaml_loader import load_yaml, read_manifest_text
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 _NAME_RE = re.compile(NAME_PATTERN)
-_REF_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}|\$\$")
 SOURCE_SCHEMES = ("hf", "ms", "ollama", "file")
 DEFAULT_MANIFEST = "provision.yaml"
 
@@ -96,6 +107,8 @@ class ModelSpec(_Strict):
             raise ValueError(f"{value!r}: expected {scheme}://owner/name")
         if scheme in ("hf", "ms") and ".." in rest.split("/"):
             raise ValueError(f"{value!r}: '..' is not a repository name")
+        if scheme == "ollama" and (problem := ollama_name_problem(rest)):
+            raise ValueError(problem)
         return value
 
     @property
@@ -246,6 +259,19 @@ class Manifest(_Strict):
     smoke_test: SmokeTestSettings = SmokeTestSettings()
 
     _path: Path | None = PrivateAttr(default=None)
+    _lines: dict[tuple, int] = PrivateAttr(default_factory=dict)  # field path -> line, for later errors
+    _file: str = PrivateAttr(default="<manifest>")
+
+    @field_validator("models", "deployments", mode="before")
+    @classmethod
+    def _string_names(cls, value: Any, info: ValidationInfo) -> Any:
+        for name in value if isinstance(value, dict) else ():
+            if not isinstance(name, str):
+                kind = {bool: "a boolean", type(None): "null"}.get(type(name), f"a {type(name).__name__}")
+                written = "null" if name is None else str(name).lower() if isinstance(name, bool) else str(name)
+                raise _RefError((str(info.field_name), written), f"the name {written} is {kind} in YAML, not a string",
+                                hint=f'quote it, as in "{written}":, or use a name that starts with a letter')
+        return value
 
     @field_validator("models", "deployments")
     @classmethod
@@ -276,7 +302,17 @@ class Manifest(_Strict):
                     ("deployments", name, "model"),
                     f"engine {dep.engine} needs files on disk; {model!r} is an Ollama model",
                 )
+        clash = port_conflicts((name, dep.bind, dep.port) for name, dep in self.deployments.items()
+                               if isinstance(dep, VllmDeployment))
+        if clash:
+            raise _RefError(("deployments", clash[0], "port"), clash[1],
+                            hint="give each deployment its own `port:` (or distinct `bind:` addresses)")
         return self
+
+    def error(self, field: tuple, message: str, *, hint: str) -> ManifestError:
+        """A ManifestError at ``field`` (a path such as ``("settings", "models_dir")``), with its line."""
+        return ManifestError(message, file=self._file, line=_nearest_line(self._lines, field), field=_dotted(field),
+                             hint=hint)
 
     # -- derived paths ---------------------------------------------------------------------
     @property
@@ -316,93 +352,89 @@ class Manifest(_Strict):
 class _RefError(ValueError):
     """A cross-reference error with the path of the offending field."""
 
-    def __init__(self, loc: tuple[str, ...], message: str) -> None:
+    def __init__(self, loc: tuple[str, ...], message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
         self.loc = loc
+        self.hint = hint
 
 
-# -- YAML with line numbers ----------------------------------------------------------------
+# -- ${ENV} references ----------------------------------------------------------------------
 
 
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys and records each node's line by field path."""
+def _is_secret(path: tuple) -> bool:
+    """settings.<hub>.token and deployments.<name>.api_key."""
+    return len(path) == 3 and (path[0], path[2]) in {("settings", "token"), ("deployments", "api_key")}
 
 
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue  # `<<: *base`; construct_mapping merges it, explicit keys override
-        key = loader.construct_object(key_node, deep=True)
-        if not isinstance(key, Hashable):
-            raise yaml.constructor.ConstructorError(
-                None, None, "a key must be a plain value, not a list or mapping", key_node.start_mark
-            )
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"duplicate key {key!r} (first defined on line {seen[key]})",
-                key_node.start_mark,
-            )
-        seen[key] = key_node.start_mark.line + 1
-    return loader.construct_mapping(node, deep=deep)
+class SecretReference(SecretStr):
+    """A secret (``token``, ``api_key``) kept as its ``${VAR}`` template and resolved on use.
+
+    So a manifest loads, validates and plans without the secrets of deployments that are not
+    used (the hosted API's key is needed by its smoke test, not by ``plan``). A missing
+    variable is reported then, as a ManifestError naming the file, line and field.
+    """
+
+    def __init__(self, template: Template, *, env: Mapping[str, str] | None, file: str, line: int | None,
+                 field: str) -> None:
+        super().__init__("")
+        self._template = template
+        self._env = env  # None: os.environ at the time of use
+        self._where = (file, line, field)
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return variables(self._template)
+
+    def get_secret_value(self) -> str:
+        try:
+            return render(self._template, os.environ if self._env is None else self._env)
+        except UnsetVariable as exc:
+            file, line, field = self._where
+            raise _unset(exc, file=file, line=line, field=field) from None
+
+    def _display(self) -> str:
+        return "**********"
+
+    def __eq__(self, other: object) -> bool:  # by template: comparing must not need the value
+        return isinstance(other, SecretReference) and other._template == self._template
+
+    def __hash__(self) -> int:
+        return hash(self._template)
+
+    def __len__(self) -> int:
+        return len(self.get_secret_value())
 
 
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+def _unset(exc: UnsetVariable, *, file: str, line: int | None, field: str) -> ManifestError:
+    state = "is empty" if exc.empty else "is not set"
+    return ManifestError(
+        f"environment variable {exc.name} {state}",
+        file=file, line=line, field=field,
+        hint=f"export {exc.name}=... before running, or write ${{{exc.name}:-default}} for an optional value",
+    )
 
 
-def _line_map(
-    node: yaml.Node | None, path: tuple = (), out: dict | None = None, parents: frozenset[int] = frozenset()
-) -> dict[tuple, int]:
-    """Field path (as pydantic reports it) -> 1-based line of that field in the file."""
-    out = {} if out is None else out
-    if node is None:
-        return out
-    if id(node) in parents:  # `a: &x [*x]` would make every later step recurse forever
-        raise yaml.composer.ComposerError(None, None, "an alias refers to a node that contains it", node.start_mark)
-    parents = parents | {id(node)}
-    out.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                continue  # the constructor rejects it
-            key_path = path + (key_node.value,)
-            out[key_path] = key_node.start_mark.line + 1
-            _line_map(value_node, key_path, out, parents)
-            out[key_path] = key_node.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _line_map(item, path + (index,), out, parents)
-    return out
-
-
-def _expand(value: Any, path: tuple, env: dict[str, str], lines: dict[tuple, int], file: str) -> Any:
-    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string; ``$$`` is a literal ``$``."""
+def _expand(value: Any, path: tuple, env: Mapping[str, str] | None, lines: dict[tuple, int], file: str) -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string (see provision.references);
+    secrets become :class:`SecretReference` s, resolved when used."""
     if isinstance(value, dict):
         return {k: _expand(v, path + (k,), env, lines, file) for k, v in value.items()}
     if isinstance(value, list):
         return [_expand(v, path + (i,), env, lines, file) for i, v in enumerate(value)]
     if not isinstance(value, str) or "$" not in value:
         return value
-
-    def substitute(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name, default = match.group(1), match.group(2)
-        if name in env and env[name] != "":
-            return env[name]
-        if default is not None:
-            return default
-        raise ManifestError(
-            f"environment variable {name} is not set",
-            file=file,
-            line=_nearest_line(lines, path),
-            field=_dotted(path),
-            hint=f"export {name}=... before running, or write ${{{name}:-default}} for an optional value",
-        )
-
-    return _REF_RE.sub(substitute, value)
+    line, field = _nearest_line(lines, path), _dotted(path)
+    try:
+        template = parse_template(value)
+    except ReferenceSyntaxError as exc:
+        raise ManifestError(str(exc), file=file, line=line, field=field,
+                            hint="write ${VAR} or ${VAR:-default}; $$ is a literal $") from None
+    if _is_secret(path) and has_references(template):
+        return SecretReference(template, env=env, file=file, line=line, field=field)
+    try:
+        return render(template, os.environ if env is None else env)
+    except UnsetVariable as exc:
+        raise _unset(exc, file=file, line=line, field=field) from None
 
 
 def _dotted(path: tuple) -> str:
@@ -477,27 +509,10 @@ def _clean_loc(loc: tuple) -> tuple:
     return tuple(p for p in loc if p not in ENGINES and not str(p).startswith(("tuple[", "function-")))
 
 
-def parse_manifest(text: str, *, file: str = "<manifest>", env: dict[str, str] | None = None) -> Manifest:
-    """Parse manifest text. ``file`` is used in error messages only."""
-    env = dict(os.environ) if env is None else env
-    try:
-        node = yaml.compose(text, Loader=_LineLoader)
-        lines = _line_map(node)
-        data = yaml.load(text, Loader=_LineLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        problem = exc.problem or str(exc)
-        if exc.context and exc.context_mark and exc.context_mark.line + 1 != line:
-            # e.g. an unclosed quote or bracket: the problem shows only at the end
-            problem += f" ({exc.context} started on line {exc.context_mark.line + 1})"
-        hint = ("remove or rename one of them" if problem.startswith("duplicate key")
-                else "fix the YAML at that line: check indentation, quotes and brackets")
-        raise ManifestError(f"invalid YAML: {problem}", file=file, line=line, hint=hint) from None
-    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
-        line = text.count("\n", 0, exc.position) + 1
-        raise ManifestError(f"invalid YAML: character U+{exc.character:04X} is not allowed", file=file, line=line,
-                            hint="remove control characters; save the file as UTF-8") from None
+def parse_manifest(text: str, *, file: str = "<manifest>", env: Mapping[str, str] | None = None) -> Manifest:
+    """Parse manifest text. ``file`` is used in error messages only; ``env`` (default: the
+    process environment, read when a reference is resolved) fills ``${VAR}`` references."""
+    data, lines = load_yaml(text, file=file)
     if data is None:
         raise ManifestError("the manifest is empty", file=file, line=1, hint="start with `version: 1`")
     if not isinstance(data, dict):
@@ -505,19 +520,21 @@ def parse_manifest(text: str, *, file: str = "<manifest>", env: dict[str, str] |
                             hint="start with `version: 1`")
     data = _expand(data, (), env, lines, file)
     try:
-        return Manifest.model_validate(data)
+        manifest = Manifest.model_validate(data)
+        manifest._lines, manifest._file = lines, file
+        return manifest
     except ValidationError as exc:
         first = exc.errors()[0]
+        hint = "see the manifest reference in README.md"
         if isinstance(first.get("ctx", {}).get("error"), _RefError):
             ref: _RefError = first["ctx"]["error"]
-            loc, message = ref.loc, str(ref)
+            loc, message, hint = ref.loc, str(ref), ref.hint or hint
         else:
             loc, message = _clean_loc(first["loc"]), _pydantic_message(first)
             if first["type"] == "union_tag_invalid":
                 loc += ("engine",)  # point at the bad value, not at the deployment
         more = len(exc.errors()) - 1
         suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-        hint = "see the manifest reference in README.md"
         if first["type"] == "extra_forbidden":
             hint = _unknown_field_hint(first["loc"]) or hint
         raise ManifestError(
@@ -532,13 +549,9 @@ def parse_manifest(text: str, *, file: str = "<manifest>", env: dict[str, str] |
 def load_manifest(path: str | os.PathLike[str] | None = None) -> Manifest:
     """Load and validate a manifest file (default: ./provision.yaml)."""
     file = Path(path if path is not None else DEFAULT_MANIFEST)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ManifestError(f"no such manifest: {file}", hint="pass the manifest's path, e.g. "
-                            "`provision apply manifests/demo.yaml`") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"cannot read manifest {file}: {exc}") from None
-    manifest = parse_manifest(text, file=str(file))
+    manifest = parse_manifest(read_manifest_text(file), file=str(file))
     manifest._path = file.resolve()
+    if problem := models_dir_problem(manifest.models_dir):
+        raise manifest.error(("settings", "models_dir"), problem,
+                             hint="point settings.models_dir at a folder of its own, e.g. `models_dir: models`")
     return manifest

@@ -19,12 +19,12 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from rich.markup import escape
 from rich.table import Table
 
 from ..estimate import GIB
+from ..files import human_bytes
 from ..hardware import Finding, Inventory, Level, worst
-from . import console
+from . import console, literal
 from .text import shorten_middle, shorten_words
 
 if TYPE_CHECKING:  # provision.fit imports the manifest models (pydantic): not needed to print
@@ -35,7 +35,7 @@ _STYLE = {Level.OK: "green", Level.WARN: "yellow", Level.FAIL: "red"}
 
 
 def _gib(n: int | None) -> str:
-    return "?" if n is None else f"{n / GIB:.1f} GiB"
+    return "?" if n is None else human_bytes(n)
 
 
 def _level(level: Level) -> str:
@@ -49,12 +49,12 @@ _DETAIL_WORD = 28  # the detail column's narrowest at 80 columns: longer words a
 def _detail(finding: Finding) -> str:
     """The message and its remedy, escaped, with words short enough to wrap only at spaces."""
     remedy = finding.remedy and finding.level is not Level.OK
-    message = escape(shorten_words(finding.message, _DETAIL_WORD))
-    return message + (f"\n[dim]→ {escape(shorten_words(finding.remedy, _DETAIL_WORD))}[/]" if remedy else "")
+    message = literal(shorten_words(finding.message, _DETAIL_WORD))
+    return message + (f"\n[dim]→ {literal(shorten_words(finding.remedy, _DETAIL_WORD))}[/]" if remedy else "")
 
 
 def _subject(name: str) -> str:
-    return escape(shorten_middle(name, _SUBJECT_WIDTH))
+    return literal(shorten_middle(name, _SUBJECT_WIDTH))
 
 
 # -- JSON ----------------------------------------------------------------------------------
@@ -145,8 +145,8 @@ def render_gpus(inventory: Inventory) -> None:
         table.add_column(column, justify="right" if column in ("total", "free") else "left")
     for gpu in inventory.gpus:
         capability = ".".join(map(str, gpu.compute_capability)) if gpu.compute_capability else "?"
-        table.add_row(str(gpu.index), gpu.name, _gib(gpu.memory_total), _gib(gpu.memory_free), capability,
-                      inventory.gpu.driver_version or "?", inventory.gpu.cuda_driver_version or "?")
+        table.add_row(str(gpu.index), literal(gpu.name), _gib(gpu.memory_total), _gib(gpu.memory_free), capability,
+                      literal(inventory.gpu.driver_version or "?"), literal(inventory.gpu.cuda_driver_version or "?"))
     console().print(table)
 
 

@@ -16,7 +16,7 @@ from rich.progress import (
 )
 from rich.progress import Progress as RichProgressBar
 
-from . import console
+from . import console, literal
 
 
 class RichProgress:
@@ -47,7 +47,7 @@ class RichProgress:
     def model_started(self, name: str, files: int, total_bytes: int) -> None:
         with self._lock:
             self._files[name] = [0, files]
-            self._tasks[name] = self._bar.add_task(name, total=total_bytes, files=f"0/{files} files")
+            self._tasks[name] = self._bar.add_task(literal(name), total=total_bytes, files=f"0/{files} files")
 
     def advance(self, name: str, nbytes: int) -> None:
         task = self._tasks.get(name)
@@ -65,14 +65,14 @@ class RichProgress:
         task = self._tasks.get(name)
         if task is not None:
             mark = "[green]✓[/]" if ok else "[red]✗[/]"
-            self._bar.update(task, description=f"{mark} {name}")
+            self._bar.update(task, description=f"{mark} {literal(name)}")
 
     def layer(self, name: str, what: str, done: int, total: int) -> None:
         key = f"{name}:{what}"
         with self._lock:
             if key not in self._tasks:
-                self._tasks[key] = self._bar.add_task(f"{name} {what}", total=total or None, files="")
+                self._tasks[key] = self._bar.add_task(literal(f"{name} {what}"), total=total or None, files="")
         self._bar.update(self._tasks[key], completed=done, total=total or None)
 
     def status(self, name: str, message: str) -> None:
-        self._bar.console.print(f"[dim]{name}:[/] {message}")
+        self._bar.console.print(f"[dim]{literal(name)}:[/] {literal(message)}", soft_wrap=True)

@@ -23,11 +23,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
 
 from ..smoke import SmokeResult
-from . import console
+from . import console, literal, printable
 from .text import shorten_middle, shorten_words
 
 # result field -> JUnit property name (with its unit)
@@ -77,8 +76,8 @@ def smoke_table(results: Sequence[SmokeResult], width: int = 80) -> Table:
                          max_width=name_width if i == 0 else None)
     for row in rows:
         style = "green" if row[2] == "pass" else "red"
-        table.add_row(escape(shorten_middle(row[0], name_width)), escape(row[1]), f"[{style}]{row[2]}[/]",
-                      *(escape(cell) for cell in row[3:]))
+        table.add_row(literal(shorten_middle(row[0], name_width)), literal(row[1]), f"[{style}]{row[2]}[/]",
+                      *(literal(cell) for cell in row[3:]))
     return table
 
 
@@ -88,11 +87,11 @@ def print_smoke(results: Sequence[SmokeResult]) -> None:
     for r in results:
         if not r.passed:
             reason = shorten_words(r.reason or "failed", console().width - 4)
-            console().print(f"[red]✗ {escape(r.deployment)}[/]: {escape(reason)}", markup=True)
+            console().print(f"[red]✗ {literal(r.deployment)}[/]: {literal(reason)}", markup=True)
     passed = sum(r.passed for r in results)
     console().print(f"{passed} of {len(results)} passed.")
     for line in token_footnote(results):
-        console().print(line, markup=False)
+        console().print(printable(line), markup=False)
 
 
 _COUNTED_BY = {"tokenizer": "by the model's tokenizer", "chunks": "as streamed chunks (no tokenizer)"}
@@ -131,9 +130,9 @@ class StreamPrinter:
     def __call__(self, name: str, text: str) -> None:
         with self._lock:
             if not self.prefix:
-                console().out(text, end="", highlight=False)
+                console().out(printable(text, multiline=True), end="", highlight=False)
                 return
-            *lines, rest = (self._pending.get(name, "") + text).split("\n")
+            *lines, rest = (self._pending.get(name, "") + printable(text, multiline=True)).split("\n")
             for line in lines:
                 console().out(f"{name}| {line}", highlight=False)
             self._pending[name] = rest

@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from rich.markup import escape
 from rich.padding import Padding
 from rich.table import Table
 
-from . import console, err_console
+from . import console, err_console, literal
 from .text import shorten_middle, shorten_words
 
 _NAME_WIDTH = 24
@@ -26,7 +25,7 @@ _STATE_STYLE = {"ok": "green", "present": "green", "hosted": "cyan", "missing": 
 
 def _state(text: str) -> str:
     style = _STATE_STYLE.get(text.split(" ", 1)[0])
-    return f"[{style}]{escape(text)}[/]" if style else escape(text)
+    return f"[{style}]{literal(text)}[/]" if style else literal(text)
 
 
 def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], flexible: int, width: int) -> Table:
@@ -42,7 +41,7 @@ def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], fl
     for row in rows:
         cells = [shorten_middle(cell, widths[i]) if i in (0, flexible) else cell for i, cell in enumerate(row)]
         state = columns.index("state")
-        table.add_row(*(_state(c) if i == state else escape(c) for i, c in enumerate(cells)))
+        table.add_row(*(_state(c) if i == state else literal(c) for i, c in enumerate(cells)))
     return table
 
 
@@ -80,6 +79,6 @@ def _details(rows: Sequence[dict[str, Any]], width: int) -> None:
     grid.add_column(no_wrap=True, max_width=name_width)
     grid.add_column(max_width=room)
     for row in noted:
-        grid.add_row(escape(shorten_middle(row["name"], name_width - 1) + ":"),
-                     escape(shorten_words(str(row["detail"]), room)))
+        grid.add_row(literal(shorten_middle(row["name"], name_width - 1) + ":"),
+                     literal(shorten_words(str(row["detail"]), room)))
     console().print(Padding(grid, (0, 0, 0, 2)))

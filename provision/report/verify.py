@@ -6,10 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
-
 from ..files import plural
-from . import console, err_console
+from . import console, err_console, literal
 from .text import wrap_words
 
 
@@ -23,7 +21,7 @@ def render_verify(problems: Sequence[Any], unlocked: Sequence[str], checked: int
                   apply_command: str) -> None:
     """Problems and unlocked models to stderr with the next step; else one line to stdout."""
     for problem in problems:
-        err_console().print(f"[red]{problem.problem}[/]: {escape(problem.model)}/{escape(problem.path)}",
+        err_console().print(f"[red]{problem.problem}[/]: {literal(problem.model)}/{literal(problem.path)}",
                             soft_wrap=True)
     width = err_console().width
     if unlocked:

@@ -38,24 +38,33 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
 def implicit_token() -> str | None:
-    """The token huggingface_hub would send with no token given: ``$HF_TOKEN`` (or the older
-    ``$HUGGING_FACE_HUB_TOKEN``), else the file ``hf auth login`` writes (``$HF_TOKEN_PATH``, else
-    ``$HF_HOME/token``, else ``~/.cache/huggingface/token``); none if ``HF_HUB_DISABLE_IMPLICIT_TOKEN``.
+    """The token huggingface_hub would send with no token given (see :func:`implicit_token_source`)."""
+    found = implicit_token_source()
+    return found[1] if found else None
+
+
+def implicit_token_source() -> tuple[str, str] | None:
+    """(where it came from, token) for the token huggingface_hub would send with no token given:
+    ``$HF_TOKEN`` (or the older ``$HUGGING_FACE_HUB_TOKEN``), else the file ``hf auth login``
+    writes (``$HF_TOKEN_PATH``, else ``$HF_HOME/token``, else ``~/.cache/huggingface/token``);
+    none if ``HF_HUB_DISABLE_IMPLICIT_TOKEN``.
 
     Not followed: OIDC exchange and OAuth refresh (CI and browser logins; set HF_TOKEN there).
     """
     if os.environ.get("HF_HUB_DISABLE_IMPLICIT_TOKEN", "").lower() in ("1", "true", "yes", "on"):
         return None
-    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
-    if not token:
-        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        home = os.environ.get("HF_HOME") or os.path.join(cache, "huggingface")
-        path = Path(os.path.expandvars(os.path.expanduser(os.environ.get("HF_TOKEN_PATH") or f"{home}/token")))
-        try:
-            token = path.read_text(encoding="utf-8")
-        except OSError:  # not logged in (or the file is unreadable): no token, as huggingface_hub
-            return None
-    return token.replace("\r", "").replace("\n", "").strip() or None
+    for variable in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        token = os.environ.get(variable, "").replace("\r", "").replace("\n", "").strip()
+        if token:
+            return f"${variable}", token
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    home = os.environ.get("HF_HOME") or os.path.join(cache, "huggingface")
+    path = Path(os.path.expandvars(os.path.expanduser(os.environ.get("HF_TOKEN_PATH") or f"{home}/token")))
+    try:
+        token = path.read_text(encoding="utf-8").replace("\r", "").replace("\n", "").strip()
+    except OSError:  # not logged in (or the file is unreadable): no token, as huggingface_hub
+        return None
+    return (f"the file {path} (`hf auth login`)", token) if token else None
 
 
 class HuggingFaceSource:

@@ -24,7 +24,6 @@ changes nothing, ``--update`` re-pulls and re-locks, ``--locked`` refuses.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from ..errors import (
 )
 from ..hardware import resolve_ollama_host
 from ..manifest import Manifest, ModelSpec
+from ..manifest_checks import OLLAMA_DEFAULT_HOST, OLLAMA_DEFAULT_NAMESPACE, OLLAMA_NAME_RULES, split_ollama_name
 from ..plan import Action, Change
 from ..state import State
 
@@ -47,33 +47,18 @@ if TYPE_CHECKING:
 
 SERVE_HINT = "start it with `ollama serve`, or set settings.ollama.host / $OLLAMA_HOST"
 PULL_ATTEMPTS = 3
-_DEFAULT_HOST = "registry.ollama.ai"
-_DEFAULT_NAMESPACE = "library"
-# Ollama's name parts (types/model/name.go): alphanumeric or '_' first, at most 80
-# characters (350 for a host); a namespace may not contain '.', only a host may hold ':'.
-_MODEL_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}")
-_NAMESPACE_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,79}")
-_HOST_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,349}")
-_NAME_RULES = ("[host/][namespace/]model[:tag]; each part starts with a letter, digit or '_' and "
-               "holds letters, digits, '_', '-' or '.' (no '.' in a namespace), at most 80 characters")
 
 
 def canonical_name(raw: str, *, resource: str | None = None) -> str:
     """Ollama's display form of ``raw`` (``qwen3`` → ``qwen3:latest``); SourceError if invalid."""
-    last = raw.rsplit("/", 1)[-1]
-    path, _, tag = raw.rpartition(":") if ":" in last else (raw, "", "latest")
-    parts = path.split("/")
-    valid = 1 <= len(parts) <= 3 and bool(_MODEL_PART.fullmatch(tag))
-    if valid:
-        host, namespace, model = [_DEFAULT_HOST, _DEFAULT_NAMESPACE][: 3 - len(parts)] + parts
-        valid = bool(_HOST_PART.fullmatch(host) and _NAMESPACE_PART.fullmatch(namespace)
-                     and _MODEL_PART.fullmatch(model))
-    if not valid:
+    parts = split_ollama_name(raw)
+    if parts is None:
         raise SourceError(f"{raw!r} is not a valid Ollama model name", resource=resource,
-                          hint=f"write ollama://{_NAME_RULES}, e.g. ollama://qwen3:0.6b")
-    if host != _DEFAULT_HOST:
+                          hint=f"write ollama://{OLLAMA_NAME_RULES}, e.g. ollama://qwen3:0.6b")
+    host, namespace, model, tag = parts
+    if host != OLLAMA_DEFAULT_HOST:
         return f"{host}/{namespace}/{model}:{tag}"
-    if namespace != _DEFAULT_NAMESPACE:
+    if namespace != OLLAMA_DEFAULT_NAMESPACE:
         return f"{namespace}/{model}:{tag}"
     return f"{model}:{tag}"
 

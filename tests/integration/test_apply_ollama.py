@@ -267,10 +267,11 @@ def test_server_not_running_names_the_host_and_how_to_start_it(tmp_path: Path) -
 def test_invalid_name_is_caught_before_any_pull(tmp_path: Path, fake: FakeOllama, name: str) -> None:
     manifest = write_manifest(tmp_path, f"models:\n  bad: {{source: 'ollama://{name}'}}\n" + QWEN[8:], host=fake.url)
     result = run_cli("apply", manifest)
-    assert result.returncode == 1
+    # The manifest itself is refused (as `validate` does, issue 12 item 14): file:line, field, exit 2.
+    assert result.returncode == 2
     assert f"{name!r} is not a valid Ollama model name" in result.stderr and "hint:" in result.stderr
-    assert fake.count("POST", "/api/pull") == 1  # only qwen's
-    assert "qwen3:0.6b" in fake.local
+    assert f"{manifest}:" in result.stderr and "models.bad.source" in result.stderr
+    assert fake.count("POST", "/api/pull") == 0
 
 
 def test_unknown_model_reports_the_registry_error(tmp_path: Path, fake: FakeOllama) -> None:

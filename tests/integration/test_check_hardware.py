@@ -32,7 +32,7 @@ def write_manifest(folder: Path, deployments: str) -> Path:
 
 
 ONE = "  llama:\n    engine: vllm\n    model: llama\n"  # bf16 at the model's own 131072 tokens
-TWO = ("  llama-tp2:\n    engine: vllm\n    model: llama\n    gpus: 2\n"
+TWO = ("  llama-tp2:\n    engine: vllm\n    model: llama\n    gpus: 2\n    port: 8001\n"
        "    args: [--tensor-parallel-size, \"2\", --max-model-len, \"65536\"]\n")
 
 

@@ -89,7 +89,7 @@ def test_a_valid_short_name_is_kept_and_a_long_one_is_truncated_with_a_hash() ->
 
 def test_names_that_collide_once_lower_cased_are_an_error() -> None:
     with pytest.raises(RenderError, match="two resources render to"):
-        do_render("  a.b: {engine: vllm, model: m, gpus: 1}\n  a_b: {engine: vllm, model: m, gpus: 1}\n")
+        do_render("  a.b: {engine: vllm, model: m, gpus: 1}\n  a_b: {engine: vllm, model: m, gpus: 1, port: 8001}\n")
 
 
 def test_bad_namespace_and_storage_class_are_refused() -> None:

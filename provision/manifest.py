@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from .errors import ManifestError
+from .hosts import DEFAULT_CONNECTIONS_PER_HOST
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 _NAME_RE = re.compile(NAME_PATTERN)
@@ -69,6 +70,8 @@ class OllamaSettings(_Strict):
 class Settings(_Strict):
     models_dir: str = "models"  # relative to the manifest's folder
     max_parallel_downloads: int = Field(default=8, ge=1, le=64)
+    # connections open at once to one hub host, ranges of large files included (provision/hosts.py)
+    max_connections_per_host: int = Field(default=DEFAULT_CONNECTIONS_PER_HOST, ge=1, le=64)
     huggingface: HuggingFaceSettings = HuggingFaceSettings()
     modelscope: ModelScopeSettings = ModelScopeSettings()
     ollama: OllamaSettings = OllamaSettings()

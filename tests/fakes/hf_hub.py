@@ -198,18 +198,27 @@ class Faults:
     retry_after: dict[str, int] | None = None  # {"count": n, "seconds": s}: the next n get 429 + Retry-After
     corrupt: set[str] = field(default_factory=set)  # repo paths whose middle byte is flipped
     stall_seconds: float = 0  # silence between the headers and the body
+    ignore_range: bool = False  # a server without range support: 200 and the whole body, no Accept-Ranges
+    # {"start": a, "end": b, "count": n, "status": s}: the next n GETs whose Range starts in [a, b) fail
+    fail_range: dict[str, int] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def reset(self) -> None:
         with self._lock:
             self.throttle_bps = self.drop_after_bytes = self.drop_times = None
-            self.status_5xx = self.retry_after = None
+            self.status_5xx = self.retry_after = self.fail_range = None
+            self.ignore_range = False
             self.corrupt = set()
             self.stall_seconds = 0
 
-    def take_error(self) -> tuple[int, dict[str, str]] | None:
-        """The status (and headers) this file GET must fail with, if any."""
+    def take_error(self, range_start: int | None = None) -> tuple[int, dict[str, str]] | None:
+        """The status (and headers) this file GET (whose Range starts at ``range_start``) must fail with."""
         with self._lock:
+            failing = self.fail_range
+            if (failing and failing["count"] > 0 and range_start is not None
+                    and failing["start"] <= range_start < failing["end"]):
+                failing["count"] -= 1
+                return failing.get("status", 503), {}
             if self.retry_after and self.retry_after["count"] > 0:
                 self.retry_after["count"] -= 1
                 return 429, {"Retry-After": str(self.retry_after["seconds"])}
@@ -274,13 +283,15 @@ class _BodyServer(FakeServer):
         name: str,
     ) -> None:
         head = request.method == "HEAD"
-        failure = None if head else self.faults.take_error()
+        span = None if self.faults.ignore_range else _parse_range(request.headers.get("range"), blob.size)
+        failure = None if head else self.faults.take_error(span[0] if span else None)
         if failure:
             status, extra = failure
             self.send(handler, record, status, b"", extra)
             return
-        headers = {**headers, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
-        span = _parse_range(request.headers.get("range"), blob.size)
+        headers = {**headers, "Content-Type": "application/octet-stream"}
+        if not self.faults.ignore_range:
+            headers["Accept-Ranges"] = "bytes"
         if span is not None and span[0] >= span[1]:
             self.send(handler, record, 416, b"", {**headers, "Content-Range": f"bytes */{blob.size}"})
             return
@@ -567,6 +578,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--repo", required=True, help="repo id, e.g. org/name")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--throttle-bps", type=int, default=None,
+                        help="cap each response's body at this many bytes per second, as a mirror caps a connection")
+    parser.add_argument("--ignore-range", action="store_true",
+                        help="answer every GET with the whole file and no Accept-Ranges")
     args = parser.parse_args(argv)
     files = {
         p.relative_to(args.root).as_posix(): p
@@ -576,6 +591,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     hub = FakeHFHub(port=args.port)
     hub.add_repo(args.repo, files)
+    hub.faults.throttle_bps = args.throttle_bps
+    hub.faults.ignore_range = args.ignore_range
     hub.start()
     print(hub.url, flush=True)
     threading.Event().wait()  # until killed

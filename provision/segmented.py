@@ -72,7 +72,8 @@ def fetch_ranges(downloader: Downloader, file: RemoteFile, part: Path, *, resour
         # No record: a partial is a single stream's prefix; a record we cannot trust: start over.
         trusted = part.exists() and not segments.record_path(part).exists()
         kept = part.stat().st_size if trusted else 0
-        ranges = segments.plan(file.size, downloader.hosts.connections, kept=min(kept, file.size))
+        parts = max(segments.RANGES_PER_FILE, downloader.hosts.connections)
+        ranges = segments.plan(file.size, parts, kept=min(kept, file.size))
         fd = os.open(part, os.O_RDWR | os.O_CREAT | (0 if trusted else os.O_TRUNC), 0o644)
         os.ftruncate(fd, min(kept, file.size))  # a longer partial than the file is not ours
         os.close(fd)

@@ -26,6 +26,9 @@ from pathlib import Path
 # A range smaller than this is not worth its own connection (a request costs a round trip);
 # aria2c's -k (min split size) is the same idea. Files under two of these go as one stream.
 MIN_RANGE = 8 << 20
+# Ranges a file is split into (at most; fewer when small). More ranges than connections is fine:
+# they queue for the host's connections, and a slow connection then holds back less of the file.
+RANGES_PER_FILE = 16
 RECORD_SUFFIX = ".ranges"
 _VERSION = 1
 _MAX_RANGES = 1024  # a record listing more was not written by us
@@ -49,8 +52,8 @@ def should_split(size: int, connections: int, *, min_range: int = MIN_RANGE) -> 
     return connections > 1 and size >= 2 * min_range
 
 
-def plan(size: int, connections: int, *, kept: int = 0, min_range: int = MIN_RANGE) -> list[Range]:
-    """Split ``size`` bytes into at most ``connections`` ranges of at least ``min_range`` each.
+def plan(size: int, most: int, *, kept: int = 0, min_range: int = MIN_RANGE) -> list[Range]:
+    """Split ``size`` bytes into at most ``most`` ranges of at least ``min_range`` each.
 
     ``kept`` bytes from byte 0 are already on disk (a single stream got that far): they become
     one finished range and only the rest is split.
@@ -58,7 +61,7 @@ def plan(size: int, connections: int, *, kept: int = 0, min_range: int = MIN_RAN
     kept = max(0, min(kept, size))
     ranges = [Range(0, kept, kept)] if kept else []
     left = size - kept
-    parts = max(1, min(connections, left // min_range))
+    parts = max(1, min(most, left // min_range))
     bounds = [kept + left * i // parts for i in range(parts + 1)]
     ranges += [Range(a, b, a) for a, b in pairwise(bounds) if b > a]
     return ranges

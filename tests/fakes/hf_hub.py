@@ -195,7 +195,8 @@ class Faults:
     drop_after_bytes: int | None = None  # close the connection after this many body bytes...
     drop_times: int | None = None  # ...for this many responses (None: for every one)
     status_5xx: dict[str, int] | None = None  # {"count": n, "status": 503}: the next n file GETs fail
-    retry_after: dict[str, int] | None = None  # {"count": n, "seconds": s}: the next n get 429 + Retry-After
+    # {"count": n, "seconds": s[, "after": k]}: the next n (after k more) get 429 + Retry-After
+    retry_after: dict[str, int] | None = None
     corrupt: set[str] = field(default_factory=set)  # repo paths whose middle byte is flipped
     stall_seconds: float = 0  # silence between the headers and the body
     ignore_range: bool = False  # a server without range support: 200 and the whole body, no Accept-Ranges
@@ -219,7 +220,9 @@ class Faults:
                     and failing["start"] <= range_start < failing["end"]):
                 failing["count"] -= 1
                 return failing.get("status", 503), {}
-            if self.retry_after and self.retry_after["count"] > 0:
+            if self.retry_after and self.retry_after.get("after", 0) > 0:
+                self.retry_after["after"] -= 1
+            elif self.retry_after and self.retry_after["count"] > 0:
                 self.retry_after["count"] -= 1
                 return 429, {"Retry-After": str(self.retry_after["seconds"])}
             if self.status_5xx and self.status_5xx["count"] > 0:
@@ -262,6 +265,7 @@ class _BodyServer(FakeServer):
         super().__init__(host, port)
         self.faults = Faults()
         self.bytes_served = 0
+        self.bodies_now = self.bodies_peak = 0  # file bodies being sent at once (connections in use)
         self._served_lock = threading.Lock()
 
     def __enter__(self) -> Self:  # typed, so tests get the subclass back
@@ -314,6 +318,9 @@ class _BodyServer(FakeServer):
         step = max(1, min(CHUNK, bps // 20)) if bps else CHUNK  # small writes keep the rate smooth
         time.sleep(faults.stall_seconds)
         began, sent = time.monotonic(), 0
+        with self._served_lock:
+            self.bodies_now += 1
+            self.bodies_peak = max(self.bodies_peak, self.bodies_now)
         try:
             for chunk in blob.chunks(start, end):
                 for i in range(0, len(chunk), step):
@@ -333,6 +340,9 @@ class _BodyServer(FakeServer):
                         time.sleep(max(0.0, sent / bps - (time.monotonic() - began)))
         except (BrokenPipeError, ConnectionResetError):  # the client gave up; nothing to report
             handler.close_connection = True
+        finally:
+            with self._served_lock:
+                self.bodies_now -= 1
 
     def _count(self, n: int) -> None:
         with self._served_lock:

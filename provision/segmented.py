@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
     from .download import Downloader, ProgressCallback, _Hashes
 
-RECORD_EVERY = 1 << 20  # bytes written (all ranges together) between two saves of the record
 _CATCH_UP_BLOCK = 1 << 20  # bytes read back per step, so no connection waits long on the hash
 
 
@@ -77,25 +76,27 @@ def fetch_ranges(downloader: Downloader, file: RemoteFile, part: Path, *, resour
         fd = os.open(part, os.O_RDWR | os.O_CREAT | (0 if trusted else os.O_TRUNC), 0o644)
         os.ftruncate(fd, min(kept, file.size))  # a longer partial than the file is not ours
         os.close(fd)
-        segments.write_record(part, file.size, ranges)  # before any byte lands at an offset
+        segments.drop_record(part)
+    record = segments.RangeRecord(part, file.size)
     fd = os.open(part, os.O_RDWR)
     try:
-        job = _Job(downloader, file, part, fd, ranges, resource=resource, on_progress=on_progress)
+        record.save(ranges)  # before any byte lands at an offset
+        job = _Job(downloader, file, record, fd, ranges, resource=resource, on_progress=on_progress)
         return job.run()
     finally:
         os.close(fd)
+        record.close()
 
 
 class _Job:
-    def __init__(self, downloader: Downloader, file: RemoteFile, part: Path, fd: int, ranges: list[Range], *,
-                 resource: str, on_progress: ProgressCallback) -> None:
-        self.downloader, self.file, self.part, self.fd, self.ranges = downloader, file, part, fd, ranges
+    def __init__(self, downloader: Downloader, file: RemoteFile, record: segments.RangeRecord, fd: int,
+                 ranges: list[Range], *, resource: str, on_progress: ProgressCallback) -> None:
+        self.downloader, self.file, self.record, self.fd, self.ranges = downloader, file, record, fd, ranges
         self.resource, self.on_progress = resource, on_progress
         self.hashes = _download._Hashes(file)
         self.hashed = 0  # the hash covers bytes 0..hashed
         self._hash_lock = threading.Lock()
         self._record_lock = threading.Lock()
-        self._unsaved = 0
         self.probed = threading.Event()  # the first range proved that the server honours ranges
         self.stop = threading.Event()
 
@@ -175,21 +176,13 @@ class _Job:
             while written < got:
                 written += os.pwrite(self.fd, chunk[written:], start + written)
             r.done = start + got  # only now: the record must never name bytes not written
-            self._note_written(got)
+            self._save()
             self._offer(start, chunk)
             self.on_progress(got)
 
-    def _note_written(self, n: int) -> None:
-        with self._record_lock:
-            self._unsaved += n
-            due = self._unsaved >= RECORD_EVERY
-        if due:
-            self._save()
-
     def _save(self) -> None:
         with self._record_lock:
-            self._unsaved = 0
-            segments.write_record(self.part, self.file.size, self.ranges)
+            self.record.save(self.ranges)
 
     def _offer(self, start: int, chunk: memoryview) -> None:
         """Hash ``chunk`` from memory if it is next; else catch up a little from the disk.

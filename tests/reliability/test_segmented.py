@@ -19,7 +19,7 @@ import pytest
 from provision import segments
 from provision.download import CHUNK_SIZE
 from tests.cli import run_cli, start_cli
-from tests.fakes.hf_hub import FakeHFHub
+from tests.fakes.hf_hub import FakeCDN, FakeHFHub
 from tests.reliability._support import (
     KillableHFHub,
     assert_final_paths_hold_only_good_bytes,
@@ -192,3 +192,16 @@ def test_connections_per_host_are_capped(tmp_path: Path) -> None:
         assert_placed(tmp_path)
         assert hub.bodies_peak == 3, hub.bodies_peak  # eight ranges wanted, three at a time
 
+
+
+def test_ranges_follow_the_redirect_to_a_cdn_without_the_token(tmp_path: Path) -> None:
+    with FakeHFHub() as hub, FakeCDN() as cdn:
+        hub.add_repo("org/tiny", FILES, gated=True)
+        hub.tokens = {"hf_secret_canary"}
+        hub.redirect_to(cdn)
+        result = run_cli("apply", manifest_for(tmp_path, hub.url), env={"HF_TOKEN": "hf_secret_canary"})
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert_placed(tmp_path)
+        ranges = {r.headers.get("range") for r in cdn.requests if r.method == "GET"}
+        assert len(ranges) >= 4, ranges  # every range went to the CDN, each its own request
+        assert cdn.authorizations() == []

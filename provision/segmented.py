@@ -59,7 +59,11 @@ def settle_to_prefix(part: Path, size: int) -> None:
     ranges = segments.read_record(part, size)
     keep = segments.contiguous_end(ranges, 0) if ranges else 0
     if part.exists():
-        os.truncate(part, keep)
+        fd = os.open(part, os.O_RDWR | os.O_NOFOLLOW)
+        try:
+            os.ftruncate(fd, keep)
+        finally:
+            os.close(fd)
     segments.drop_record(part)
 
 
@@ -73,12 +77,12 @@ def fetch_ranges(downloader: Downloader, file: RemoteFile, part: Path, *, resour
         kept = part.stat().st_size if trusted else 0
         parts = max(segments.RANGES_PER_FILE, downloader.hosts.connections)
         ranges = segments.plan(file.size, parts, kept=min(kept, file.size))
-        fd = os.open(part, os.O_RDWR | os.O_CREAT | (0 if trusted else os.O_TRUNC), 0o644)
+        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | (0 if trusted else os.O_TRUNC), 0o644)
         os.ftruncate(fd, min(kept, file.size))  # a longer partial than the file is not ours
         os.close(fd)
         segments.drop_record(part)
     record = segments.RangeRecord(part, file.size)
-    fd = os.open(part, os.O_RDWR)
+    fd = os.open(part, os.O_RDWR | os.O_NOFOLLOW)
     try:
         record.save(ranges)  # before any byte lands at an offset
         job = _Job(downloader, file, record, fd, ranges, resource=resource, on_progress=on_progress)

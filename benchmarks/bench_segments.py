@@ -6,7 +6,8 @@ connections go faster) and uncapped. For each shape (one 256 MiB file; 4 x 64 Mi
 runs, one after another into an empty folder:
 
 - ``provision apply --json`` (default settings; on the capped hub also with
-  ``max_connections_per_host`` 4 and 8, the measurement behind the default of 16);
+  ``max_connections_per_host`` 4 and 8, the measurement behind the default of 16, and for the
+  single file 1: one stream, as before ranges, beside curl);
 - ``aria2c -x4 -s4 -j5 -k1M`` from an input file, as hf-mirror's ``hfd.sh`` runs it;
 - ``aria2c -x16 -s16 -j5 -k1M``: aria2c's most connections per file;
 - ``curl``, files one after another on one connection;
@@ -81,8 +82,8 @@ def aria2c(work: Path, url: str, names: list[str], per_file: int) -> list[str]:
 
 def clients(work: Path, url: str, names: list[str], *, capped: bool) -> dict[str, list[str]]:
     commands = {PROVISION: provision_cmd("apply", str(one_model_manifest(work, "hf", url, REPO)), "--json")}
-    if capped:
-        for connections in (4, 8):
+    if capped:  # the default's measurement; one connection is the old single stream, next to curl
+        for connections in (1, 4, 8) if len(names) == 1 else (4, 8):
             manifest = work / f"bench-{connections}.yaml"
             manifest.write_text(one_model_manifest(work, "hf", url, REPO).read_text().replace(
                 "models_dir: models,", f"models_dir: models, max_connections_per_host: {connections},"))

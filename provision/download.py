@@ -166,14 +166,21 @@ class Downloader:
     ) -> None:
         # Identity encoding: the bytes hashed must be the file's bytes, not a gzip stream.
         self._headers = {"User-Agent": "provision", "Accept-Encoding": "identity", **(headers or {})}
-        self.retry = retry
-        self.sleep = sleep
+        self._retry = retry
+        self._sleep = sleep
         self.hosts = HostGate(connections_per_host)
         self._pool = ConnectionPool(timeout=http_timeout() if timeout is None else timeout,
                                     size=max(max_connections, connections_per_host))
 
     def close(self) -> None:
         self._pool.close()
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self._retry
+
+    def sleep(self, seconds: float) -> None:
+        self._sleep(seconds)
 
     def get_json(self, url: str, *, resource: str, endpoint: str) -> ApiResponse:
         """GET a small JSON document from a hub's API on the same keep-alive connections.
@@ -190,7 +197,7 @@ class Downloader:
                 finally:
                     self._pool.release(conn, response)
                 status = response.status
-                if (status >= 500 or status == 429) and failures + 1 < self.retry.attempts:
+                if (status >= 500 or status == 429) and failures + 1 < self._retry.attempts:
                     raise _Transient(f"HTTP {status}", retry_after=_retry_after(response.getheader("Retry-After")))
                 return ApiResponse(status, {k.lower(): v for k, v in response.getheaders()}, body)
             except SourceError as exc:  # final (the pool's verdict): ConnectionError must not retry it
@@ -200,12 +207,12 @@ class Downloader:
                 raise HubUnreachableError(f"cannot reach {endpoint}: {exc}", resource=resource) from None
             except (_Transient, TimeoutError, http.client.HTTPException, ConnectionError, ssl.SSLError) as exc:
                 failures += 1
-                if failures >= self.retry.attempts:
+                if failures >= self._retry.attempts:
                     raise HubUnreachableError(f"cannot reach {endpoint}: {exc or type(exc).__name__}",
                                               resource=resource) from None
                 delay = getattr(exc, "retry_after", None)
-                self.sleep(min(delay if delay is not None else self.retry.backoff * 2 ** (failures - 1),
-                                self.retry.max_backoff))
+                self._sleep(min(delay if delay is not None else self._retry.backoff * 2 ** (failures - 1),
+                                self._retry.max_backoff))
 
     def fetch(
         self,
@@ -265,10 +272,10 @@ class Downloader:
             except _Transient as exc:
                 offset = part.stat().st_size if part.exists() else 0
                 failures = 0 if offset > before else failures + 1
-                if failures >= self.retry.attempts:
+                if failures >= self._retry.attempts:
                     raise DownloadError(f"{file.path}: {exc} (gave up after {failures} attempts)",
                                         resource=resource) from None
-                self.sleep(self.retry.delay(failures, exc.retry_after))
+                self._sleep(self._retry.delay(failures, exc.retry_after))
         return hashes
 
     def _get_range(
@@ -326,7 +333,7 @@ class Downloader:
                         self._check_status(response, file, start, resource=resource)
                     except _Transient as exc:
                         if response.status == 429:
-                            self.hosts.back_off(host, self.retry.delay(1, exc.retry_after))
+                            self.hosts.back_off(host, self._retry.delay(1, exc.retry_after))
                         raise
                     yield response
                     reusable = response.length == 0 or response.isclosed()

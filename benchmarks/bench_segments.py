@@ -87,7 +87,8 @@ def clients(work: Path, url: str, names: list[str], *, capped: bool) -> dict[str
             manifest = work / f"bench-{connections}.yaml"
             manifest.write_text(one_model_manifest(work, "hf", url, REPO).read_text().replace(
                 "models_dir: models,", f"models_dir: models, max_connections_per_host: {connections},"))
-            commands[f"{PROVISION}, {connections} connections per host"] = provision_cmd(
+            label = f"{connections} connection" + ("s" if connections > 1 else "")
+            commands[f"{PROVISION}, {label} per host"] = provision_cmd(
                 "apply", str(manifest), "--json")
     outputs = [arg for n in names for arg in ("-o", str(work / "out" / n), f"{url}/{REPO}/resolve/main/{n}")]
     commands |= {
@@ -170,6 +171,19 @@ def section(rows: list[Row], config: Config) -> Section:
                 target = "≥ 0.8x curl, ≤ 100 MiB"
             misses = [what for what, ok in checks if not ok]
             result = verdict(not misses) + (f" ({', '.join(misses)})" if misses else "")
+        if row.client == PROVISION and row.in_process and HFD in group:
+            out.notes.append(
+                f"{row.hub}, {row.shape}: provision's start-up and exit took "
+                f"{row.seconds.median - row.in_process.median:.2f} s of its {row.seconds.median:.2f} s; its apply "
+                f"phase alone is {group[HFD].seconds.median / row.in_process.median:.2f}x aria2c-hfd's wall time "
+                f"and {group[CURL].seconds.median / row.in_process.median:.2f}x curl's (both start in milliseconds).")
+        single = group.get(f"{PROVISION}, 1 connection per host")
+        if row.client == CURL and single and single.in_process:
+            out.notes.append(
+                f"{row.hub}, {row.shape}: one connection (the single stream of before) spent "
+                f"{single.in_process.median:.2f} s in its apply phase against curl's {row.seconds.median:.2f} s "
+                f"wall: a capped single stream runs at the cap; the rest of its {single.seconds.median:.2f} s "
+                f"wall time is start-up, not the transfer.")
         out.rows.append([row.hub, row.shape, row.client, row.seconds.fmt(),
                          row.in_process.fmt() if row.in_process else "", f"{vs_hfd:.2f}x" if vs_hfd else "",
                          f"{vs_curl:.2f}x", f"{row.rss_mib:.0f}", target, result])
@@ -197,13 +211,15 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="provision-bench-segments-"))
     started, header = time.monotonic(), machine()
+    startup = min(run_measured([sys.executable, "-c", "pass"]).seconds for _ in range(3))
     try:
         config = Config(quick=args.quick, repeat=args.repeat, work=work)
         result = section(measure(config), config)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result.notes.insert(0, f"`python benchmarks/bench_segments.py --repeat {args.repeat}` on "
-                           f"{time.strftime('%Y-%m-%d')}, {(time.monotonic() - started) / 60:.1f} min; {header}.")
+                           f"{time.strftime('%Y-%m-%d')}, {(time.monotonic() - started) / 60:.1f} min; {header}; "
+                           f"`python -c pass` took {startup:.2f} s at the start (a quiet machine: ~0.02 s).")
     markdown = result.markdown()
     print(markdown)
     replace_section(args.out, markdown)

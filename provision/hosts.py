@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 # Connections per host unless the manifest says otherwise (settings.max_connections_per_host).
-# 16 measured best on a hub capping each connection (benchmarks/bench_segments.py): hfd.sh's
-# aria2c opens 4 per file and 5 files at once (20), aria2c -x16 opens 16.
+# On a hub capping each connection at 16 MiB/s (benchmarks/bench_segments.py, REPORT.md) 16 beat
+# 8 and 4 on 4 x 64 MiB and was level with 8 on one 256 MiB file; hfd.sh's aria2c opens up to 20
+# (4 per file, 5 files at once), aria2c -x16 16 per file.
 DEFAULT_CONNECTIONS_PER_HOST = 16
 
 

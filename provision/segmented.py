@@ -8,8 +8,9 @@ partial with ``pwrite``. The guarantees of the single stream stay:
 - progress is persisted beside the partial (:mod:`provision.segments`), always after the bytes
   it names were written, so a kill -9 resumes every range from where its bytes reached the disk;
 - the sha256 grows over the contiguous prefix: bytes at the hash's position are hashed from
-  memory as they arrive, and bytes that arrived ahead of it are read back (from the page cache,
-  while the download goes on) once the prefix reaches them;
+  memory as they arrive, and bytes that arrived ahead of it are read back once (from the page
+  cache) when the prefix reaches them; with every range running at once that is mostly after
+  the last byte, so only the first range's bytes are never read twice;
 - a range that fails is retried alone, from its own ``done``; the others keep streaming;
 - the first range asked is the probe: only once it answers ``206`` with ``Accept-Ranges: bytes``
   do the other ranges start, and a ``200`` (or no ``Accept-Ranges``) sends the file back to the

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 
 # Connections per host unless the manifest says otherwise (settings.max_connections_per_host).
 # On a hub capping each connection at 16 MiB/s (benchmarks/bench_segments.py, REPORT.md) 16 beat
-# 8 and 4 on 4 x 64 MiB and was level with 8 on one 256 MiB file; hfd.sh's aria2c opens up to 20
-# (4 per file, 5 files at once), aria2c -x16 16 per file.
+# 8 and 4 on one 256 MiB file and on 4 x 64 MiB; hfd.sh's aria2c opens up to 20 (4 per file,
+# 5 files at once), aria2c -x16 16 per file.
 DEFAULT_CONNECTIONS_PER_HOST = 16
 
 

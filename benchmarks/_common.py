@@ -135,9 +135,9 @@ def make_sparse(root: Path, size: int) -> None:
     (root / "config.json").write_text('{"hidden_size": 64}')
 
 
-def start_server(module: str, root: Path, repo: str) -> tuple[subprocess.Popen[str], str]:
-    """Run a fake hub's CLI (``python -m tests.fakes.X --root --repo``) as its own process; its URL."""
-    process = subprocess.Popen([sys.executable, "-m", module, "--root", str(root), "--repo", repo],
+def start_server(module: str, root: Path, repo: str, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    """Run a fake hub's CLI (``python -m tests.fakes.X --root --repo [extra]``) as its own process; its URL."""
+    process = subprocess.Popen([sys.executable, "-m", module, "--root", str(root), "--repo", repo, *extra],
                                cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     url = process.stdout.readline().strip()

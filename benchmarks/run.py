@@ -3,7 +3,7 @@
     python benchmarks/run.py [--quick] [--repeat N] [--out benchmarks/REPORT.md]
 
 Sections (each module's docstring says what it measures and how): download throughput and
-peak RSS (bench_download.py), no-op apply, verify and resume (bench_files.py), CLI start-up
+peak RSS (bench_download.py), ranged downloads on a capped hub vs aria2c (bench_segments.py), no-op apply, verify and resume (bench_files.py), CLI start-up
 and smoke-test overhead (bench_cli.py). Servers are the loopback fakes of tests/fakes/;
 generated data lives in a temp folder, removed at the end. ``--quick`` shrinks every size and
 runs once, to check the script itself; its numbers mean little.
@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO_ROOT))  # the fakes are imported as tests.fakes.*
 import bench_cli
 import bench_download
 import bench_files
+import bench_segments
 
 
 def main() -> None:
@@ -50,7 +51,9 @@ def main() -> None:
     started = time.monotonic()
     try:
         rows = bench_download.measure(config)
-        sections = [bench_download.section(rows, config), *bench_files.sections(config), *bench_cli.sections(config)]
+        ranged = bench_segments.section(bench_segments.measure(config), config)
+        sections = [bench_download.section(rows, config), ranged, *bench_files.sections(config),
+                    *bench_cli.sections(config)]
         plot = out.with_suffix(".png")
         bench_download.plot(rows, plot)
     finally:

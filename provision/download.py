@@ -10,7 +10,10 @@ leaves the old partial behind, and never checks sha256 (notes/protocols.md). Her
   never holds a partial or unverified file;
 - a mismatch discards the partial and retries once from scratch, then raises IntegrityError;
 - 5xx, 429 (honouring ``Retry-After``), resets, timeouts and truncated bodies are retried
-  with bounded exponential backoff, resuming from the current offset;
+  with bounded exponential backoff, resuming from the current offset; a 429 pauses every
+  request to that host (:mod:`provision.hosts`, which also caps connections per host);
+- a large file goes as several byte ranges at once (:mod:`provision.segmented`), each resumed
+  from where its bytes reached the disk;
 - redirects are followed by hand so that ``Authorization`` and ``Cookie`` are dropped when
   the origin changes (a hub redirecting to a CDN must not receive the token).
 
@@ -20,6 +23,7 @@ a body; read here only (:func:`http_timeout`).
 Layout inside a model folder::
 
     <model>/.cache/provision/partial/<digest>-<path hash>.part    in-flight bytes, removed when placed
+    <model>/.cache/provision/partial/<digest>-<path hash>.part.ranges   a ranged download's progress
 """
 
 from __future__ import annotations
@@ -33,13 +37,15 @@ import os
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 from urllib.request import getproxies, proxy_bypass
 
+from . import segmented, segments
 from .errors import (
     DownloadError,
     EntryNotFoundError,
@@ -49,6 +55,7 @@ from .errors import (
     SourceError,
 )
 from .files import RemoteFile
+from .hosts import DEFAULT_CONNECTIONS_PER_HOST, HostGate
 from .signals import cancellable_sleep, check_cancelled
 
 # 256 KiB: on ext4 with large folios, 1 MiB writes get 1 MiB folios, and on a VM whose idle
@@ -78,6 +85,12 @@ class RetryPolicy:
     backoff: float = 0.5  # seconds, doubled each time
     max_backoff: float = 10.0
     max_retry_after: float = 60.0
+
+    def delay(self, failures: int, retry_after: float | None) -> float:
+        """Seconds to wait after ``failures`` failed tries in a row (the server's word first)."""
+        if retry_after is not None:
+            return min(retry_after, self.max_retry_after)
+        return min(self.backoff * 2 ** max(failures - 1, 0), self.max_backoff)
 
 
 class _Transient(Exception):
@@ -148,16 +161,26 @@ class Downloader:
         timeout: float | None = None,  # None: http_timeout()
         retry: RetryPolicy = RetryPolicy(),
         max_connections: int = 16,
+        connections_per_host: int = DEFAULT_CONNECTIONS_PER_HOST,
         sleep: Callable[[float], None] = cancellable_sleep,  # a signal cuts a back-off short
     ) -> None:
         # Identity encoding: the bytes hashed must be the file's bytes, not a gzip stream.
         self._headers = {"User-Agent": "provision", "Accept-Encoding": "identity", **(headers or {})}
         self._retry = retry
         self._sleep = sleep
-        self._pool = ConnectionPool(timeout=http_timeout() if timeout is None else timeout, size=max_connections)
+        self.hosts = HostGate(connections_per_host)
+        self._pool = ConnectionPool(timeout=http_timeout() if timeout is None else timeout,
+                                    size=max(max_connections, connections_per_host))
 
     def close(self) -> None:
         self._pool.close()
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self._retry
+
+    def sleep(self, seconds: float) -> None:
+        self._sleep(seconds)
 
     def get_json(self, url: str, *, resource: str, endpoint: str) -> ApiResponse:
         """GET a small JSON document from a hub's API on the same keep-alive connections.
@@ -207,8 +230,14 @@ class Downloader:
         part = partial_path(model_dir, file)
         part.parent.mkdir(parents=True, exist_ok=True)
         for attempt in (1, 2):
-            hashes = self._download_to(file, part, resource=resource, on_progress=on_progress)
+            hashes = None
+            if segments.should_split(file.size, self.hosts.connections):
+                hashes = segmented.fetch_ranges(self, file, part, resource=resource, on_progress=on_progress)
+            if hashes is None:  # small, or the server does not honour ranges: one stream
+                segmented.settle_to_prefix(part, file.size)
+                hashes = self._download_to(file, part, resource=resource, on_progress=on_progress)
             problem = hashes.mismatch(file)
+            segments.drop_record(part)  # first: a partial without a record is read as one stream
             if problem is None:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(part, target)
@@ -247,10 +276,7 @@ class Downloader:
                 if failures >= self._retry.attempts:
                     raise DownloadError(f"{file.path}: {exc} (gave up after {failures} attempts)",
                                         resource=resource) from None
-                delay = exc.retry_after if exc.retry_after is not None else min(
-                    self._retry.backoff * 2 ** max(failures - 1, 0), self._retry.max_backoff
-                )
-                self._sleep(min(delay, self._retry.max_retry_after))
+                self._sleep(self._retry.delay(failures, exc.retry_after))
         return hashes
 
     def _get_range(
@@ -264,41 +290,59 @@ class Downloader:
         on_progress: ProgressCallback,
     ) -> int:
         """One GET from ``offset``; appends to ``part``; returns the new offset."""
+        with self.get_body(file, offset, None, resource=resource) as response:
+            if offset and response.status == 200:
+                # Range ignored: the body starts at byte 0, so restart the file.
+                on_progress(-offset)
+                offset = 0
+                hashes.reset()
+            return self._stream_body(response, part, offset, file.size, hashes, on_progress)
+
+    @contextmanager
+    def get_body(self, file: RemoteFile, start: int, end: int | None, *, resource: str
+                 ) -> Iterator[http.client.HTTPResponse]:
+        """GET bytes ``start..end`` of ``file`` (``end`` None: to its end) on a connection slot of its
+        host, following redirects; yields the response (200, or 206 from ``start``) to read.
+
+        Failures worth retrying raise :class:`_Transient` (a 429 also pauses the whole host);
+        final ones raise :class:`SourceError` subclasses.
+        """
         headers = dict(self._headers)
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
+        if start or end is not None:
+            headers["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
         url = file.url
         assert url is not None
+        host = _origin(url)
         try:
-            for _ in range(10):  # redirects
-                conn, response = self._pool.request("GET", url, headers)
-                if response.status in (301, 302, 303, 307, 308):
-                    location = urljoin(url, response.getheader("Location", ""))
-                    self._pool.release(conn, response)
-                    if _origin(location) != _origin(url):
-                        for secret in ("Authorization", "Cookie"):  # never hand the token to a CDN
-                            headers.pop(secret, None)
-                    url = location
-                    continue
-                break
-            else:
-                raise _Transient("too many redirects")
-            reusable = False
-            try:
-                self._check_status(response, file, offset, resource=resource)
-                if offset and response.status == 200:
-                    # Range ignored: the body starts at byte 0, so restart the file.
-                    on_progress(-offset)
-                    offset = 0
-                    hashes.reset()
-                offset = self._stream_body(response, part, offset, file.size, hashes, on_progress)
-                reusable = response.length == 0 or response.isclosed()
-                return offset
-            finally:
-                if reusable:
-                    self._pool.release(conn, response)
+            with self.hosts.slot(host):
+                for _ in range(10):  # redirects
+                    conn, response = self._pool.request("GET", url, headers)
+                    if response.status in (301, 302, 303, 307, 308):
+                        location = urljoin(url, response.getheader("Location", ""))
+                        self._pool.release(conn, response)
+                        if _origin(location) != _origin(url):
+                            for secret in ("Authorization", "Cookie"):  # never hand the token to a CDN
+                                headers.pop(secret, None)
+                        url = location
+                        continue
+                    break
                 else:
-                    conn.close()
+                    raise _Transient("too many redirects")
+                reusable = False
+                try:
+                    try:
+                        self._check_status(response, file, start, resource=resource)
+                    except _Transient as exc:
+                        if response.status == 429:
+                            self.hosts.back_off(host, self._retry.delay(1, exc.retry_after))
+                        raise
+                    yield response
+                    reusable = response.length == 0 or response.isclosed()
+                finally:
+                    if reusable:
+                        self._pool.release(conn, response)
+                    else:
+                        conn.close()
         except SourceError as exc:  # final (the pool's verdict): ConnectionError must not retry it
             exc.resource = exc.resource or resource
             raise

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from .errors import ManifestError
+from .hosts import DEFAULT_CONNECTIONS_PER_HOST
 from .manifest_checks import models_dir_problem, ollama_name_problem, port_conflicts
 from .references import (
     ReferenceSyntaxError,
@@ -80,6 +81,8 @@ class OllamaSettings(_Strict):
 class Settings(_Strict):
     models_dir: str = "models"  # relative to the manifest's folder
     max_parallel_downloads: int = Field(default=8, ge=1, le=64)
+    # connections open at once to one hub host, ranges of large files included (provision/hosts.py)
+    max_connections_per_host: int = Field(default=DEFAULT_CONNECTIONS_PER_HOST, ge=1, le=64)
     huggingface: HuggingFaceSettings = HuggingFaceSettings()
     modelscope: ModelScopeSettings = ModelScopeSettings()
     ollama: OllamaSettings = OllamaSettings()

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from provision import segments
+
 
 def payload(n: int, seed: int) -> bytes:
     """``n`` deterministic bytes that differ per ``seed`` (so a mix-up is visible)."""
@@ -26,7 +28,7 @@ def lock_of(manifest: Path) -> dict[str, Any]:
 def kill_when_partial(process: subprocess.Popen[str], partial_dir: Path, *, at_least: int,
                       timeout: float = 30) -> int:
     """SIGKILL ``process`` once a ``.part`` file under ``partial_dir`` holds ``at_least`` bytes;
-    returns how many bytes the largest partial file kept."""
+    returns how many bytes the largest partial file kept (see :func:`partial_sizes`)."""
     deadline = time.monotonic() + timeout
     while True:
         sizes = partial_sizes(partial_dir)
@@ -38,18 +40,27 @@ def kill_when_partial(process: subprocess.Popen[str], partial_dir: Path, *, at_l
     process.wait()
     assert largest is not None and sizes[largest] > at_least, \
         f"no partial file under {partial_dir} passed {at_least} bytes within {timeout} s: {sizes}"
-    return largest.stat().st_size
+    return partial_sizes(partial_dir)[largest]
 
 
 def partial_sizes(partial_dir: Path) -> dict[Path, int]:
-    """Size of each ``.part`` file; small files are placed (renamed away) all the time, so one
-    listed a moment ago may be gone."""
+    """Bytes each ``.part`` file holds: its size, or for a file fetched as ranges (it has holes)
+    the bytes its progress record says are on disk. Small files are placed (renamed away) all the
+    time, so one listed a moment ago may be gone."""
     sizes = {}
     for part in partial_dir.glob("*.part") if partial_dir.exists() else ():
         try:
-            sizes[part] = part.stat().st_size
-        except FileNotFoundError:
+            size = part.stat().st_size
+            record = segments.record_path(part)
+            if record.exists():  # a written slot names the file's size; read_record checks the rest
+                raw = record.read_bytes()
+                named = [json.loads(slot.split(b"\n")[0])["size"] for slot in (raw[:4096], raw[4096:])
+                         if slot.startswith(b"{")]
+                ranges = segments.read_record(part, named[0]) if named else None
+                size = sum(r.done - r.start for r in ranges or [])
+        except (FileNotFoundError, ValueError):
             continue
+        sizes[part] = size
     return sizes
 
 

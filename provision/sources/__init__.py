@@ -18,7 +18,8 @@ def file_source(scheme: str, manifest: Manifest) -> FileSource:
         from .huggingface import HuggingFaceSource
 
         return HuggingFaceSource(manifest.settings.huggingface,
-                                 max_connections=manifest.settings.max_parallel_downloads)
+                                 max_connections=manifest.settings.max_parallel_downloads,
+                                 connections_per_host=manifest.settings.max_connections_per_host)
     if scheme == "file":
         from .local import LocalSource
 
@@ -27,7 +28,8 @@ def file_source(scheme: str, manifest: Manifest) -> FileSource:
         from .modelscope import ModelScopeSource
 
         return ModelScopeSource(manifest.settings.modelscope,
-                                max_connections=manifest.settings.max_parallel_downloads)
+                                max_connections=manifest.settings.max_parallel_downloads,
+                                connections_per_host=manifest.settings.max_connections_per_host)
     raise KeyError(scheme)
 
 

@@ -31,6 +31,7 @@ from ..errors import (
     SourceError,
 )
 from ..files import RemoteFile, Snapshot, plural, safe_relpath, select_files
+from ..hosts import DEFAULT_CONNECTIONS_PER_HOST
 from ..manifest import HuggingFaceSettings, ModelSpec
 from .base import is_full_commit
 
@@ -71,12 +72,14 @@ class HuggingFaceSource:
     scheme: ClassVar[str] = "hf"
     default_revision: ClassVar[str] = "main"
 
-    def __init__(self, settings: HuggingFaceSettings, *, max_connections: int = 8) -> None:
+    def __init__(self, settings: HuggingFaceSettings, *, max_connections: int = 8,
+                 connections_per_host: int = DEFAULT_CONNECTIONS_PER_HOST) -> None:
         # huggingface_hub reads HF_ENDPOINT once at import; we pass the endpoint explicitly.
         self.endpoint = (settings.endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
         self._token = settings.token.get_secret_value() if settings.token else implicit_token()
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
-        self._downloader = Downloader(headers=headers, max_connections=max_connections)
+        self._downloader = Downloader(headers=headers, max_connections=max_connections,
+                                      connections_per_host=connections_per_host)
 
     def close(self) -> None:
         self._downloader.close()

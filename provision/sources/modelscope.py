@@ -44,6 +44,7 @@ from ..errors import (
     SourceError,
 )
 from ..files import RemoteFile, Snapshot, plural, safe_relpath, select_files
+from ..hosts import DEFAULT_CONNECTIONS_PER_HOST
 from ..manifest import ModelScopeSettings, ModelSpec
 
 DEFAULT_ENDPOINT = "https://www.modelscope.cn"
@@ -58,12 +59,13 @@ class ModelScopeSource:
     scheme: ClassVar[str] = "ms"
     default_revision: ClassVar[str] = "master"
 
-    def __init__(self, settings: ModelScopeSettings, *, max_connections: int = 8, attempts: int = 3) -> None:
+    def __init__(self, settings: ModelScopeSettings, *, max_connections: int = 8, attempts: int = 3,
+                 connections_per_host: int = DEFAULT_CONNECTIONS_PER_HOST) -> None:
         self.endpoint = (settings.endpoint or os.environ.get("MODELSCOPE_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
         token = settings.token.get_secret_value() if settings.token else os.environ.get("MODELSCOPE_API_TOKEN")
         auth = {"Authorization": f"Bearer {token}", "Cookie": f"m_session_id={token}"} if token else {}
         self._downloader = Downloader(headers=auth, max_connections=max_connections,
-                                      retry=RetryPolicy(attempts=attempts))
+                                      connections_per_host=connections_per_host, retry=RetryPolicy(attempts=attempts))
 
     def close(self) -> None:
         self._downloader.close()

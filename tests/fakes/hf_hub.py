@@ -195,22 +195,34 @@ class Faults:
     drop_after_bytes: int | None = None  # close the connection after this many body bytes...
     drop_times: int | None = None  # ...for this many responses (None: for every one)
     status_5xx: dict[str, int] | None = None  # {"count": n, "status": 503}: the next n file GETs fail
-    retry_after: dict[str, int] | None = None  # {"count": n, "seconds": s}: the next n get 429 + Retry-After
+    # {"count": n, "seconds": s[, "after": k]}: the next n (after k more) get 429 + Retry-After
+    retry_after: dict[str, int] | None = None
     corrupt: set[str] = field(default_factory=set)  # repo paths whose middle byte is flipped
     stall_seconds: float = 0  # silence between the headers and the body
+    ignore_range: bool = False  # a server without range support: 200 and the whole body, no Accept-Ranges
+    # {"start": a, "end": b, "count": n, "status": s}: the next n GETs whose Range starts in [a, b) fail
+    fail_range: dict[str, int] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def reset(self) -> None:
         with self._lock:
             self.throttle_bps = self.drop_after_bytes = self.drop_times = None
-            self.status_5xx = self.retry_after = None
+            self.status_5xx = self.retry_after = self.fail_range = None
+            self.ignore_range = False
             self.corrupt = set()
             self.stall_seconds = 0
 
-    def take_error(self) -> tuple[int, dict[str, str]] | None:
-        """The status (and headers) this file GET must fail with, if any."""
+    def take_error(self, range_start: int | None = None) -> tuple[int, dict[str, str]] | None:
+        """The status (and headers) this file GET (whose Range starts at ``range_start``) must fail with."""
         with self._lock:
-            if self.retry_after and self.retry_after["count"] > 0:
+            failing = self.fail_range
+            if (failing and failing["count"] > 0 and range_start is not None
+                    and failing["start"] <= range_start < failing["end"]):
+                failing["count"] -= 1
+                return failing.get("status", 503), {}
+            if self.retry_after and self.retry_after.get("after", 0) > 0:
+                self.retry_after["after"] -= 1
+            elif self.retry_after and self.retry_after["count"] > 0:
                 self.retry_after["count"] -= 1
                 return 429, {"Retry-After": str(self.retry_after["seconds"])}
             if self.status_5xx and self.status_5xx["count"] > 0:
@@ -253,6 +265,7 @@ class _BodyServer(FakeServer):
         super().__init__(host, port)
         self.faults = Faults()
         self.bytes_served = 0
+        self.bodies_now = self.bodies_peak = 0  # file bodies being sent at once (connections in use)
         self._served_lock = threading.Lock()
 
     def __enter__(self) -> Self:  # typed, so tests get the subclass back
@@ -274,13 +287,15 @@ class _BodyServer(FakeServer):
         name: str,
     ) -> None:
         head = request.method == "HEAD"
-        failure = None if head else self.faults.take_error()
+        span = None if self.faults.ignore_range else _parse_range(request.headers.get("range"), blob.size)
+        failure = None if head else self.faults.take_error(span[0] if span else None)
         if failure:
             status, extra = failure
             self.send(handler, record, status, b"", extra)
             return
-        headers = {**headers, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
-        span = _parse_range(request.headers.get("range"), blob.size)
+        headers = {**headers, "Content-Type": "application/octet-stream"}
+        if not self.faults.ignore_range:
+            headers["Accept-Ranges"] = "bytes"
         if span is not None and span[0] >= span[1]:
             self.send(handler, record, 416, b"", {**headers, "Content-Range": f"bytes */{blob.size}"})
             return
@@ -303,6 +318,9 @@ class _BodyServer(FakeServer):
         step = max(1, min(CHUNK, bps // 20)) if bps else CHUNK  # small writes keep the rate smooth
         time.sleep(faults.stall_seconds)
         began, sent = time.monotonic(), 0
+        with self._served_lock:
+            self.bodies_now += 1
+            self.bodies_peak = max(self.bodies_peak, self.bodies_now)
         try:
             for chunk in blob.chunks(start, end):
                 for i in range(0, len(chunk), step):
@@ -322,6 +340,9 @@ class _BodyServer(FakeServer):
                         time.sleep(max(0.0, sent / bps - (time.monotonic() - began)))
         except (BrokenPipeError, ConnectionResetError):  # the client gave up; nothing to report
             handler.close_connection = True
+        finally:
+            with self._served_lock:
+                self.bodies_now -= 1
 
     def _count(self, n: int) -> None:
         with self._served_lock:
@@ -567,6 +588,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--repo", required=True, help="repo id, e.g. org/name")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--throttle-bps", type=int, default=None,
+                        help="cap each response's body at this many bytes per second, as a mirror caps a connection")
+    parser.add_argument("--ignore-range", action="store_true",
+                        help="answer every GET with the whole file and no Accept-Ranges")
     args = parser.parse_args(argv)
     files = {
         p.relative_to(args.root).as_posix(): p
@@ -576,6 +601,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     hub = FakeHFHub(port=args.port)
     hub.add_repo(args.repo, files)
+    hub.faults.throttle_bps = args.throttle_bps
+    hub.faults.ignore_range = args.ignore_range
     hub.start()
     print(hub.url, flush=True)
     threading.Event().wait()  # until killed

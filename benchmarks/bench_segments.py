@@ -1,0 +1,230 @@
+"""Ranged downloads on a hub that caps each connection, as mirrors and cross-border links do.
+
+The Hugging Face fake (its own process, serving a folder from disk) runs twice: with every
+response's body capped at ``CAP`` bytes per second (``--throttle-bps``: per connection, so more
+connections go faster) and uncapped. For each shape (one 256 MiB file; 4 x 64 MiB) every repeat
+runs, one after another into an empty folder:
+
+- ``provision apply --json`` (default settings; on the capped hub also with
+  ``max_connections_per_host`` 4 and 8, the measurement behind the default of 16, and for the
+  single file 1: one stream, as before ranges, beside curl);
+- ``aria2c -x4 -s4 -j5 -k1M`` from an input file, as hf-mirror's ``hfd.sh`` runs it;
+- ``aria2c -x16 -s16 -j5 -k1M``: aria2c's most connections per file;
+- ``curl``, files one after another on one connection;
+- ``huggingface_hub.snapshot_download`` (plain HTTP, Xet off; 8 files at once, one connection each).
+
+Times are process wall times (interpreter start-up included); "in-process s" is provision's
+own apply phase (``apply --json``'s ``seconds``), without start-up and imports. Peak RSS is
+the kernel's high-water mark (GNU time). Targets (issue 16): capped, provision ≥ 1.0x aria2c-hfd on both
+shapes and ≥ 3x curl on the single file; uncapped ≥ 0.8x curl; RSS ≤ 100 MiB.
+
+    python benchmarks/bench_segments.py [--repeat N] [--quick]   # replaces its section of REPORT.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from _common import (
+    REPO_ROOT,
+    Config,
+    MiB,
+    Sample,
+    Section,
+    Stats,
+    machine,
+    make_files,
+    one_model_manifest,
+    provision_cmd,
+    run_measured,
+    start_server,
+    verdict,
+)
+
+REPO = "bench/model"
+CAP = 16 * MiB  # bytes per second per connection, the issue's capped hub
+HF_SDK = ("import sys; from huggingface_hub import snapshot_download; "
+          "snapshot_download(sys.argv[1], local_dir=sys.argv[2], endpoint=sys.argv[3], token=False)")
+PROVISION = "provision apply"
+HFD = "aria2c -x4 -s4 -j5 -k1M (hfd.sh)"
+ARIA16 = "aria2c -x16 -s16"
+CURL = "curl (one connection)"
+
+
+@dataclass(frozen=True)
+class Row:
+    hub: str
+    shape: str
+    client: str
+    seconds: Stats
+    rss_mib: float
+    in_process: Stats | None  # provision only: the apply phase, from ``apply --json``
+
+
+def shapes(quick: bool) -> list[tuple[int, int]]:
+    return [(1, 64 * MiB), (4, 16 * MiB)] if quick else [(1, 256 * MiB), (4, 64 * MiB)]
+
+
+def aria2c(work: Path, url: str, names: list[str], per_file: int) -> list[str]:
+    """aria2c as hfd.sh runs it: an input file of URLs with their output names, -j5 files at once."""
+    listing = work / f"aria2-{per_file}.txt"
+    listing.write_text("".join(f"{url}/{REPO}/resolve/main/{n}\n  dir={work / 'out'}\n  out={n}\n" for n in names))
+    return ["aria2c", "--console-log-level=error", "--file-allocation=none", "--summary-interval=0",
+            f"-x{per_file}", f"-s{per_file}", "-k1M", "-j5", "-i", str(listing)]
+
+
+def clients(work: Path, url: str, names: list[str], *, capped: bool) -> dict[str, list[str]]:
+    commands = {PROVISION: provision_cmd("apply", str(one_model_manifest(work, "hf", url, REPO)), "--json")}
+    if capped:  # the default's measurement; one connection is the old single stream, next to curl
+        for connections in (1, 4, 8) if len(names) == 1 else (4, 8):
+            manifest = work / f"bench-{connections}.yaml"
+            manifest.write_text(one_model_manifest(work, "hf", url, REPO).read_text().replace(
+                "models_dir: models,", f"models_dir: models, max_connections_per_host: {connections},"))
+            label = f"{connections} connection" + ("s" if connections > 1 else "")
+            commands[f"{PROVISION}, {label} per host"] = provision_cmd(
+                "apply", str(manifest), "--json")
+    outputs = [arg for n in names for arg in ("-o", str(work / "out" / n), f"{url}/{REPO}/resolve/main/{n}")]
+    commands |= {
+        HFD: aria2c(work, url, names, 4),
+        ARIA16: aria2c(work, url, names, 16),
+        CURL: ["curl", "-sSf", *outputs],
+        "huggingface_hub.snapshot_download": [sys.executable, "-c", HF_SDK, REPO, str(work / "out"), url],
+    }
+    return commands
+
+
+def clean(work: Path) -> None:
+    for name in ("models", "out", "state", "home"):
+        shutil.rmtree(work / name, ignore_errors=True)
+    for lock in work.glob("*.lock.json"):
+        lock.unlink()
+    (work / "out").mkdir()
+
+
+def measure(config: Config) -> list[Row]:
+    rows = []
+    for count, size in shapes(config.quick):
+        shape = "one 256 MiB file" if count == 1 and not config.quick else f"{count} x {size // MiB} MiB"
+        data = config.work / "segments-data"
+        make_files(data, count, size)
+        (data / "config.json").unlink()  # only the shape's files, for every client alike
+        names = sorted(p.name for p in data.iterdir())
+        for capped in (True, False):
+            hub = f"capped {CAP // MiB} MiB/s per connection" if capped else "uncapped"
+            work = config.work / "segments"
+            work.mkdir(exist_ok=True)
+            env = {"PROVISION_STATE_DIR": str(work / "state"), "HF_HUB_DISABLE_XET": "1",
+                   "HF_HOME": str(work / "home"), "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+            extra = ("--throttle-bps", str(CAP)) if capped else ()
+            server, url = start_server("tests.fakes.hf_hub", data, REPO, *extra)
+            try:
+                commands = clients(work, url, names, capped=capped)
+                samples: dict[str, list[Sample]] = {name: [] for name in commands}
+                for _ in range(config.repeat):  # interleaved, so a noisy moment hits every client alike
+                    for name, cmd in commands.items():
+                        clean(work)
+                        samples[name].append(run_measured(cmd, env=env))
+                        if name.startswith(PROVISION):
+                            assert json.loads(samples[name][-1].stdout)["ok"], samples[name][-1].stdout
+            finally:
+                server.kill()
+                server.wait()
+            rows += [Row(hub, shape, name, Stats.of([s.seconds for s in runs]), max(s.peak_rss for s in runs) / MiB,
+                         Stats.of([json.loads(s.stdout)["seconds"] for s in runs]) if name.startswith(PROVISION)
+                         else None)
+                     for name, runs in samples.items()]
+            shutil.rmtree(work)
+        shutil.rmtree(data)
+    return rows
+
+
+def section(rows: list[Row], config: Config) -> Section:
+    out = Section(
+        "Ranged downloads on a capped hub (issue 16)",
+        __doc__.split("\n\n", 1)[1].rsplit("\n\n", 1)[0].strip()
+        + f"\n\n{config.repeat} run(s) per client; median (min–max) seconds.",
+        ["hub", "shape", "client", "seconds", "in-process s", "vs aria2c-hfd", "vs curl", "peak RSS MiB", "target",
+         "verdict"],
+    )
+    for row in rows:
+        group = {r.client: r for r in rows if (r.hub, r.shape) == (row.hub, row.shape)}
+        vs_hfd = group[HFD].seconds.median / row.seconds.median if HFD in group else None
+        vs_curl = group[CURL].seconds.median / row.seconds.median
+        target, result = "", "—"
+        if row.client == PROVISION:
+            capped = row.hub.startswith("capped")
+            checks = [("RSS", row.rss_mib <= 100)]
+            if capped:
+                checks.append(("aria2c-hfd", vs_hfd is not None and vs_hfd >= 1.0))
+                if row.shape.startswith("one"):
+                    checks.append(("curl", vs_curl >= 3.0))
+                target = "≥ 1.0x hfd" + (", ≥ 3x curl" if row.shape.startswith("one") else "") + ", ≤ 100 MiB"
+            else:
+                checks.append(("curl", vs_curl >= 0.8))
+                target = "≥ 0.8x curl, ≤ 100 MiB"
+            misses = [what for what, ok in checks if not ok]
+            result = verdict(not misses) + (f" ({', '.join(misses)})" if misses else "")
+        if row.client == PROVISION and row.in_process and HFD in group:
+            out.notes.append(
+                f"{row.hub}, {row.shape}: provision's start-up and exit took "
+                f"{row.seconds.median - row.in_process.median:.2f} s of its {row.seconds.median:.2f} s; its apply "
+                f"phase alone is {group[HFD].seconds.median / row.in_process.median:.2f}x aria2c-hfd's wall time "
+                f"and {group[CURL].seconds.median / row.in_process.median:.2f}x curl's (both start in milliseconds).")
+        single = group.get(f"{PROVISION}, 1 connection per host")
+        if row.client == CURL and single and single.in_process:
+            out.notes.append(
+                f"{row.hub}, {row.shape}: one connection (the single stream of before) spent "
+                f"{single.in_process.median:.2f} s in its apply phase against curl's {row.seconds.median:.2f} s "
+                f"wall: a capped single stream runs at the cap; the rest of its {single.seconds.median:.2f} s "
+                f"wall time is start-up, not the transfer.")
+        out.rows.append([row.hub, row.shape, row.client, row.seconds.fmt(),
+                         row.in_process.fmt() if row.in_process else "", f"{vs_hfd:.2f}x" if vs_hfd else "",
+                         f"{vs_curl:.2f}x", f"{row.rss_mib:.0f}", target, result])
+    return out
+
+
+def replace_section(report: Path, markdown: str) -> None:
+    """Put this section in REPORT.md in place of its previous version (or at the end), others untouched."""
+    text = report.read_text() if report.exists() else ""
+    title = markdown.splitlines()[0]
+    if title in text:
+        before, _, after = text.partition(title)
+        rest = after.split("\n## ", 1)
+        text = before + markdown + ("\n## " + rest[1] if len(rest) > 1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + markdown
+    report.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "REPORT.md")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="provision-bench-segments-"))
+    started, header = time.monotonic(), machine()
+    startup = min(run_measured([sys.executable, "-c", "pass"]).seconds for _ in range(3))
+    try:
+        config = Config(quick=args.quick, repeat=args.repeat, work=work)
+        result = section(measure(config), config)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result.notes.insert(0, f"`python benchmarks/bench_segments.py --repeat {args.repeat}` on "
+                           f"{time.strftime('%Y-%m-%d')}, {(time.monotonic() - started) / 60:.1f} min; {header}; "
+                           f"`python -c pass` took {startup:.2f} s at the start (a quiet machine: ~0.02 s).")
+    markdown = result.markdown()
+    print(markdown)
+    replace_section(args.out, markdown)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO_ROOT))
+    main()

@@ -1,0 +1,208 @@
+"""Large files fetched as several byte ranges at once (provision/segmented.py), against the
+real CLI and the fake hub: kill -9 at random points, a server that ignores ``Range``, a range
+that keeps failing, a 429 storm, and the cap on connections per host.
+
+The seed is printed (``-s``) and can be pinned with ``PROVISION_RELIABILITY_SEED``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from provision import segments
+from provision.download import CHUNK_SIZE
+from tests.cli import run_cli, start_cli
+from tests.fakes.hf_hub import FakeCDN, FakeHFHub
+from tests.reliability._support import (
+    KillableHFHub,
+    assert_final_paths_hold_only_good_bytes,
+    hf_settings,
+    leftovers,
+    payload,
+    read_json,
+    write_manifest,
+)
+
+pytestmark = pytest.mark.slow
+
+BIG = payload(4 * segments.MIN_RANGE, 11)  # four ranges with the default connections
+FILES = {"config.json": b'{"hidden_size": 64}', "model.safetensors": BIG}
+THROTTLE = 4 << 20  # per connection: each range takes 2 s, so kills land mid-range
+
+
+@pytest.fixture()
+def seed() -> int:
+    value = int(os.environ.get("PROVISION_RELIABILITY_SEED") or random.SystemRandom().randrange(1 << 32))
+    print(f"\nreliability seed: {value} (rerun with PROVISION_RELIABILITY_SEED={value})")
+    return value
+
+
+def manifest_for(tmp_path: Path, url: str, extra_settings: str = "") -> Path:
+    return write_manifest(tmp_path, hf_settings(url) + extra_settings, "  tiny: {source: hf://org/tiny}\n")
+
+
+def big_gets(hub: FakeHFHub) -> list[str]:
+    """The Range header of every GET of the big file, in arrival order ("" when none)."""
+    return [r.headers.get("range", "") for r in hub.requests
+            if r.method == "GET" and r.path.endswith("/model.safetensors")]
+
+
+def on_disk(model: Path) -> int:
+    """Bytes of the big file a resume would not fetch again."""
+    if (model / "model.safetensors").exists():
+        return len(BIG)
+    parts = (model / ".cache" / "provision" / "partial").glob("*.part")
+    return sum(r.done - r.start for part in parts for r in segments.read_record(part, len(BIG)) or [])
+
+
+def assert_placed(tmp_path: Path) -> None:
+    model = tmp_path / "models" / "tiny"
+    assert (model / "model.safetensors").read_bytes() == BIG
+    lock = read_json(tmp_path / "m.lock.json")
+    assert lock["models"]["tiny"]["files"]["model.safetensors"]["sha256"] == hashlib.sha256(BIG).hexdigest()
+    assert leftovers(tmp_path / "models") == []  # no partial, no record, no record's temp
+
+
+def test_kill_at_random_points_of_a_multi_range_download_resumes_every_range(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    with KillableHFHub() as hub:
+        hub.add_repo("org/tiny", FILES)
+        hub.faults.throttle_bps = THROTTLE
+        manifest = manifest_for(tmp_path, hub.url)
+        model = tmp_path / "models" / "tiny"
+        part_dir = model / ".cache" / "provision" / "partial"
+        killed, ranges_seen = 0, 0
+        for trial in range(1, 11):
+            remaining = len(BIG) - on_disk(model)
+            at = rng.randint(1, max(remaining // 4, 1))
+            process = start_cli("apply", manifest)
+            hub.kill.arm(process.pid, at_bytes=at)
+            try:
+                code = process.wait(timeout=60)
+            finally:
+                hub.kill.disarm()
+                process.communicate()
+            killed += code == -signal.SIGKILL
+            print(f"  trial {trial:2}: kill after {at} of {remaining} bytes left: exit {code}")
+            assert_final_paths_hold_only_good_bytes(model, FILES)
+            for part in part_dir.glob("*.part"):  # the record beside a partial is always whole and ours
+                record = segments.read_record(part, len(BIG))
+                assert record is not None, segments.record_path(part).read_bytes()
+                ranges_seen = max(ranges_seen, len(record))
+        assert killed >= 8, "too few kills interrupted a run: the trials would prove little"
+        assert ranges_seen >= 4, "the download was not split: nothing here tested ranges"
+        hub.faults.throttle_bps = None
+        time.sleep(0.2)  # let the fake's handlers for the killed clients notice the closed sockets
+        result = run_cli("apply", manifest)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert_placed(tmp_path)
+        # What each kill may cost again, per range in flight: the chunk being read (the record is
+        # updated after every chunk written), and the stand-in's piece being written when the kill
+        # fired plus the one it wrote into the dead socket before noticing (it counts both).
+        step = THROTTLE // 20
+        in_flight = ranges_seen * (CHUNK_SIZE + 2 * step)
+        fetched_twice = hub.bytes_served - sum(map(len, FILES.values()))
+        print(f"  fetched twice: {fetched_twice} bytes over {killed} kills (bound {killed * in_flight})")
+        assert fetched_twice <= killed * in_flight
+
+
+def test_a_server_that_ignores_range_gets_one_stream(tmp_path: Path) -> None:
+    with FakeHFHub() as hub:
+        hub.add_repo("org/tiny", FILES)
+        hub.faults.ignore_range = True  # 200 with the whole body, and no Accept-Ranges
+        result = run_cli("apply", manifest_for(tmp_path, hub.url))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert_placed(tmp_path)
+        gets = big_gets(hub)
+        # one probe for the first range, answered 200, then the whole file as one plain GET:
+        # the other ranges were never asked for
+        assert len(gets) == 2 and gets[0].startswith("bytes=0-") and gets[1] == "", gets
+
+
+def test_a_range_that_fails_is_retried_alone(tmp_path: Path) -> None:
+    with FakeHFHub() as hub:
+        hub.add_repo("org/tiny", FILES)
+        third = 2 * segments.MIN_RANGE  # where the third of four ranges starts
+        hub.faults.fail_range = {"start": third, "end": third + 1, "count": 3, "status": 503}
+        result = run_cli("apply", manifest_for(tmp_path, hub.url))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert_placed(tmp_path)
+        gets = big_gets(hub)
+        starts = [int(g.removeprefix("bytes=").split("-")[0]) for g in gets]
+        assert starts.count(third) == 4, gets  # three failures, then the range came
+        assert len(starts) == 4 + 3, gets  # every other range was asked once
+
+
+def test_a_range_that_keeps_failing_fails_the_model_and_the_rerun_fetches_only_the_rest(tmp_path: Path) -> None:
+    with FakeHFHub() as hub:
+        hub.add_repo("org/tiny", FILES)
+        third = 2 * segments.MIN_RANGE
+        hub.faults.fail_range = {"start": third, "end": third + 1, "count": 100, "status": 503}
+        manifest = manifest_for(tmp_path, hub.url)
+        result = run_cli("apply", manifest)
+        assert result.returncode != 0
+        assert f"bytes {third}-" in result.stdout + result.stderr  # the error names the range
+        [part] = (tmp_path / "models" / "tiny" / ".cache" / "provision" / "partial").glob("*.part")
+        record = segments.read_record(part, len(BIG))
+        assert record is not None
+        kept = sum(r.done - r.start for r in record)
+        assert kept > 0
+        hub.faults.reset()
+        served = hub.bytes_served
+        result = run_cli("apply", manifest)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert_placed(tmp_path)
+        # the rerun asked only for what the record did not hold (plus what was in flight at the stop)
+        assert hub.bytes_served - served <= len(BIG) - kept + len(record) * CHUNK_SIZE
+
+
+def test_a_429_storm_backs_off_the_whole_host(tmp_path: Path) -> None:
+    with FakeHFHub() as hub:
+        hub.add_repo("org/tiny", {"model.safetensors": BIG})
+        # After the probe (the first range), the next three requests get 429 with Retry-After: 1.
+        # Two connections, and the probe holds one for 2.7 s, so the storm's requests go one at a
+        # time on the other: each was sent after the client had heard the 429 before it, whichever
+        # range it was for. Without the host-wide pause, the next range would ask at once.
+        hub.faults.retry_after = {"count": 3, "seconds": 1, "after": 1}
+        hub.faults.throttle_bps = 3 << 20
+        result = run_cli("apply", manifest_for(tmp_path, hub.url, "  max_connections_per_host: 2\n"))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert (tmp_path / "models" / "tiny" / "model.safetensors").read_bytes() == BIG
+        gets = [r for r in hub.requests if r.method == "GET" and r.path.endswith("/model.safetensors")]
+        refused = [r for r in gets if r.status == 429]
+        assert len(refused) == 3
+        assert len({r.headers["range"] for r in refused}) > 1, "the storm hit one range only"
+        for told in refused:
+            early = [(r.headers["range"], round(r.at - told.at, 3)) for r in gets if told.at < r.at < told.at + 1.0]
+            assert not early, f"asked within Retry-After: 1 of a 429 to {told.headers['range']}: {early}"
+
+
+def test_connections_per_host_are_capped(tmp_path: Path) -> None:
+    with FakeHFHub() as hub:
+        hub.add_repo("org/tiny", {**FILES, "model-2.safetensors": payload(len(BIG), 12)})
+        hub.faults.throttle_bps = 8 << 20  # bodies overlap long enough to count them
+        result = run_cli("apply", manifest_for(tmp_path, hub.url, "  max_connections_per_host: 3\n"))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert_placed(tmp_path)
+        assert hub.bodies_peak == 3, hub.bodies_peak  # eight ranges wanted, three at a time
+
+
+
+def test_ranges_follow_the_redirect_to_a_cdn_without_the_token(tmp_path: Path) -> None:
+    with FakeHFHub() as hub, FakeCDN() as cdn:
+        hub.add_repo("org/tiny", FILES, gated=True)
+        hub.tokens = {"hf_secret_canary"}
+        hub.redirect_to(cdn)
+        result = run_cli("apply", manifest_for(tmp_path, hub.url), env={"HF_TOKEN": "hf_secret_canary"})
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert_placed(tmp_path)
+        ranges = {r.headers.get("range") for r in cdn.requests if r.method == "GET"}
+        assert len(ranges) >= 4, ranges  # every range went to the CDN, each its own request
+        assert cdn.authorizations() == []

@@ -1,0 +1,158 @@
+"""Range planning, the progress record and the contiguous prefix (provision/segments.py), and
+the per-host gate (provision/hosts.py): pure logic, no network."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+
+from provision import segments
+from provision.hosts import HostGate
+from provision.segments import Range
+
+MiB = 1 << 20
+
+
+def covers(ranges: list[Range], size: int) -> bool:
+    return ranges[0].start == 0 and ranges[-1].end == size and all(
+        a.end == b.start for a, b in pairwise(ranges))
+
+
+@pytest.mark.parametrize(("size", "most", "parts"), [
+    (16 * MiB, 16, 2),  # ranges of at least MIN_RANGE
+    (256 * MiB, 16, 16),
+    (256 * MiB, 4, 4),
+    (100 * MiB + 7, 16, 12),
+    (16 * MiB, 1, 1),
+])
+def test_plan_splits_into_at_most_n_ranges_of_at_least_min(size: int, most: int, parts: int) -> None:
+    ranges = segments.plan(size, most)
+    assert len(ranges) == parts
+    assert covers(ranges, size)
+    assert all(r.done == r.start for r in ranges)
+    assert len(ranges) == 1 or min(r.end - r.start for r in ranges) >= segments.MIN_RANGE
+
+
+def test_plan_keeps_a_single_streams_prefix_as_one_finished_range() -> None:
+    ranges = segments.plan(64 * MiB, 4, kept=10 * MiB)
+    assert ranges[0] == Range(0, 10 * MiB, 10 * MiB)
+    assert covers(ranges, 64 * MiB) and len(ranges) == 5
+    assert all(not r.finished for r in ranges[1:])
+
+
+def test_should_split_only_large_files_with_connections_to_spare() -> None:
+    assert segments.should_split(2 * segments.MIN_RANGE, 2)
+    assert not segments.should_split(2 * segments.MIN_RANGE - 1, 16)
+    assert not segments.should_split(1 << 30, 1)
+
+
+def test_contiguous_end_stops_at_the_first_gap() -> None:
+    ranges = [Range(0, 10, 10), Range(10, 20, 15), Range(20, 30, 30)]
+    assert segments.contiguous_end(ranges, 0) == 15
+    assert segments.contiguous_end(ranges, 12) == 15
+    assert segments.contiguous_end(ranges, 15) == 15  # range 2 is ahead of the gap
+    ranges[1].done = 20
+    assert segments.contiguous_end(ranges, 0) == 30
+    assert segments.contiguous_end([Range(0, 10, 0), Range(10, 20, 20)], 0) == 0
+
+
+def test_record_round_trips_and_a_torn_slot_falls_back_to_the_other(tmp_path: Path) -> None:
+    part = tmp_path / "x.part"
+    part.write_bytes(b"\0" * 30)
+    first = [Range(0, 10, 4), Range(10, 20, 20), Range(20, 30, 25)]
+    later = [Range(0, 10, 9), Range(10, 20, 20), Range(20, 30, 30)]
+    record = segments.RangeRecord(part, 30)
+    record.save(first)
+    record.save(later)
+    record.close()
+    assert segments.read_record(part, 30) == later
+    resumed = segments.RangeRecord(part, 30)  # a rerun goes on from the newest slot's sequence
+    resumed.save(first)
+    resumed.close()
+    assert segments.read_record(part, 30) == first
+    raw = bytearray(segments.record_path(part).read_bytes())
+    assert b'"seq":3' in raw[4096:8192]  # updates alternate: 1 and 3 in slot 1, 2 in slot 0
+    raw[4096 + 20] ^= 0xFF  # the newest slot half-written (power loss): its sha256 no longer matches
+    segments.record_path(part).write_bytes(bytes(raw))
+    assert segments.read_record(part, 30) == later
+    segments.drop_record(part)
+    assert segments.read_record(part, 30) is None and not segments.record_path(part).exists()
+
+
+def slot(body: bytes) -> bytes:
+    """A record slot whose sha256 matches ``body``: only the content can make it invalid."""
+    return (body + b"\n" + hashlib.sha256(body).hexdigest().encode() + b"\n").ljust(4096, b"\0")
+
+
+@pytest.mark.parametrize("body", [
+    b"not json",
+    b"[]",
+    b'{"version": 2, "seq": 1, "size": 30, "ranges": [[0, 30, 0]]}',
+    b'{"version": 1, "seq": 1, "size": 31, "ranges": [[0, 31, 0]]}',  # another file's size
+    b'{"version": 1, "seq": "1", "size": 30, "ranges": [[0, 30, 0]]}',
+    b'{"version": 1, "seq": 1, "size": 30, "ranges": []}',
+    b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, 0], [12, 30, 12]]}',  # a gap
+    b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 20, 0], [10, 30, 10]]}',  # an overlap
+    b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, 11], [10, 30, 10]]}',  # done past its end
+    b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, 10], [10, 30, 29]]}',  # past what is on disk
+    b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, 5.5], [10, 30, 10]]}',
+    b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, true], [10, 30, 10]]}',
+    b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 20, 0]]}',  # does not reach the end
+])
+def test_a_record_we_would_not_have_written_is_refused(body: bytes) -> None:
+    good = b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, 10], [10, 30, 20]]}'
+    assert segments.parse_record(slot(good) + slot(b""), size=30, on_disk=20) == (1, [Range(0, 10, 10),
+                                                                                       Range(10, 30, 20)])
+    assert segments.parse_record(slot(body) + slot(b""), size=30, on_disk=20) is None
+
+
+def test_host_gate_back_off_holds_every_connection_of_that_host_only() -> None:
+    now = [100.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    gate = HostGate(2, clock=lambda: now[0], sleep=sleep)
+    hub, other = ("https", "hub"), ("https", "cdn")
+    gate.back_off(hub, 3.0)
+    gate.back_off(hub, 1.0)  # a shorter wait does not cut the longer one short
+    with gate.slot(other):
+        assert slept == []
+    with gate.slot(hub):
+        assert now[0] == pytest.approx(103.0)
+    with gate.slot(hub):  # the pause is over
+        assert slept == [pytest.approx(3.0)]
+
+
+def test_host_gate_caps_connections_per_host() -> None:
+    gate = HostGate(2)
+    inside, peak, lock = [0], [0], threading.Lock()
+    release = threading.Event()
+
+    def request() -> None:
+        with gate.slot(("http", "hub")):
+            with lock:
+                inside[0] += 1
+                peak[0] = max(peak[0], inside[0])
+            release.wait(5)
+            with lock:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=request) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for _ in range(100):
+        with lock:
+            if inside[0] == 2:
+                break
+        threading.Event().wait(0.01)
+    release.set()
+    for t in threads:
+        t.join()
+    assert peak[0] == 2

@@ -3,6 +3,7 @@
 ```
 ProvisionError                      exit 1 unless noted
 ├── ManifestError (ValueError)      exit 2: the manifest is wrong (file:line, field)
+├── UsageError (ValueError)         exit 2: a bad request to the API or `chat` (sampling, messages, deployment)
 ├── LockError                       --locked refused a change, or the lock file is unreadable
 ├── ConcurrencyError                another provision holds this manifest's lock
 ├── PreflightError                  the machine cannot take the change (disk, engine, port, GPU)
@@ -72,6 +73,12 @@ class ManifestError(ProvisionError, ValueError):
         where = self.location
         field = f"{self.field}: " if self.field else ""
         return f"{where}: {field}{self.message}" if where else f"{field}{self.message}"
+
+
+class UsageError(ProvisionError, ValueError):
+    """A bad argument: an unknown deployment, a sampling value out of range, a malformed message."""
+
+    exit_code = 2
 
 
 class LockError(ProvisionError):

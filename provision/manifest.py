@@ -150,6 +150,7 @@ class Requirements(_Strict):
 
 
 class _DeploymentBase(_Strict):
+    task: Literal["chat", "embed"] = "chat"
     smoke_test: SmokeOverrides | None = None
     expect: str | None = None  # a regular expression the answer must match
     max_ttft: float | None = Field(default=None, gt=0)  # seconds

@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from statistics import mean, median
 
-from .deployments.base import ChatClient, ChatEvent
+from .client.base import ChatEvent, EngineClient
 from .errors import ProvisionError
 from .manifest import SmokeTestSettings
 
@@ -74,7 +74,7 @@ class SmokeJob:
 
     name: str
     engine: str
-    connect: Callable[[], ChatClient]
+    connect: Callable[[], EngineClient]
     settings: SmokeTestSettings
     expect: str | None = None
     max_ttft: float | None = None
@@ -212,7 +212,7 @@ def _pump(stream: Iterator[ChatEvent], clock: Clock, out: queue.Queue[tuple[floa
 
 def run_one(
     name: str,
-    client: ChatClient,
+    client: EngineClient,
     settings: SmokeTestSettings,
     *,
     engine: str = "",
@@ -281,7 +281,7 @@ def run_one(
     )
 
 
-def _safe_counter(client: ChatClient) -> Callable[[str], int | None]:
+def _safe_counter(client: EngineClient) -> Callable[[str], int | None]:
     """``client.count_tokens`` that falls back to chunks instead of failing the test."""
 
     def count(text: str) -> int | None:

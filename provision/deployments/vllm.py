@@ -51,7 +51,6 @@ from ..errors import DeploymentError, EngineUnavailableError, PreflightError
 from ..manifest import VllmDeployment
 from ..plan import Action, Change
 from .base import DeployContext
-from .openai import OpenAIChat
 
 if TYPE_CHECKING:
     import docker
@@ -497,17 +496,6 @@ class VllmBackend:
         for view in _ours(client, str(ctx.manifest.path.absolute()), name):
             ctx.on_status(name, f"removing container {view.name} ({view.id[:12]})")
             _stop_and_remove(client, view.id)
-
-    # -- chat ----------------------------------------------------------------------------
-    def chat_client(self, name: str, spec: VllmDeployment, ctx: DeployContext) -> OpenAIChat:
-        key = spec.api_key.get_secret_value() if spec.api_key is not None else None
-        return OpenAIChat(
-            f"http://{_url_host(spec.bind)}:{spec.port}/v1",
-            spec.served_model_name or name,
-            key,
-            ctx.manifest.smoke_settings(name).timeout,
-            key_hint=f"check deployments.{name}.api_key (and the ${{VAR}} it references)",
-        )
 
 
 def _stop_and_remove(client: docker.DockerClient, container_id: str) -> None:

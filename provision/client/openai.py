@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DeploymentError
+from ..errors import DeploymentError, EngineUnavailableError
 from ..manifest import OpenAIDeployment, SmokeTestSettings
 from .base import ChatEvent, Embeddings
 
@@ -125,7 +125,7 @@ class OpenAIClient:
                 f"no answer from {where} in time", hint="raise smoke_test.timeout, or check the server's load"
             )
         if isinstance(exc, openai.APIConnectionError):
-            return DeploymentError(
+            return EngineUnavailableError(
                 f"cannot connect to {where}: {_cause(exc)}",
                 hint="check base_url / port and that the server is running (`provision status`)",
             )

@@ -198,6 +198,11 @@ class FakeVLLM(FakeServer):
         self.first_token_delay = first_token_delay
         self.token_delay = token_delay
         self.fail_after = fail_after  # content chunks sent before a mid-stream error
+        self.fail_next_after: int | None = None  # the same, for the next streamed chat only
+        # In-process only: a stream pauses after hold_after content chunks until `release` is
+        # set, so a test can see which text reached the client while the answer is unfinished.
+        self.hold_after: int | None = None
+        self.release = threading.Event()
         self.chat_requests: list[dict[str, Any]] = []
 
     @property
@@ -318,8 +323,12 @@ class FakeVLLM(FakeServer):
         self.start_stream(handler, record, 200, "text/event-stream; charset=utf-8")
         time.sleep(self.first_token_delay)  # prefill: vLLM sends the role with the first token
         event(chunk({"role": "assistant", "content": ""}))
+        fail_after, self.fail_next_after = self.fail_next_after, None
+        fail_after = self.fail_after if fail_after is None else fail_after
         for index, word in enumerate(words):
-            if self.fail_after is not None and index >= self.fail_after:
+            if index and index == self.hold_after:
+                self.release.wait(30)
+            if fail_after is not None and index >= fail_after:
                 event(self._error("Engine loop has died", "InternalServerError", 500))
                 event("[DONE]")
                 self.end_stream(handler)

@@ -77,7 +77,7 @@ class TransformersClient:
         self.timeout = timeout
         gguf_file = find_weights(self.model_dir)
         self.device = resolve_device(device)
-        self._stop = threading.Event()
+        self._workers: dict[threading.Thread, threading.Event] = {}  # generate threads and their stop
         self._tokenizer, self._model = self._load(gguf_file, dtype)
 
     def _load(self, gguf_file: str | None, dtype: str) -> tuple[Any, Any]:
@@ -125,7 +125,7 @@ class TransformersClient:
         )
         produced: list[int] = []
         failure: list[BaseException] = []
-        self._stop.clear()
+        stop = threading.Event()  # one per answer: a stopped answer's generate must not resume
 
         def work() -> None:
             try:
@@ -133,7 +133,7 @@ class TransformersClient:
                     **inputs,
                     streamer=streamer,
                     pad_token_id=self._tokenizer.pad_token_id or self._tokenizer.eos_token_id,
-                    stopping_criteria=StoppingCriteriaList([_StopWhen(self._stop)]),
+                    stopping_criteria=StoppingCriteriaList([_StopWhen(stop)]),
                     **generation_kwargs(settings),
                 )
                 produced.append(output.shape[1] - prompt_length)
@@ -142,6 +142,7 @@ class TransformersClient:
                 streamer.end()  # wake the reader now
 
         worker = threading.Thread(target=work, name="transformers-generate", daemon=True)
+        self._workers[worker] = stop
         worker.start()
         try:
             for text in streamer:
@@ -152,8 +153,9 @@ class TransformersClient:
                 f"no new token for {self.timeout:g} s", hint="raise smoke_test.timeout, or use a GPU / smaller model"
             ) from None
         finally:
-            self._stop.set()  # a reader that leaves early (closed, timed out) stops generate
+            stop.set()  # a reader that leaves early (closed, timed out, Ctrl-C) stops generate
         worker.join()
+        self._workers.pop(worker, None)
         if failure:
             raise DeploymentError(
                 f"generate failed: {type(failure[0]).__name__}: {_first_line(failure[0])}",
@@ -173,7 +175,12 @@ class TransformersClient:
         return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def close(self) -> None:
-        self._stop.set()
+        """Stop every generate still running and wait for it (at most a token's time, a few
+        seconds): torch still computing in a thread while the interpreter exits aborts it."""
+        for worker, stop in list(self._workers.items()):
+            stop.set()
+            worker.join(timeout=10)
+        self._workers.clear()
 
 
 class _StopWhen:

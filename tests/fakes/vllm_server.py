@@ -38,6 +38,8 @@ HTTP, as vLLM answers it:
       ..."; unknown model 404 {"error": {"message": "The model `x` does not exist.",
       "type": "NotFoundError", "param": null, "code": 404}}; with --api-key, /v1/* without
       "Authorization: Bearer KEY" is 401 {"error": "Unauthorized"}.
+    Each chat request is logged on stdout ("Received request: messages: [...]"), as vLLM's
+    request logger logs prompts, so a test can read what a container was sent.
 
 The reply echoes the last user message: its words (its characters, for text without
 spaces), one per token, so a test knows the text and the token count in advance.
@@ -257,6 +259,8 @@ class FakeVLLM(FakeServer):
             self.send_json(handler, record, 400, self._error("Field required: messages", "BadRequestError", 400))
             return
         self.chat_requests.append(body)
+        # vLLM's request logger writes each request's prompt; this logs the messages it came from.
+        _log(f"Received request: messages: {json.dumps(body['messages'], ensure_ascii=False)}")
         model = body.get("model") or self.served_names[0]
         if model not in self.served_names:
             error = self._error(f"The model `{model}` does not exist.", "NotFoundError", 404)

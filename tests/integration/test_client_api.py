@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -76,8 +77,11 @@ def test_transformers_streams_the_same_text_it_returns_whole(tmp_path: Path, tin
         whole = client.chat(QUESTION, stream=False, temperature=0, max_tokens=8)
         assert pieces and all(isinstance(p, str) and p for p in pieces)
         assert "".join(pieces) == whole  # greedy: the same answer, streamed or not
-        stop = client._engine._stop  # type: ignore[attr-defined]
-    assert stop.is_set()  # closing stops any generate still running
+        unfinished = client.chat(QUESTION, max_tokens=4000)
+        next(unfinished)  # generate runs on in its thread
+        assert any(t.name == "transformers-generate" for t in threading.enumerate())
+    # Closing stopped the generate still running, and waited for it.
+    assert not any(t.name == "transformers-generate" for t in threading.enumerate())
 
 
 def test_connect_errors_are_provisions(tmp_path: Path) -> None:

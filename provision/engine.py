@@ -484,6 +484,7 @@ class Engine:
                 connect=functools.partial(open_engine, name, spec, ctx),
                 settings=self.manifest.smoke_settings(name),
                 expect=spec.expect, max_ttft=spec.max_ttft, min_tokens_per_s=spec.min_tokens_per_s,
+                task=spec.task, expect_dimension=spec.expect_dimension,
             ))
         return jobs
 

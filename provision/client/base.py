@@ -34,12 +34,14 @@ class ChatEvent:
 
 @dataclass(frozen=True)
 class Embeddings:
-    """One batch's vectors, in input order. ``input_tokens`` when the engine counts them;
-    ``truncated`` the indexes of inputs cut to the model's maximum length."""
+    """One batch's vectors, in input order, and what the engine says besides: the input tokens it
+    counted, the indexes of inputs it cut to ``max_length`` tokens, the model's own dimension."""
 
     vectors: list[list[float]]
     input_tokens: int | None = None
     truncated: tuple[int, ...] = ()
+    max_length: int | None = None
+    model_dimension: int | None = None
 
 
 class EngineClient(Protocol):

@@ -10,8 +10,8 @@ Sampling settings map to Ollama's option names: ``max_tokens`` → ``num_predict
 
 Embeddings (``POST {host}/api/embed`` with ``{"model", "input": [texts], "truncate":
 false}``): ``{"embeddings": [[...], ...], "prompt_eval_count": n}``. ``truncate: false``
-makes an input over the model's context an error (400) instead of silently cut; a model
-that cannot embed answers 400 ``"... does not support embeddings"`` (Ollama's server.go).
+makes an input over the model's context an error (400 "input exceeds maximum context
+length") instead of silently cut; a model that cannot embed answers an error saying so.
 """
 
 from __future__ import annotations

@@ -214,10 +214,15 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def open_client(name: str, spec: TransformersDeployment, ctx: DeployContext) -> TransformersClient:
+def open_client(name: str, spec: TransformersDeployment, ctx: DeployContext) -> TransformersClient | Any:
+    """The chat client, or for ``task: embed`` the embedder (:mod:`.transformers_embed`)."""
     model_dir = ctx.model_dirs.get(spec.model)
     if model_dir is None:
         raise DeploymentError(f"no folder known for model {spec.model!r}", hint="run `provision apply` first",
                               resource=name)
+    if spec.task == "embed":
+        from .transformers_embed import TransformersEmbedder
+
+        return TransformersEmbedder(Path(model_dir), dtype=spec.dtype, device=spec.device)
     timeout = ctx.manifest.smoke_settings(name).timeout
     return TransformersClient(Path(model_dir), dtype=spec.dtype, device=spec.device, timeout=timeout)

@@ -4,7 +4,8 @@ The container provision creates for deployment ``<name>`` of manifest ``<path>``
 
     name     provision-<name>
     image    spec.image (pulled at apply time when missing; never built)
-    command  --model /models/<model> --served-model-name <served> --host 0.0.0.0 --port 8000 <args...>
+    command  --model /models/<model> --served-model-name <served> --host 0.0.0.0 --port 8000
+             [--runner pooling, for task: embed] <args...>
              (appended to the image's entrypoint, `vllm serve` or the older api_server module)
     mounts   <models_dir>/<model> -> /models/<model>, read-only
     ports    <bind>:<port> -> 8000/tcp
@@ -129,8 +130,10 @@ def desired_spec(name: str, spec: VllmDeployment, ctx: DeployContext) -> Contain
     """Pure: the container this deployment asks for, with the model revision from the lock."""
     _check_args(name, spec)
     served = spec.served_model_name or name
+    # task: embed runs vLLM's pooling runner: `--runner pooling` (vLLM 0.32 CPU build, measured; older: --task embed).
+    runner = ["--runner", "pooling"] if spec.task == "embed" else []
     command = ["--model", f"{MOUNT_ROOT}/{spec.model}", "--served-model-name", served,
-               "--host", "0.0.0.0", "--port", str(CONTAINER_PORT), *spec.args]
+               "--host", "0.0.0.0", "--port", str(CONTAINER_PORT), *runner, *spec.args]
     environment = {"HF_HUB_OFFLINE": "1", **spec.env}
     key = spec.api_key.get_secret_value() if spec.api_key is not None else None
     if key is not None:

@@ -164,3 +164,41 @@ def test_openai_compatible_embeddings_and_a_server_without_them(tmp_path: Path) 
         assert rows["hosted"]["passed"], rows["hosted"]["reason"]
         assert rows["missing"]["reason"].startswith(f"404 from {chat_only.base_url}/embeddings: ")
         assert "\n" not in rows["missing"]["reason"]
+
+
+@pytest.mark.docker
+def test_vllm_task_embed_runs_the_pooling_runner_and_proves_it(tmp_path: Path) -> None:
+    import os
+
+    from docker.errors import DockerException
+
+    from tests.fakes._server import free_port
+    from tests.fakes.docker_env import build_vllm_image, ensure_engine
+
+    try:
+        docker_client = ensure_engine()
+        image = build_vllm_image(client=docker_client)
+    except (DockerException, OSError) as exc:
+        pytest.fail(f"no Docker engine (scripts/start-docker.sh starts one): {exc}")
+    name = f"embed-{os.getpid()}"
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "config.json").write_text("{}")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "version: 1\nsettings: {models_dir: models}\nmodels: {enc: {source: 'file://src'}}\n"
+        f"deployments:\n  {name}: {{engine: vllm, model: enc, task: embed, image: '{image}', port: {free_port()},"
+        " gpus: 0, startup_timeout: 60, expect_dimension: 32}\n")
+    try:
+        assert run_cli("apply", manifest, timeout=180).returncode == 0
+        [container] = docker_client.containers.list(filters={"label": f"io.provision.manifest={manifest}"})
+        command = container.attrs["Config"]["Cmd"]
+        assert command[command.index("--runner") + 1] == "pooling"
+        smoke = run_cli("smoke-test", manifest, "--json")
+        assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+        [row] = json.loads(smoke.stdout)["results"]
+        assert (row["task"], row["dimension"]) == ("embed", 32)
+        chat = run_cli("chat", manifest, name, input="hi\n")
+        assert chat.returncode == 1 and "is an embedding deployment (task: embed); it cannot chat" in chat.stderr
+    finally:
+        for leftover in docker_client.containers.list(all=True, filters={"label": f"io.provision.manifest={manifest}"}):
+            leftover.remove(force=True)

@@ -401,6 +401,34 @@ def smoke_test(target: str | None, names: tuple[str, ...], show: bool, junit: Pa
     sys.exit(0 if all(r.passed for r in results) else 1)
 
 
+@main.command()
+@click.argument("target", metavar="[MANIFEST] DEPLOYMENT")
+@click.argument("deployment", required=False, metavar="")
+@click.option("--system", help="A system message for the conversation.")
+@click.option("--temperature", type=float, help="Override smoke_test.temperature.")
+@click.option("--top-p", type=float, help="Override smoke_test.top_p.")
+@click.option("--top-k", type=int, help="Override smoke_test.top_k.")
+@click.option("--repetition-penalty", type=float, help="Override smoke_test.repetition_penalty.")
+@click.option("--max-tokens", type=int, help="Override smoke_test.max_tokens (per answer).")
+@click.option("--no-stream", is_flag=True, help="Print each answer whole, once it is complete.")
+@click.option("--stats", is_flag=True, help="A line per answer: TTFT, tokens/s, tokens (on stderr).")
+@click.option("--hide-thinking", is_flag=True, help="Drop <think>...</think> reasoning from the output.")
+@_handle_errors
+def chat(target: str, deployment: str | None, system: str | None, no_stream: bool, stats: bool,
+         hide_thinking: bool, **sampling: Any) -> None:
+    """Talk to a deployment: streamed, multi-turn; through a pipe, one turn per line.
+
+    At a terminal: /reset, /system TEXT, /exit; Ctrl-C stops the current answer.
+    """
+    from .chat import ChatOptions, run_chat
+
+    manifest, names = _smoke_target(target, (deployment,) if deployment else ())
+    options = ChatOptions(stream=not no_stream, stats=stats, hide_thinking=hide_thinking,
+                          sampling={k: v for k, v in sampling.items() if v is not None})
+    sys.exit(run_chat(manifest, names[0] if names else None, options, system=system,
+                      terminal=sys.stdin.isatty() and sys.stdout.isatty()))
+
+
 def _smoke_target(target: str | None, names: tuple[str, ...]) -> tuple[Path | None, tuple[str, ...]]:
     """``smoke-test [MANIFEST] [NAME...]``: a first argument that is no file is a name."""
     if target is not None and (Path(target).is_file() or target.endswith((".yaml", ".yml"))):

@@ -26,6 +26,7 @@ SUMMARIES: dict[str, str] = {
     "destroy": "Remove what provision created for a manifest, only that.",
     "check-hardware": "GPUs, RAM, disk, Docker, Ollama; whether deployments fit.",
     "smoke-test": "Stream a chat to each deployment: TTFT, tokens/s, pass/fail.",
+    "chat": "Talk to a deployment: multi-turn, streamed; a line per turn on a pipe.",
     "render": "Write the manifest as Kubernetes objects, offline, from its lock.",
 }
 
@@ -71,6 +72,11 @@ EXAMPLES: dict[str, Sequence[tuple[str, str]]] = {
     "check-hardware": (
         ("provision check-hardware", "this machine: GPUs, driver, RAM, disk, Docker, Ollama"),
         ("provision check-hardware manifests/dev.yaml", "and whether each deployment fits"),
+    ),
+    "chat": (
+        ("provision chat manifests/dev.yaml deepseek-local", "a conversation; /reset, /system, /exit"),
+        ("echo hi | provision chat manifests/demo.yaml smollm2-chat", "one turn per line, answers on stdout"),
+        ("provision chat dev.yaml deepseek-api --temperature 0 --stats", "greedy, with TTFT and tokens/s"),
     ),
     "render": (
         ("provision render kubernetes -o k8s/", "the manifest as Kubernetes objects, from its lock"),

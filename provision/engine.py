@@ -467,7 +467,7 @@ class Engine:
 
     def smoke_jobs(self, names: tuple[str, ...] = ()) -> list[Any]:
         """One smoke-test job per deployment (all, or ``names``); clients are made lazily."""
-        from .deployments import backend
+        from .client import open_engine
         from .smoke import SmokeJob
 
         unknown = [n for n in names if n not in self.manifest.deployments]
@@ -479,12 +479,12 @@ class Engine:
         for name, spec in self.manifest.deployments.items():
             if names and name not in names:
                 continue
-            engine = backend(spec.engine)
             jobs.append(SmokeJob(
                 name=name, engine=spec.engine,
-                connect=functools.partial(engine.chat_client, name, spec, ctx),
+                connect=functools.partial(open_engine, name, spec, ctx),
                 settings=self.manifest.smoke_settings(name),
                 expect=spec.expect, max_ttft=spec.max_ttft, min_tokens_per_s=spec.min_tokens_per_s,
+                task=spec.task, expect_dimension=spec.expect_dimension,
             ))
         return jobs
 

@@ -3,7 +3,7 @@
 ```
 ProvisionError                      exit 1 unless noted
 ├── ManifestError (ValueError)      exit 2: the manifest is wrong (file:line, field)
-├── UsageError                      exit 2: the command line is wrong (contradicting options, ...)
+├── UsageError (ValueError)         exit 2: the command line or an API call is wrong (options, sampling, deployment)
 ├── LockError                       --locked refused a change, or the lock file is unreadable
 ├── ConcurrencyError                another provision holds this manifest's lock
 ├── PreflightError                  the machine cannot take the change (disk, engine, port, GPU)
@@ -78,8 +78,8 @@ class ManifestError(ProvisionError, ValueError):
         return f"{where}: {field}{self.message}" if where else f"{field}{self.message}"
 
 
-class UsageError(ProvisionError):
-    """The command line asks for something impossible; nothing was touched."""
+class UsageError(ProvisionError, ValueError):
+    """A bad request: contradicting options, an unknown deployment, a sampling value out of range."""
 
     exit_code = exitcodes.USAGE
 

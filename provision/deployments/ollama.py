@@ -1,12 +1,4 @@
-"""Engine ``ollama``: chat with a model on an Ollama server.
-
-Protocol served (``POST {host}/api/chat`` with ``stream: true``, through the real ``ollama``
-client): NDJSON lines ``{"message": {"role": "assistant", "content": "..."}, "done": false}``;
-the last has ``done: true``, ``done_reason`` (``stop``/``length``) and ``eval_count`` (the
-output tokens). An error before the first line comes with its HTTP status
-(``ResponseError``, e.g. 404 "model not found"); after it, as a last ``{"error": ...}`` line
-(``ResponseError`` with status -1). Sampling settings map to Ollama's option names:
-``max_tokens`` → ``num_predict``, ``repetition_penalty`` → ``repeat_penalty``.
+"""Engine ``ollama``: serve a model on an Ollama server (chat and embeddings: :mod:`provision.client.ollama`).
 
 :class:`OllamaBackend` (the deployment) serves an ``ollama://`` model as pulled, or creates
 one from a ``file://`` GGUF (``/api/blobs`` then ``/api/create``); see its docstring.
@@ -16,14 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import DeploymentError, EngineUnavailableError
+from ..errors import DeploymentError
 from ..hashing import sha256_file
-from ..manifest import Manifest, OllamaDeployment, SmokeTestSettings
+from ..manifest import Manifest, OllamaDeployment
 from ..plan import Action, Change
 from ..sources.ollama import (
     canonical_name,
@@ -33,75 +25,10 @@ from ..sources.ollama import (
     ollama_host,
     unreachable,
 )
-from .base import ChatEvent, DeployContext
+from .base import DeployContext
 
-_SERVE_HINT = "start it with `ollama serve`, or set settings.ollama.host / $OLLAMA_HOST"
 GGUF_MAGIC = b"GGUF"
 CREATED_NAMESPACE = "provision"  # models created from GGUF files: provision/<deployment>:latest
-
-
-def chat_options(settings: SmokeTestSettings) -> dict[str, Any]:
-    """Ollama's ``options`` for these settings (unset values are left to the model's defaults)."""
-    options: dict[str, Any] = {"num_predict": settings.max_tokens, "temperature": settings.temperature}
-    for ours, theirs in (("top_p", "top_p"), ("top_k", "top_k"), ("repetition_penalty", "repeat_penalty")):
-        value = getattr(settings, ours)
-        if value is not None:
-            options[theirs] = value
-    return options
-
-
-class OllamaChat:
-    """Streams a chat from an Ollama server with the real ``ollama`` client."""
-
-    def __init__(self, host: str, model: str, timeout: float) -> None:
-        import ollama
-
-        self.host = host
-        self.model = model
-        self._client = ollama.Client(host=host, timeout=timeout)
-
-    def stream_chat(self, settings: SmokeTestSettings) -> Iterator[ChatEvent]:
-        import httpx
-        import ollama
-
-        messages = [m.model_dump() for m in settings.messages]
-        try:
-            for part in self._client.chat(self.model, messages=messages, stream=True, options=chat_options(settings)):
-                text = (part.message.content or "") if part.message is not None else ""
-                if part.done:
-                    yield ChatEvent(text=text, finish_reason=part.done_reason or "stop", output_tokens=part.eval_count)
-                elif text:
-                    yield ChatEvent(text=text)
-        except ollama.ResponseError as exc:
-            raise self._response_error(exc) from exc
-        # The streaming path lets httpx's errors through; the one-shot path maps a
-        # refused connection to ConnectionError. Catch both.
-        except (httpx.ConnectError, ConnectionError) as exc:
-            raise EngineUnavailableError(f"cannot connect to Ollama at {self.host}", hint=_SERVE_HINT) from exc
-        except httpx.TimeoutException as exc:
-            raise DeploymentError(
-                f"Ollama at {self.host} did not answer in time",
-                hint="raise smoke_test.timeout; a first load can be slow",
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise DeploymentError(f"Ollama at {self.host}: {type(exc).__name__}: {exc}", hint=_SERVE_HINT) from exc
-
-    def count_tokens(self, text: str) -> int | None:
-        return None  # the final line's eval_count counts
-
-    def close(self) -> None:
-        self._client.close()
-
-    def _response_error(self, exc: Any) -> DeploymentError:
-        status = exc.status_code
-        if status == 404:
-            return DeploymentError(
-                f"model {self.model!r} is not on the Ollama server at {self.host}: {exc.error}",
-                hint="run `provision apply` to pull it (or `ollama pull`)",
-            )
-        if status == -1:
-            return DeploymentError(f"Ollama failed mid-stream: {exc.error}", hint="see the Ollama server's log")
-        return DeploymentError(f"Ollama answered HTTP {status}: {exc.error}", hint="see the Ollama server's log")
 
 
 @dataclass(frozen=True)
@@ -203,10 +130,6 @@ class OllamaBackend:
         host = record.get("host") or ollama_host(ctx.manifest)
         with ollama_client(host) as client:
             delete_model(client, host, record["model"], resource=name)
-
-    def chat_client(self, name: str, spec: OllamaDeployment, ctx: DeployContext) -> OllamaChat:
-        return OllamaChat(ollama_host(ctx.manifest), served_model(name, spec, ctx.manifest),
-                          ctx.manifest.smoke_settings(name).timeout)
 
 
 def _gguf_source(name: str, model: str, manifest: Manifest) -> tuple[str, str]:

@@ -1,152 +1,17 @@
 """Engine ``openai``: a hosted OpenAI-compatible API (DeepSeek, OpenAI, a remote vLLM).
 
-There is nothing to provision: ``plan`` is always "no change" and the smoke test is the
-only contact. :class:`OpenAIChat` is also the chat client of the ``vllm`` engine.
-
-Protocol served (``POST {base_url}/chat/completions`` with ``stream: true``): SSE events
-``data: {chunk}``; a role chunk first, content chunks, a chunk with ``finish_reason``, with
-``stream_options.include_usage`` a last chunk with ``choices: []`` and ``usage``, then
-``data: [DONE]`` (optional: a stream that just ends is fine). ``top_k`` and
-``repetition_penalty`` are not OpenAI fields; vLLM and most compatible servers take them
-in the body, so they go through ``extra_body`` only when set.
+There is nothing to provision: ``plan`` is always "no change"; the client
+(:mod:`provision.client.openai`) is the only contact.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
-from ..errors import DeploymentError
-from ..manifest import OpenAIDeployment, SmokeTestSettings
+from ..manifest import OpenAIDeployment
 from ..plan import Action, Change
-from .base import ChatEvent, DeployContext
-
-if TYPE_CHECKING:
-    import openai
-
-# Sent when the manifest has no key: the client refuses None, and falling back to
-# $OPENAI_API_KEY would hand OpenAI's key to whatever base_url says.
-NO_KEY = "EMPTY"
-
-
-class OpenAIChat:
-    """Streams a chat from an OpenAI-compatible server with the real ``openai`` client."""
-
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        api_key: str | None,
-        timeout: float,
-        *,
-        key_hint: str = "check the deployment's api_key (and the ${VAR} it references)",
-    ) -> None:
-        import openai
-
-        self.base_url = base_url
-        self.model = model
-        self._key_hint = key_hint
-        self._has_key = api_key is not None
-        # No retries: a smoke test reports what it sees, at once.
-        self._client = openai.OpenAI(base_url=base_url, api_key=api_key or NO_KEY, timeout=timeout, max_retries=0)
-
-    def stream_chat(self, settings: SmokeTestSettings) -> Iterator[ChatEvent]:
-        import openai
-
-        try:
-            stream = self._client.chat.completions.create(**self.request(settings))
-            with stream:
-                for chunk in stream:
-                    for choice in chunk.choices:
-                        text = (choice.delta.content if choice.delta is not None else None) or ""
-                        if text or choice.finish_reason:
-                            yield ChatEvent(text=text, finish_reason=choice.finish_reason)
-                    if chunk.usage is not None and chunk.usage.completion_tokens is not None:
-                        yield ChatEvent(output_tokens=chunk.usage.completion_tokens)
-        except openai.OpenAIError as exc:
-            raise self._translate(exc) from exc
-
-    def request(self, settings: SmokeTestSettings) -> dict[str, Any]:
-        """The keyword arguments of ``chat.completions.create`` for these settings."""
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": [m.model_dump() for m in settings.messages],
-            "stream": True,
-            "stream_options": {"include_usage": True},
-            "max_tokens": settings.max_tokens,
-            "temperature": settings.temperature,
-        }
-        if settings.top_p is not None:
-            body["top_p"] = settings.top_p
-        extra = {
-            key: value
-            for key, value in (("top_k", settings.top_k), ("repetition_penalty", settings.repetition_penalty))
-            if value is not None
-        }
-        if extra:
-            body["extra_body"] = extra
-        return body
-
-    def count_tokens(self, text: str) -> int | None:
-        return None  # the server's usage chunk counts; no tokenizer here
-
-    def close(self) -> None:
-        self._client.close()
-
-    def _translate(self, exc: openai.OpenAIError) -> DeploymentError:
-        """One provision error per failure a user can act on."""
-        import openai
-
-        where = self.base_url
-        if isinstance(exc, openai.APITimeoutError):
-            return DeploymentError(
-                f"no answer from {where} in time", hint="raise smoke_test.timeout, or check the server's load"
-            )
-        if isinstance(exc, openai.APIConnectionError):
-            return DeploymentError(
-                f"cannot connect to {where}: {_cause(exc)}",
-                hint="check base_url / port and that the server is running (`provision status`)",
-            )
-        if isinstance(exc, openai.AuthenticationError):
-            told = "the API key was rejected" if self._has_key else "the server wants an API key and none is set"
-            return DeploymentError(f"401 Unauthorized: {told}", hint=self._key_hint)
-        if isinstance(exc, openai.PermissionDeniedError):
-            return DeploymentError(f"403 Forbidden: {_message(exc)}", hint=self._key_hint)
-        if isinstance(exc, openai.NotFoundError):
-            return DeploymentError(
-                f"404 model {self.model!r} is not served at {where}: {_message(exc)}",
-                hint="check served_model (GET /v1/models lists what the server serves)",
-            )
-        if isinstance(exc, openai.RateLimitError):
-            return DeploymentError(
-                f"429 rate limited: {_message(exc)}", hint="retry later or check the account's quota"
-            )
-        if isinstance(exc, openai.APIStatusError):
-            return DeploymentError(f"HTTP {exc.status_code}: {_message(exc)}", hint="see the server's log")
-        if isinstance(exc, openai.APIError):  # an error event in the middle of the stream
-            return DeploymentError(f"the server failed mid-stream: {_message(exc)}", hint="see the server's log")
-        return DeploymentError(f"{type(exc).__name__}: {exc}")
-
-
-def _message(exc: Any) -> str:
-    """The server's own message: ``{"error": {"message": ...}}``, ``{"error": "..."}`` or text."""
-    body = getattr(exc, "body", None)
-    if isinstance(body, Mapping):
-        inner = body.get("error", body)
-        if isinstance(inner, Mapping):
-            inner = inner.get("message", inner)
-        if isinstance(inner, str):
-            return inner
-    return str(getattr(exc, "message", exc))
-
-
-def _cause(exc: BaseException) -> str:
-    """The innermost reason (e.g. "Connection refused") rather than the client's generic text."""
-    inner: BaseException = exc
-    while inner.__cause__ is not None:
-        inner = inner.__cause__
-    text = str(inner) or type(inner).__name__
-    return text if inner is not exc else "connection error"
+from .base import DeployContext
 
 
 class OpenAIBackend:
@@ -167,13 +32,3 @@ class OpenAIBackend:
 
     def remove(self, name: str, record: Mapping[str, Any], ctx: DeployContext) -> None:
         return None
-
-    def chat_client(self, name: str, spec: OpenAIDeployment, ctx: DeployContext) -> OpenAIChat:
-        key = spec.api_key.get_secret_value() if spec.api_key is not None else None
-        return OpenAIChat(
-            spec.base_url,
-            spec.served_model,
-            key,
-            ctx.manifest.smoke_settings(name).timeout,
-            key_hint=f"check deployments.{name}.api_key (and the ${{VAR}} it references)",
-        )

@@ -4,7 +4,8 @@ The container provision creates for deployment ``<name>`` of manifest ``<path>``
 
     name     provision-<name>
     image    spec.image (pulled at apply time when missing; never built)
-    command  --model /models/<model> --served-model-name <served> --host 0.0.0.0 --port 8000 <args...>
+    command  --model /models/<model> --served-model-name <served> --host 0.0.0.0 --port 8000
+             [--runner pooling, for task: embed] <args...>
              (appended to the image's entrypoint, `vllm serve` or the older api_server module)
     mounts   <models_dir>/<model> -> /models/<model>, read-only
     ports    <bind>:<port> -> 8000/tcp
@@ -51,7 +52,6 @@ from ..errors import DeploymentError, EngineUnavailableError, PreflightError
 from ..manifest import VllmDeployment
 from ..plan import Action, Change
 from .base import DeployContext
-from .openai import OpenAIChat
 
 if TYPE_CHECKING:
     import docker
@@ -159,8 +159,10 @@ def desired_spec(name: str, spec: VllmDeployment, ctx: DeployContext) -> Contain
 def server_args(name: str, spec: VllmDeployment) -> list[str]:
     """The arguments after the image's entrypoint; `render kubernetes` uses the same ones."""
     _check_args(name, spec)
+    # task: embed runs vLLM's pooling runner: `--runner pooling` (vLLM 0.32 CPU build, measured; older: --task embed).
+    runner = ["--runner", "pooling"] if spec.task == "embed" else []
     return ["--model", f"{MOUNT_ROOT}/{spec.model}", "--served-model-name", spec.served_model_name or name,
-            "--host", "0.0.0.0", "--port", str(CONTAINER_PORT), *spec.args]
+            "--host", "0.0.0.0", "--port", str(CONTAINER_PORT), *runner, *spec.args]
 
 
 def _check_args(name: str, spec: VllmDeployment) -> None:
@@ -502,17 +504,6 @@ class VllmBackend:
         for view in _ours(client, str(ctx.manifest.path.absolute()), name):
             ctx.on_status(name, f"removing container {view.name} ({view.id[:12]})")
             _stop_and_remove(client, view.id)
-
-    # -- chat ----------------------------------------------------------------------------
-    def chat_client(self, name: str, spec: VllmDeployment, ctx: DeployContext) -> OpenAIChat:
-        key = spec.api_key.get_secret_value() if spec.api_key is not None else None
-        return OpenAIChat(
-            f"http://{_url_host(spec.bind)}:{spec.port}/v1",
-            spec.served_model_name or name,
-            key,
-            ctx.manifest.smoke_settings(name).timeout,
-            key_hint=f"check deployments.{name}.api_key (and the ${{VAR}} it references)",
-        )
 
 
 def _stop_and_remove(client: docker.DockerClient, container_id: str) -> None:

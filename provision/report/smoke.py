@@ -81,9 +81,40 @@ def smoke_table(results: Sequence[SmokeResult], width: int = 80) -> Table:
     return table
 
 
+def embed_table(results: Sequence[SmokeResult]) -> Table:
+    """``task: embed`` rows: their own columns, so vector checks never sit under chat headers."""
+    table = Table(title="smoke test: embeddings", title_justify="left", box=None, pad_edge=False,
+                  collapse_padding=True)
+    for header in ("deployment", "engine", "result"):
+        table.add_column(header, no_wrap=True)
+    for header in ("dim", "norm", "cos+", "cos-", "latency", "texts/s", "tokens"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for r in results:
+        norms = f"{min(r.norms):.3f}" if r.norms and max(r.norms) - min(r.norms) < 5e-4 else (
+            f"{min(r.norms):.2f}-{max(r.norms):.2f}" if r.norms else "-")
+        table.add_row(
+            literal(r.deployment), literal(r.engine), "[green]pass[/]" if r.passed else "[red]FAIL[/]",
+            "-" if r.dimension is None else str(r.dimension), norms,
+            "-" if r.cos_positive is None else f"{r.cos_positive:.3f}",
+            "-" if r.cos_negative is None else f"{r.cos_negative:.3f}",
+            _ms(r.total_s), "-" if r.texts_per_s is None else f"{r.texts_per_s:.1f}",
+            "-" if r.input_tokens is None else str(r.input_tokens),
+        )
+    return table
+
+
 def print_smoke(results: Sequence[SmokeResult]) -> None:
-    """The table, then one line per failure with its reason."""
-    console().print(smoke_table(results, console().width))
+    """The tables (chat, embeddings), then one line per failure with its reason."""
+    chats = [r for r in results if r.task != "embed"]
+    embeds = [r for r in results if r.task == "embed"]
+    if chats or not embeds:
+        console().print(smoke_table(chats, console().width))
+    if embeds:
+        console().print(embed_table(embeds))
+    for r in embeds:
+        if r.truncated:
+            console().print(f"[yellow]! {literal(r.deployment)}[/]: inputs {list(r.truncated)} were cut to the "
+                            "model's maximum length", markup=True, soft_wrap=True)
     for r in results:
         if not r.passed:
             reason = shorten_words(r.reason or "failed", console().width - 4)
@@ -176,7 +207,8 @@ def junit_xml(results: Sequence[SmokeResult]) -> ET.ElementTree:
             value = getattr(r, field)
             if value is not None:
                 ET.SubElement(properties, "property", {"name": name, "value": f"{value:.6f}"})
-        for key in ("output_tokens", "token_source", "finish_reason"):
+        for key in ("output_tokens", "token_source", "finish_reason", "task", "dimension", "cos_positive",
+                    "cos_negative", "texts_per_s", "input_tokens"):
             if getattr(r, key) is not None:
                 ET.SubElement(properties, "property", {"name": key, "value": str(getattr(r, key))})
         ET.SubElement(case, "system-out").text = _NOT_XML.sub("", r.text)

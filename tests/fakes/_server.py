@@ -190,3 +190,20 @@ class FakeServer:
             for r in self.requests
             if (method is None or r.method == method) and r.path.startswith(prefix)
         )
+
+
+def text_vector(text: str, dimension: int) -> list[float]:
+    """A deterministic unit vector for ``text``: its words (lower-cased, punctuation dropped) and
+    CJK characters hashed into ``dimension`` buckets. Texts sharing words point the same way,
+    so a paraphrase is closer than an unrelated text, as with a trained embedding model."""
+    import hashlib
+    import math
+    import re
+
+    tokens = re.findall(r"[\u4e00-\u9fff]|[^\W_]+", text.lower())
+    vector = [0.0] * dimension
+    for token in tokens:
+        digest = hashlib.sha256(token.encode()).digest()
+        vector[int.from_bytes(digest[:4], "big") % dimension] += 1.0 if digest[4] % 2 else -1.0
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]

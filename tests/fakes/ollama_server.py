@@ -22,6 +22,12 @@ the client raises as ``ResponseError(status_code=-1)``):
   "template","system","parameters","stream"}`` (GGUF blobs only).
 - ``POST /api/chat``: echoes the words of the last user message, one word per
   line, honouring ``options.num_predict``; the last line carries the metrics.
+- ``POST /api/embed {"model","input": str|[str],"truncate"}`` (one JSON answer):
+  ``{"model","embeddings": [[...]],"total_duration","load_duration","prompt_eval_count"}``
+  for a model in ``embedding_models`` (vectors from ``text_vector``); an empty input
+  list is 200 with no embeddings; a chat model is 400 ``"<model>" does not support
+  embeddings``; with ``truncate: false`` an input over ``embed_context`` words is 400
+  ``input exceeds maximum context length``; an unknown model 404.
 
 State lives in memory: ``registry`` (what a pull can fetch), ``local`` (what
 ``/api/tags`` lists), ``blobs`` (complete local blobs) and ``partial`` (bytes of
@@ -46,10 +52,10 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 try:
-    from tests.fakes._server import FakeServer, Recorded, Request
+    from tests.fakes._server import FakeServer, Recorded, Request, text_vector
 except ImportError:  # run as a plain file; `python3 -I` leaves its folder off sys.path
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _server import FakeServer, Recorded, Request
+    from _server import FakeServer, Recorded, Request, text_vector
 
 DEFAULT_HOST = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"
@@ -153,6 +159,10 @@ class FakeOllama(FakeServer):
         self.partial: dict[str, int] = {}  # digest -> bytes already fetched
         self.loaded: dict[str, str] = {}  # name -> expires_at, what /api/ps lists
         self.last_chat_request: dict[str, Any] | None = None
+        # /api/embed: models that embed (name -> dimension), their context in words, the requests
+        self.embedding_models: dict[str, int] = {}
+        self.embed_context = 512
+        self.embed_requests: list[dict[str, Any]] = []
         self._registry_blobs: dict[str, bytes] = {}
 
     @property
@@ -231,6 +241,7 @@ class FakeOllama(FakeServer):
             ("GET", "/api/ps"): self._ps,
             ("POST", "/api/create"): self._create,
             ("POST", "/api/chat"): self._chat,
+            ("POST", "/api/embed"): self._embed,
         }
         route = routes.get((request.method, request.path))
         if route is not None:
@@ -461,6 +472,36 @@ class FakeOllama(FakeServer):
         yield {"status": "success"}
 
     # -- chat ------------------------------------------------------------------
+    def _embed(self, request: Request, handler: BaseHTTPRequestHandler, record: Recorded) -> None:
+        """``/api/embed`` as server.go's EmbedHandler answers it (see the module docstring)."""
+        body = request.json() or {}
+        self.embed_requests.append(body)
+        raw = body.get("model") or ""
+        name = canonical_name(raw) or ""
+        if name not in self.local:
+            self.send_json(handler, record, 404, {"error": f"model {json.dumps(raw)} not found, try pulling it first"})
+            return
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            self.send_json(handler, record, 400, {"error": "invalid input type"})
+            return
+        if not texts:
+            self.send_json(handler, record, 200, {"model": raw, "embeddings": []})
+            return
+        if name not in self.embedding_models:
+            self.send_json(handler, record, 400, {"error": f"{json.dumps(raw)} does not support embeddings"})
+            return
+        if body.get("truncate") is False and any(len(t.split()) > self.embed_context for t in texts):
+            self.send_json(handler, record, 400, {"error": "input exceeds maximum context length"})
+            return
+        dimension = self.embedding_models[name]
+        self.send_json(handler, record, 200, {
+            "model": raw, "embeddings": [text_vector(t, dimension) for t in texts],
+            "total_duration": 1_000_000, "load_duration": 50_000,
+            "prompt_eval_count": sum(min(len(t.split()), self.embed_context) for t in texts),
+        })
+
     def _chat(self, request: Request, handler: BaseHTTPRequestHandler, record: Recorded) -> None:
         body = request.json() or {}
         self.last_chat_request = body

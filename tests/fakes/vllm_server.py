@@ -38,6 +38,13 @@ HTTP, as vLLM answers it:
       ..."; unknown model 404 {"error": {"message": "The model `x` does not exist.",
       "type": "NotFoundError", "param": null, "code": 404}}; with --api-key, /v1/* without
       "Authorization: Bearer KEY" is 401 {"error": "Unauthorized"}.
+    With --runner pooling (``embedding_dimension``): POST /v1/embeddings {"model", "input": str
+      or [str], "encoding_format": "float"} -> {"object": "list", "data": [{"index", "object":
+      "embedding", "embedding": [...]}], "usage": {"prompt_tokens", "total_tokens"}}, vectors
+      from ``text_vector``; an empty input list is 400; chat is then 404 {"detail": "Not Found"},
+      as is /v1/embeddings on a generate model (the route serves only a pooling runner).
+    Each chat request is logged on stdout ("Received request: messages: [...]"), as vLLM's
+    request logger logs prompts, so a test can read what a container was sent.
 
 The reply echoes the last user message: its words (its characters, for text without
 spaces), one per token, so a test knows the text and the token count in advance.
@@ -58,9 +65,9 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from tests.fakes._server import FakeServer, Recorded, Request
+    from tests.fakes._server import FakeServer, Recorded, Request, text_vector
 except ImportError:  # run as a plain file inside the image, _server.py beside it
-    from _server import FakeServer, Recorded, Request  # type: ignore[no-redef,import-not-found]
+    from _server import FakeServer, Recorded, Request, text_vector  # type: ignore[no-redef,import-not-found]
 
 VLLM_VERSION = "0.10.1"
 DEFAULT_MAX_MODEL_LEN = 2048  # when neither --max-model-len nor config.json says
@@ -107,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tool-call-parser")
     parser.add_argument("--reasoning-parser")
     parser.add_argument("--uvicorn-log-level", default="info")
+    parser.add_argument("--runner", default="auto", choices=["auto", "generate", "pooling", "draft"])
     for flag in ("--trust-remote-code", "--enforce-eager", "--enable-prefix-caching",
                  "--enable-auto-tool-choice", "--enable-log-requests", "--disable-log-stats"):
         parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=False)
@@ -187,6 +195,7 @@ class FakeVLLM(FakeServer):
         first_token_delay: float = 0.0,
         token_delay: float = 0.0,
         fail_after: int | None = None,
+        embedding_dimension: int | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -198,6 +207,13 @@ class FakeVLLM(FakeServer):
         self.first_token_delay = first_token_delay
         self.token_delay = token_delay
         self.fail_after = fail_after  # content chunks sent before a mid-stream error
+        self.embedding_dimension = embedding_dimension  # set: a pooling runner (task: embed)
+        self.embed_requests: list[dict[str, Any]] = []
+        self.fail_next_after: int | None = None  # the same, for the next streamed chat only
+        # In-process only: a stream pauses after hold_after content chunks until `release` is
+        # set, so a test can see which text reached the client while the answer is unfinished.
+        self.hold_after: int | None = None
+        self.release = threading.Event()
         self.chat_requests: list[dict[str, Any]] = []
 
     @property
@@ -216,9 +232,12 @@ class FakeVLLM(FakeServer):
             self.send_json(handler, record, 200, {"version": VLLM_VERSION})
         elif route == ("GET", "/v1/models"):
             self.send_json(handler, record, 200, self._models())
-        elif route == ("POST", "/v1/chat/completions"):
+        elif route == ("POST", "/v1/chat/completions") and self.embedding_dimension is None:
             self._chat(request, handler, record)
-        elif request.path in ("/health", "/version", "/v1/models", "/v1/chat/completions"):
+        elif route == ("POST", "/v1/embeddings") and self.embedding_dimension is not None:
+            self._embed(request, handler, record, self.embedding_dimension)
+        elif request.path in ("/health", "/version", "/v1/models") or (
+                request.method != "POST" and request.path in ("/v1/chat/completions", "/v1/embeddings")):
             self.send_json(handler, record, 405, {"detail": "Method Not Allowed"})
         else:
             self.send_json(handler, record, 404, {"detail": "Not Found"})
@@ -242,6 +261,29 @@ class FakeVLLM(FakeServer):
     def _error(message: str, err_type: str, code: int) -> dict[str, Any]:
         return {"error": {"message": message, "type": err_type, "param": None, "code": code}}
 
+    def _embed(self, request: Request, handler: BaseHTTPRequestHandler, record: Recorded, dimension: int) -> None:
+        body = request.json()
+        texts = body.get("input") if isinstance(body, dict) else None
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            self.send_json(handler, record, 400, self._error("input must be a non-empty string or list of strings",
+                                                             "BadRequestError", 400))
+            return
+        self.embed_requests.append(body)
+        model = body.get("model") or self.served_names[0]
+        if model not in self.served_names:
+            self.send_json(handler, record, 404, self._error(f"The model `{model}` does not exist.", "NotFoundError",
+                                                             404))
+            return
+        tokens = sum(len(_tokens(t)) + 2 for t in texts)  # [CLS] ... [SEP]
+        self.send_json(handler, record, 200, {
+            "id": f"embd-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()), "model": model,
+            "data": [{"index": i, "object": "embedding", "embedding": text_vector(t, dimension)}
+                     for i, t in enumerate(texts)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0,
+                      "prompt_tokens_details": None},
+        })
+
     def _chat(self, request: Request, handler: BaseHTTPRequestHandler, record: Recorded) -> None:
         try:
             body = request.json()
@@ -252,6 +294,8 @@ class FakeVLLM(FakeServer):
             self.send_json(handler, record, 400, self._error("Field required: messages", "BadRequestError", 400))
             return
         self.chat_requests.append(body)
+        # vLLM's request logger writes each request's prompt; this logs the messages it came from.
+        _log(f"Received request: messages: {json.dumps(body['messages'], ensure_ascii=False)}")
         model = body.get("model") or self.served_names[0]
         if model not in self.served_names:
             error = self._error(f"The model `{model}` does not exist.", "NotFoundError", 404)
@@ -318,8 +362,12 @@ class FakeVLLM(FakeServer):
         self.start_stream(handler, record, 200, "text/event-stream; charset=utf-8")
         time.sleep(self.first_token_delay)  # prefill: vLLM sends the role with the first token
         event(chunk({"role": "assistant", "content": ""}))
+        fail_after, self.fail_next_after = self.fail_next_after, None
+        fail_after = self.fail_after if fail_after is None else fail_after
         for index, word in enumerate(words):
-            if self.fail_after is not None and index >= self.fail_after:
+            if index and index == self.hold_after:
+                self.release.wait(30)
+            if fail_after is not None and index >= fail_after:
                 event(self._error("Engine loop has died", "InternalServerError", 500))
                 event("[DONE]")
                 self.end_stream(handler)
@@ -374,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         first_token_delay=_env_float("FAKE_VLLM_FIRST_TOKEN_DELAY"),
         token_delay=_env_float("FAKE_VLLM_TOKEN_DELAY"),
         fail_after=int(fail_after) if fail_after else None,
+        embedding_dimension=32 if args.runner == "pooling" else None,
         host=args.host or "0.0.0.0",
         port=args.port,
     )

@@ -226,15 +226,15 @@ def test_create_from_gguf_uploads_once_and_destroy_deletes_it(tmp_path: Path, fa
 
 
 def test_the_created_model_answers_a_streamed_chat(tmp_path: Path, fake: FakeOllama) -> None:
+    from provision.client import open_engine
     from provision.deployments.base import DeployContext
-    from provision.deployments.ollama import OllamaBackend
     from provision.manifest import SmokeTestSettings, load_manifest
 
     tiny_gguf(tmp_path / "tiny.gguf")
     manifest = write_manifest(tmp_path, GGUF_BODY, host=fake.url)
     assert run_cli("apply", manifest).returncode == 0
     loaded = load_manifest(manifest)
-    chat = OllamaBackend().chat_client("chat", loaded.deployments["chat"], DeployContext(loaded, {}))
+    chat = open_engine("chat", loaded.deployments["chat"], DeployContext(loaded, {}))
     try:
         events = list(chat.stream_chat(SmokeTestSettings(messages=({"role": "user", "content": "one two"},))))
     finally:

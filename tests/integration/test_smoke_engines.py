@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from provision.client import open_engine
+from provision.client.ollama import OllamaClient
+from provision.client.openai import OpenAIClient
+from provision.client.transformers import TransformersClient
 from provision.deployments.base import DeployContext
-from provision.deployments.ollama import OllamaChat
-from provision.deployments.openai import OpenAIBackend, OpenAIChat
-from provision.deployments.transformers import TransformersBackend, TransformersChat
+from provision.deployments.openai import OpenAIBackend
+from provision.deployments.transformers import TransformersBackend
 from provision.errors import DeploymentError
 from provision.manifest import ChatMessage, SmokeTestSettings, parse_manifest
 from provision.plan import Change
@@ -41,13 +44,13 @@ QUESTION = SmokeTestSettings(
 
 
 @pytest.fixture(scope="module")
-def tiny_chat(tiny_model_dir: Path) -> Iterator[TransformersChat]:  # noqa: F811
-    chat = TransformersChat(tiny_model_dir, dtype="float32", device="auto", timeout=30)
+def tiny_chat(tiny_model_dir: Path) -> Iterator[TransformersClient]:  # noqa: F811
+    chat = TransformersClient(tiny_model_dir, dtype="float32", device="auto", timeout=30)
     yield chat
     chat.close()
 
 
-def test_tiny_model_streams_through_run_one(tiny_chat: TransformersChat) -> None:
+def test_tiny_model_streams_through_run_one(tiny_chat: TransformersClient) -> None:
     import torch
 
     torch.manual_seed(0)
@@ -65,14 +68,14 @@ def test_tiny_model_streams_through_run_one(tiny_chat: TransformersChat) -> None
     assert result.ttft is not None and result.tpot is not None
 
 
-def test_greedy_decoding_is_deterministic(tiny_chat: TransformersChat) -> None:
+def test_greedy_decoding_is_deterministic(tiny_chat: TransformersClient) -> None:
     settings = QUESTION.model_copy(update={"temperature": 0.0, "max_tokens": 8})
     first = "".join(e.text for e in tiny_chat.stream_chat(settings))
     second = "".join(e.text for e in tiny_chat.stream_chat(settings))
     assert first == second
 
 
-def test_count_tokens_uses_the_model_tokenizer(tiny_chat: TransformersChat) -> None:
+def test_count_tokens_uses_the_model_tokenizer(tiny_chat: TransformersClient) -> None:
     assert tiny_chat.count_tokens("The capital of France is Paris.") == len(
         tiny_chat._tokenizer("The capital of France is Paris.", add_special_tokens=False)["input_ids"]
     )
@@ -89,7 +92,7 @@ def test_count_tokens_uses_the_model_tokenizer(tiny_chat: TransformersChat) -> N
     ],
 )
 def test_invalid_sampling_values_are_refused_before_generate(
-    tiny_chat: TransformersChat, update: dict, message: str
+    tiny_chat: TransformersClient, update: dict, message: str
 ) -> None:
     settings = QUESTION.model_copy(update=update)  # model_copy skips validation, as overrides do
     with pytest.raises(DeploymentError, match="invalid smoke_test settings") as caught:
@@ -98,7 +101,7 @@ def test_invalid_sampling_values_are_refused_before_generate(
 
 
 def test_an_exception_in_generate_reaches_the_caller_at_once(
-    tiny_chat: TransformersChat, monkeypatch: pytest.MonkeyPatch
+    tiny_chat: TransformersClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_forward = tiny_chat._model.forward
     calls = []
@@ -120,7 +123,7 @@ def test_an_exception_in_generate_reaches_the_caller_at_once(
 
 def test_a_folder_that_is_not_a_model_fails_with_a_clear_reason(tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text("not a model")
-    job = SmokeJob("local", "transformers", lambda: TransformersChat(tmp_path), QUESTION)
+    job = SmokeJob("local", "transformers", lambda: TransformersClient(tmp_path), QUESTION)
     result = run_job(job)
     assert not result.passed
     assert result.reason == (
@@ -131,7 +134,7 @@ def test_a_folder_that_is_not_a_model_fails_with_a_clear_reason(tmp_path: Path) 
 
 def test_a_broken_model_folder_fails_without_a_traceback(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"model_type": "no-such-architecture"}')
-    result = run_job(SmokeJob("local", "transformers", lambda: TransformersChat(tmp_path), QUESTION))
+    result = run_job(SmokeJob("local", "transformers", lambda: TransformersClient(tmp_path), QUESTION))
     assert "HF_HUB_OFFLINE" not in os.environ  # set for the load only
     assert not result.passed
     assert result.reason is not None
@@ -167,7 +170,7 @@ def test_transformers_backend_plans_nothing_and_names_a_missing_folder(
     ctx = _context(tmp_path, TRANSFORMERS_MANIFEST, {"tiny": tiny_model_dir})
     action = backend.plan("local", spec, backend.observe("local", spec, ctx), ctx)
     assert action.reason == "runs in-process at smoke-test time"
-    client = backend.chat_client("local", spec, ctx)
+    client = open_engine("local", spec, ctx)
     result = run_one("local", client, ctx.manifest.smoke_settings("local"), engine="transformers")
     assert result.passed, result.reason
     assert result.output_tokens <= 6
@@ -184,7 +187,7 @@ def test_the_demo_gguf_model_answers_a_factual_question(tmp_path: Path) -> None:
     settings = SmokeTestSettings(
         messages=(ChatMessage(role="user", content="What is the capital of France?"),), max_tokens=32, temperature=0
     )
-    job = SmokeJob("demo", "transformers", lambda: TransformersChat(tmp_path, timeout=120), settings, expect="Paris")
+    job = SmokeJob("demo", "transformers", lambda: TransformersClient(tmp_path, timeout=120), settings, expect="Paris")
     result = run_job(job)
     assert result.passed, result.reason
 
@@ -200,7 +203,7 @@ def vllm(tmp_path: Path) -> Iterator[FakeVLLM]:
 
 
 def test_openai_streams_with_server_usage_and_sampling_fields(vllm: FakeVLLM) -> None:
-    chat = OpenAIChat(vllm.base_url, "qwen3", "sk-right", timeout=10)
+    chat = OpenAIClient(vllm.base_url, "qwen3", "sk-right", timeout=10)
     result = run_one("api", chat, QUESTION, engine="openai")
     chat.close()
     assert result.passed, result.reason
@@ -214,7 +217,7 @@ def test_openai_streams_with_server_usage_and_sampling_fields(vllm: FakeVLLM) ->
 
 def test_openai_leaves_unset_sampling_fields_out(vllm: FakeVLLM) -> None:
     settings = QUESTION.model_copy(update={"top_p": None, "top_k": None, "repetition_penalty": None})
-    run_one("api", OpenAIChat(vllm.base_url, "qwen3", "sk-right", timeout=10), settings)
+    run_one("api", OpenAIClient(vllm.base_url, "qwen3", "sk-right", timeout=10), settings)
     [body] = vllm.chat_requests
     assert not {"top_p", "top_k", "repetition_penalty"} & set(body)
 
@@ -222,7 +225,7 @@ def test_openai_leaves_unset_sampling_fields_out(vllm: FakeVLLM) -> None:
 def test_openai_measures_a_slow_first_token(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     with FakeVLLM(tmp_path, ["qwen3"], first_token_delay=0.4, token_delay=0.05) as server:
-        result = run_one("api", OpenAIChat(server.base_url, "qwen3", None, timeout=10), QUESTION)
+        result = run_one("api", OpenAIClient(server.base_url, "qwen3", None, timeout=10), QUESTION)
     assert result.passed, result.reason
     assert result.ttft is not None and result.ttft >= 0.4
     assert result.itl_mean is not None and result.itl_mean >= 0.04
@@ -240,14 +243,14 @@ class NoDoneVLLM(FakeVLLM):
 def test_openai_accepts_a_stream_without_done(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     with NoDoneVLLM(tmp_path, ["qwen3"]) as server:
-        result = run_one("api", OpenAIChat(server.base_url, "qwen3", None, timeout=10), QUESTION)
+        result = run_one("api", OpenAIClient(server.base_url, "qwen3", None, timeout=10), QUESTION)
         assert server.count("POST", "/v1/chat/completions") == 1
     assert result.passed, result.reason
     assert result.output_tokens == 5
 
 
 def test_openai_wrong_key_is_a_401_failure(vllm: FakeVLLM) -> None:
-    result = run_one("api", OpenAIChat(vllm.base_url, "qwen3", "sk-wrong", timeout=10), QUESTION)
+    result = run_one("api", OpenAIClient(vllm.base_url, "qwen3", "sk-wrong", timeout=10), QUESTION)
     assert not result.passed
     assert result.reason == (
         "401 Unauthorized: the API key was rejected; check the deployment's api_key (and the ${VAR} it references)"
@@ -255,13 +258,13 @@ def test_openai_wrong_key_is_a_401_failure(vllm: FakeVLLM) -> None:
 
 
 def test_openai_missing_key_says_none_is_set(vllm: FakeVLLM) -> None:
-    result = run_one("api", OpenAIChat(vllm.base_url, "qwen3", None, timeout=10), QUESTION)
+    result = run_one("api", OpenAIClient(vllm.base_url, "qwen3", None, timeout=10), QUESTION)
     assert not result.passed
     assert (result.reason or "").startswith("401 Unauthorized: the server wants an API key and none is set")
 
 
 def test_openai_unknown_model_fails_with_the_server_message(vllm: FakeVLLM) -> None:
-    result = run_one("api", OpenAIChat(vllm.base_url, "llama", "sk-right", timeout=10), QUESTION)
+    result = run_one("api", OpenAIClient(vllm.base_url, "llama", "sk-right", timeout=10), QUESTION)
     assert not result.passed
     assert (result.reason or "").startswith(f"404 model 'llama' is not served at {vllm.base_url}: ")
     assert "The model `llama` does not exist" in (result.reason or "")
@@ -269,7 +272,7 @@ def test_openai_unknown_model_fails_with_the_server_message(vllm: FakeVLLM) -> N
 
 def test_openai_error_mid_stream_fails_with_the_partial_answer(vllm: FakeVLLM) -> None:
     vllm.fail_after = 2
-    result = run_one("api", OpenAIChat(vllm.base_url, "qwen3", "sk-right", timeout=10), QUESTION)
+    result = run_one("api", OpenAIClient(vllm.base_url, "qwen3", "sk-right", timeout=10), QUESTION)
     assert not result.passed
     assert result.reason == "the server failed mid-stream: Engine loop has died; see the server's log"
     assert result.text == "one two"
@@ -278,7 +281,7 @@ def test_openai_error_mid_stream_fails_with_the_partial_answer(vllm: FakeVLLM) -
 def test_openai_unreachable_port_fails_quickly() -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
     started = time.monotonic()
-    result = run_one("api", OpenAIChat(url, "qwen3", None, timeout=10), QUESTION)
+    result = run_one("api", OpenAIClient(url, "qwen3", None, timeout=10), QUESTION)
     assert not result.passed
     assert (result.reason or "").startswith(f"cannot connect to {url}: ")
     assert "Connection refused" in (result.reason or "")
@@ -290,7 +293,7 @@ def test_openai_timeout_bounds_a_slow_server(tmp_path: Path) -> None:
     with FakeVLLM(tmp_path, ["qwen3"], first_token_delay=3) as server:
         started = time.monotonic()
         settings = QUESTION.model_copy(update={"timeout": 0.5})
-        result = run_one("api", OpenAIChat(server.base_url, "qwen3", None, timeout=10), settings)
+        result = run_one("api", OpenAIClient(server.base_url, "qwen3", None, timeout=10), settings)
     assert not result.passed
     assert (result.reason or "").startswith("timed out after 0.5 s (before the first token)")
     assert time.monotonic() - started < 2.5
@@ -314,7 +317,7 @@ def test_openai_backend_has_nothing_to_provision_and_keeps_the_key_out(tmp_path:
         record = backend.apply(action, spec, ctx)
         assert record == {"engine": "openai", "base_url": server.base_url}
         assert "sk-secret" not in repr(record)
-        result = run_job(SmokeJob("deepseek", "openai", lambda: backend.chat_client("deepseek", spec, ctx),
+        result = run_job(SmokeJob("deepseek", "openai", lambda: open_engine("deepseek", spec, ctx),
                                   ctx.manifest.smoke_test))
     assert result.passed, result.reason
     assert [r.headers.get("authorization") for r in server.requests] == ["Bearer sk-secret"]
@@ -332,7 +335,7 @@ def ollama() -> Iterator[FakeOllama]:
 
 def test_ollama_maps_options_and_reports_eval_count(ollama: FakeOllama) -> None:
     settings = QUESTION.model_copy(update={"max_tokens": 3})
-    chat = OllamaChat(ollama.url, "qwen3:0.6b", timeout=10)
+    chat = OllamaClient(ollama.url, "qwen3:0.6b", timeout=10)
     result = run_one("chat", chat, settings, engine="ollama")
     chat.close()
     assert result.passed, result.reason
@@ -344,7 +347,7 @@ def test_ollama_maps_options_and_reports_eval_count(ollama: FakeOllama) -> None:
 
 
 def test_ollama_unknown_model_fails_with_a_pull_hint(ollama: FakeOllama) -> None:
-    result = run_one("chat", OllamaChat(ollama.url, "llama3:8b", timeout=10), QUESTION)
+    result = run_one("chat", OllamaClient(ollama.url, "llama3:8b", timeout=10), QUESTION)
     assert not result.passed
     assert (result.reason or "").startswith(f"model 'llama3:8b' is not on the Ollama server at {ollama.url}")
     assert (result.reason or "").endswith("run `provision apply` to pull it (or `ollama pull`)")
@@ -352,7 +355,7 @@ def test_ollama_unknown_model_fails_with_a_pull_hint(ollama: FakeOllama) -> None
 
 def test_ollama_error_mid_stream_fails(ollama: FakeOllama) -> None:
     ollama.faults.error_mid_stream_after = 2
-    result = run_one("chat", OllamaChat(ollama.url, "qwen3:0.6b", timeout=10), QUESTION)
+    result = run_one("chat", OllamaClient(ollama.url, "qwen3:0.6b", timeout=10), QUESTION)
     assert not result.passed
     assert (result.reason or "").startswith("Ollama failed mid-stream: an error was encountered while running")
     assert result.text == "one two"
@@ -360,7 +363,7 @@ def test_ollama_error_mid_stream_fails(ollama: FakeOllama) -> None:
 
 def test_ollama_not_running_says_how_to_start_it() -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    result = run_one("chat", OllamaChat(url, "qwen3:0.6b", timeout=10), QUESTION)
+    result = run_one("chat", OllamaClient(url, "qwen3:0.6b", timeout=10), QUESTION)
     assert not result.passed
     assert result.reason == (
         f"cannot connect to Ollama at {url}; start it with `ollama serve`, or set settings.ollama.host / $OLLAMA_HOST"

@@ -134,14 +134,14 @@ def test_apply_creates_a_ready_container_that_streams_a_chat(manifest: Path, doc
     assert KEY not in json.dumps(record)
     assert f"VLLM_API_KEY={KEY}" in attrs["Config"]["Env"]
 
+    from provision.client import open_engine
     from provision.deployments.base import DeployContext
-    from provision.deployments.vllm import VllmBackend
     from provision.manifest import load_manifest
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VLLM_API_KEY", KEY)
         loaded = load_manifest(manifest)
-    chat = VllmBackend().chat_client(DEP, loaded.deployments[DEP], DeployContext(loaded, {}))
+    chat = open_engine(DEP, loaded.deployments[DEP], DeployContext(loaded, {}))
     try:
         events = list(chat.stream_chat(loaded.smoke_settings(DEP)))
     finally:

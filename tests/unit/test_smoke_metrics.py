@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from provision.deployments.base import ChatEvent
+from provision.client.base import ChatEvent
 from provision.errors import DeploymentError
 from provision.manifest import SmokeTestSettings
 from provision.smoke import (

@@ -1,0 +1,97 @@
+"""What every engine's client implements: a streamed chat, embeddings, a token count, close.
+
+One module per engine (``openai``, ``vllm``, ``ollama``, ``transformers``) builds its
+client from a deployment; the smoke test, ``provision chat`` and :func:`provision.connect`
+all talk to a deployment through it, so each engine has one code path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from ..errors import UsageError
+from ..manifest import ChatMessage, SmokeOverrides, SmokeTestSettings
+
+SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "repetition_penalty")
+
+
+@dataclass(frozen=True)
+class ChatEvent:
+    """One item of a streamed answer, as the engine saw it.
+
+    ``text`` is new content (may be empty on role/usage chunks); ``output_tokens`` is the
+    server-reported count when known (usage chunk, Ollama's ``eval_count``).
+    """
+
+    text: str = ""
+    finish_reason: str | None = None
+    output_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """One batch's vectors, in input order, and what the engine says besides: the input tokens it
+    counted, the indexes of inputs it cut to ``max_length`` tokens, the model's own dimension."""
+
+    vectors: list[list[float]]
+    input_tokens: int | None = None
+    truncated: tuple[int, ...] = ()
+    max_length: int | None = None
+    model_dimension: int | None = None
+
+
+class EngineClient(Protocol):
+    """Talks to one deployment. Raises provision errors on failure."""
+
+    def stream_chat(self, settings: SmokeTestSettings) -> Iterator[ChatEvent]: ...
+
+    def embed(self, texts: Sequence[str]) -> Embeddings: ...
+
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens in ``text`` with the model's tokenizer, when available locally."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def check_sampling(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Sampling overrides validated by the model that validates a deployment's ``smoke_test:``.
+
+    Returns the set values; raises UsageError (exit 2) naming the first bad field.
+    """
+    unknown = sorted(set(overrides) - set(SAMPLING_FIELDS))
+    if unknown:
+        raise UsageError(f"unknown sampling option {unknown[0]!r}", hint="options: " + ", ".join(SAMPLING_FIELDS))
+    try:
+        checked = SmokeOverrides.model_validate(dict(overrides))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise UsageError(f"invalid {field}: {first['msg']}, got {first.get('input')!r}",
+                         hint="the same limits as smoke_test settings (see README)") from None
+    return {name: value for name, value in checked if value is not None}
+
+
+def check_messages(messages: Sequence[Mapping[str, Any] | ChatMessage]) -> tuple[ChatMessage, ...]:
+    """Messages as typed values: ``role`` system/user/assistant and a string ``content``."""
+    if isinstance(messages, (str, bytes)) or not messages:
+        raise UsageError("messages must be a non-empty list of {role, content}",
+                         hint='e.g. [{"role": "user", "content": "hi"}]')
+    try:
+        return tuple(m if isinstance(m, ChatMessage) else ChatMessage.model_validate(m) for m in messages)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "message"
+        raise UsageError(f"invalid message: {where}: {first['msg']}",
+                         hint="each message is {role: system|user|assistant, content: text}") from None
+
+
+def request_settings(
+    base: SmokeTestSettings, messages: Sequence[Mapping[str, Any] | ChatMessage], overrides: Mapping[str, Any]
+) -> SmokeTestSettings:
+    """``base`` (the manifest's smoke_test settings) with these messages and checked overrides."""
+    return base.model_copy(update={"messages": check_messages(messages), **check_sampling(overrides)})

@@ -1,0 +1,182 @@
+"""Client of ``engine: openai`` (a hosted OpenAI-compatible API) and of vLLM's server.
+
+Protocol (``POST {base_url}/chat/completions`` with ``stream: true``): SSE events
+``data: {chunk}``; a role chunk first, content chunks, a chunk with ``finish_reason``, with
+``stream_options.include_usage`` a last chunk with ``choices: []`` and ``usage``, then
+``data: [DONE]`` (optional: a stream that just ends is fine). ``top_k`` and
+``repetition_penalty`` are not OpenAI fields; vLLM and most compatible servers take them
+in the body, so they go through ``extra_body`` only when set.
+
+Embeddings: ``POST {base_url}/embeddings`` with ``{"model", "input": [texts],
+"encoding_format": "float"}``; the answer is ``{"data": [{"index", "embedding"}], "usage":
+{"prompt_tokens"}}``, put back in input order by ``index``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import DeploymentError, EngineUnavailableError
+from ..manifest import OpenAIDeployment, SmokeTestSettings
+from .base import ChatEvent, Embeddings
+
+if TYPE_CHECKING:
+    import openai
+
+    from ..deployments.base import DeployContext
+
+# Sent when the manifest has no key: the client refuses None, and falling back to
+# $OPENAI_API_KEY would hand OpenAI's key to whatever base_url says.
+NO_KEY = "EMPTY"
+
+
+class OpenAIClient:
+    """Chats and embeds through an OpenAI-compatible server with the real ``openai`` client."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None,
+        timeout: float,
+        *,
+        key_hint: str = "check the deployment's api_key (and the ${VAR} it references)",
+    ) -> None:
+        import openai
+
+        self.base_url = base_url
+        self.model = model
+        self._key_hint = key_hint
+        self._has_key = api_key is not None
+        # No retries: a smoke test reports what it sees, at once.
+        self._client = openai.OpenAI(base_url=base_url, api_key=api_key or NO_KEY, timeout=timeout, max_retries=0)
+
+    def stream_chat(self, settings: SmokeTestSettings) -> Iterator[ChatEvent]:
+        import openai
+
+        try:
+            stream = self._client.chat.completions.create(**self.request(settings))
+            with stream:
+                for chunk in stream:
+                    for choice in chunk.choices:
+                        text = (choice.delta.content if choice.delta is not None else None) or ""
+                        if text or choice.finish_reason:
+                            yield ChatEvent(text=text, finish_reason=choice.finish_reason)
+                    if chunk.usage is not None and chunk.usage.completion_tokens is not None:
+                        yield ChatEvent(output_tokens=chunk.usage.completion_tokens)
+        except openai.OpenAIError as exc:
+            raise self._translate(exc) from exc
+
+    def request(self, settings: SmokeTestSettings) -> dict[str, Any]:
+        """The keyword arguments of ``chat.completions.create`` for these settings."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [m.model_dump() for m in settings.messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": settings.max_tokens,
+            "temperature": settings.temperature,
+        }
+        if settings.top_p is not None:
+            body["top_p"] = settings.top_p
+        extra = {
+            key: value
+            for key, value in (("top_k", settings.top_k), ("repetition_penalty", settings.repetition_penalty))
+            if value is not None
+        }
+        if extra:
+            body["extra_body"] = extra
+        return body
+
+    def embed(self, texts: Sequence[str]) -> Embeddings:
+        import openai
+
+        try:
+            answer = self._client.embeddings.create(model=self.model, input=list(texts), encoding_format="float")
+        except openai.NotFoundError as exc:
+            raise DeploymentError(
+                f"404 from {self.base_url}/embeddings: {_message(exc)}",
+                hint="the server has no embeddings endpoint for this model: is it an embedding model (task: embed)?",
+            ) from exc
+        except openai.OpenAIError as exc:
+            raise self._translate(exc) from exc
+        ordered = sorted(answer.data, key=lambda item: item.index)
+        vectors = [list(item.embedding) for item in ordered]
+        if len(vectors) != len(texts):
+            raise DeploymentError(f"{self.base_url} returned {len(vectors)} vectors for {len(texts)} inputs",
+                                  hint="see the server's log")
+        usage = answer.usage.prompt_tokens if answer.usage is not None else None
+        return Embeddings(vectors, input_tokens=usage)
+
+    def count_tokens(self, text: str) -> int | None:
+        return None  # the server's usage chunk counts; no tokenizer here
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _translate(self, exc: openai.OpenAIError) -> DeploymentError:
+        """One provision error per failure a user can act on."""
+        import openai
+
+        where = self.base_url
+        if isinstance(exc, openai.APITimeoutError):
+            return DeploymentError(
+                f"no answer from {where} in time", hint="raise smoke_test.timeout, or check the server's load"
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            return EngineUnavailableError(
+                f"cannot connect to {where}: {_cause(exc)}",
+                hint="check base_url / port and that the server is running (`provision status`)",
+            )
+        if isinstance(exc, openai.AuthenticationError):
+            told = "the API key was rejected" if self._has_key else "the server wants an API key and none is set"
+            return DeploymentError(f"401 Unauthorized: {told}", hint=self._key_hint)
+        if isinstance(exc, openai.PermissionDeniedError):
+            return DeploymentError(f"403 Forbidden: {_message(exc)}", hint=self._key_hint)
+        if isinstance(exc, openai.NotFoundError):
+            return DeploymentError(
+                f"404 model {self.model!r} is not served at {where}: {_message(exc)}",
+                hint="check served_model (GET /v1/models lists what the server serves)",
+            )
+        if isinstance(exc, openai.RateLimitError):
+            return DeploymentError(
+                f"429 rate limited: {_message(exc)}", hint="retry later or check the account's quota"
+            )
+        if isinstance(exc, openai.APIStatusError):
+            return DeploymentError(f"HTTP {exc.status_code}: {_message(exc)}", hint="see the server's log")
+        if isinstance(exc, openai.APIError):  # an error event in the middle of the stream
+            return DeploymentError(f"the server failed mid-stream: {_message(exc)}", hint="see the server's log")
+        return DeploymentError(f"{type(exc).__name__}: {exc}")
+
+
+def _message(exc: Any) -> str:
+    """The server's own message: ``{"error": {"message": ...}}``, ``{"error": "..."}`` or text."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping):
+            inner = inner.get("message", inner)
+        if isinstance(inner, str):
+            return inner
+    return str(getattr(exc, "message", exc))
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost reason (e.g. "Connection refused") rather than the client's generic text."""
+    inner: BaseException = exc
+    while inner.__cause__ is not None:
+        inner = inner.__cause__
+    text = str(inner) or type(inner).__name__
+    return text if inner is not exc else "connection error"
+
+
+def open_client(name: str, spec: OpenAIDeployment, ctx: DeployContext) -> OpenAIClient:
+    key = spec.api_key.get_secret_value() if spec.api_key is not None else None
+    return OpenAIClient(
+        spec.base_url,
+        spec.served_model,
+        key,
+        ctx.manifest.smoke_settings(name).timeout,
+        key_hint=f"check deployments.{name}.api_key (and the ${{VAR}} it references)",
+    )

@@ -52,10 +52,10 @@ def checked_path(value: Any, *, resource: str | None, field: str = "path") -> st
     if "\\" in value:
         raise _bad(field, value, "contains a backslash", resource)
     if value.startswith("/") or re.match(r"^[A-Za-z]:", value):
-        raise _bad(field, value, "is absolute", resource)
+        raise _bad(field, value, "is absolute (outside the model folder)", resource)
     parts = value.split("/")
     if any(p in ("", ".", "..") for p in parts) or posixpath.normpath(value) != value:
-        raise _bad(field, value, "is not a normalized relative path (empty, '.' or '..' component)", resource)
+        raise _bad(field, value, "is outside the model folder or not normalized (an empty, '.' or '..' component)", resource)
     if any(p.casefold().rstrip(". ") == _FORBIDDEN_COMPONENT for p in parts):
         raise _bad(field, value, "has a .git component (git would run what it holds)", resource)
     if parts[0] in _RESERVED_TOP:

@@ -104,12 +104,13 @@ def remove_placed(model_dir: Path, placed: Iterable[str]) -> list[str]:
         target = inside(model_dir, folder)
         if target is not None and target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
+    for empty in sorted((p for p in model_dir.rglob("*") if p.is_dir() and not p.is_symlink()),
+                        key=lambda p: len(p.parts), reverse=True):
+        if not any(empty.iterdir()):
+            empty.rmdir()
     survivors = sorted(p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*")
                        if p.name != MARKER and (p.is_symlink() or not p.is_dir()))
     if not survivors:
         (model_dir / MARKER).unlink(missing_ok=True)
-        for empty in sorted((p for p in model_dir.rglob("*") if p.is_dir() and not p.is_symlink()),
-                            key=lambda p: len(p.parts), reverse=True):
-            empty.rmdir()
         model_dir.rmdir()
     return survivors

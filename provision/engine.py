@@ -660,7 +660,8 @@ class Engine:
                 size = _size(target)
                 if size is None:
                     problems.append(FileCheck(name, path, "missing"))
-                elif size != meta["size"]:
+                elif size != meta["size"] or inside(model_dir, path) is None or target.is_symlink():
+                    # never hash through a link: provision places regular files only
                     problems.append(FileCheck(name, path, "corrupt"))
                 else:
                     jobs.append((name, path, target, meta.get("sha256")))

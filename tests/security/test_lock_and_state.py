@@ -171,3 +171,15 @@ def test_verify_never_hashes_through_a_link_out_of_the_folder(tmp_path: Path, hu
     assert result.exit_code == 0 and json_of(result)["outcomes"][0]["change"] == "update"
     assert not weights.is_symlink() and weights.read_bytes() == FILES["weights.bin"]
     assert tree(tmp_path)["secret.bin"] == before
+
+
+def test_verify_flags_a_link_out_of_the_folder_even_to_the_right_bytes(tmp_path: Path, hub: FakeHFHub) -> None:
+    manifest = _applied(tmp_path, hub)
+    copy = tmp_path / "elsewhere.json"
+    copy.write_bytes(FILES["config.json"])  # hashing through the link would call it fine
+    placed = tmp_path / "models/good/config.json"
+    placed.unlink()
+    placed.symlink_to(copy)
+    result = run_cli("verify", manifest, "--json")
+    assert result.returncode == 1
+    assert {"model": "good", "path": "config.json", "problem": "corrupt"} in json.loads(result.stdout)["problems"]

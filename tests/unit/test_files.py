@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from huggingface_hub.utils import filter_repo_objects
 
@@ -82,3 +84,11 @@ def test_same_choice_as_huggingface_hub(include: tuple[str, ...] | None, exclude
     expected = list(filter_repo_objects(PATHS, allow_patterns=include and list(include),
                                         ignore_patterns=exclude and list(exclude)))
     assert _select(include, exclude) == expected
+
+
+@pytest.mark.parametrize("digest", ["../../../../tmp/x/evil", "a" * 63, "/abs", "Z" * 64])
+def test_partial_file_is_named_inside_the_partial_folder_whatever_the_digest(tmp_path: Path, digest: str) -> None:
+    from provision.download import PARTIAL_DIR, partial_path
+
+    part = partial_path(tmp_path, RemoteFile("w.bin", 1, sha256=digest, git_sha1=digest))
+    assert part.parent == tmp_path / PARTIAL_DIR and digest not in part.name

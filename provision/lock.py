@@ -12,7 +12,7 @@ Entries stay plain dicts after validation (the shape the sources and deployments
         "<name>": {"spec": {"source", "revision", "include", "exclude"},     hf://, ms://, file://
                    "resolved": "<commit> | ms-<sha256> | local-<40 hex>",
                    "files": {"<path>": {"size", "sha256", "git_sha1"?}}},
-        "<name>": {"spec": {"source"}, "digest": "sha256:<64 hex>"}}}         ollama://
+        "<name>": {"spec": {"source"}, "digest": "<64 hex>"}}}                   ollama://
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class FileModelEntry(_Strict):
 
 class ServerModelEntry(_Strict):
     spec: LockedSpec
-    digest: Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
+    digest: Annotated[str, StringConstraints(pattern=r"^(?:sha256:)?[0-9a-f]{64}$")]  # as /api/tags shows it
 
 
 def _entry_kind(value: Any) -> str:

@@ -237,13 +237,12 @@ class Engine:
         stats = (recorded or {}).get("files", {}) if recorded_path == str(model_dir) else {}
         changed = to_refetch(model_dir, snapshot.files, {p: lf.size for p, lf in local.items()}, stats,
                              rehash_all=options.verify) - stale
-        if changed and not reason:
-            reason = f"{len(changed)} files differ from the lock (changed on disk): fetching them again"
+        repair = f"{len(changed)} files differ from the lock (changed on disk): fetching them again" if changed else ""
         stale |= changed
         first_time = entry is None and not any(lf.size is not None for lf in local.values())
         action = plan_files(name, wanted=snapshot.files, local=local, first_time=first_time,
-                            reason_if_changed=reason, stale=stale, in_lock=entry is not None)
-        if entry is not None and reason and not changed:
+                            reason_if_changed=reason or repair, stale=stale, in_lock=entry is not None)
+        if entry is not None and reason:
             removed = sorted(set(entry.get("files", {})) - {f.path for f in snapshot.files})
             action = _with_details(action, remove=removed)
         return action, snapshot

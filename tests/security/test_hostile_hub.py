@@ -97,7 +97,7 @@ def test_hf_poisoned_listing_fails_that_model_only(case: str, hf_hub: HostileHFH
     code, output = _apply(manifest, end_to_end=case in END_TO_END)
     assert code == 1, output
     assert "internal error" not in output and "Traceback" not in output
-    assert "bad:" in output and named in output, output
+    assert "bad:" in output and "listing field" in output and named in output, output  # refused, not tried
     assert (tmp_path / "models/good/weights.bin").read_bytes() == GOOD_FILES["weights.bin"]
     touched = outside(changed(before, tree(tmp_path)), "models/good", "models/bad", "m.lock.json", "state", "home")
     assert touched == set()
@@ -121,7 +121,7 @@ def test_ms_poisoned_listing_fails_that_model_only(case: str, ms_hub: HostileMSH
     before = tree(tmp_path)
     code, output = _apply(manifest, end_to_end=case in END_TO_END)
     assert code == 1, output
-    assert "internal error" not in output and named in output, output
+    assert "internal error" not in output and "listing field" in output and named in output, output
     assert (tmp_path / "models/good/weights.bin").read_bytes() == GOOD_FILES["weights.bin"]
     touched = outside(changed(before, tree(tmp_path)), "models/good", "models/bad", "m.lock.json", "state", "home")
     assert touched == set()

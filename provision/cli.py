@@ -145,10 +145,11 @@ def validate(manifest: Path | None, as_json: bool) -> None:
                         f"{plural(len(loaded.deployments), 'deployment')})", soft_wrap=True)
 
 
-def _run_options(only: tuple[str, ...], update: bool = False, locked: bool = False, force: bool = False) -> Any:
+def _run_options(only: tuple[str, ...], update: bool = False, locked: bool = False, force: bool = False,
+                 verify: bool = False, yes: bool = False) -> Any:
     from .engine import RunOptions
 
-    return RunOptions(only=only, update=update, locked=locked, force=force)
+    return RunOptions(only=only, update=update, locked=locked, force=force, verify=verify, yes=yes)
 
 
 @main.command()
@@ -200,18 +201,27 @@ def _plan(manifest: Path | None, only: tuple[str, ...], update: bool, locked: bo
 @click.option("--update", is_flag=True, help="Re-resolve branches and tags and rewrite the lock file.")
 @click.option("--locked", is_flag=True, help="Refuse any change to the lock file (CI, production).")
 @click.option("--force", is_flag=True, help="Apply even if a deployment looks too big for this machine.")
+@click.option("--verify", "verify_all", is_flag=True, help="Re-hash every placed file and fetch again what differs.")
+@click.option("--yes", "-y", is_flag=True, help="Remove models no longer in the manifest without asking.")
 @json_option
 @_handle_errors
 def apply(manifest: Path | None, only: tuple[str, ...], update: bool, locked: bool, force: bool,
-          as_json: bool) -> None:
+          verify_all: bool, yes: bool, as_json: bool) -> None:
     """Make this machine match the manifest: download, pull, start; idempotent and resumable."""
+    from dataclasses import replace
+
     from .engine import Engine
     from .report import outcome_dict, print_json, render_outcomes
 
     loaded = _load(manifest)
     progress = _progress(as_json)
     with Engine(loaded, progress=progress) as engine:
-        planned = engine.plan(_run_options(only, update, locked, force))
+        options = _run_options(only, update, locked, force, verify_all, yes)
+        planned = engine.plan(options)
+        orphans = planned.orphan_models()
+        if orphans and not yes and not as_json and sys.stdin.isatty():
+            options = replace(options, yes=click.confirm(
+                f"Remove models no longer in the manifest ({', '.join(orphans)})?"))
         # Fit checks need the machine's inventory (NVML, Docker, Ollama probes): only when a
         # deployment is part of the change. The disk check always runs, in the engine.
         if not force and planned.plan.has_changes and any(a.kind == "deployment" for a in planned.plan.actions):
@@ -219,7 +229,7 @@ def apply(manifest: Path | None, only: tuple[str, ...], update: bool, locked: bo
 
             enforce(run_preflight(engine, planned))
         with progress:
-            result = engine.apply(planned=planned)
+            result = engine.apply(options, planned=planned)
     if as_json:
         print_json({"ok": result.ok, "seconds": round(result.seconds, 3),
                     "outcomes": [outcome_dict(o) for o in result.outcomes]})

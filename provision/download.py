@@ -34,6 +34,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import socket
 import ssl
 import threading
@@ -63,6 +64,7 @@ from .signals import cancellable_sleep, check_cancelled
 # 500 MiB took 0.9-1.2 s of kernel time after a few idle seconds, against 0.1 s at 256 KiB
 # (`dd bs=1M` vs `bs=256k` after `sleep 4`). Smaller than 64 KiB costs syscalls instead.
 CHUNK_SIZE = 256 << 10
+_HEX_DIGEST = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 PARTIAL_DIR = Path(".cache") / "provision" / "partial"
 ProgressCallback = Callable[[int], None]
 TIMEOUT_ENV = "PROVISION_HTTP_TIMEOUT"
@@ -100,7 +102,10 @@ class _Transient(Exception):
 
 
 def partial_path(model_dir: Path, file: RemoteFile) -> Path:
-    digest = file.sha256 or file.git_sha1 or hashlib.sha256(f"{file.path}:{file.size}".encode()).hexdigest()
+    # The digest names a file, so it must be hex whatever the listing or the lock said (the
+    # sources check it already; this keeps a bad one from ever becoming a path).
+    digest = next((d for d in (file.sha256, file.git_sha1) if d and _HEX_DIGEST.match(d)), None) \
+        or hashlib.sha256(f"{file.path}:{file.size}".encode()).hexdigest()
     # The path too: files with the same content (duplicate shards, empty files) download side by side.
     where = hashlib.sha256(file.path.encode()).hexdigest()[:16]
     return model_dir / PARTIAL_DIR / f"{digest}-{where}.part"
@@ -182,21 +187,32 @@ class Downloader:
     def sleep(self, seconds: float) -> None:
         self._sleep(seconds)
 
-    def get_json(self, url: str, *, resource: str, endpoint: str) -> ApiResponse:
+    def get_json(self, url: str, *, resource: str, endpoint: str, credentials: bool = True) -> ApiResponse:
         """GET a small JSON document from a hub's API on the same keep-alive connections.
 
-        5xx, 429 and dropped connections are retried (bounded); a refused connection or an
-        unknown host is final (:class:`HubUnreachableError` naming ``endpoint``).
+        Redirects are followed as huggingface_hub's client follows them for API calls (httpx,
+        ``follow_redirects=True``: a mirror may answer ``/tree/{rev}`` with a 307 to
+        ``/tree/{rev}/``), without ``Authorization``/``Cookie`` once the origin changes, and
+        without them at all when ``credentials`` is false; a loop or more than
+        ``MAX_REDIRECTS`` is final. 5xx, 429 and dropped connections are retried (bounded);
+        a refused connection or an unknown host is final (:class:`HubUnreachableError`).
         """
         failures = 0
+        headers = {**self._headers, "Accept": "application/json"}
+        if not credentials:
+            _drop_credentials(headers)
+        redirects = _Redirects(url, resource=resource)
         while True:
             try:
-                conn, response = self._pool.request("GET", url, {**self._headers, "Accept": "application/json"})
+                conn, response = self._pool.request("GET", url, headers)
                 try:
                     body = response.read()
                 finally:
                     self._pool.release(conn, response)
                 status = response.status
+                if status in _REDIRECTS and response.getheader("Location"):
+                    url = redirects.follow(url, response.getheader("Location", ""), headers)
+                    continue
                 if (status >= 500 or status == 429) and failures + 1 < self._retry.attempts:
                     raise _Transient(f"HTTP {status}", retry_after=_retry_after(response.getheader("Retry-After")))
                 return ApiResponse(status, {k.lower(): v for k, v in response.getheaders()}, body)
@@ -315,19 +331,14 @@ class Downloader:
         host = _origin(url)
         try:
             with self.hosts.slot(host):
-                for _ in range(10):  # redirects
+                redirects = _Redirects(url, resource=resource)
+                while True:
                     conn, response = self._pool.request("GET", url, headers)
-                    if response.status in (301, 302, 303, 307, 308):
-                        location = urljoin(url, response.getheader("Location", ""))
+                    if response.status in _REDIRECTS:
                         self._pool.release(conn, response)
-                        if _origin(location) != _origin(url):
-                            for secret in ("Authorization", "Cookie"):  # never hand the token to a CDN
-                                headers.pop(secret, None)
-                        url = location
+                        url = redirects.follow(url, response.getheader("Location", ""), headers)
                         continue
                     break
-                else:
-                    raise _Transient("too many redirects")
                 reusable = False
                 try:
                     try:
@@ -403,6 +414,37 @@ class Downloader:
 def _origin(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     return parts.scheme, parts.netloc
+
+
+_REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 20  # httpx's default, which huggingface_hub uses
+
+
+def _drop_credentials(headers: dict[str, str]) -> None:
+    for secret in ("Authorization", "Cookie"):  # never hand the token to another origin
+        headers.pop(secret, None)
+
+
+class _Redirects:
+    """The redirects of one request: final (not retried) on a loop or past ``MAX_REDIRECTS``,
+    since asking again gets the same answer; credentials dropped once the origin changes."""
+
+    def __init__(self, url: str, *, resource: str) -> None:
+        self._seen = {url}
+        self._resource = resource
+
+    def follow(self, url: str, location: str, headers: dict[str, str]) -> str:
+        target = urljoin(url, location)
+        if not location or urlsplit(target).scheme not in ("http", "https"):
+            raise SourceError(f"redirect from {url} to {location!r}: not an http(s) URL", resource=self._resource)
+        if target in self._seen or len(self._seen) > MAX_REDIRECTS:
+            what = "a redirect loop" if target in self._seen else f"more than {MAX_REDIRECTS} redirects"
+            raise SourceError(f"{what} at {target}", resource=self._resource,
+                              hint="the hub or mirror is misconfigured; retrying will not help: check the endpoint")
+        self._seen.add(target)
+        if _origin(target) != _origin(url):
+            _drop_credentials(headers)
+        return target
 
 
 def _retry_after(value: str | None) -> float | None:

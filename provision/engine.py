@@ -8,7 +8,6 @@ each backend's pure ``plan``; only the ``_apply_*`` methods change the world.
 from __future__ import annotations
 
 import functools
-import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,15 +15,26 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Self
 
-from .errors import LockError, ManifestError, PreflightError, ProvisionError, SourceError, UsageError
+from .errors import (
+    LockError,
+    ManifestError,
+    OwnershipError,
+    PreflightError,
+    ProvisionError,
+    SourceError,
+    UsageError,
+)
 from .files import RemoteFile, Snapshot, plural
 from .hashing import sha256_file
+from .lock import LockFile
 from .manifest import Manifest, ModelSpec
+from .ownership import MARKER, check_usable, inside, is_ours, mark, remove_placed
 from .plan import Action, Change, LocalFile, Plan, plan_files, plan_orphans
 from .progress import NullProgress, Progress
+from .repair import placed_stats, to_refetch
 from .sources import FILE_SCHEMES, file_source, model_backend
 from .sources.base import FileSource, ModelBackend, is_full_commit
-from .state import LockFile, State
+from .state import State
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,8 @@ class RunOptions:
     update: bool = False  # re-resolve branches and tags, rewrite the lock
     locked: bool = False  # refuse any change to the lock
     force: bool = False  # skip the fit checks (not the disk check)
+    verify: bool = False  # re-hash every placed file (else only those whose stat changed)
+    yes: bool = False  # remove models no longer in the manifest (else they are kept and reported)
 
 
 @dataclass
@@ -48,6 +60,10 @@ class PlanResult:
     plan: Plan
     failures: list[Outcome] = field(default_factory=list)  # resources that could not be planned
     snapshots: dict[str, Snapshot] = field(default_factory=dict)
+
+    def orphan_models(self) -> list[str]:
+        """Models this manifest created here but no longer declares: removed only with --yes."""
+        return [a.name for a in self.plan.actions if a.kind == "model" and a.change is Change.DELETE]
 
 
 @dataclass
@@ -138,13 +154,14 @@ class Engine:
         result = PlanResult(Plan(()))
         actions: list[Action] = []
         server_models: dict[str, list[str]] = {}
+        records = self.state.records(self.manifest.path)
         for name in models:
             spec = self.manifest.models[name]
             if spec.scheme not in FILE_SCHEMES:
                 server_models.setdefault(spec.scheme, []).append(name)
                 continue
             try:
-                action, snapshot = self._plan_file_model(name, spec, options)
+                action, snapshot = self._plan_file_model(name, spec, options, records["models"].get(name))
             except LockError:
                 raise
             except ProvisionError as exc:
@@ -166,7 +183,6 @@ class Engine:
             except ProvisionError as exc:
                 result.failures.append(Outcome(Action("deployment", name, Change.UPDATE, "could not be planned"), False, exc))
         if not options.only:
-            records = self.state.records(self.manifest.path)
             actions.extend(plan_orphans("model", records["models"], set(self.manifest.models)))
             actions.extend(plan_orphans("deployment", records["deployments"], set(self.manifest.deployments)))
         result.plan = Plan(tuple(actions))
@@ -192,7 +208,11 @@ class Engine:
                 result.failures.append(Outcome(Action("model", name, Change.UPDATE, "could not be planned"), False, exc))
         return actions
 
-    def _plan_file_model(self, name: str, spec: ModelSpec, options: RunOptions) -> tuple[Action, Snapshot]:
+    def _plan_file_model(self, name: str, spec: ModelSpec, options: RunOptions,
+                         recorded: Mapping[str, Any] | None) -> tuple[Action, Snapshot]:
+        model_dir = self.manifest.model_dir(name)
+        recorded_path = (recorded or {}).get("path")
+        check_usable(model_dir, self.manifest.path, name, adopt=spec.adopt, recorded_path=recorded_path)
         source = self.file_source(spec.scheme)
         entry = self.lock.models.get(name)
         wanted_spec = lock_spec(spec, source.default_revision)
@@ -219,12 +239,17 @@ class Engine:
         else:
             assert entry is not None  # spec_changed covers a missing entry
             snapshot = self._snapshot_from_lock(spec, entry, source)
-        model_dir = self.manifest.model_dir(name)
         local = {f.path: LocalFile(f.path, _size(model_dir / f.path)) for f in snapshot.files}
         stale = _stale_paths(entry, snapshot) if reason else set()
+        # Bytes of the right size are trusted only by a recorded stat, else hashed (repair).
+        stats = (recorded or {}).get("files", {}) if recorded_path == str(model_dir) else {}
+        changed = to_refetch(model_dir, snapshot.files, {p: lf.size for p, lf in local.items()}, stats,
+                             rehash_all=options.verify) - stale
+        repair = f"{len(changed)} files differ from the lock (changed on disk): fetching them again" if changed else ""
+        stale |= changed
         first_time = entry is None and not any(lf.size is not None for lf in local.values())
         action = plan_files(name, wanted=snapshot.files, local=local, first_time=first_time,
-                            reason_if_changed=reason, stale=stale, in_lock=entry is not None)
+                            reason_if_changed=reason or repair, stale=stale, in_lock=entry is not None)
         if entry is not None and reason:
             removed = sorted(set(entry.get("files", {})) - {f.path for f in snapshot.files})
             action = _with_details(action, remove=removed)
@@ -259,7 +284,7 @@ class Engine:
             self._preflight_disk(planned.plan)
             outcomes = list(planned.failures)
             model_actions = [a for a in planned.plan.actions if a.kind == "model"]
-            outcomes += self._apply_models(model_actions, planned.snapshots)
+            outcomes += self._apply_models(model_actions, planned.snapshots, options)
             failed_models = {o.action.name for o in outcomes if not o.ok and o.action.kind == "model"}
             changed_models = {o.action.name for o in outcomes
                               if o.ok and o.action.kind == "model" and o.action.changes}
@@ -298,7 +323,8 @@ class Engine:
         if finding.level is Level.FAIL:
             raise PreflightError(finding.message, hint=f"{finding.remedy}, or use --only")
 
-    def _apply_models(self, actions: list[Action], snapshots: dict[str, Snapshot]) -> list[Outcome]:
+    def _apply_models(self, actions: list[Action], snapshots: dict[str, Snapshot], options: RunOptions
+                      ) -> list[Outcome]:
         outcomes: list[Outcome] = []
         file_actions = [a for a in actions if a.change not in (Change.NOOP, Change.DELETE)
                         and self.manifest.models[a.name].scheme in FILE_SCHEMES]
@@ -308,6 +334,10 @@ class Engine:
                 outcomes.append(Outcome(action, True))
                 if self.manifest.models[action.name].scheme in FILE_SCHEMES:
                     self._record_model(action.name, snapshots[action.name], recorded.get(action.name))
+            elif action.change is Change.DELETE and not options.yes:
+                outcomes.append(Outcome(action, False, ProvisionError(
+                    "kept: it is no longer in the manifest, and removing it needs confirmation", resource=action.name,
+                    hint="run `provision apply --yes` to remove it (asked on a terminal), or put it back")))
             elif action.change is Change.DELETE:
                 outcomes.append(self._run(action, functools.partial(self._delete_model, action.name)))
             elif self.manifest.models[action.name].scheme not in FILE_SCHEMES:
@@ -315,12 +345,15 @@ class Engine:
         outcomes += self._download(file_actions, snapshots)
         return outcomes
 
-    def _run(self, action: Action, work: Callable[[], None]) -> Outcome:
+    def _run(self, action: Action, work: Callable[[], str | None]) -> Outcome:
+        """Run ``work``; a note it returns (e.g. files kept) is added to the action's reason."""
         started = time.monotonic()
         try:
-            work()
+            note = work()
         except ProvisionError as exc:
             return Outcome(action, False, exc, time.monotonic() - started)
+        if note:
+            action = replace(action, reason=f"{action.reason}; {note}")
         return Outcome(action, True, None, time.monotonic() - started)
 
     def _apply_server_model(self, action: Action) -> None:
@@ -348,6 +381,7 @@ class Engine:
                 self.progress.model_started(action.name, len(action.files), action.download_bytes)
                 model_dir = self.manifest.model_dir(action.name)
                 source = self.file_source(self.manifest.models[action.name].scheme)
+                mark(model_dir, self.manifest.path, action.name)  # before any file: the folder is provision's
                 for file in action.files:
                     future = pool.submit(self._fetch_one, source, action.name, file, model_dir, errors)
                     futures.append((action, file, future))
@@ -385,7 +419,9 @@ class Engine:
     def _finish_model(self, action: Action, snapshot: Snapshot, digests: dict[str, str]) -> None:
         model_dir = self.manifest.model_dir(action.name)
         for path in action.details.get("remove", ()):
-            (model_dir / path).unlink(missing_ok=True)
+            target = inside(model_dir, path)  # a link in the folder must not lead the unlink out
+            if target is not None:
+                target.unlink(missing_ok=True)
         files = {}
         for file in snapshot.files:
             # A file an earlier, killed run placed was verified then but not hashed now: when the
@@ -411,25 +447,52 @@ class Engine:
         self._record_model(name, snapshot)
 
     def _record_model(self, name: str, snapshot: Snapshot, current: Mapping[str, Any] | None = None) -> None:
-        """Record the model as provision's in state, unless ``current`` already says so."""
-        record = {"source": self.manifest.models[name].source, "path": str(self.manifest.model_dir(name)),
-                  "resolved": snapshot.resolved}
+        """Record the model as provision's in state, with the stat of each (verified) file,
+        unless ``current`` already says so."""
+        model_dir = self.manifest.model_dir(name)
+        record = {"source": self.manifest.models[name].source, "path": str(model_dir),
+                  "resolved": snapshot.resolved, "files": placed_stats(model_dir, snapshot.files)}
         if current != record:
+            mark(model_dir, self.manifest.path, name)  # a folder applied before markers existed
             self.state.update(self.manifest.path, "models", name, record)
 
-    def _delete_model(self, name: str, record: dict[str, Any] | None = None) -> None:
+    def _delete_model(self, name: str, record: dict[str, Any] | None = None) -> str | None:
+        """Remove a model; for a folder, only the files provision placed (returns a note
+        naming the files it kept), and only in a folder marked as this manifest's."""
         record = record or self.state.records(self.manifest.path)["models"].get(name, {})
         scheme = record.get("source", "").partition("://")[0]
+        note = None
         if scheme and scheme not in FILE_SCHEMES:
             self._model_backend(scheme).remove(name, record)
         else:
-            path = Path(record.get("path", ""))
-            # Only a folder provision placed, named after the model: never anything else.
-            if path.is_absolute() and path.name == name and path.is_dir():
-                shutil.rmtree(path)
+            note = self._delete_folder(name, record)
         self.lock.models.pop(name, None)
         self.lock.save()
         self.state.update(self.manifest.path, "models", name, None)
+        return note
+
+    def _delete_folder(self, name: str, record: Mapping[str, Any]) -> str | None:
+        # The folder the manifest names, or the recorded one (models_dir moved) if its marker
+        # proves it this model's: a path in the state alone never decides what is deleted.
+        candidates = [self.manifest.model_dir(name)]
+        recorded = Path(str(record.get("path", "")))
+        if recorded.is_absolute() and recorded.name == name and recorded != candidates[0]:
+            candidates.append(recorded)
+        model_dir = next((c for c in candidates if is_ours(c, self.manifest.path, name,
+                                                           recorded_path=record.get("path"))), None)
+        if model_dir is None:
+            if any(c.exists() for c in candidates):
+                raise OwnershipError(f"not removed: {candidates[0]} has no {MARKER} naming this manifest's "
+                                     f"model {name}", resource=name,
+                                     hint="provision removes only folders it created; remove it yourself if you "
+                                          "are sure")
+            return None
+        placed = set((self.lock.models.get(name) or {}).get("files", {})) | set(record.get("files", {}))
+        kept = remove_placed(model_dir, placed)
+        if kept:
+            shown = ", ".join(ascii(p) for p in kept[:5]) + (", ..." if len(kept) > 5 else "")
+            return f"kept {len(kept)} files provision did not place in {model_dir}: {shown}"
+        return None
 
     def _apply_deployments(self, actions: list[Action], failed_models: set[str]) -> list[Outcome]:
         from .deployments import backend
@@ -612,7 +675,8 @@ class Engine:
                 size = _size(target)
                 if size is None:
                     problems.append(FileCheck(name, path, "missing"))
-                elif size != meta["size"]:
+                elif size != meta["size"] or inside(model_dir, path) is None or target.is_symlink():
+                    # never hash through a link: provision places regular files only
                     problems.append(FileCheck(name, path, "corrupt"))
                 else:
                     jobs.append((name, path, target, meta.get("sha256")))
@@ -638,7 +702,7 @@ def _extra_files(model_dir: Path, known: set[str]) -> Iterable[str]:
         return []
     return sorted(
         rel for rel in (p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file())
-        if rel not in known and not rel.startswith(".cache/")
+        if rel not in known and not rel.startswith(".cache/") and rel != MARKER
     )
 
 

@@ -4,7 +4,8 @@
 ProvisionError                      exit 1 unless noted
 ├── ManifestError (ValueError)      exit 2: the manifest is wrong (file:line, field)
 ├── UsageError (ValueError)         exit 2: the command line or an API call is wrong (options, sampling, deployment)
-├── LockError                       --locked refused a change, or the lock file is unreadable
+├── LockError                       --locked refused a change
+│   └── InvalidLockError            exit 2: the lock file is unreadable or not what provision wrote
 ├── ConcurrencyError                another provision holds this manifest's lock
 ├── PreflightError                  the machine cannot take the change (disk, engine, port, GPU)
 ├── SourceError                     a model could not be resolved or fetched
@@ -18,6 +19,8 @@ ProvisionError                      exit 1 unless noted
 ├── DeploymentError                 a deployment could not be created or is unhealthy
 │   └── EngineUnavailableError (ConnectionError)   Docker / Ollama not reachable
 ├── StateError                      the state file is unreadable
+│   └── InvalidStateError           exit 2: the state file is not what provision wrote
+├── OwnershipError                  a folder provision did not create, or another manifest owns
 └── RenderError                     exit 2: no lock yet, or a field with no meaning in the target
 ```
 
@@ -88,6 +91,13 @@ class LockError(ProvisionError):
     default_hint = "run `provision apply --update` without --locked to refresh the lock file, and commit it"
 
 
+class InvalidLockError(LockError):
+    """The lock file is not one provision wrote: wrong types, unsafe paths, bad digests."""
+
+    exit_code = 2
+    default_hint = "restore the lock file from version control, or delete it and run `provision apply --update`"
+
+
 class ConcurrencyError(ProvisionError):
     default_hint = "wait for the other run to finish, or stop it"
 
@@ -144,3 +154,15 @@ class RenderError(ProvisionError):
     """The manifest cannot be rendered for the target (a field with no meaning there, no lock yet)."""
 
     exit_code = 2
+
+
+class InvalidStateError(StateError):
+    """The state file is not one provision wrote: wrong types, paths outside models_dir."""
+
+    exit_code = 2
+
+
+class OwnershipError(ProvisionError):
+    """A folder provision did not create (or another manifest owns) is in the way."""
+
+    default_hint = "move the folder aside, point the model elsewhere, or set `adopt: true` on the model"

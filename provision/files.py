@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import posixpath
 from dataclasses import dataclass
-
-from .errors import SourceError
 
 
 @dataclass(frozen=True)
@@ -33,26 +30,6 @@ class Snapshot:
     revision: str  # what the manifest asked for (branch, tag, commit)
     resolved: str  # the commit (hub) or a content fingerprint (local)
     files: tuple[RemoteFile, ...]
-
-
-def safe_relpath(path: str, *, resource: str) -> str:
-    """Refuse listing entries that would land outside the model's folder."""
-    normalized = posixpath.normpath(path.replace("\\", "/"))
-    if (
-        not path
-        or path.startswith("/")
-        or normalized.startswith("../")
-        or normalized == ".."
-        or normalized == "."
-        or ":" in normalized.split("/")[0]
-        or normalized.split("/")[0] == ".cache"
-    ):
-        raise SourceError(
-            f"refusing file {path!r} from the listing: it would be written outside the model folder",
-            resource=resource,
-            hint="the hub listing is malformed or hostile; report it, or pin another revision",
-        )
-    return normalized
 
 
 def select_files(

@@ -96,6 +96,8 @@ class ModelSpec(_Strict):
     revision: str | None = None  # default per source: main (hf), master (ms)
     include: tuple[str, ...] | None = None
     exclude: tuple[str, ...] | None = None
+    adopt: bool = False  # place files into a folder provision did not create (each file is hashed first)
+    follow_symlinks: bool = False  # file:// only: copy what links leading out of the source point to
 
     @field_validator("source")
     @classmethod
@@ -569,4 +571,10 @@ def load_manifest(path: str | os.PathLike[str] | None = None) -> Manifest:
     if problem := models_dir_problem(manifest.models_dir):
         raise manifest.error(("settings", "models_dir"), problem,
                              hint="point settings.models_dir at a folder of its own, e.g. `models_dir: models`")
+    from .sources.local import containment_problem  # needs the manifest's folder, known only now
+
+    for name, spec in manifest.models.items():
+        if problem := containment_problem(manifest, spec):
+            raise ManifestError(problem, file=str(file), field=f"models.{name}.source",
+                                hint="point `source:` at the model's own folder, or move models_dir out of it")
     return manifest

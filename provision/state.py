@@ -4,8 +4,7 @@ Layout::
 
     <manifest folder>/
       dev.yaml
-      dev.lock.json            the lock: commit this. Per model: source, spec, resolved
-                               revision, and each file's size and sha256. No secrets.
+      dev.lock.json            the lock (provision.lock): commit this. No secrets.
     $PROVISION_STATE_DIR       (else $XDG_STATE_HOME/provision, else ~/.local/state/provision)
       state.json               per manifest (by absolute path): the models and deployments
                                provision created here, and which manifest was applied last
@@ -25,12 +24,15 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from .errors import ConcurrencyError, LockError, StateError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
-LOCK_VERSION = 1
+from .errors import ConcurrencyError, InvalidStateError, StateError
+
 STATE_VERSION = 1
+_Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=200)]
+_FILE_SCHEMES = ("hf", "ms", "file")
 
 
 def state_dir() -> Path:
@@ -59,33 +61,66 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
-class LockFile:
-    """``<manifest>.lock.json``: resolved revisions and digests, one entry per model."""
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    def __init__(self, path: Path, models: dict[str, dict[str, Any]] | None = None) -> None:
-        self.path = path
-        self.models: dict[str, dict[str, Any]] = models or {}
 
+class FileModelRecord(_Strict):
+    """A folder of files provision placed; ``files`` is each placed file's
+    ``[size, mtime_ns, inode]`` when it was verified, so an unchanged stat needs no re-hash."""
+
+    source: str
+    path: str
+    resolved: str
+    files: dict[str, Annotated[list[int], Field(min_length=3, max_length=3)]] = {}
+
+    @field_validator("files")
     @classmethod
-    def load(cls, path: Path) -> LockFile:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return cls(path)
-        except (OSError, ValueError) as exc:
-            raise LockError(f"cannot read lock file {path}: {exc}",
-                            hint="restore it from version control, or delete it and run `provision apply`") from None
-        if not isinstance(data, dict) or data.get("version") != LOCK_VERSION:
-            raise LockError(f"{path}: unsupported lock file version {data.get('version')!r}"
-                            if isinstance(data, dict) else f"{path}: not a lock file")
-        return cls(path, dict(data.get("models", {})))
+    def _safe_paths(cls, files: dict[str, list[int]]) -> dict[str, list[int]]:
+        from .listing import MalformedListingError, checked_path
 
-    def save(self) -> None:
-        write_json_atomic(self.path, {"version": LOCK_VERSION, "models": self.models})
+        for path in files:
+            try:
+                checked_path(path, resource=None)
+            except MalformedListingError as exc:
+                raise ValueError(f"unsafe path {exc.message.partition(' = ')[2]}") from None
+        return files
+
+
+class ManifestRecords(_Strict):
+    models: dict[_Name, dict[str, Any]] = {}
+    deployments: dict[_Name, dict[str, Any]] = {}
+
+    @field_validator("models")
+    @classmethod
+    def _typed_models(cls, models: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, record in models.items():
+            source = record.get("source")
+            if not isinstance(source, str):
+                raise ValueError(f"model {name!a}: a record needs a string `source`")  # noqa: TRY004 - pydantic wants ValueError
+            if source.partition("://")[0] in _FILE_SCHEMES:
+                try:
+                    FileModelRecord.model_validate(record)
+                except ValidationError as exc:
+                    error = exc.errors()[0]
+                    field = ".".join(str(p) for p in error["loc"])
+                    raise ValueError(f"model {name!a}, field {field!a}: {error['msg']}") from None
+        return models
+
+
+class StateDocument(_Strict):
+    version: int
+    manifests: dict[str, ManifestRecords] = {}
+    last_applied: str | None = None
 
 
 class State:
-    """Records of what provision created, keyed by manifest path. Never holds secrets."""
+    """Records of what provision created, keyed by manifest path. Never holds secrets.
+
+    Read as untrusted input: a wrong type or an unsafe path is :class:`InvalidStateError`
+    (exit 2) naming the file, entry and field; the engine still never deletes or hashes a
+    path because a record said so (it derives paths from the manifest).
+    """
 
     def __init__(self, directory: Path | None = None) -> None:
         self.directory = directory or state_dir()
@@ -100,6 +135,13 @@ class State:
             raise StateError(f"cannot read state file {self.path}: {exc}") from None
         if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
             raise StateError(f"{self.path}: unsupported state version")
+        try:
+            StateDocument.model_validate(data)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            loc = ".".join(str(p) for p in error["loc"])
+            raise InvalidStateError(f"{self.path}: field {loc!a}: {error['msg'].removeprefix('Value error, ')}",
+                                    ) from None
         return data
 
     def records(self, manifest_path: Path) -> dict[str, dict[str, Any]]:

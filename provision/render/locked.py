@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import LockError
-from ..files import safe_relpath
+from ..listing import MalformedListingError, checked_path
 from ..manifest import Manifest, ModelSpec
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -41,8 +41,8 @@ class LockedOllama:
 
 
 def lock_entries(manifest: Manifest) -> Mapping[str, Mapping[str, Any]]:
-    """The lock's entries by model name (the adapter to repoint when the lock gets its own module)."""
-    from ..state import LockFile
+    """The lock's entries by model name, validated as every command validates them."""
+    from ..lock import LockFile
 
     return LockFile.load(manifest.lock_path).models
 
@@ -81,7 +81,10 @@ def locked_model(name: str, spec: ModelSpec, entry: Mapping[str, Any] | None) ->
         size, sha256 = (meta.get("size"), meta.get("sha256")) if isinstance(meta, dict) else (None, None)
         if not isinstance(size, int) or size < 0 or not isinstance(sha256, str) or not _SHA256.match(sha256):
             raise bad
-        locked.append(LockedFile(safe_relpath(str(path), resource=name), size, sha256))
+        try:
+            locked.append(LockedFile(checked_path(path, resource=name), size, sha256))
+        except MalformedListingError:
+            raise bad from None
     if not locked:
         raise bad
     return LockedFiles(resolved, tuple(locked))

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
-from urllib.parse import quote, urljoin
+from urllib.parse import quote
 
 from ..download import ApiResponse, Downloader
 from ..errors import (
@@ -30,8 +30,9 @@ from ..errors import (
     RevisionNotFoundError,
     SourceError,
 )
-from ..files import RemoteFile, Snapshot, plural, safe_relpath, select_files
+from ..files import RemoteFile, Snapshot, plural, select_files
 from ..hosts import DEFAULT_CONNECTIONS_PER_HOST
+from ..listing import MalformedListingError, Pagination, checked_digest, checked_path, checked_size, shown
 from ..manifest import HuggingFaceSettings, ModelSpec
 from .base import is_full_commit
 
@@ -89,17 +90,7 @@ class HuggingFaceSource:
         revision = spec.revision or self.default_revision
         commit = revision if is_full_commit(revision) else self._commit(name, repo, revision)
         entries = self._tree(name, repo, revision, commit)
-        files = [
-            RemoteFile(
-                path=safe_relpath(entry["path"], resource=name),
-                size=int(entry["size"]),
-                sha256=(entry.get("lfs") or {}).get("oid"),
-                git_sha1=entry.get("oid"),
-                url=self.file_url(spec, commit, entry["path"]),
-            )
-            for entry in entries
-            if entry.get("type") == "file"
-        ]
+        files = [self._remote_file(name, spec, commit, entry) for entry in entries if entry.get("type") == "file"]
         chosen = select_files(files, spec.include, spec.exclude)
         if not chosen:
             raise SourceError(
@@ -108,6 +99,21 @@ class HuggingFaceSource:
                 hint="fix `include:` / `exclude:`; nothing would be downloaded",
             )
         return Snapshot(spec.source, revision, commit, tuple(chosen))
+
+    def _remote_file(self, name: str, spec: ModelSpec, commit: str, entry: dict) -> RemoteFile:
+        """One tree entry, every field checked (the listing is untrusted; see provision.listing)."""
+        path = checked_path(entry.get("path"), resource=name)
+        lfs = entry.get("lfs")
+        if lfs is not None and not isinstance(lfs, dict):
+            raise MalformedListingError(f"listing field lfs of {shown(path)} = {shown(lfs)}: not an object",
+                                        resource=name)
+        return RemoteFile(
+            path=path,
+            size=checked_size(entry.get("size"), resource=name, field=f"size of {shown(path)}"),
+            sha256=checked_digest((lfs or {}).get("oid"), 64, resource=name, field=f"lfs.oid of {shown(path)}"),
+            git_sha1=checked_digest(entry.get("oid"), 40, resource=name, field=f"oid of {shown(path)}"),
+            url=self.file_url(spec, commit, path),
+        )
 
     def _commit(self, name: str, repo: str, revision: str) -> str:
         url = f"{self.endpoint}/api/models/{repo}/revision/{quote(revision, safe='')}"
@@ -120,18 +126,20 @@ class HuggingFaceSource:
     def _tree(self, name: str, repo: str, revision: str, commit: str) -> list[dict]:
         url: str | None = f"{self.endpoint}/api/models/{repo}/tree/{commit}?recursive=true&expand=false"
         entries: list[dict] = []
+        pages = Pagination(url or "", resource=name)
         while url:
-            response = self._api(name, url, repo, revision)
+            response = self._api(name, url, repo, revision, credentials=pages.credentials(url))
             page = response.json()
             if not isinstance(page, list) or not all(isinstance(e, dict) and "path" in e for e in page):
-                raise SourceError(f"{repo}@{revision}: malformed tree listing from {self.endpoint}", resource=name)
+                raise MalformedListingError(f"{repo}@{revision}: malformed tree listing from {self.endpoint}",
+                                            resource=name)
             entries += page
-            url = _next_link(response.headers.get("link", ""), url)
+            url = pages.next(response.headers.get("link", ""), url)
         return entries
 
-    def _api(self, name: str, url: str, repo: str, revision: str) -> ApiResponse:
+    def _api(self, name: str, url: str, repo: str, revision: str, *, credentials: bool = True) -> ApiResponse:
         """GET an API document; hub errors become provision errors keyed on X-Error-Code."""
-        response = self._downloader.get_json(url, resource=name, endpoint=self.endpoint)
+        response = self._downloader.get_json(url, resource=name, endpoint=self.endpoint, credentials=credentials)
         if response.status == 200:
             return response
         code = response.headers.get("x-error-code", "")
@@ -167,10 +175,3 @@ class HuggingFaceSource:
         if not gitignore.exists():
             gitignore.write_text("*", encoding="utf-8")
 
-
-def _next_link(header: str, base: str) -> str | None:
-    """The ``rel="next"`` URL of a ``Link`` header, if any (absolute, or relative to ``base``)."""
-    for part in header.split(","):
-        if 'rel="next"' in part and "<" in part and ">" in part:
-            return urljoin(base, part[part.index("<") + 1:part.index(">")])
-    return None

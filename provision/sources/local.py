@@ -44,6 +44,9 @@ class LocalSource:
                               hint="fix the path in `source: file://...` (relative paths start at the manifest's folder)")
         if root == self._manifest.model_dir(name) or self._manifest.model_dir(name) in root.parents:
             raise SourceError(f"local source {root} is inside its own destination", resource=name)
+        problem = containment_problem(self._manifest, spec)
+        if problem:
+            raise SourceError(problem, resource=name, hint="point `source:` at the model's own folder")
         return root
 
     def resolve(self, name: str, spec: ModelSpec) -> Snapshot:
@@ -51,11 +54,13 @@ class LocalSource:
         if root.is_file():
             entries = [(root.name, root.stat())]
         else:
-            entries = [
-                (path.relative_to(root).as_posix(), path.stat())
-                for path in sorted(root.rglob("*"))
-                if path.is_file() and ".cache" not in path.relative_to(root).parts
-            ]
+            entries = []
+            for path in sorted(root.rglob("*")):
+                if ".cache" in path.relative_to(root).parts:
+                    continue
+                self._check_link(name, spec, root, path)
+                if path.is_file():
+                    entries.append((path.relative_to(root).as_posix(), path.stat()))
         files = [RemoteFile(path=rel, size=st.st_size) for rel, st in entries]
         chosen = select_files(files, spec.include, spec.exclude)
         if not chosen:
@@ -66,14 +71,28 @@ class LocalSource:
         ).hexdigest()
         return Snapshot(spec.source, self.default_revision, f"local-{fingerprint[:40]}", tuple(chosen))
 
+    @staticmethod
+    def _check_link(name: str, spec: ModelSpec, root: Path, path: Path) -> None:
+        """A link leading out of the source (to ``/etc/shadow``) is refused unless the model says
+        ``follow_symlinks: true``: copying it would publish a file the user never pointed at."""
+        if spec.follow_symlinks or not path.is_symlink():
+            return
+        real = os.path.realpath(path)
+        if real != str(root) and not real.startswith(str(root) + os.sep):
+            raise SourceError(f"{path} is a link leading out of the local source (to {real})", resource=name,
+                              hint="remove the link, or set `follow_symlinks: true` on the model to copy its target")
+
     def file_url(self, spec: ModelSpec, resolved: str, path: str) -> None:
         return None
 
     def fetch(
         self, name: str, file: RemoteFile, model_dir: Path, *, on_progress: Callable[[int], None]
     ) -> str:
-        root = self._root(name, self._manifest.models[name])
+        spec = self._manifest.models[name]
+        root = self._root(name, spec)
         source = root if root.is_file() else root / file.path
+        if not root.is_file():
+            self._check_link(name, spec, root, source)
         target = model_dir / file.path
         target.parent.mkdir(parents=True, exist_ok=True)
         temp = target.with_name(f".{target.name}.provision-tmp")
@@ -93,6 +112,17 @@ class LocalSource:
 
     def finalize(self, name: str, snapshot: Snapshot, model_dir: Path) -> None:
         pass
+
+
+def containment_problem(manifest: Manifest, spec: ModelSpec) -> str | None:
+    """Why a ``file://`` source cannot be copied into ``models_dir``: a source folder that
+    holds ``models_dir`` would copy its own copies deeper on every apply, never converging."""
+    if spec.scheme != "file":
+        return None
+    root, models_dir = manifest.local_source_path(spec), manifest.models_dir
+    if root == models_dir or root in models_dir.parents:
+        return f"local source {root} contains models_dir {models_dir}: it would copy itself on every apply"
+    return None
 
 
 _FICLONE = 0x40049409  # linux/fs.h

@@ -12,7 +12,7 @@ Protocol served (the legacy ``/api/v1`` surface the modelscope SDK itself uses):
 
 The SDK is not used: importing it costs seconds, it probes the public site for a region
 when no endpoint is set, writes lock files under ``$MODELSCOPE_CACHE`` and would write a
-``../`` path from a hostile listing; here every listed path passes ``safe_relpath`` before
+``../`` path from a hostile listing; here every listed field passes ``provision.listing`` before
 anything is written. Auth is the access token as ``Authorization: Bearer`` and as the
 ``m_session_id`` cookie (older endpoints read only the cookie), on hub requests only.
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -43,15 +42,15 @@ from ..errors import (
     RevisionNotFoundError,
     SourceError,
 )
-from ..files import RemoteFile, Snapshot, plural, safe_relpath, select_files
+from ..files import RemoteFile, Snapshot, plural, select_files
 from ..hosts import DEFAULT_CONNECTIONS_PER_HOST
+from ..listing import MalformedListingError, checked_digest, checked_path, checked_size, shown
 from ..manifest import ModelScopeSettings, ModelSpec
 
 DEFAULT_ENDPOINT = "https://www.modelscope.cn"
 # The hub silently truncates a recursive listing at this many entries (modelscope-hub's
 # REPO_FILES_TRUNCATION_LIMIT); a listing that long may be incomplete.
 LISTING_CAP = 3000
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _AUTH_HINT = "a private model needs a token: set modelscope.token: ${MODELSCOPE_API_TOKEN} (or export it)"
 
 
@@ -127,7 +126,8 @@ class ModelScopeSource:
         data = body.get("Data")
         files = data.get("Files") if isinstance(data, dict) else data
         if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
-            raise SourceError(f"{repo}@{revision}: malformed file listing from {self.endpoint}", resource=name)
+            raise MalformedListingError(f"{repo}@{revision}: malformed file listing from {self.endpoint}",
+                                        resource=name)
         if len(files) >= LISTING_CAP:
             raise SourceError(f"{repo}@{revision}: the hub listed {len(files)} entries, its truncation limit",
                               resource=name, hint="the listing may be incomplete; narrow the model with `include:`")
@@ -138,15 +138,11 @@ class ModelScopeSource:
         return self._downloader.get_json(url, resource=name, endpoint=self.endpoint)
 
     def _remote_file(self, name: str, spec: ModelSpec, revision: str, entry: dict[str, Any]) -> RemoteFile:
-        raw_path = entry.get("Path")
-        path = safe_relpath(raw_path if isinstance(raw_path, str) else "", resource=name)
-        size, sha256 = entry.get("Size"), entry.get("Sha256") or None
-        if not isinstance(size, int) or size < 0:
-            raise SourceError(f"{path}: the listing gives no valid size ({size!r})", resource=name)
-        if sha256 is not None and not (isinstance(sha256, str) and _SHA256.match(sha256)):
-            raise SourceError(f"{path}: the listing gives an invalid sha256 ({str(sha256)[:20]!r})", resource=name)
+        path = checked_path(entry.get("Path"), resource=name, field="Path")
+        size = checked_size(entry.get("Size"), resource=name, field=f"Size of {shown(path)}")
+        sha256 = checked_digest(entry.get("Sha256") or None, 64, resource=name, field=f"Sha256 of {shown(path)}")
         # A file listed without Sha256 is hashed while it streams and pinned in the lock then.
-        return RemoteFile(path=path, size=size, sha256=sha256.lower() if sha256 else None,
+        return RemoteFile(path=path, size=size, sha256=sha256,
                           url=self.file_url(spec, revision, path))
 
 

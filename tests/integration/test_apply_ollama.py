@@ -177,11 +177,14 @@ def test_destroy_deletes_what_it_pulled_and_leaves_the_users_model(tmp_path: Pat
     assert lock_of(manifest) == {}
 
 
-def test_a_removed_model_is_deleted_on_the_next_apply(tmp_path: Path, fake: FakeOllama) -> None:
+def test_a_removed_model_is_deleted_on_the_next_apply_with_yes(tmp_path: Path, fake: FakeOllama) -> None:
     manifest = write_manifest(tmp_path, QWEN, host=fake.url)
     assert run_cli("apply", manifest).returncode == 0
     write_manifest(tmp_path, "models: {}\n", host=fake.url)
-    result = run_cli("apply", manifest)
+    kept = run_cli("apply", manifest)  # no terminal to ask on: kept until --yes (issue 12, item 12)
+    assert kept.returncode == 1 and "--yes" in kept.stderr
+    assert fake.local != {}
+    result = run_cli("apply", manifest, "--yes")
     assert result.returncode == 0, result.stderr
     assert fake.local == {}
 

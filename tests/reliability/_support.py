@@ -199,7 +199,8 @@ def leftovers(models_dir: Path) -> list[str]:
 
 
 def orphans(models_dir: Path, lock: dict[str, Any], *, foreign: set[str] = frozenset()) -> list[str]:
-    """Files under ``models_dir`` that no lock entry accounts for (HF bookkeeping excepted)."""
+    """Files under ``models_dir`` that no lock entry accounts for (HF bookkeeping and provision's
+    ownership marker excepted)."""
     if not models_dir.exists():
         return []
     found = []
@@ -207,7 +208,7 @@ def orphans(models_dir: Path, lock: dict[str, Any], *, foreign: set[str] = froze
         if not path.is_file():
             continue
         model, _, rel = path.relative_to(models_dir).as_posix().partition("/")
-        if model in foreign or rel.startswith(HF_BOOKKEEPING):
+        if model in foreign or rel.startswith(HF_BOOKKEEPING) or rel == ".provision.json":
             continue
         if rel not in lock.get("models", {}).get(model, {}).get("files", {}):
             found.append(f"{model}/{rel}")

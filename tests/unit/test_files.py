@@ -1,33 +1,35 @@
-"""``safe_relpath`` (listing entries must stay inside the model folder) and ``select_files``."""
+"""``checked_path`` (listing entries must stay inside the model folder) and ``select_files``."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from huggingface_hub.utils import filter_repo_objects
 
 from provision.errors import SourceError
-from provision.files import RemoteFile, safe_relpath, select_files
+from provision.files import RemoteFile, select_files
+from provision.listing import checked_path
 
 
 @pytest.mark.parametrize(
     "path",
     ["../x", "..", "/abs", "/etc/passwd", "a/../../x", "./../x", ".cache/huggingface/download/x.lock",
-     ".cache", "C:/x", "C:x", "", ".", "a/..", "..\\x"],
+     ".cache", "C:/x", "C:x", "", ".", "a/..", "..\\x", "a/./b.json", "a//b", "a/", ".git/config", "sub/.GIT/hooks/x",
+     ".Git", "a/.git./x", "a\x00b", "a\nb", "a\x1b[31mb", "a\u202eb", ".provision.json", 7, None],
 )
-def test_safe_relpath_refuses(path: str) -> None:
+def test_checked_path_refuses(path: object) -> None:
     with pytest.raises(SourceError) as caught:
-        safe_relpath(path, resource="m")
+        checked_path(path, resource="m")
     assert caught.value.resource == "m"
     assert caught.value.hint
+    assert "path" in caught.value.message  # names the field
 
 
-@pytest.mark.parametrize(
-    ("path", "expected"),
-    [("a/b.json", "a/b.json"), ("config.json", "config.json"), ("a/./b.json", "a/b.json"),
-     ("a/x/../b.json", "a/b.json"), ("a\\b.json", "a/b.json"), ("sub/.cache/x", "sub/.cache/x")],
-)
-def test_safe_relpath_accepts(path: str, expected: str) -> None:
-    assert safe_relpath(path, resource="m") == expected
+@pytest.mark.parametrize("path", ["a/b.json", "config.json", "sub/.cache/x", "模型/权重.bin", ".gitattributes",
+                                  "a/.github/x", "sub/.provision.json"])
+def test_checked_path_accepts(path: str) -> None:
+    assert checked_path(path, resource="m") == path
 
 
 PATHS = ["config.json", "model.safetensors", "model.bin", "tokenizer.json", "tokenizer_config.json",
@@ -82,3 +84,11 @@ def test_same_choice_as_huggingface_hub(include: tuple[str, ...] | None, exclude
     expected = list(filter_repo_objects(PATHS, allow_patterns=include and list(include),
                                         ignore_patterns=exclude and list(exclude)))
     assert _select(include, exclude) == expected
+
+
+@pytest.mark.parametrize("digest", ["../../../../tmp/x/evil", "a" * 63, "/abs", "Z" * 64])
+def test_partial_file_is_named_inside_the_partial_folder_whatever_the_digest(tmp_path: Path, digest: str) -> None:
+    from provision.download import PARTIAL_DIR, partial_path
+
+    part = partial_path(tmp_path, RemoteFile("w.bin", 1, sha256=digest, git_sha1=digest))
+    assert part.parent == tmp_path / PARTIAL_DIR and digest not in part.name

@@ -67,12 +67,12 @@ manifest_argument = click.argument("manifest", required=False, type=click.Path(d
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")
 
 
-def _load(path: Path | None) -> Any:
+def _load(path: Path | None, *, secrets_optional: bool = False) -> Any:
     from .manifest import DEFAULT_MANIFEST, load_manifest
 
     if path is None:
         path = Path(os.environ.get("PROVISION_MANIFEST", DEFAULT_MANIFEST))
-    return load_manifest(path)
+    return load_manifest(path, secrets_optional=secrets_optional)
 
 
 def _progress(as_json: bool) -> Any:
@@ -258,7 +258,7 @@ def destroy(manifest: Path | None, only: tuple[str, ...], yes: bool, as_json: bo
     from .engine import Engine
     from .report import console, outcome_dict, print_json, render_outcomes, render_plan
 
-    with Engine(_load(manifest)) as engine:
+    with Engine(_load(manifest, secrets_optional=True)) as engine:  # removing needs no key
         destroy_plan = engine.destroy_plan(only)
         if not destroy_plan.actions:
             if as_json:

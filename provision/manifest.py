@@ -377,12 +377,18 @@ def _line_map(
     return out
 
 
-def _expand(value: Any, path: tuple, env: dict[str, str], lines: dict[tuple, int], file: str) -> Any:
-    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string; ``$$`` is a literal ``$``."""
+SECRET_FIELDS = ("token", "api_key")
+
+
+def _expand(value: Any, path: tuple, env: dict[str, str], lines: dict[tuple, int], file: str,
+            secrets_optional: bool = False) -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string; ``$$`` is a literal ``$``.
+
+    With ``secrets_optional`` an unset variable in a secret field becomes "" (destroy needs no key)."""
     if isinstance(value, dict):
-        return {k: _expand(v, path + (k,), env, lines, file) for k, v in value.items()}
+        return {k: _expand(v, path + (k,), env, lines, file, secrets_optional) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand(v, path + (i,), env, lines, file) for i, v in enumerate(value)]
+        return [_expand(v, path + (i,), env, lines, file, secrets_optional) for i, v in enumerate(value)]
     if not isinstance(value, str) or "$" not in value:
         return value
 
@@ -394,6 +400,8 @@ def _expand(value: Any, path: tuple, env: dict[str, str], lines: dict[tuple, int
             return env[name]
         if default is not None:
             return default
+        if secrets_optional and path and path[-1] in SECRET_FIELDS:
+            return ""
         raise ManifestError(
             f"environment variable {name} is not set",
             file=file,
@@ -477,7 +485,8 @@ def _clean_loc(loc: tuple) -> tuple:
     return tuple(p for p in loc if p not in ENGINES and not str(p).startswith(("tuple[", "function-")))
 
 
-def parse_manifest(text: str, *, file: str = "<manifest>", env: dict[str, str] | None = None) -> Manifest:
+def parse_manifest(text: str, *, file: str = "<manifest>", env: dict[str, str] | None = None,
+                   secrets_optional: bool = False) -> Manifest:
     """Parse manifest text. ``file`` is used in error messages only."""
     env = dict(os.environ) if env is None else env
     try:
@@ -503,7 +512,7 @@ def parse_manifest(text: str, *, file: str = "<manifest>", env: dict[str, str] |
     if not isinstance(data, dict):
         raise ManifestError("the manifest must be a mapping", file=file, line=lines.get((), 1),
                             hint="start with `version: 1`")
-    data = _expand(data, (), env, lines, file)
+    data = _expand(data, (), env, lines, file, secrets_optional)
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
@@ -529,7 +538,7 @@ def parse_manifest(text: str, *, file: str = "<manifest>", env: dict[str, str] |
         ) from None
 
 
-def load_manifest(path: str | os.PathLike[str] | None = None) -> Manifest:
+def load_manifest(path: str | os.PathLike[str] | None = None, *, secrets_optional: bool = False) -> Manifest:
     """Load and validate a manifest file (default: ./provision.yaml)."""
     file = Path(path if path is not None else DEFAULT_MANIFEST)
     try:
@@ -539,6 +548,6 @@ def load_manifest(path: str | os.PathLike[str] | None = None) -> Manifest:
                             "`provision apply manifests/demo.yaml`") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise ManifestError(f"cannot read manifest {file}: {exc}") from None
-    manifest = parse_manifest(text, file=str(file))
+    manifest = parse_manifest(text, file=str(file), secrets_optional=secrets_optional)
     manifest._path = file.resolve()
     return manifest

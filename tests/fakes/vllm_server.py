@@ -38,6 +38,8 @@ HTTP, as vLLM answers it:
       ..."; unknown model 404 {"error": {"message": "The model `x` does not exist.",
       "type": "NotFoundError", "param": null, "code": 404}}; with --api-key, /v1/* without
       "Authorization: Bearer KEY" is 401 {"error": "Unauthorized"}.
+    With --runner pooling (an embedding model) vLLM registers no chat route: POST
+      /v1/chat/completions is FastAPI's 404 {"detail": "Not Found"}, as for any unknown path.
 
 The reply echoes the last user message: its words (its characters, for text without
 spaces), one per token, so a test knows the text and the token count in advance.
@@ -107,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tool-call-parser")
     parser.add_argument("--reasoning-parser")
     parser.add_argument("--uvicorn-log-level", default="info")
+    parser.add_argument("--runner", default="auto", choices=["auto", "generate", "pooling", "draft"])
     for flag in ("--trust-remote-code", "--enforce-eager", "--enable-prefix-caching",
                  "--enable-auto-tool-choice", "--enable-log-requests", "--disable-log-stats"):
         parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=False)
@@ -187,6 +190,7 @@ class FakeVLLM(FakeServer):
         first_token_delay: float = 0.0,
         token_delay: float = 0.0,
         fail_after: int | None = None,
+        runner: str = "generate",
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -198,6 +202,7 @@ class FakeVLLM(FakeServer):
         self.first_token_delay = first_token_delay
         self.token_delay = token_delay
         self.fail_after = fail_after  # content chunks sent before a mid-stream error
+        self.runner = runner  # "pooling": an embedding model, which vLLM gives no chat route
         self.chat_requests: list[dict[str, Any]] = []
 
     @property
@@ -216,9 +221,10 @@ class FakeVLLM(FakeServer):
             self.send_json(handler, record, 200, {"version": VLLM_VERSION})
         elif route == ("GET", "/v1/models"):
             self.send_json(handler, record, 200, self._models())
-        elif route == ("POST", "/v1/chat/completions"):
+        elif route == ("POST", "/v1/chat/completions") and self.runner != "pooling":
             self._chat(request, handler, record)
-        elif request.path in ("/health", "/version", "/v1/models", "/v1/chat/completions"):
+        elif request.path in ("/health", "/version", "/v1/models") or (
+                request.path == "/v1/chat/completions" and self.runner != "pooling"):
             self.send_json(handler, record, 405, {"detail": "Method Not Allowed"})
         else:
             self.send_json(handler, record, 404, {"detail": "Not Found"})
@@ -374,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         first_token_delay=_env_float("FAKE_VLLM_FIRST_TOKEN_DELAY"),
         token_delay=_env_float("FAKE_VLLM_TOKEN_DELAY"),
         fail_after=int(fail_after) if fail_after else None,
+        runner="pooling" if args.runner == "pooling" else "generate",
         host=args.host or "0.0.0.0",
         port=args.port,
     )

@@ -84,8 +84,8 @@ ENGINE_FAILURE = "\n".join([
     "(EngineCore_DP0 pid=80) ERROR 12-01 21:00:05 [core.py:700] Traceback (most recent call last):",
     *[f"(EngineCore_DP0 pid=80) ERROR 12-01 21:00:05 [core.py:700]   File \"/x/f{i}.py\", line {i}, in g"
       for i in range(25)],
-    "(EngineCore_DP0 pid=80) ERROR 12-01 21:00:05 [core.py:700] ValueError: No available memory for the cache "
-    "blocks. Try increasing `VLLM_CPU_KVCACHE_SPACE`.",
+    ("(EngineCore_DP0 pid=80) ERROR 12-01 21:00:05 [core.py:700] ValueError: No available memory for the cache "
+    "blocks. Try increasing `VLLM_CPU_KVCACHE_SPACE`."),
     *[f"(APIServer pid=1) frame {i}" for i in range(30)],
     "(APIServer pid=1) RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}",
 ])

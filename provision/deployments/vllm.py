@@ -436,10 +436,18 @@ class VllmBackend:
                 else:
                     container.start()
             else:
+                container = None
                 for old in _ours(client, desired.public["manifest"], name):
+                    if container is None and old.name == desired.name and adoption(old, desired) == "reuse":
+                        # what a create that timed out left: this spec, never started
+                        ctx.on_status(name, f"starting {old.name} ({old.id[:12]}), created for this spec earlier")
+                        container = client.containers.get(old.id)
+                        _start(container)
+                        continue
                     ctx.on_status(name, f"removing the old container {old.name} ({old.id[:12]})")
                     _stop_and_remove(client, old.id)
-                container = self._create(client, name, spec, desired, ctx)
+                if container is None:
+                    container = self._create(client, name, spec, desired, ctx)
             self._wait_ready(container, name, spec, desired, ctx)
             container.update(restart_policy={"Name": spec.restart})
         except NotFound as exc:

@@ -28,8 +28,10 @@ HTTP, as vLLM answers it:
         data: {chunk}  delta {"role": "assistant", "content": ""}        first
         data: {chunk}  delta {"content": "<word>"}                        one per token
         finish: "length" rides on the last content chunk; "stop" comes in its own chunk
-                with content "" (the end-of-sequence token decodes to nothing)
-        data: {chunk}  "choices": [], "usage": {...}   with stream_options.include_usage
+                with content "", one token delay later (the end-of-sequence token is
+                generated like any other and decodes to nothing)
+        data: {chunk}  "choices": [], "usage": {...}   with stream_options.include_usage;
+                completion_tokens counts the end-of-sequence token of a "stop" answer
         data: [DONE]
       A failure after the stream began is one event, then [DONE] (vLLM's
       create_streaming_error_response):
@@ -280,8 +282,9 @@ class FakeVLLM(FakeServer):
         limit = requested or self.max_model_len - prompt_tokens
         words = reply[:limit]
         finish = "length" if len(reply) > limit else "stop"
-        usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + len(words),
-                 "completion_tokens": len(words), "prompt_tokens_details": None}
+        generated = len(words) + (finish == "stop")  # vLLM counts the end-of-sequence token
+        usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + generated,
+                 "completion_tokens": generated, "prompt_tokens_details": None}
         ident = f"chatcmpl-{uuid.uuid4().hex}"
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -335,6 +338,7 @@ class FakeVLLM(FakeServer):
             last = index == len(words) - 1
             event(chunk({"content": word}, "length" if last and finish == "length" else None))
         if finish == "stop":
+            time.sleep(self.token_delay)  # the end-of-sequence token takes a decode step too
             event(chunk({"content": ""}, "stop"))
         if usage is not None:
             event({"id": ident, "object": "chat.completion.chunk", "created": created,

@@ -50,7 +50,8 @@ def test_stream_with_usage_has_role_content_finish_and_usage_chunks(fake: FakeVL
     assert finishes == ["stop"]
     assert chunks[-1].choices == []
     assert chunks[-1].usage is not None
-    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (11, 6)
+    # 6 words and the end-of-sequence token, which vLLM counts
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (11, 7)
 
 
 def test_max_tokens_cuts_the_stream_with_finish_reason_length(fake: FakeVLLM) -> None:
@@ -195,3 +196,22 @@ def test_container_serves_a_streamed_chat(tmp_path: Path, model_dir: Path) -> No
         assert chunks[-1].usage is not None
     finally:
         container.remove(force=True)
+
+
+def test_the_stand_in_passes_the_client_checks(model_dir: Path) -> None:
+    # The same checks run against the real vLLM in test_vllm_real.py.
+    from tests.real_vllm import client_checks
+
+    with FakeVLLM(model_dir, ["tiny"], api_key="k") as server:
+        assert client_checks(server.url, "tiny", "k") == []
+
+
+def test_a_pooling_server_asked_to_chat_is_explained(model_dir: Path) -> None:
+    from provision.deployments.openai import OpenAIChat
+    from provision.manifest import SmokeTestSettings
+    from provision.smoke import run_one
+
+    with FakeVLLM(model_dir, ["embed"], runner="pooling") as server:
+        result = run_one("e", OpenAIChat(server.base_url, "embed", None, timeout=10), SmokeTestSettings(timeout=10))
+    assert not result.passed
+    assert result.reason is not None and "pooling model" in result.reason and "not served" not in result.reason

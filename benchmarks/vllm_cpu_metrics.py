@@ -32,8 +32,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.fakes._server import free_port  # noqa: E402
-from tests.real_vllm import IMAGE, SERVER_ARGS, SERVER_ENV, converted_smollm2, ensure_image  # noqa: E402
+from tests.fakes._server import free_port
+from tests.real_vllm import IMAGE, SERVER_ARGS, SERVER_ENV, converted_smollm2, ensure_image
 
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 NAME = f"bench-cpu-{os.getpid()}"

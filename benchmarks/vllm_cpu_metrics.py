@@ -3,8 +3,9 @@
     python benchmarks/vllm_cpu_metrics.py [--runs 10] [--output-len 48]
 
 Starts provision/vllm-cpu:0.32.0 (scripts/build-vllm-cpu-image.sh builds it) serving the demo
-model converted to safetensors, through `provision apply`. Then, alternating so noise hits
-both, one request at a time:
+model converted to safetensors, through `provision apply`. Then, one request at a time, half
+of provision's runs, vLLM's benchmark, the other half (vLLM's benchmark takes ~15 s to import
+itself, so it runs once with all its prompts):
 
 - ``provision smoke-test --json``: one streamed chat per run, a prompt that makes the model
   talk, ``max_tokens`` = the output length, temperature 0 (so every answer is cut at exactly
@@ -75,20 +76,21 @@ def smoke_once(manifest: Path) -> tuple[float, float, int]:
     return row["ttft"], row["tpot"], row["output_tokens"]
 
 
-def bench_once(input_len: int, output_len: int) -> tuple[float, float, int]:
+def bench(input_len: int, output_len: int, prompts: int) -> list[tuple[float, float, int]]:
     command = ["docker", "exec", f"provision-{NAME}", "vllm", "bench", "serve", "--backend", "openai-chat",
                "--base-url", "http://127.0.0.1:8000", "--endpoint", "/v1/chat/completions", "--model", NAME,
                "--tokenizer", "/models/smollm2", "--dataset-name", "random",
                "--random-input-len", str(input_len), "--random-output-len", str(output_len), "--ignore-eos",
-               "--num-prompts", "1", "--max-concurrency", "1", "--temperature", "0", "--seed", "0",
-               "--save-result", "--result-dir", "/tmp", "--result-filename", "bench.json", "--disable-tqdm"]
+               "--num-prompts", str(prompts), "--max-concurrency", "1", "--temperature", "0", "--seed", "0",
+               "--save-result", "--save-detailed", "--result-dir", "/tmp", "--result-filename", "bench.json", "--disable-tqdm"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     if done.returncode != 0:
         raise SystemExit(f"vllm bench serve failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     raw = subprocess.run(["docker", "exec", f"provision-{NAME}", "cat", "/tmp/bench.json"], capture_output=True,
                          text=True, check=True).stdout
-    result = json.loads(raw)
-    return result["median_ttft_ms"] / 1000, result["median_tpot_ms"] / 1000, int(result["total_output_tokens"])
+    result = json.loads(raw)  # --save-detailed keeps each request's ttft, itls and output_lens
+    return [(ttft, (sum(itls) / (n - 1)) if n > 1 else 0.0, n)
+            for ttft, itls, n in zip(result["ttfts"], result["itls"], result["output_lens"], strict=True)]
 
 
 def main() -> None:
@@ -107,12 +109,11 @@ def main() -> None:
             raise SystemExit(applied.stdout + applied.stderr)
         try:
             input_len = prompt_tokens(port)
-            smoke_once(manifest)  # warm-up, both ways
-            bench_once(input_len, options.output_len)
+            smoke_once(manifest)  # warm-up
             rows: dict[str, list[tuple[float, float, int]]] = {"provision": [], "vllm": []}
-            for _ in range(options.runs):
-                rows["provision"].append(smoke_once(manifest))
-                rows["vllm"].append(bench_once(input_len, options.output_len))
+            rows["provision"] += [smoke_once(manifest) for _ in range(options.runs // 2)]
+            rows["vllm"] = bench(input_len, options.output_len, options.runs)
+            rows["provision"] += [smoke_once(manifest) for _ in range(options.runs - options.runs // 2)]
         finally:
             cli("destroy", "--yes", str(manifest))
     print(f"vLLM 0.32.0 CPU, SmolLM2-135M bf16, --enforce-eager; prompt {input_len} tokens, "

@@ -134,13 +134,15 @@ def client_checks(base: str, served: str, key: str | None) -> list[str]:
         last = choice_chunks[-1]["choices"][0]
         check(last["finish_reason"] == "stop" and last["delta"].get("content", "") == "",
               f"finish 'stop' comes in its own chunk with content '': {last}")
-        usage = next((e["usage"] for e in done.events if isinstance(e, dict) and e.get("usage")), {})
+        usage: dict[str, Any] = next((e["usage"] for e in done.events if isinstance(e, dict) and e.get("usage")), {})
         check(usage.get("completion_tokens") == len(texts) + 1,
               f"completion_tokens ({usage.get('completion_tokens')}) = text chunks ({len(texts)}) + EOS")
     without_usage = request(base, "POST", "/v1/chat/completions", chat(served, 3, usage=False), key)
     check(not any(isinstance(e, dict) and e.get("usage") for e in without_usage.events),
           "no usage chunk unless stream_options.include_usage")
 
+    near = request(base, "POST", "/v1/chat/completions", chat(served, first.get("max_model_len", 2048) - 5), key)
+    check(near.status == 200, f"prompt + max_tokens beyond the context is no error: {near.status} {near.body}")
     plain = request(base, "POST", "/v1/chat/completions", chat(served, 3, stream=False), key)
     check(plain.status == 200 and plain.body["object"] == "chat.completion"
           and plain.body["usage"]["completion_tokens"] == 3 and plain.body["choices"][0]["finish_reason"] == "length",
@@ -150,11 +152,13 @@ def client_checks(base: str, served: str, key: str | None) -> list[str]:
     unknown = request(base, "POST", "/v1/chat/completions", chat("no-such-model", 3), key)
     error = (unknown.body or {}).get("error", {})
     check(unknown.status == 404 and error.get("type") == "NotFoundError" and error.get("code") == 404
-          and "no-such-model" in error.get("message", ""), f"unknown model: {unknown.status} {unknown.body}")
+          and error.get("param") == "model" and error.get("message", "").startswith(
+              "The model `no-such-model` does not exist. Valid aliases:"), f"unknown model: {unknown.status} {unknown.body}")
     long = request(base, "POST", "/v1/chat/completions", chat(served, 10**6), key)
     error = (long.body or {}).get("error", {})
-    check(long.status == 400 and error.get("type") == "BadRequestError" and "context length" in error.get(
-        "message", ""), f"max_tokens beyond the context: {long.status} {long.body}")
+    check(long.status == 400 and error.get("type") == "BadRequestError" and error.get("param") == "max_tokens"
+          and "cannot be greater than max_model_len" in error.get("message", ""),
+          f"max_tokens beyond the context: {long.status} {long.body}")
     missing = request(base, "GET", "/v1/no-such-path", key=key)
     check(missing.status == 404 and missing.body == {"detail": "Not Found"}, f"unknown path: {missing.body}")
     if key:

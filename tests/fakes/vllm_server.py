@@ -36,9 +36,12 @@ HTTP, as vLLM answers it:
       A failure after the stream began is one event, then [DONE] (vLLM's
       create_streaming_error_response):
         data: {"error": {"message", "type": "InternalServerError", "param": null, "code": 500}}
-    Errors: max_tokens beyond --max-model-len 400 "This model's maximum context length is
-      ..."; unknown model 404 {"error": {"message": "The model `x` does not exist.",
-      "type": "NotFoundError", "param": null, "code": 404}}; with --api-key, /v1/* without
+    Errors: max_tokens beyond --max-model-len 400 {"error": {"message": "max_tokens=N cannot
+      be greater than max_model_len=M. Please request fewer output tokens. (parameter=max_tokens,
+      value=N)", "type": "BadRequestError", "param": "max_tokens", "code": 400}} (a prompt plus
+      max_tokens beyond the context is no error: the answer stops at the context's end);
+      unknown model 404 {"error": {"message": "The model `x` does not exist. Valid aliases:
+      NAME.", "type": "NotFoundError", "param": "model", "code": 404}}; with --api-key, /v1/* without
       "Authorization: Bearer KEY" is 401 {"error": "Unauthorized"}.
     With --runner pooling (an embedding model) vLLM registers no chat route: POST
       /v1/chat/completions is FastAPI's 404 {"detail": "Not Found"}, as for any unknown path.
@@ -247,8 +250,8 @@ class FakeVLLM(FakeServer):
         }
 
     @staticmethod
-    def _error(message: str, err_type: str, code: int) -> dict[str, Any]:
-        return {"error": {"message": message, "type": err_type, "param": None, "code": code}}
+    def _error(message: str, err_type: str, code: int, param: str | None = None) -> dict[str, Any]:
+        return {"error": {"message": message, "type": err_type, "param": param, "code": code}}
 
     def _chat(self, request: Request, handler: BaseHTTPRequestHandler, record: Recorded) -> None:
         try:
@@ -262,7 +265,8 @@ class FakeVLLM(FakeServer):
         self.chat_requests.append(body)
         model = body.get("model") or self.served_names[0]
         if model not in self.served_names:
-            error = self._error(f"The model `{model}` does not exist.", "NotFoundError", 404)
+            error = self._error(f"The model `{model}` does not exist. Valid aliases: {', '.join(self.served_names)}.",
+                                "NotFoundError", 404, "model")
             self.send_json(handler, record, 404, error)
             return
 
@@ -270,16 +274,14 @@ class FakeVLLM(FakeServer):
         user = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
         reply = _tokens(_text(user[-1].get("content")) if user else "") or ["..."]
         prompt_tokens = sum(len(_tokens(_text(m.get("content")))) for m in messages if isinstance(m, dict))
-        requested = body.get("max_completion_tokens") or body.get("max_tokens")
-        if requested is not None and prompt_tokens + requested > self.max_model_len:
-            message = (
-                f"This model's maximum context length is {self.max_model_len} tokens. However, you requested "
-                f"{prompt_tokens + requested} tokens ({prompt_tokens} in the messages, {requested} in the "
-                "completion). Please reduce the length of the messages or completion."
-            )
-            self.send_json(handler, record, 400, self._error(message, "BadRequestError", 400))
+        field = "max_completion_tokens" if body.get("max_completion_tokens") else "max_tokens"
+        requested = body.get(field)
+        if requested is not None and requested > self.max_model_len:
+            message = (f"{field}={requested} cannot be greater than max_model_len={self.max_model_len}. "
+                       f"Please request fewer output tokens. (parameter={field}, value={requested})")
+            self.send_json(handler, record, 400, self._error(message, "BadRequestError", 400, field))
             return
-        limit = requested or self.max_model_len - prompt_tokens
+        limit = min(requested or self.max_model_len, self.max_model_len - prompt_tokens)
         words = reply[:limit]
         finish = "length" if len(reply) > limit else "stop"
         generated = len(words) + (finish == "stop")  # vLLM counts the end-of-sequence token
@@ -294,7 +296,8 @@ class FakeVLLM(FakeServer):
                 pass  # the client hung up mid-stream
             return
         time.sleep(self.first_token_delay + self.token_delay * max(len(words) - 1, 0))
-        message = {"role": "assistant", "content": "".join(words), "reasoning_content": None, "tool_calls": []}
+        message = {"role": "assistant", "content": "".join(words), "refusal": None, "annotations": None,
+                   "audio": None, "function_call": None, "reasoning": None}
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish, "stop_reason": None}
         self.send_json(handler, record, 200, {
             "id": ident, "object": "chat.completion", "created": int(time.time()), "model": model,

@@ -75,7 +75,7 @@ def test_max_tokens_beyond_the_context_is_a_bad_request(fake: FakeVLLM) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client(fake).chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=600)
 
-    assert "maximum context length is 512 tokens" in caught.value.message
+    assert "max_tokens=600 cannot be greater than max_model_len=512" in caught.value.message
 
 
 def test_models_lists_served_names_with_root_and_max_len(fake: FakeVLLM, model_dir: Path) -> None:
@@ -100,8 +100,8 @@ def test_unknown_model_raises_not_found(fake: FakeVLLM) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
         client(fake).chat.completions.create(model="nope", messages=MESSAGES)
 
-    assert caught.value.body == {"message": "The model `nope` does not exist.", "type": "NotFoundError",
-                                 "param": None, "code": 404}
+    assert caught.value.body == {"message": "The model `nope` does not exist. Valid aliases: tiny.",
+                                 "type": "NotFoundError", "param": "model", "code": 404}
 
 
 def test_extra_sampling_fields_are_recorded(fake: FakeVLLM) -> None:

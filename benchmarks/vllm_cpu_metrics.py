@@ -12,7 +12,7 @@ itself, so it runs once with all its prompts):
   that many tokens: finish "length");
 - ``vllm bench serve`` inside the container (the installed vLLM's own benchmark):
   ``--backend openai-chat --dataset-name random`` with ``--random-input-len`` = the smoke
-  prompt's token count (the server's own ``prompt_tokens``), ``--random-output-len`` = the
+  prompt's token count without the chat template's (both from the server's ``prompt_tokens``), ``--random-output-len`` = the
   output length, ``--ignore-eos``, ``--max-concurrency 1``, ``--temperature 0``.
 
 Reported: medians of TTFT and TPOT over the runs, and provision's relative difference; the
@@ -58,11 +58,11 @@ def cli(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
                           timeout=timeout, check=False, cwd=REPO_ROOT)
 
 
-def prompt_tokens(port: int) -> int:
-    """The smoke prompt's length as the server counts it (chat template included)."""
+def prompt_tokens(port: int, content: str = PROMPT) -> int:
+    """A one-message prompt's length as the server counts it (chat template included)."""
     import urllib.request
 
-    body = json.dumps({"model": NAME, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 1}).encode()
+    body = json.dumps({"model": NAME, "messages": [{"role": "user", "content": content}], "max_tokens": 1}).encode()
     request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", body,
                                      {"Content-Type": "application/json"})
     with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=120) as response:
@@ -108,7 +108,8 @@ def main() -> None:
         if applied.returncode != 0:
             raise SystemExit(applied.stdout + applied.stderr)
         try:
-            input_len = prompt_tokens(port)
+            # vLLM's random dataset sends its tokens as one user message: the template adds the rest.
+            input_len = prompt_tokens(port) - prompt_tokens(port, "")
             smoke_once(manifest)  # warm-up
             rows: dict[str, list[tuple[float, float, int]]] = {"provision": [], "vllm": []}
             rows["provision"] += [smoke_once(manifest) for _ in range(options.runs // 2)]

@@ -58,11 +58,13 @@ def write(manifest: Path, model: Path, port: int, *, args: list[str] = SERVER_AR
 
 @pytest.fixture(scope="module")
 def docker_client():  # type: ignore[no-untyped-def]
+    import docker
+
     from tests.fakes.docker_env import ensure_engine
 
-    client = ensure_engine()
+    ensure_engine()
     ensure_image()
-    return client
+    return docker.from_env(timeout=900)  # removing a container of this image under vfs takes minutes
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +155,7 @@ def test_a_bad_argument_reports_vllms_reason_and_destroy_removes_it(
         assert "unrecognized arguments: --no-such-flag" in result.stderr, result.stderr
         assert container_named(docker_client, f"provision-{name}").status == "exited"
         # Destroy by label: the failed apply recorded nothing in state.
-        gone = run_cli("destroy", "--yes", manifest)
+        gone = run_cli("destroy", "--yes", manifest, timeout=900)  # removing under vfs takes minutes
         assert gone.returncode == 0, gone.stdout + gone.stderr
         assert container_named(docker_client, f"provision-{name}") is None
     finally:
@@ -175,6 +177,6 @@ def test_an_args_change_replaces_then_destroy_removes(served: tuple[Path, int], 
     assert models["data"][0]["max_model_len"] == 1024
 
     env = {k: v for k, v in os.environ.items() if k != "VLLM_API_KEY"}  # destroy needs no key
-    gone = run_cli("destroy", "--yes", manifest, env=env)
+    gone = run_cli("destroy", "--yes", manifest, env=env, timeout=900)
     assert gone.returncode == 0, gone.stdout + gone.stderr
     assert container_named(docker_client, CNAME) is None

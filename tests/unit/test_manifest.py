@@ -357,3 +357,15 @@ def test_a_misspelt_key_gets_a_did_you_mean_hint(text: str, suggestion: str) -> 
     with pytest.raises(ManifestError) as caught:
         parse_manifest("version: 1\n" + text, file="m.yaml", env={})
     assert caught.value.hint.startswith(f"did you mean {suggestion}?")
+
+
+def test_secrets_optional_leaves_an_unset_secret_empty_and_nothing_else() -> None:
+    # destroy loads the manifest this way: removing needs no key (issue 14, defect 7)
+    text = ("version: 1\nmodels:\n  m: {source: 'file:///x'}\ndeployments:\n  d:\n    engine: vllm\n    model: m\n"
+            "    image: 'i:1'\n    api_key: '${UNSET_KEY_FOR_TEST}'\n")
+    manifest = parse_manifest(text, env={}, secrets_optional=True)
+    assert manifest.deployments["d"].api_key.get_secret_value() == ""  # type: ignore[union-attr]
+    with pytest.raises(ManifestError, match="UNSET_KEY_FOR_TEST is not set"):
+        parse_manifest(text, env={})
+    with pytest.raises(ManifestError, match="UNSET_IMAGE is not set"):
+        parse_manifest(text.replace("'i:1'", "'${UNSET_IMAGE}'"), env={}, secrets_optional=True)

@@ -301,7 +301,7 @@ def destroy(manifest: Path | None, only: tuple[str, ...], yes: bool, as_json: bo
     from .engine import Engine
     from .report import console, outcome_dict, print_json, render_outcomes, render_plan
 
-    with Engine(_load(manifest)) as engine:
+    with Engine(_load(manifest)) as engine:  # secrets resolve on use: removing needs none
         destroy_plan = engine.destroy_plan(only)
         if not destroy_plan.actions:
             if as_json:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from .errors import (
+    EngineUnavailableError,
     LockError,
     ManifestError,
     OwnershipError,
@@ -554,11 +555,27 @@ class Engine:
     # -- destroy, status, verify -------------------------------------------------------------
     def destroy_plan(self, only: tuple[str, ...] = ()) -> Plan:
         records = self.state.records(self.manifest.path)
+        labelled = self._labelled_containers(records["deployments"]) - set(records["deployments"])
         actions = [Action("deployment", n, Change.DELETE, "destroy") for n in sorted(records["deployments"])
                    if not only or n in only]
+        actions += [Action("deployment", n, Change.DELETE, "destroy: a container labelled for it (an apply that failed)",
+                           details={"engine": "vllm"}) for n in sorted(labelled) if not only or n in only]
         actions += [Action("model", n, Change.DELETE, "destroy") for n in sorted(records["models"])
                     if not only or n in only]
         return Plan(tuple(actions))
+
+    def _labelled_containers(self, records: Mapping[str, Any]) -> set[str]:
+        """Deployments with a vLLM container labelled for this manifest: ownership is the label,
+        so a failed apply (which records nothing) is destroyed too."""
+        if not any(getattr(d, "engine", None) == "vllm" for d in self.manifest.deployments.values()) and not any(
+                r.get("engine") == "vllm" for r in records.values()):
+            return set()
+        from .deployments.vllm import labelled_deployments
+
+        try:
+            return labelled_deployments(str(self.manifest.path.absolute()))
+        except EngineUnavailableError:
+            return set()  # no engine: nothing of ours can be running there
 
     def destroy(self, plan: Plan) -> ApplyResult:
         started = time.monotonic()
@@ -567,7 +584,7 @@ class Engine:
             records = self.state.records(self.manifest.path)
             for action in plan.actions:
                 if action.kind == "deployment":
-                    record = records["deployments"].get(action.name, {})
+                    record = records["deployments"].get(action.name) or dict(action.details)
                     outcomes.append(self._run(action, functools.partial(self._remove_deployment, action.name, record)))
                 else:
                     record = records["models"].get(action.name, {})

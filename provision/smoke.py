@@ -1,15 +1,21 @@
 """The smoke test: one streamed chat per deployment, timed, and judged pass or fail.
 
-Metrics follow ``vllm bench serve`` (benchmarks/backend_request_func.py), for one request:
+Metrics are ``vllm bench serve``'s (vllm/benchmarks/lib/endpoint_request_func.py and
+serve.py of vLLM 0.32.0), for one request; a *choice chunk* is one that carries a choice
+(text or a finish reason), not the trailing usage chunk:
 
-    send ──── TTFT ────▶ first content chunk ── ITL ──▶ chunk ── ITL ──▶ last content chunk ──▶ end
-    │◀──────────────────────────── latency ─────────────────────────────▶│
-    │◀──────────────────────────────── total_s ────────────────────────────────────────────▶│
+    send ── TTFT ──▶ first choice chunk ── ITL ──▶ chunk ── ITL ──▶ finish chunk ──▶ usage ──▶ end
+    │◀──────────────────────────── latency ──────────────────────────▶│
+    │◀──────────────────────────────── total_s ──────────────────────────────────────────▶│
 
-- TTFT: first chunk with non-empty text minus the send time (role-only and usage chunks
-  do not count).
-- ITL: the gaps between consecutive content chunks after the first (per chunk, as vLLM's
-  benchmark measures it: a chunk carrying several tokens is one gap).
+- TTFT: the first choice chunk minus the send time. vLLM's benchmark starts at its role
+  chunk, which vLLM's server sends in the same step as the first token's chunk; provision's
+  clients do not surface role chunks, so the first text (or finish) chunk stands for it.
+- ITL: the gaps between consecutive choice chunks after the first, the finish chunk
+  included (per chunk: a chunk carrying several tokens is one gap).
+- latency: send to the last choice chunk. When generation ends with EOS ("stop") vLLM sends
+  the finish reason in a chunk of its own, one decode step after the last text, and counts
+  EOS in ``completion_tokens``: ending latency at the last text would bias TPOT low.
 - TPOT: (latency - TTFT) / (output_tokens - 1).
 - tokens_per_s: the decode rate, (output_tokens - 1) / (latency - TTFT), i.e. 1 / TPOT, as
   Ollama's "eval rate": the first token is paid by TTFT, so it is not in the rate.
@@ -96,7 +102,7 @@ class SmokeJob:
 class StreamMetrics:
     ttft: float | None
     itl: tuple[float, ...]
-    latency: float | None  # send to the last content chunk
+    latency: float | None  # send to the last choice chunk (the finish chunk)
     total_s: float
     output_tokens: int
     token_source: str
@@ -110,7 +116,7 @@ class StreamMetrics:
 
 
 def ttft_and_itl(send: float, content_times: Sequence[float]) -> tuple[float | None, tuple[float, ...]]:
-    """TTFT and the inter-chunk gaps, from the arrival times of chunks that carried text."""
+    """TTFT and the inter-chunk gaps, from the arrival times of the choice chunks."""
     if not content_times:
         return None, ()
     gaps = tuple(later - earlier for earlier, later in itertools.pairwise(content_times))
@@ -160,10 +166,10 @@ def measure(
 ) -> StreamMetrics:
     """All metrics of one stream from its send time, timestamped events and end time."""
     events = [event for _, event in timed]
-    content_times = [t for t, event in timed if event.text]
+    choice_times = [t for t, event in timed if event.text or event.finish_reason]  # not usage chunks
     text = "".join(event.text for event in events)
-    ttft, itl = ttft_and_itl(send, content_times)
-    latency = content_times[-1] - send if content_times else None
+    ttft, itl = ttft_and_itl(send, choice_times)
+    latency = choice_times[-1] - send if choice_times else None
     tokens, source = output_token_count(events, text, count_tokens)
     tpot = time_per_output_token(latency, ttft, tokens)
     finish = next((e.finish_reason for e in reversed(events) if e.finish_reason), None)

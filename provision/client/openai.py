@@ -134,6 +134,15 @@ class OpenAIClient:
             return DeploymentError(f"401 Unauthorized: {told}", hint=self._key_hint)
         if isinstance(exc, openai.PermissionDeniedError):
             return DeploymentError(f"403 Forbidden: {_message(exc)}", hint=self._key_hint)
+        if isinstance(exc, openai.NotFoundError) and getattr(exc, "body", None) == {"detail": "Not Found"}:
+            # FastAPI's answer for a path with no route: vLLM adds the chat route only for
+            # generative models, so a pooling (embedding, reward, classify) model says this.
+            return DeploymentError(
+                f"404 {where} has no chat completions endpoint (the server answered {{\"detail\":\"Not Found\"}}, "
+                "the web framework's reply for an unknown path): it serves a pooling model "
+                "(embedding, classification, reward), which cannot chat, or base_url misses its /v1 path",
+                hint="deploy a generative (chat) model, or fix base_url; GET /v1/models shows what is served",
+            )
         if isinstance(exc, openai.NotFoundError):
             return DeploymentError(
                 f"404 model {self.model!r} is not served at {where}: {_message(exc)}",

@@ -52,6 +52,7 @@ from ..errors import DeploymentError, EngineUnavailableError, PreflightError
 from ..manifest import VllmDeployment
 from ..plan import Action, Change
 from .base import DeployContext
+from .container_logs import failure_excerpt
 
 if TYPE_CHECKING:
     import docker
@@ -66,7 +67,16 @@ LABEL_SPEC = "io.provision.spec"
 LABEL_SPEC_HASH = "io.provision.spec-hash"
 # provision sets these itself; the same flag in `args` would silently override them.
 RESERVED_ARGS = ("--model", "--served-model-name", "--host", "--port", "--api-key")
-LOG_TAIL = 20
+LOG_LINES = 2000  # read from a failed container's log; the excerpt is chosen from these
+# docker-py waits 60 s for an answer by default; creating or removing a container of a
+# multi-GB image under the vfs storage driver copies it, which took 54 s to 3 min here.
+SLOW_API_TIMEOUT = 600
+CREATE_TRIES = 3
+# vLLM on CPUs takes ~90% of RAM for its KV cache unless told a size (GiB); 4 GiB was
+# vLLM's own default before it moved to the fraction. The manifest sets another with
+# env: {VLLM_CPU_KVCACHE_SPACE: "8"} or vLLM's --kv-cache-memory-bytes in args.
+CPU_KVCACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
+DEFAULT_CPU_KVCACHE_GIB = 4
 STATUS_EVERY = 10.0  # seconds between "waiting for vLLM" lines
 STOP_TIMEOUT = 10
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # readiness is loopback
@@ -130,7 +140,7 @@ def desired_spec(name: str, spec: VllmDeployment, ctx: DeployContext) -> Contain
     """Pure: the container this deployment asks for, with the model revision from the lock."""
     served = spec.served_model_name or name
     command = server_args(name, spec)
-    environment = {"HF_HUB_OFFLINE": "1", **spec.env}
+    environment = {"HF_HUB_OFFLINE": "1", **cpu_kvcache_env(spec), **spec.env}
     key = spec.api_key.get_secret_value() if spec.api_key is not None else None
     if key is not None:
         environment["VLLM_API_KEY"] = key
@@ -163,6 +173,27 @@ def server_args(name: str, spec: VllmDeployment) -> list[str]:
     runner = ["--runner", "pooling"] if spec.task == "embed" else []
     return ["--model", f"{MOUNT_ROOT}/{spec.model}", "--served-model-name", spec.served_model_name or name,
             "--host", "0.0.0.0", "--port", str(CONTAINER_PORT), *runner, *spec.args]
+
+
+def cpu_kvcache_env(spec: VllmDeployment) -> dict[str, str]:
+    """Pure: the KV cache size a ``gpus: 0`` deployment gets when the manifest sets none."""
+    if _wants_gpus(spec) or CPU_KVCACHE_ENV in spec.env or any(
+            arg.split("=", 1)[0].replace("_", "-") == "--kv-cache-memory-bytes" for arg in spec.args):
+        return {}
+    return {CPU_KVCACHE_ENV: str(DEFAULT_CPU_KVCACHE_GIB)}
+
+
+def adoption(view: ContainerView | None, desired: ContainerSpec) -> str:
+    """Pure: after a create that timed out or met "name already in use", what to do with the
+    container of that name: "create" (none), "reuse" (ours, this spec, never started),
+    "replace" (ours, another spec or state) or "foreign" (not ours: leave it alone)."""
+    if view is None:
+        return "create"
+    if not _is_ours(view, desired):
+        return "foreign"
+    if view.labels.get(LABEL_SPEC_HASH) == desired.spec_hash and view.status == "created":
+        return "reuse"
+    return "replace"
 
 
 def _check_args(name: str, spec: VllmDeployment) -> None:
@@ -223,15 +254,17 @@ def _record(desired: ContainerSpec, container_id: str) -> dict[str, Any]:
 
 
 # -- talking to the engine ------------------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def _docker() -> docker.DockerClient:
-    """One client per process (a failure is not cached: the next call tries again)."""
+@functools.lru_cache(maxsize=2)
+def _docker(slow: bool = False) -> docker.DockerClient:
+    """One client per process, and one with a long timeout for creating, starting and removing
+    (a failure is not cached: the next call tries again)."""
     import docker
     from docker.errors import DockerException
 
     where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     try:
-        return docker.from_env()  # asks the engine for its API version: the reachability check
+        # from_env asks the engine for its API version: the reachability check
+        return docker.from_env(timeout=SLOW_API_TIMEOUT) if slow else docker.from_env()
     except DockerException as exc:
         if "Permission denied" in str(exc) or isinstance(exc.__context__, PermissionError):
             raise EngineUnavailableError(
@@ -270,6 +303,14 @@ def _find_by_name(client: docker.DockerClient, cname: str) -> ContainerView | No
 def _ours(client: docker.DockerClient, manifest: str, deployment: str) -> list[ContainerView]:
     labels = [f"{LABEL_MANAGED}=true", f"{LABEL_MANIFEST}={manifest}", f"{LABEL_DEPLOYMENT}={deployment}"]
     return [_view(s) for s in client.api.containers(all=True, filters={"label": labels})]
+
+
+def labelled_deployments(manifest: str) -> set[str]:
+    """Deployments of ``manifest`` with a container carrying provision's labels, in any state:
+    a failed apply records nothing in state, but its container is still provision's."""
+    client = _docker()
+    found = client.api.containers(all=True, filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_MANIFEST}={manifest}"]})
+    return {view.labels[LABEL_DEPLOYMENT] for view in map(_view, found) if view.labels.get(LABEL_DEPLOYMENT)}
 
 
 def _image_present(client: docker.DockerClient, image: str) -> bool:
@@ -388,7 +429,7 @@ class VllmBackend:
         name = action.name
         # Recomputed: the model may have been downloaded since planning, fixing its revision.
         desired = desired_spec(name, spec, ctx)
-        client = _docker()
+        client = _docker(slow=True)
         from docker.errors import APIError, NotFound
 
         try:
@@ -402,10 +443,18 @@ class VllmBackend:
                 else:
                     container.start()
             else:
+                container = None
                 for old in _ours(client, desired.public["manifest"], name):
+                    if container is None and old.name == desired.name and adoption(old, desired) == "reuse":
+                        # what a create that timed out left: this spec, never started
+                        ctx.on_status(name, f"starting {old.name} ({old.id[:12]}), created for this spec earlier")
+                        container = client.containers.get(old.id)
+                        _start(container)
+                        continue
                     ctx.on_status(name, f"removing the old container {old.name} ({old.id[:12]})")
                     _stop_and_remove(client, old.id)
-                container = self._create(client, name, spec, desired, ctx)
+                if container is None:
+                    container = self._create(client, name, spec, desired, ctx)
             self._wait_ready(container, name, spec, desired, ctx)
             container.update(restart_policy={"Name": spec.restart})
         except NotFound as exc:
@@ -432,26 +481,57 @@ class VllmBackend:
         elif isinstance(spec.gpus, tuple) and spec.gpus:
             gpus = [DeviceRequest(device_ids=[str(i) for i in spec.gpus], capabilities=[["gpu"]])]
         ctx.on_status(name, f"creating container {desired.name} from {spec.image}")
-        container = client.containers.create(
-            spec.image,
-            command=list(desired.command),
-            name=desired.name,
-            labels=desired.labels,
-            environment=dict(desired.environment),
-            mounts=[Mount(f"{MOUNT_ROOT}/{spec.model}", desired.model_dir, type="bind", read_only=True)],
-            ports={f"{CONTAINER_PORT}/tcp": (spec.bind, spec.port)},
-            device_requests=gpus or None,
-            ipc_mode="host" if spec.ipc_host else None,
-            shm_size=None if spec.ipc_host else spec.shm_size,
-            restart_policy={"Name": "no"},  # until ready: see the module docstring
-        )
+        container = self._create_or_adopt(client, name, desired, {
+            "image": spec.image,
+            "command": list(desired.command),
+            "name": desired.name,
+            "labels": desired.labels,
+            "environment": dict(desired.environment),
+            "mounts": [Mount(f"{MOUNT_ROOT}/{spec.model}", desired.model_dir, type="bind", read_only=True)],
+            "ports": {f"{CONTAINER_PORT}/tcp": (spec.bind, spec.port)},
+            "device_requests": gpus or None,
+            "ipc_mode": "host" if spec.ipc_host else None,
+            "shm_size": None if spec.ipc_host else spec.shm_size,
+            "restart_policy": {"Name": "no"},  # until ready: see the module docstring
+        }, ctx)
         try:
-            container.start()
+            _start(container)
         except APIError as exc:
             container.remove(force=True)  # never leave a `created` container behind
             raise DeploymentError(f"the container did not start: {_explain(exc)}", resource=name,
                                   hint="check gpus, port and the model folder; nothing was left behind") from None
         return container
+
+    @staticmethod
+    def _create_or_adopt(client: docker.DockerClient, name: str, desired: ContainerSpec,
+                         options: dict[str, Any], ctx: DeployContext) -> Container:
+        """Create the container; when the engine answers late (the client's timeout) or says the
+        name is taken, the engine may have made it anyway: find it by name and reuse it when it
+        is ours, this spec and never started, remove it when it is ours otherwise."""
+        from docker.errors import APIError
+        from requests.exceptions import ReadTimeout
+
+        for _ in range(CREATE_TRIES):
+            try:
+                return client.containers.create(**options)
+            except (ReadTimeout, APIError) as exc:
+                if isinstance(exc, APIError) and exc.status_code != 409:
+                    raise
+                why = "no answer in time" if isinstance(exc, ReadTimeout) else _explain(exc)
+            view = _find_by_name(client, desired.name)
+            decision = adoption(view, desired)
+            ctx.on_status(name, f"creating {desired.name}: {why}; found {view.status if view else 'none'}: {decision}")
+            if view is not None and decision == "reuse":
+                return client.containers.get(view.id)
+            if view is not None and decision == "replace":
+                _stop_and_remove(client, view.id)
+            elif decision == "foreign":
+                raise DeploymentError(f"container {desired.name} appeared while creating it and is not provision's",
+                                      hint=f"remove it (`docker rm -f {desired.name}`) or rename this deployment",
+                                      resource=name)
+        raise DeploymentError(f"the Docker engine did not create {desired.name} after {CREATE_TRIES} tries",
+                              hint="see the engine's log (journalctl -u docker); it may be short of disk or busy",
+                              resource=name)
 
     @staticmethod
     def _pull(client: docker.DockerClient, name: str, image: str) -> None:
@@ -481,7 +561,7 @@ class VllmBackend:
             if state["Status"] in ("exited", "dead"):
                 raise DeploymentError(
                     f"vLLM exited with code {state['ExitCode']} after {elapsed:.0f} s; "
-                    f"last log lines:\n{_log_tail(container)}",
+                    f"from its log:\n{_log_excerpt(container)}",
                     hint=f"full log: `docker logs {desired.name}`; fix the cause, then `provision apply` again",
                     resource=name,
                 )
@@ -489,7 +569,7 @@ class VllmBackend:
                 container.kill()  # stopped, so the next apply starts it again instead of a no-op
                 raise DeploymentError(
                     f"vLLM was not ready after {spec.startup_timeout:.0f} s (startup_timeout); "
-                    f"last log lines:\n{_log_tail(container)}",
+                    f"from its log:\n{_log_excerpt(container)}",
                     hint="large models load for minutes: raise startup_timeout, or see the log for a hang",
                     resource=name,
                 )
@@ -500,7 +580,7 @@ class VllmBackend:
 
     # -- remove --------------------------------------------------------------------------
     def remove(self, name: str, record: Mapping[str, Any], ctx: DeployContext) -> None:
-        client = _docker()
+        client = _docker(slow=True)
         for view in _ours(client, str(ctx.manifest.path.absolute()), name):
             ctx.on_status(name, f"removing container {view.name} ({view.id[:12]})")
             _stop_and_remove(client, view.id)
@@ -530,6 +610,16 @@ def _ready(base: str, served: str, key: str | None) -> bool:
     return served in {m.get("id") for m in models.get("data", []) if isinstance(m, dict)}
 
 
-def _log_tail(container: Container) -> str:
-    text = container.logs(tail=LOG_TAIL).decode(errors="replace").rstrip()
-    return "\n".join(f"    {line}" for line in text.splitlines()) or "    (no output)"
+def _start(container: Container) -> None:
+    """Start; an answer that comes too late is asked again (starting a started container is a no-op)."""
+    from requests.exceptions import ReadTimeout
+
+    try:
+        container.start()
+    except ReadTimeout:
+        container.start()
+
+
+def _log_excerpt(container: Container) -> str:
+    text = container.logs(tail=LOG_LINES).decode(errors="replace")
+    return "\n".join(f"    {line}" for line in failure_excerpt(text)) or "    (no output)"

@@ -28,15 +28,20 @@ HTTP, as vLLM answers it:
         data: {chunk}  delta {"role": "assistant", "content": ""}        first
         data: {chunk}  delta {"content": "<word>"}                        one per token
         finish: "length" rides on the last content chunk; "stop" comes in its own chunk
-                with content "" (the end-of-sequence token decodes to nothing)
-        data: {chunk}  "choices": [], "usage": {...}   with stream_options.include_usage
+                with content "", one token delay later (the end-of-sequence token is
+                generated like any other and decodes to nothing)
+        data: {chunk}  "choices": [], "usage": {...}   with stream_options.include_usage;
+                completion_tokens counts the end-of-sequence token of a "stop" answer
         data: [DONE]
       A failure after the stream began is one event, then [DONE] (vLLM's
       create_streaming_error_response):
         data: {"error": {"message", "type": "InternalServerError", "param": null, "code": 500}}
-    Errors: max_tokens beyond --max-model-len 400 "This model's maximum context length is
-      ..."; unknown model 404 {"error": {"message": "The model `x` does not exist.",
-      "type": "NotFoundError", "param": null, "code": 404}}; with --api-key, /v1/* without
+    Errors: max_tokens beyond --max-model-len 400 {"error": {"message": "max_tokens=N cannot
+      be greater than max_model_len=M. Please request fewer output tokens. (parameter=max_tokens,
+      value=N)", "type": "BadRequestError", "param": "max_tokens", "code": 400}} (a prompt plus
+      max_tokens beyond the context is no error: the answer stops at the context's end);
+      unknown model 404 {"error": {"message": "The model `x` does not exist. Valid aliases:
+      NAME.", "type": "NotFoundError", "param": "model", "code": 404}}; with --api-key, /v1/* without
       "Authorization: Bearer KEY" is 401 {"error": "Unauthorized"}.
     With --runner pooling (``embedding_dimension``): POST /v1/embeddings {"model", "input": str
       or [str], "encoding_format": "float"} -> {"object": "list", "data": [{"index", "object":
@@ -258,8 +263,8 @@ class FakeVLLM(FakeServer):
         }
 
     @staticmethod
-    def _error(message: str, err_type: str, code: int) -> dict[str, Any]:
-        return {"error": {"message": message, "type": err_type, "param": None, "code": code}}
+    def _error(message: str, err_type: str, code: int, param: str | None = None) -> dict[str, Any]:
+        return {"error": {"message": message, "type": err_type, "param": param, "code": code}}
 
     def _embed(self, request: Request, handler: BaseHTTPRequestHandler, record: Recorded, dimension: int) -> None:
         body = request.json()
@@ -298,7 +303,8 @@ class FakeVLLM(FakeServer):
         _log(f"Received request: messages: {json.dumps(body['messages'], ensure_ascii=False)}")
         model = body.get("model") or self.served_names[0]
         if model not in self.served_names:
-            error = self._error(f"The model `{model}` does not exist.", "NotFoundError", 404)
+            error = self._error(f"The model `{model}` does not exist. Valid aliases: {', '.join(self.served_names)}.",
+                                "NotFoundError", 404, "model")
             self.send_json(handler, record, 404, error)
             return
 
@@ -306,20 +312,19 @@ class FakeVLLM(FakeServer):
         user = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
         reply = _tokens(_text(user[-1].get("content")) if user else "") or ["..."]
         prompt_tokens = sum(len(_tokens(_text(m.get("content")))) for m in messages if isinstance(m, dict))
-        requested = body.get("max_completion_tokens") or body.get("max_tokens")
-        if requested is not None and prompt_tokens + requested > self.max_model_len:
-            message = (
-                f"This model's maximum context length is {self.max_model_len} tokens. However, you requested "
-                f"{prompt_tokens + requested} tokens ({prompt_tokens} in the messages, {requested} in the "
-                "completion). Please reduce the length of the messages or completion."
-            )
-            self.send_json(handler, record, 400, self._error(message, "BadRequestError", 400))
+        field = "max_completion_tokens" if body.get("max_completion_tokens") else "max_tokens"
+        requested = body.get(field)
+        if requested is not None and requested > self.max_model_len:
+            message = (f"{field}={requested} cannot be greater than max_model_len={self.max_model_len}. "
+                       f"Please request fewer output tokens. (parameter={field}, value={requested})")
+            self.send_json(handler, record, 400, self._error(message, "BadRequestError", 400, field))
             return
-        limit = requested or self.max_model_len - prompt_tokens
+        limit = min(requested or self.max_model_len, self.max_model_len - prompt_tokens)
         words = reply[:limit]
         finish = "length" if len(reply) > limit else "stop"
-        usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + len(words),
-                 "completion_tokens": len(words), "prompt_tokens_details": None}
+        generated = len(words) + (finish == "stop")  # vLLM counts the end-of-sequence token
+        usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + generated,
+                 "completion_tokens": generated, "prompt_tokens_details": None}
         ident = f"chatcmpl-{uuid.uuid4().hex}"
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -329,7 +334,8 @@ class FakeVLLM(FakeServer):
                 pass  # the client hung up mid-stream
             return
         time.sleep(self.first_token_delay + self.token_delay * max(len(words) - 1, 0))
-        message = {"role": "assistant", "content": "".join(words), "reasoning_content": None, "tool_calls": []}
+        message = {"role": "assistant", "content": "".join(words), "refusal": None, "annotations": None,
+                   "audio": None, "function_call": None, "reasoning": None}
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish, "stop_reason": None}
         self.send_json(handler, record, 200, {
             "id": ident, "object": "chat.completion", "created": int(time.time()), "model": model,
@@ -377,6 +383,7 @@ class FakeVLLM(FakeServer):
             last = index == len(words) - 1
             event(chunk({"content": word}, "length" if last and finish == "length" else None))
         if finish == "stop":
+            time.sleep(self.token_delay)  # the end-of-sequence token takes a decode step too
             event(chunk({"content": ""}, "stop"))
         if usage is not None:
             event({"id": ident, "object": "chat.completion.chunk", "created": created,

@@ -50,7 +50,8 @@ def test_stream_with_usage_has_role_content_finish_and_usage_chunks(fake: FakeVL
     assert finishes == ["stop"]
     assert chunks[-1].choices == []
     assert chunks[-1].usage is not None
-    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (11, 6)
+    # 6 words and the end-of-sequence token, which vLLM counts
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (11, 7)
 
 
 def test_max_tokens_cuts_the_stream_with_finish_reason_length(fake: FakeVLLM) -> None:
@@ -74,7 +75,7 @@ def test_max_tokens_beyond_the_context_is_a_bad_request(fake: FakeVLLM) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client(fake).chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=600)
 
-    assert "maximum context length is 512 tokens" in caught.value.message
+    assert "max_tokens=600 cannot be greater than max_model_len=512" in caught.value.message
 
 
 def test_models_lists_served_names_with_root_and_max_len(fake: FakeVLLM, model_dir: Path) -> None:
@@ -99,8 +100,8 @@ def test_unknown_model_raises_not_found(fake: FakeVLLM) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
         client(fake).chat.completions.create(model="nope", messages=MESSAGES)
 
-    assert caught.value.body == {"message": "The model `nope` does not exist.", "type": "NotFoundError",
-                                 "param": None, "code": 404}
+    assert caught.value.body == {"message": "The model `nope` does not exist. Valid aliases: tiny.",
+                                 "type": "NotFoundError", "param": "model", "code": 404}
 
 
 def test_extra_sampling_fields_are_recorded(fake: FakeVLLM) -> None:
@@ -195,3 +196,22 @@ def test_container_serves_a_streamed_chat(tmp_path: Path, model_dir: Path) -> No
         assert chunks[-1].usage is not None
     finally:
         container.remove(force=True)
+
+
+def test_the_stand_in_passes_the_client_checks(model_dir: Path) -> None:
+    # The same checks run against the real vLLM in test_vllm_real.py.
+    from tests.real_vllm import client_checks
+
+    with FakeVLLM(model_dir, ["tiny"], api_key="k") as server:
+        assert client_checks(server.url, "tiny", "k") == []
+
+
+def test_a_pooling_server_asked_to_chat_is_explained(model_dir: Path) -> None:
+    from provision.deployments.openai import OpenAIChat
+    from provision.manifest import SmokeTestSettings
+    from provision.smoke import run_one
+
+    with FakeVLLM(model_dir, ["embed"], embedding_dimension=32) as server:
+        result = run_one("e", OpenAIChat(server.base_url, "embed", None, timeout=10), SmokeTestSettings(timeout=10))
+    assert not result.passed
+    assert result.reason is not None and "pooling model" in result.reason and "not served" not in result.reason

@@ -208,7 +208,8 @@ def test_openai_streams_with_server_usage_and_sampling_fields(vllm: FakeVLLM) ->
     chat.close()
     assert result.passed, result.reason
     assert result.text == "one two three four five"
-    assert (result.output_tokens, result.token_source, result.finish_reason) == (5, "server", "stop")
+    # 5 words and the end-of-sequence token, as vLLM counts them
+    assert (result.output_tokens, result.token_source, result.finish_reason) == (6, "server", "stop")
     [body] = vllm.chat_requests
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert (body["max_tokens"], body["temperature"], body["top_p"]) == (64, 0.7, 0.8)
@@ -246,7 +247,7 @@ def test_openai_accepts_a_stream_without_done(tmp_path: Path) -> None:
         result = run_one("api", OpenAIClient(server.base_url, "qwen3", None, timeout=10), QUESTION)
         assert server.count("POST", "/v1/chat/completions") == 1
     assert result.passed, result.reason
-    assert result.output_tokens == 5
+    assert result.output_tokens == 6  # with the end-of-sequence token
 
 
 def test_openai_wrong_key_is_a_401_failure(vllm: FakeVLLM) -> None:

@@ -302,3 +302,53 @@ def test_a_new_model_revision_replaces_the_container_in_the_same_apply(manifest:
     assert container_named(docker_client, CNAME).id != first
     again = apply(manifest)
     assert again.returncode == 0 and "no changes" in again.stdout
+
+
+def test_destroy_removes_the_container_of_a_failed_apply(manifest: Path, docker_client) -> None:
+    # A failed start records nothing in state; the container still carries provision's labels.
+    write(manifest, free_port(), extra="    env: {FAKE_VLLM_CRASH: '1'}\n")
+    assert apply(manifest).returncode == 1
+    assert container_named(docker_client, CNAME).status == "exited"
+    result = run_cli("destroy", "--yes", manifest)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "nothing recorded" not in result.stdout
+    assert container_named(docker_client, CNAME) is None
+
+
+def test_destroy_needs_no_secret(manifest: Path, docker_client) -> None:
+    write(manifest, free_port(), extra="    api_key: '${VLLM_API_KEY}'\n")
+    assert apply(manifest, VLLM_API_KEY=KEY).returncode == 0
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_API_KEY"}
+    result = run_cli("destroy", "--yes", manifest, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert container_named(docker_client, CNAME) is None
+    # Everything else still demands it.
+    assert "environment variable VLLM_API_KEY is not set" in run_cli("plan", manifest, env=env).stderr
+
+
+def test_create_adopts_the_container_a_timed_out_create_left(manifest: Path, docker_client) -> None:
+    # docker-py gives up on a create after its timeout while the engine finishes it; the next
+    # create then meets "name already in use" (409). provision must find it by name and use it.
+    from docker.types import Mount
+
+    from provision.deployments.vllm import CONTAINER_PORT, MOUNT_ROOT, desired_spec
+    from provision.engine import Engine
+    from provision.manifest import load_manifest
+
+    port = free_port()
+    write(manifest, port)
+    assert apply(manifest).returncode == 0  # the model is placed and locked
+    docker_client.containers.get(CNAME).remove(force=True)
+    loaded = load_manifest(manifest)
+    with Engine(loaded) as engine:
+        planned = engine.plan()
+        assert [a.change.value for a in planned.plan.actions if a.kind == "deployment"] == ["create"]
+        desired = desired_spec(DEP, loaded.deployments[DEP], engine.deploy_context())
+        left = docker_client.containers.create(
+            "provision-test/vllm-fake:1", command=list(desired.command), name=CNAME, labels=desired.labels,
+            environment=dict(desired.environment), ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", port)},
+            mounts=[Mount(f"{MOUNT_ROOT}/tiny", desired.model_dir, type="bind", read_only=True)])
+        result = engine.apply(planned=planned)
+    assert result.ok, [str(o.error) for o in result.outcomes if not o.ok]
+    container = container_named(docker_client, CNAME)
+    assert (container.id, container.status) == (left.id, "running")

@@ -357,3 +357,14 @@ def test_a_misspelt_key_gets_a_did_you_mean_hint(text: str, suggestion: str) -> 
     with pytest.raises(ManifestError) as caught:
         parse_manifest("version: 1\n" + text, file="m.yaml", env={})
     assert caught.value.hint.startswith(f"did you mean {suggestion}?")
+
+
+def test_an_unset_secret_loads_and_is_reported_only_when_used() -> None:
+    # destroy and plan never read the key, so they work without it (issue 14, defect 7)
+    text = ("version: 1\nmodels:\n  m: {source: 'file:///x'}\ndeployments:\n  d:\n    engine: vllm\n    model: m\n"
+            "    image: 'i:1'\n    api_key: '${UNSET_KEY_FOR_TEST}'\n")
+    manifest = parse_manifest(text, env={})
+    with pytest.raises(ManifestError, match="UNSET_KEY_FOR_TEST is not set"):
+        manifest.deployments["d"].api_key.get_secret_value()  # type: ignore[union-attr]
+    with pytest.raises(ManifestError, match="UNSET_IMAGE is not set"):
+        parse_manifest(text.replace("'i:1'", "'${UNSET_IMAGE}'"), env={})

@@ -99,6 +99,24 @@ def test_measure_ignores_role_and_usage_chunks_and_prefers_server_tokens() -> No
     assert (m.text, m.finish_reason) == ("Paris.", "stop")
 
 
+def test_latency_ends_at_the_finish_chunk_as_in_vllm_bench_serve() -> None:
+    # vLLM's stream for an answer ending with EOS: text chunks, then a chunk with no text and
+    # finish_reason "stop" one decode step later, then usage counting EOS (4 text tokens + EOS).
+    timed = [
+        (0.5, ChatEvent(text="The")),
+        (0.6, ChatEvent(text=" capital")),
+        (0.7, ChatEvent(text=" is")),
+        (0.8, ChatEvent(text=" Paris.")),
+        (0.9, ChatEvent(finish_reason="stop")),
+        (0.95, ChatEvent(output_tokens=5)),
+    ]
+    m = measure(0.0, timed, 1.0, count_tokens=lambda text: None)
+    assert m.latency == pytest.approx(0.9)  # the finish chunk, not the last text (0.8)
+    assert m.itl == pytest.approx((0.1, 0.1, 0.1, 0.1))  # the finish chunk is a gap, as vLLM counts it
+    assert m.tpot == pytest.approx(0.4 / 4)  # (latency - ttft) / (completion_tokens - 1): 0.1, one per step
+    assert m.ttft == pytest.approx(0.5)
+
+
 def test_token_count_falls_back_to_tokenizer_then_chunks() -> None:
     timed = [(0.1, ChatEvent(text="a")), (0.2, ChatEvent(text="b")), (0.3, ChatEvent(text="c"))]
     assert measure(0.0, timed, 0.3, count_tokens=lambda t: 5).token_source == "tokenizer"

@@ -20,7 +20,7 @@ from tests.fakes._server import free_port
 from tests.real_vllm import IMAGE, SERVER_ARGS, SERVER_ENV, client_checks, converted_smollm2, ensure_image, request
 
 # Each step may take minutes on a busy machine (a vfs copy of the 2.6 GB image per container).
-pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.real_vllm, pytest.mark.timeout(1800)]
 
 KEY = "real_vllm_canary_KEY_51d0"
 DEP = f"real-{os.getpid()}"

@@ -351,12 +351,20 @@ def test_cpu_vllm_context_longer_than_the_kv_space_fails() -> None:
     assert failed and f"--max-model-len {fit.estimate.max_context_len}" in failed[0].remedy
 
 
+def test_cpu_vllm_gets_the_containers_default_kv_space() -> None:
+    # provision starts a gpus: 0 container with VLLM_CPU_KVCACHE_SPACE=4 when env sets none
+    fit = fit_deployment("c", cpu_vllm("--max-model-len", "4096"), ModelInfo(config("Qwen3-0.6B")),
+                         ram_only(64 * GIB, 63 * GIB))
+    assert fit.estimate is not None and fit.estimate.kv_cache == 4 * GIB
+
+
 def test_cpu_vllm_without_kv_space_takes_most_of_ram() -> None:
     info = ModelInfo(config("Qwen3-0.6B"))
-    roomy = fit_deployment("c", cpu_vllm("--max-model-len", "4096"), info, ram_only(64 * GIB, 63 * GIB))
+    unset = {"VLLM_CPU_KVCACHE_SPACE": ""}  # empty: vLLM's own share of RAM
+    roomy = fit_deployment("c", cpu_vllm("--max-model-len", "4096", env=unset), info, ram_only(64 * GIB, 63 * GIB))
     assert roomy.level is Level.WARN and roomy.estimate.needed == int(0.92 * 64 * GIB)
     assert "VLLM_CPU_KVCACHE_SPACE" in roomy.findings[0].remedy
-    busy = fit_deployment("c", cpu_vllm("--max-model-len", "4096"), info, ram_only(64 * GIB, 40 * GIB))
+    busy = fit_deployment("c", cpu_vllm("--max-model-len", "4096", env=unset), info, ram_only(64 * GIB, 40 * GIB))
     assert busy.level is Level.FAIL and "refuses to start" in busy.findings[0].message
     bad = fit_deployment("c", cpu_vllm(env={"VLLM_CPU_KVCACHE_SPACE": "4.5"}), info, machine())
     assert bad.level is Level.FAIL and "whole number" in bad.findings[0].message

@@ -55,7 +55,15 @@ def _handle_errors(func: F) -> F:
             signum = signals.signum_of(exc)
             signals.report_once(signum)
             sys.exit(128 + signum)
-        except (click.exceptions.Exit, click.exceptions.Abort):
+        except click.exceptions.Abort as exc:
+            if not isinstance(exc.__context__, KeyboardInterrupt):
+                raise  # EOF at a prompt: click's own "Aborted!" and exit 1
+            # Ctrl-C at a prompt (destroy's "Remove these?") is an interrupt like any other
+            signals.restore_terminal()
+            signum = signals.signum_of(exc.__context__)
+            signals.report_once(signum)
+            sys.exit(128 + signum)
+        except click.exceptions.Exit:
             raise
         except Exception as exc:
             if os.environ.get(DEBUG_ENV):
@@ -435,8 +443,12 @@ def chat(target: str, deployment: str | None, system: str | None, no_stream: boo
     manifest, names = _smoke_target(target, (deployment,) if deployment else ())
     options = ChatOptions(stream=not no_stream, stats=stats, hide_thinking=hide_thinking,
                           sampling={k: v for k, v in sampling.items() if v is not None})
-    sys.exit(run_chat(manifest, names[0] if names else None, options, system=system,
-                      terminal=sys.stdin.isatty() and sys.stdout.isatty()))
+    from . import signals
+
+    with signals.interactive():  # Ctrl-C stops one answer, not the session
+        code = run_chat(manifest, names[0] if names else None, options, system=system,
+                        terminal=sys.stdin.isatty() and sys.stdout.isatty())
+    sys.exit(code)
 
 
 def _smoke_target(target: str | None, names: tuple[str, ...]) -> tuple[Path | None, tuple[str, ...]]:

@@ -83,9 +83,15 @@ def _read_config(engine: Engine, name: str, snapshot: Any) -> dict[str, Any] | N
     if not path.exists() and snapshot is not None:
         remote = next((f for f in snapshot.files if f.path == "config.json"), None)
         if remote is not None and spec.scheme != "file":
+            from .ownership import check_usable, mark
+
+            model_dir = manifest.model_dir(name)
             source = engine.file_source(spec.scheme)
             try:
-                source.fetch(name, remote, manifest.model_dir(name), on_progress=lambda n: None)
+                # placed like any other file: only in a folder provision may write, marked first
+                check_usable(model_dir, manifest.path, name, adopt=spec.adopt, recorded_path=None)
+                mark(model_dir, manifest.path, name)
+                source.fetch(name, remote, model_dir, on_progress=lambda n: None)
             except ProvisionError:
                 return None
     try:

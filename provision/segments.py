@@ -122,7 +122,8 @@ def _parse_slot(raw: bytes, *, size: int, on_disk: int) -> tuple[int, list[Range
         if not (isinstance(row, list) and len(row) == 3 and all(type(v) is int for v in row)):
             return None
         start, end, done = row
-        if start != expected_start or not start <= done <= end or done > on_disk:
+        # a range with no byte yet (done == start) may begin past the end of a fresh partial
+        if start != expected_start or not start <= done <= end or (done > start and done > on_disk):
             return None
         ranges.append(Range(start, end, done))
         expected_start = end

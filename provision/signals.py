@@ -89,6 +89,20 @@ def handling(reporter: Callable[[int], None]) -> Iterator[None]:
                 signal.signal(signum, handler)
 
 
+@contextmanager
+def interactive() -> Iterator[None]:
+    """Ctrl-C belongs to the user while a session runs (``chat``: it stops one answer): a plain
+    KeyboardInterrupt, with no cancel event and no watchdog. SIGTERM still stops the process."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _handle(signum: int, frame: FrameType | None) -> None:
     global _received
     if _received is not None:  # the second signal: no more waiting

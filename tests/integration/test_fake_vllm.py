@@ -207,11 +207,11 @@ def test_the_stand_in_passes_the_client_checks(model_dir: Path) -> None:
 
 
 def test_a_pooling_server_asked_to_chat_is_explained(model_dir: Path) -> None:
-    from provision.deployments.openai import OpenAIChat
+    from provision.client.openai import OpenAIClient
     from provision.manifest import SmokeTestSettings
     from provision.smoke import run_one
 
     with FakeVLLM(model_dir, ["embed"], embedding_dimension=32) as server:
-        result = run_one("e", OpenAIChat(server.base_url, "embed", None, timeout=10), SmokeTestSettings(timeout=10))
+        result = run_one("e", OpenAIClient(server.base_url, "embed", None, timeout=10), SmokeTestSettings(timeout=10))
     assert not result.passed
     assert result.reason is not None and "pooling model" in result.reason and "not served" not in result.reason

@@ -181,3 +181,23 @@ def test_a_hung_clean_up_is_cut_short_by_the_watchdog() -> None:
     assert process.returncode == 143, out + err
     assert out.count("reported") == 1, out
     assert latency < LATENCY_BOUND
+
+
+def test_ctrl_c_at_the_destroy_prompt_is_an_interrupt_and_removes_nothing(tmp_path: Path) -> None:
+    from tests.pty_session import Terminal
+
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "weights.bin").write_bytes(b"w" * 1024)
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("version: 1\nsettings: {models_dir: models}\nmodels:\n  m: {source: 'file://src'}\n")
+    assert run_cli("apply", manifest).returncode == 0
+    session = Terminal("destroy", str(manifest))
+    try:
+        session.expect("?", timeout=60)  # the confirmation prompt
+        session.send("\x03")
+        code = session.close()
+    finally:
+        session.close()
+    assert code == 130, session.text
+    assert (tmp_path / "models" / "m" / "weights.bin").exists()

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from provision.deployments.base import DeployContext
 from provision.deployments.vllm import desired_spec
-from provision.errors import LockError, RenderError, SourceError
+from provision.errors import LockError, RenderError
 from provision.manifest import load_manifest, parse_manifest
 from provision.render.kubernetes import (
     FETCH_IMAGE,
@@ -221,7 +221,7 @@ def test_unlocked_or_changed_models_exit_2_with_the_hint() -> None:
 @pytest.mark.parametrize(("files", "error"), [
     ({"x": {"size": 1, "sha256": "nothex"}}, LockError),
     ({"x": {"size": -1, "sha256": SHA}}, LockError),
-    ({"../escape": {"size": 1, "sha256": SHA}}, SourceError),
+    ({"../escape": {"size": 1, "sha256": SHA}}, LockError),
     ({}, LockError),
 ])
 def test_a_malformed_lock_is_refused(files: dict[str, Any], error: type[Exception]) -> None:

@@ -156,3 +156,10 @@ def test_host_gate_caps_connections_per_host() -> None:
     for t in threads:
         t.join()
     assert peak[0] == 2
+
+
+def test_ranges_with_no_byte_yet_are_valid_on_an_empty_partial() -> None:
+    # a kill before the first byte lands: the partial is empty, every range still at its start
+    fresh = b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, 0], [10, 20, 10], [20, 30, 20]]}'
+    assert segments.parse_record(slot(b"") + slot(fresh), size=30, on_disk=0) == (
+        1, [Range(0, 10, 0), Range(10, 20, 10), Range(20, 30, 20)])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import posixpath
 import re
 import unicodedata
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -120,3 +121,13 @@ def next_link(header: str, base: str) -> str | None:
         if 'rel="next"' in part and "<" in part and ">" in part:
             return urljoin(base, part[part.index("<") + 1:part.index(">")])
     return None
+
+
+def check_record_paths(paths: Iterable[str]) -> None:
+    """For the lock's and the state's validators: every recorded path is one a listing could
+    have given (``ValueError`` naming the first that is not; pydantic reports it with its field)."""
+    for path in paths:
+        try:
+            checked_path(path, resource=None)
+        except MalformedListingError as exc:
+            raise ValueError(f"unsafe path {exc.message.partition(' = ')[2]}") from None

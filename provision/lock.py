@@ -33,7 +33,7 @@ from pydantic import (
 )
 
 from .errors import InvalidLockError
-from .listing import MalformedListingError, checked_path
+from .listing import check_record_paths
 from .state import write_json_atomic
 
 LOCK_VERSION = 1
@@ -66,11 +66,7 @@ class FileModelEntry(_Strict):
     @field_validator("files")
     @classmethod
     def _safe_paths(cls, files: dict[str, LockedFile]) -> dict[str, LockedFile]:
-        for path in files:
-            try:
-                checked_path(path, resource=None)
-            except MalformedListingError as exc:
-                raise ValueError(f"unsafe path {exc.message.partition(' = ')[2]}") from None
+        check_record_paths(files)
         return files
 
 

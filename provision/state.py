@@ -77,13 +77,9 @@ class FileModelRecord(_Strict):
     @field_validator("files")
     @classmethod
     def _safe_paths(cls, files: dict[str, list[int]]) -> dict[str, list[int]]:
-        from .listing import MalformedListingError, checked_path
+        from .listing import check_record_paths
 
-        for path in files:
-            try:
-                checked_path(path, resource=None)
-            except MalformedListingError as exc:
-                raise ValueError(f"unsafe path {exc.message.partition(' = ')[2]}") from None
+        check_record_paths(files)
         return files
 
 

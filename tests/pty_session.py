@@ -69,6 +69,12 @@ class Terminal:
             pass
         return self.text[self.mark:]
 
+    def arrived(self, timeout: float) -> str:
+        """What has arrived after the mark, after waiting at most ``timeout`` for the next bytes
+        (unlike :meth:`pending`, it does not read on while a stream keeps coming)."""
+        self._read(timeout)
+        return self.text[self.mark:]
+
     def close(self, timeout: float = 30) -> int:
         """Wait for the child to end (killing it after ``timeout``); its exit code. Safe to call twice."""
         if self.leader < 0:

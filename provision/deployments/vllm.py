@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import DeploymentError, EngineUnavailableError, PreflightError
+from ..estimate import CPU_KV_ENV as CPU_KVCACHE_ENV  # one name for the variable, with the estimator
 from ..manifest import VllmDeployment
 from ..plan import Action, Change
 from .base import DeployContext
@@ -75,7 +76,6 @@ CREATE_TRIES = 3
 # vLLM on CPUs takes ~90% of RAM for its KV cache unless told a size (GiB); 4 GiB was
 # vLLM's own default before it moved to the fraction. The manifest sets another with
 # env: {VLLM_CPU_KVCACHE_SPACE: "8"} or vLLM's --kv-cache-memory-bytes in args.
-CPU_KVCACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
 DEFAULT_CPU_KVCACHE_GIB = 4
 STATUS_EVERY = 10.0  # seconds between "waiting for vLLM" lines
 STOP_TIMEOUT = 10

@@ -62,8 +62,14 @@ class Section:
     notes: list[str] = field(default_factory=list)  # measured facts that explain the table
 
     def markdown(self) -> str:
-        lines = [f"## {self.title}", "", self.about, "", "| " + " | ".join(self.columns) + " |",
-                 "|" + "---|" * len(self.columns)]
+        lines = [
+            f"## {self.title}",
+            "",
+            self.about,
+            "",
+            "| " + " | ".join(self.columns) + " |",
+            "|" + "---|" * len(self.columns),
+        ]
         lines += ["| " + " | ".join(row) + " |" for row in self.rows]
         if self.notes:
             lines += ["", *(f"- {note}" for note in self.notes)]
@@ -82,11 +88,20 @@ def run_measured(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path
     cores than from one that uses one); reading ``ru_maxrss`` here would count the forked
     benchmark process (~30 MiB) that execs the client.
     """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-            tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.NamedTemporaryFile("r", suffix=".rss") as rss,
+    ):
         started = time.perf_counter()
-        process = subprocess.run([GNU_TIME, "-f", "%M", "-o", rss.name, *cmd], env={**os.environ, **(env or {})},
-                                 cwd=cwd or REPO_ROOT, stdout=out, stderr=err, check=False)
+        process = subprocess.run(
+            [GNU_TIME, "-f", "%M", "-o", rss.name, *cmd],
+            env={**os.environ, **(env or {})},
+            cwd=cwd or REPO_ROOT,
+            stdout=out,
+            stderr=err,
+            check=False,
+        )
         seconds = time.perf_counter() - started
         out.seek(0)
         err.seek(0)
@@ -95,16 +110,19 @@ def run_measured(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path
         return Sample(seconds, int(rss.read().split()[-1]) * 1024, out.read().decode(errors="replace"))
 
 
-MS_SDK = ("import sys, modelscope; "
-          "modelscope.snapshot_download(sys.argv[1], local_dir=sys.argv[2], endpoint=sys.argv[3])")
+MS_SDK = (
+    "import sys, modelscope; modelscope.snapshot_download(sys.argv[1], local_dir=sys.argv[2], endpoint=sys.argv[3])"
+)
 _SETTINGS_KEY = {"hf": "huggingface", "ms": "modelscope"}
 
 
 def one_model_manifest(folder: Path, scheme: str, endpoint: str, repo: str) -> Path:
     """``folder/bench.yaml``: model ``bench`` from ``scheme://repo`` at ``endpoint``, under ``models/``."""
     path = folder / "bench.yaml"
-    path.write_text(f"version: 1\nsettings: {{models_dir: models, {_SETTINGS_KEY[scheme]}: {{endpoint: '{endpoint}'}}}}\n"
-                    f"models:\n  bench: {{source: '{scheme}://{repo}'}}\n")
+    path.write_text(
+        f"version: 1\nsettings: {{models_dir: models, {_SETTINGS_KEY[scheme]}: {{endpoint: '{endpoint}'}}}}\n"
+        f"models:\n  bench: {{source: '{scheme}://{repo}'}}\n"
+    )
     return path
 
 
@@ -137,8 +155,12 @@ def make_sparse(root: Path, size: int) -> None:
 
 def start_server(module: str, root: Path, repo: str, *extra: str) -> tuple[subprocess.Popen[str], str]:
     """Run a fake hub's CLI (``python -m tests.fakes.X --root --repo [extra]``) as its own process; its URL."""
-    process = subprocess.Popen([sys.executable, "-m", module, "--root", str(root), "--repo", repo, *extra],
-                               cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", module, "--root", str(root), "--repo", repo, *extra],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert process.stdout is not None
     url = process.stdout.readline().strip()
     if not url.startswith("http"):
@@ -161,5 +183,7 @@ def machine() -> str:
             cpu = line.split(":", 1)[1].strip()
             break
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{cpu}, {psutil.cpu_count()} logical cores, {mem:.0f} GiB RAM, {platform.system()} "
-            f"{platform.release()}, Python {platform.python_version()}; load average at start: {load}")
+    return (
+        f"{cpu}, {psutil.cpu_count()} logical cores, {mem:.0f} GiB RAM, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}; load average at start: {load}"
+    )

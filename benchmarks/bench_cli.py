@@ -56,10 +56,12 @@ def startup(config: Config) -> Section:
         for name, cmd in commands.items():
             runs[name].append(run_measured(cmd, env={"NO_PROXY": "127.0.0.1"}).seconds)
     hf = Stats.of(runs["hf --help"]).median
-    out = Section("CLI start-up",
-                  f"Process wall time, {3 * config.repeat} run(s) each; median (min–max). No target in the issue; "
-                  "the one used here: `provision --help` no slower than `hf --help`.",
-                  ["command", "seconds", "vs hf --help", "verdict"])
+    out = Section(
+        "CLI start-up",
+        f"Process wall time, {3 * config.repeat} run(s) each; median (min–max). No target in the issue; "
+        "the one used here: `provision --help` no slower than `hf --help`.",
+        ["command", "seconds", "vs hf --help", "verdict"],
+    )
     for name, seconds in runs.items():
         stats = Stats.of(seconds)
         result = verdict(stats.median <= hf) if name == "provision --help" else "—"
@@ -74,33 +76,62 @@ def smoke(config: Config) -> Section:
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
     manifest = work / "provision.yaml"
-    manifest.write_text("version: 1\ndeployments:\n"
-                        f"  fake: {{engine: openai, base_url: '{base_url}', served_model: fake}}\n"
-                        f"smoke_test: {{messages: [{{role: user, content: {PROMPT}}}], max_tokens: 8}}\n")
-    server = subprocess.Popen([sys.executable, "tests/fakes/vllm_server.py", "--model", str(work / "model"),
-                               "--served-model-name", "fake", "--host", "127.0.0.1", "--port", str(port)],
-                              cwd=REPO_ROOT, env={**os.environ, "FAKE_VLLM_FIRST_TOKEN_DELAY": str(FIRST_TOKEN_DELAY)},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest.write_text(
+        "version: 1\ndeployments:\n"
+        f"  fake: {{engine: openai, base_url: '{base_url}', served_model: fake}}\n"
+        f"smoke_test: {{messages: [{{role: user, content: {PROMPT}}}], max_tokens: 8}}\n"
+    )
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "tests/fakes/vllm_server.py",
+            "--model",
+            str(work / "model"),
+            "--served-model-name",
+            "fake",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, "FAKE_VLLM_FIRST_TOKEN_DELAY": str(FIRST_TOKEN_DELAY)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     env = {**os.environ, "PROVISION_STATE_DIR": str(work / "state"), "NO_PROXY": "127.0.0.1"}
     try:
         wait_healthy(f"http://127.0.0.1:{port}/health")
         ttft: dict[str, list[float]] = {"provision smoke-test": [], "bare openai client": []}
         for _ in range(3 * config.repeat):
-            done = subprocess.run(provision_cmd("smoke-test", str(manifest), "--json"), env=env, cwd=REPO_ROOT,
-                                  capture_output=True, text=True, check=True)
+            done = subprocess.run(
+                provision_cmd("smoke-test", str(manifest), "--json"),
+                env=env,
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             ttft["provision smoke-test"].append(json.loads(done.stdout)["results"][0]["ttft"])
-            done = subprocess.run([sys.executable, "-c", BARE_CLIENT, base_url, PROMPT], env=env,
-                                  capture_output=True, text=True, check=True)
+            done = subprocess.run(
+                [sys.executable, "-c", BARE_CLIENT, base_url, PROMPT],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             ttft["bare openai client"].append(float(done.stdout))
     finally:
         server.terminate()
         server.wait()
     bare = Stats.of(ttft["bare openai client"]).median
-    out = Section("smoke-test overhead on TTFT",
-                  f"The server's first-token delay is {FIRST_TOKEN_DELAY} s. {3 * config.repeat} run(s) each, "
-                  "alternating; TTFT in ms, median (min–max). No target in the issue; the one used here: provision "
-                  "adds ≤ 20 ms.",
-                  ["measured by", "TTFT ms", "added ms", "verdict"])
+    out = Section(
+        "smoke-test overhead on TTFT",
+        f"The server's first-token delay is {FIRST_TOKEN_DELAY} s. {3 * config.repeat} run(s) each, "
+        "alternating; TTFT in ms, median (min–max). No target in the issue; the one used here: provision "
+        "adds ≤ 20 ms.",
+        ["measured by", "TTFT ms", "added ms", "verdict"],
+    )
     for name, seconds in ttft.items():
         stats = Stats.of([s * 1000 for s in seconds])
         added = stats.median - bare * 1000
@@ -123,4 +154,3 @@ def wait_healthy(url: str) -> None:
 
 def sections(config: Config) -> list[Section]:
     return [startup(config), smoke(config)]
-

@@ -42,8 +42,10 @@ from _common import (
 )
 
 REPO = "bench/model"
-HF_SDK = ("import sys; from huggingface_hub import snapshot_download; "
-          "snapshot_download(sys.argv[1], local_dir=sys.argv[2], endpoint=sys.argv[3], token=False)")
+HF_SDK = (
+    "import sys; from huggingface_hub import snapshot_download; "
+    "snapshot_download(sys.argv[1], local_dir=sys.argv[2], endpoint=sys.argv[3], token=False)"
+)
 
 
 @dataclass(frozen=True)
@@ -117,9 +119,14 @@ def measure(config: Config) -> list[Row]:
         for hub in HUBS:
             work = config.work / "download"
             work.mkdir(exist_ok=True)
-            env = {"PROVISION_STATE_DIR": str(work / "state"), "HF_HUB_DISABLE_XET": "1",
-                   "HF_HOME": str(work / "home"), "MODELSCOPE_CACHE": str(work / "home"),
-                   "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+            env = {
+                "PROVISION_STATE_DIR": str(work / "state"),
+                "HF_HUB_DISABLE_XET": "1",
+                "HF_HOME": str(work / "home"),
+                "MODELSCOPE_CACHE": str(work / "home"),
+                "NO_PROXY": "127.0.0.1",
+                "no_proxy": "127.0.0.1",
+            }
             server, url = start_server(hub.module, data, REPO)
             try:
                 commands = clients(hub, url, work, names)
@@ -134,10 +141,12 @@ def measure(config: Config) -> list[Row]:
             for name, runs in samples.items():
                 seconds = Stats.of([s.seconds for s in runs])
                 mib_s = Stats.of([total_mib / s.seconds for s in runs])
-                in_process = (Stats.of([json.loads(s.stdout)["seconds"] for s in runs])
-                              if name == "provision apply" else None)
-                rows.append(Row(hub.label, shape, name, seconds, mib_s, max(s.peak_rss for s in runs) / MiB,
-                                in_process))
+                in_process = (
+                    Stats.of([json.loads(s.stdout)["seconds"] for s in runs]) if name == "provision apply" else None
+                )
+                rows.append(
+                    Row(hub.label, shape, name, seconds, mib_s, max(s.peak_rss for s in runs) / MiB, in_process)
+                )
             shutil.rmtree(work)
         shutil.rmtree(data)
     return rows
@@ -147,8 +156,18 @@ def section(rows: list[Row], config: Config) -> Section:
     out = Section(
         "Download throughput and peak RSS",
         __doc__.split("\n\n", 1)[1].strip() + f"\n\n{config.repeat} run(s) per client; median (min–max).",
-        ["hub", "shape", "client", "seconds", "MiB/s", "vs best curl (≥ 0.8x)", "vs hub client (≥ 2x)",
-         "peak RSS MiB (≤ 100)", "in-process s", "verdict"],
+        [
+            "hub",
+            "shape",
+            "client",
+            "seconds",
+            "MiB/s",
+            "vs best curl (≥ 0.8x)",
+            "vs hub client (≥ 2x)",
+            "peak RSS MiB (≤ 100)",
+            "in-process s",
+            "verdict",
+        ],
     )
     for row in rows:
         group = [r for r in rows if (r.hub, r.shape) == (row.hub, row.shape)]
@@ -157,12 +176,26 @@ def section(rows: list[Row], config: Config) -> Section:
         vs_curl, vs_sdk = curl / row.seconds.median, sdk.seconds.median / row.seconds.median
         result = "—"
         if row.client == "provision apply":
-            misses = [what for what, ok in (("curl", vs_curl >= 0.8), ("hub client", vs_sdk >= 2),
-                                            ("RSS", row.rss_mib <= 100)) if not ok]
+            misses = [
+                what
+                for what, ok in (("curl", vs_curl >= 0.8), ("hub client", vs_sdk >= 2), ("RSS", row.rss_mib <= 100))
+                if not ok
+            ]
             result = verdict(not misses) + (f" ({', '.join(misses)})" if misses else "")
-        out.rows.append([row.hub, row.shape, row.client, row.seconds.fmt(), row.mib_s.fmt(0), f"{vs_curl:.2f}x",
-                         f"{vs_sdk:.2f}x", f"{row.rss_mib:.0f}", row.in_process.fmt() if row.in_process else "",
-                         result])
+        out.rows.append(
+            [
+                row.hub,
+                row.shape,
+                row.client,
+                row.seconds.fmt(),
+                row.mib_s.fmt(0),
+                f"{vs_curl:.2f}x",
+                f"{vs_sdk:.2f}x",
+                f"{row.rss_mib:.0f}",
+                row.in_process.fmt() if row.in_process else "",
+                result,
+            ]
+        )
     return out
 
 
@@ -185,7 +218,10 @@ def plot(rows: list[Row], path: Path) -> None:
         picked = [next(r for r in rows if (r.hub, r.shape) == g and kind(r.client) == name) for g in groups]
         xs = [i + (k - (len(kinds) - 1) / 2) * width for i in range(len(groups))]
         heights = [r.mib_s.median for r in picked]
-        errors = [[h - r.mib_s.min for h, r in zip(heights, picked)], [r.mib_s.max - h for h, r in zip(heights, picked)]]
+        errors = [
+            [h - r.mib_s.min for h, r in zip(heights, picked)],
+            [r.mib_s.max - h for h, r in zip(heights, picked)],
+        ]
         ax.bar(xs, heights, width, yerr=errors, capsize=2, label=name)
     ax.set_xticks(range(len(groups)), [f"{hub}\n{shape}" for hub, shape in groups])
     ax.set_ylabel("MiB/s (median; bars: min–max)")

@@ -61,8 +61,10 @@ class Lab:
         folder.mkdir(parents=True, exist_ok=True)
         models = "".join(f"  m{i}: {{source: 'hf://{repo}'}}\n" for i, repo in enumerate(repos))
         path = folder / "provision.yaml"
-        path.write_text(f"version: 1\nsettings: {{models_dir: models, huggingface: {{endpoint: '{self.hub.url}'}}}}\n"
-                        f"models:\n{models}")
+        path.write_text(
+            f"version: 1\nsettings: {{models_dir: models, huggingface: {{endpoint: '{self.hub.url}'}}}}\n"
+            f"models:\n{models}"
+        )
         return path
 
     def env(self, manifest: Path) -> dict[str, str]:
@@ -74,11 +76,13 @@ class Lab:
 
 def no_op(lab: Lab, config: Config, sizes: list[int]) -> tuple[Section, Path]:
     """The no-op table, and the manifest of the largest model (for ``verify``)."""
-    out = Section("No-op apply with a lock",
-                  "Second `provision apply` with the lock written and every file in place (process wall time, "
-                  "interpreter start-up included). Served by `hf://`; the no-op sends no request (counted at the "
-                  f"hub). {config.repeat} run(s); median (min–max).",
-                  ["case", "first apply s", "no-op s", "requests in no-op", "target", "verdict"])
+    out = Section(
+        "No-op apply with a lock",
+        "Second `provision apply` with the lock written and every file in place (process wall time, "
+        "interpreter start-up included). Served by `hf://`; the no-op sends no request (counted at the "
+        f"hub). {config.repeat} run(s); median (min–max).",
+        ["case", "first apply s", "no-op s", "requests in no-op", "target", "verdict"],
+    )
     tiny = {"config.json": b'{"hidden_size": 64}', "model.safetensors": os.urandom(64 * 1024)}
     cases: list[tuple[str, list[str]]] = []
     for count in (1, 10, 50):
@@ -104,24 +108,36 @@ def no_op(lab: Lab, config: Config, sizes: list[int]) -> tuple[Section, Path]:
         ok = seconds.median < 0.5 and requests == 0
         out.rows.append([label, f"{first:.2f}", seconds.fmt(3), str(requests), "< 0.5 s, 0 requests", verdict(ok)])
     small, big = medians[-2], medians[-1]
-    out.rows.append([f"{sizes[-1] / 1e9:g} GB minus {sizes[0] / 1e9:g} GB", "", f"{(big - small) * 1000:+.0f} ms", "",
-                     "flat in size (≤ +50 ms)", verdict(big - small <= 0.05)])
+    out.rows.append(
+        [
+            f"{sizes[-1] / 1e9:g} GB minus {sizes[0] / 1e9:g} GB",
+            "",
+            f"{(big - small) * 1000:+.0f} ms",
+            "",
+            "flat in size (≤ +50 ms)",
+            verdict(big - small <= 0.05),
+        ]
+    )
     return out, manifest
 
 
 def verify(lab: Lab, config: Config, manifest: Path) -> Section:
     files = sorted(p for p in (manifest.parent / "models" / "m0").iterdir() if p.is_file())
     total_mib = sum(p.stat().st_size for p in files) / MiB
-    commands = {"provision verify": provision_cmd("verify", str(manifest)),
-                "sha256sum": ["sha256sum", *map(str, files)]}
+    commands = {
+        "provision verify": provision_cmd("verify", str(manifest)),
+        "sha256sum": ["sha256sum", *map(str, files)],
+    }
     runs: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(config.repeat):
         for name, cmd in commands.items():
             runs[name].append(run_measured(cmd, env=lab.env(manifest)).seconds)
-    out = Section("verify hashing throughput",
-                  f"`provision verify` (process wall time, start-up included) vs `sha256sum` on the same "
-                  f"{total_mib:.0f} MiB, from the page cache. {config.repeat} run(s); median (min–max).",
-                  ["command", "seconds", "MiB/s", "vs sha256sum (≥ 0.9x)", "verdict"])
+    out = Section(
+        "verify hashing throughput",
+        f"`provision verify` (process wall time, start-up included) vs `sha256sum` on the same "
+        f"{total_mib:.0f} MiB, from the page cache. {config.repeat} run(s); median (min–max).",
+        ["command", "seconds", "MiB/s", "vs sha256sum (≥ 0.9x)", "verdict"],
+    )
     base = Stats.of(runs["sha256sum"]).median
     for name, seconds in runs.items():
         stats = Stats.of(seconds)
@@ -138,15 +154,25 @@ def resume(lab: Lab, config: Config) -> Section:
     repo = "resume/model"
     lab.hub.add_repo(repo, {p.name: p for p in data.iterdir()})
     repo_bytes = sum(p.stat().st_size for p in data.iterdir())
-    out = Section("Resume after kill -9",
-                  "The hub is throttled to a quarter of the shard per second; `provision apply` is killed "
-                  "(SIGKILL) when the `.part` file holds half of the shard; then the hub is unthrottled and `apply` "
-                  f"runs again. The shard is {size // MiB} MiB; one chunk (provision's read and write size) is "
-                  f"{CHUNK_SIZE // 1024} KiB. Re-fetched = bytes "
-                  "the second apply downloaded beyond what was missing on disk. Lost in flight = bytes the hub sent "
-                  f"to the killed process that never reached its disk (not the client's to save). {config.repeat} run(s).",
-                  ["run", "on disk at kill MiB", "lost in flight KiB", "resumed from (Range)", "served on resume MiB",
-                   "re-fetched KiB", "target", "verdict"])
+    out = Section(
+        "Resume after kill -9",
+        "The hub is throttled to a quarter of the shard per second; `provision apply` is killed "
+        "(SIGKILL) when the `.part` file holds half of the shard; then the hub is unthrottled and `apply` "
+        f"runs again. The shard is {size // MiB} MiB; one chunk (provision's read and write size) is "
+        f"{CHUNK_SIZE // 1024} KiB. Re-fetched = bytes "
+        "the second apply downloaded beyond what was missing on disk. Lost in flight = bytes the hub sent "
+        f"to the killed process that never reached its disk (not the client's to save). {config.repeat} run(s).",
+        [
+            "run",
+            "on disk at kill MiB",
+            "lost in flight KiB",
+            "resumed from (Range)",
+            "served on resume MiB",
+            "re-fetched KiB",
+            "target",
+            "verdict",
+        ],
+    )
     for trial in range(config.repeat):
         manifest = lab.manifest(f"resume-{trial}", [repo])
         lab.hub.faults.throttle_bps = size // 4
@@ -162,17 +188,31 @@ def resume(lab: Lab, config: Config) -> Section:
         served = lab.hub.bytes_served - served_before - served_kill
         ranges = [r.headers.get("range", "") for r in lab.hub.requests[log_at:] if r.method == "GET"]
         refetched = served - (repo_bytes - on_disk)
-        out.rows.append([str(trial + 1), f"{on_disk / MiB:.1f}", f"{(served_kill - on_disk) / 1024:.0f}",
-                         ", ".join(filter(None, ranges)) or "none", f"{served / MiB:.1f}",
-                         f"{refetched / 1024:.0f}", f"≤ {CHUNK_SIZE // 1024} KiB", verdict(refetched <= CHUNK_SIZE)])
+        out.rows.append(
+            [
+                str(trial + 1),
+                f"{on_disk / MiB:.1f}",
+                f"{(served_kill - on_disk) / 1024:.0f}",
+                ", ".join(filter(None, ranges)) or "none",
+                f"{served / MiB:.1f}",
+                f"{refetched / 1024:.0f}",
+                f"≤ {CHUNK_SIZE // 1024} KiB",
+                verdict(refetched <= CHUNK_SIZE),
+            ]
+        )
     return out
 
 
 def kill_at_half(manifest: Path, env: dict[str, str], size: int) -> int:
     """Start ``apply``, SIGKILL its process group once a ``.part`` file holds half of ``size``."""
     partial = manifest.parent / "models" / "m0" / PARTIAL_DIR
-    process = subprocess.Popen(provision_cmd("apply", str(manifest)), env={**os.environ, **env}, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        provision_cmd("apply", str(manifest)),
+        env={**os.environ, **env},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline and process.poll() is None:
@@ -190,20 +230,25 @@ def kill_at_half(manifest: Path, env: dict[str, str], size: int) -> int:
 
 
 def modelscope_second_call(config: Config, sizes: list[int]) -> Section:
-    out = Section("ModelScope: second call, files in place",
-                  "One `ms://` model of one sparse shard, applied once; then the second call of each client into "
-                  "the same folder (process wall time, start-up included): `provision apply` (reads the lock, "
-                  "stats the files) and `modelscope.snapshot_download` (lists, then re-hashes every file). "
-                  f"{config.repeat} run(s); median (min–max).",
-                  ["model", "provision no-op s", "snapshot_download again s", "target", "verdict"])
+    out = Section(
+        "ModelScope: second call, files in place",
+        "One `ms://` model of one sparse shard, applied once; then the second call of each client into "
+        "the same folder (process wall time, start-up included): `provision apply` (reads the lock, "
+        "stats the files) and `modelscope.snapshot_download` (lists, then re-hashes every file). "
+        f"{config.repeat} run(s); median (min–max).",
+        ["model", "provision no-op s", "snapshot_download again s", "target", "verdict"],
+    )
     medians: list[tuple[float, float]] = []
     for size in sizes:
         work = config.work / f"ms-second-{size}"
         make_sparse(work / "data", size)
         server, url = start_server("tests.fakes.modelscope_hub", work / "data", "bench/model")
         manifest = one_model_manifest(work, "ms", url, "bench/model")
-        env = {"PROVISION_STATE_DIR": str(work / "state"), "MODELSCOPE_CACHE": str(work / "ms-cache"),
-               "NO_PROXY": "127.0.0.1"}
+        env = {
+            "PROVISION_STATE_DIR": str(work / "state"),
+            "MODELSCOPE_CACHE": str(work / "ms-cache"),
+            "NO_PROXY": "127.0.0.1",
+        }
         apply = provision_cmd("apply", str(manifest))
         sdk = [sys.executable, "-c", MS_SDK, "bench/model", str(work / "models" / "bench"), url]
         try:
@@ -216,9 +261,15 @@ def modelscope_second_call(config: Config, sizes: list[int]) -> Section:
         medians.append((ours.median, theirs.median))
         out.rows.append([f"{size / 1e9:g} GB", ours.fmt(3), theirs.fmt(), "< 0.5 s", verdict(ours.median < 0.5)])
     (ours_small, sdk_small), (ours_big, sdk_big) = medians[0], medians[-1]
-    out.rows.append([f"{sizes[-1] / 1e9:g} GB minus {sizes[0] / 1e9:g} GB", f"{(ours_big - ours_small) * 1000:+.0f} ms",
-                     f"{(sdk_big - sdk_small) * 1000:+.0f} ms", "provision flat in size (≤ +50 ms)",
-                     verdict(ours_big - ours_small <= 0.05)])
+    out.rows.append(
+        [
+            f"{sizes[-1] / 1e9:g} GB minus {sizes[0] / 1e9:g} GB",
+            f"{(ours_big - ours_small) * 1000:+.0f} ms",
+            f"{(sdk_big - sdk_small) * 1000:+.0f} ms",
+            "provision flat in size (≤ +50 ms)",
+            verdict(ours_big - ours_small <= 0.05),
+        ]
+    )
     return out
 
 
@@ -230,4 +281,3 @@ def sections(config: Config) -> list[Section]:
         verify_section, resume_section = verify(lab, config, big), resume(lab, config)
     ms_sizes = [50_000_000, 200_000_000] if config.quick else [500_000_000, 2_000_000_000]
     return [noop_section, modelscope_second_call(config, ms_sizes), verify_section, resume_section]
-

@@ -30,10 +30,19 @@ from tests.fakes.hf_hub import FakeHFHub
 
 def once(hub: FakeHFHub, work: Path, signum: int) -> float:
     manifest = hub_manifest(work, hub.url, tiny="org/tiny")
-    env = {**os.environ, "PROVISION_STATE_DIR": str(work / "state"), "NO_PROXY": "127.0.0.1",
-           "PYTHONPATH": str(REPO_ROOT)}
-    process = subprocess.Popen([sys.executable, "-m", "provision", "apply", str(manifest)], cwd=REPO_ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "PROVISION_STATE_DIR": str(work / "state"),
+        "NO_PROXY": "127.0.0.1",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "provision", "apply", str(manifest)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     partial = work / "models" / "tiny" / ".cache" / "provision" / "partial"
     deadline = time.monotonic() + 60
     while max(partial_sizes(partial).values(), default=0) < 64 << 10:
@@ -63,9 +72,11 @@ def main() -> None:
             for _ in range(args.repeat):
                 with tempfile.TemporaryDirectory() as work:
                     runs.append(once(hub, Path(work), signum))
-            print(f"{signal.Signals(signum).name}: stop latency median {statistics.median(runs):.3f} s "
-                  f"(min {min(runs):.3f}, max {max(runs):.3f}) over {len(runs)} runs, "
-                  f"hub throttled to {args.throttle_kib} KiB/s; target < 1 s")
+            print(
+                f"{signal.Signals(signum).name}: stop latency median {statistics.median(runs):.3f} s "
+                f"(min {min(runs):.3f}, max {max(runs):.3f}) over {len(runs)} runs, "
+                f"hub throttled to {args.throttle_kib} KiB/s; target < 1 s"
+            )
 
 
 if __name__ == "__main__":

@@ -50,8 +50,10 @@ from _common import (
 
 REPO = "bench/model"
 CAP = 16 * MiB  # bytes per second per connection, the issue's capped hub
-HF_SDK = ("import sys; from huggingface_hub import snapshot_download; "
-          "snapshot_download(sys.argv[1], local_dir=sys.argv[2], endpoint=sys.argv[3], token=False)")
+HF_SDK = (
+    "import sys; from huggingface_hub import snapshot_download; "
+    "snapshot_download(sys.argv[1], local_dir=sys.argv[2], endpoint=sys.argv[3], token=False)"
+)
 PROVISION = "provision apply"
 HFD = "aria2c -x4 -s4 -j5 -k1M (hfd.sh)"
 ARIA16 = "aria2c -x16 -s16"
@@ -76,8 +78,18 @@ def aria2c(work: Path, url: str, names: list[str], per_file: int) -> list[str]:
     """aria2c as hfd.sh runs it: an input file of URLs with their output names, -j5 files at once."""
     listing = work / f"aria2-{per_file}.txt"
     listing.write_text("".join(f"{url}/{REPO}/resolve/main/{n}\n  dir={work / 'out'}\n  out={n}\n" for n in names))
-    return ["aria2c", "--console-log-level=error", "--file-allocation=none", "--summary-interval=0",
-            f"-x{per_file}", f"-s{per_file}", "-k1M", "-j5", "-i", str(listing)]
+    return [
+        "aria2c",
+        "--console-log-level=error",
+        "--file-allocation=none",
+        "--summary-interval=0",
+        f"-x{per_file}",
+        f"-s{per_file}",
+        "-k1M",
+        "-j5",
+        "-i",
+        str(listing),
+    ]
 
 
 def clients(work: Path, url: str, names: list[str], *, capped: bool) -> dict[str, list[str]]:
@@ -85,11 +97,13 @@ def clients(work: Path, url: str, names: list[str], *, capped: bool) -> dict[str
     if capped:  # the default's measurement; one connection is the old single stream, next to curl
         for connections in (1, 4, 8) if len(names) == 1 else (4, 8):
             manifest = work / f"bench-{connections}.yaml"
-            manifest.write_text(one_model_manifest(work, "hf", url, REPO).read_text().replace(
-                "models_dir: models,", f"models_dir: models, max_connections_per_host: {connections},"))
+            manifest.write_text(
+                one_model_manifest(work, "hf", url, REPO)
+                .read_text()
+                .replace("models_dir: models,", f"models_dir: models, max_connections_per_host: {connections},")
+            )
             label = f"{connections} connection" + ("s" if connections > 1 else "")
-            commands[f"{PROVISION}, {label} per host"] = provision_cmd(
-                "apply", str(manifest), "--json")
+            commands[f"{PROVISION}, {label} per host"] = provision_cmd("apply", str(manifest), "--json")
     outputs = [arg for n in names for arg in ("-o", str(work / "out" / n), f"{url}/{REPO}/resolve/main/{n}")]
     commands |= {
         HFD: aria2c(work, url, names, 4),
@@ -120,8 +134,13 @@ def measure(config: Config) -> list[Row]:
             hub = f"capped {CAP // MiB} MiB/s per connection" if capped else "uncapped"
             work = config.work / "segments"
             work.mkdir(exist_ok=True)
-            env = {"PROVISION_STATE_DIR": str(work / "state"), "HF_HUB_DISABLE_XET": "1",
-                   "HF_HOME": str(work / "home"), "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+            env = {
+                "PROVISION_STATE_DIR": str(work / "state"),
+                "HF_HUB_DISABLE_XET": "1",
+                "HF_HOME": str(work / "home"),
+                "NO_PROXY": "127.0.0.1",
+                "no_proxy": "127.0.0.1",
+            }
             extra = ("--throttle-bps", str(CAP)) if capped else ()
             server, url = start_server("tests.fakes.hf_hub", data, REPO, *extra)
             try:
@@ -136,10 +155,17 @@ def measure(config: Config) -> list[Row]:
             finally:
                 server.kill()
                 server.wait()
-            rows += [Row(hub, shape, name, Stats.of([s.seconds for s in runs]), max(s.peak_rss for s in runs) / MiB,
-                         Stats.of([json.loads(s.stdout)["seconds"] for s in runs]) if name.startswith(PROVISION)
-                         else None)
-                     for name, runs in samples.items()]
+            rows += [
+                Row(
+                    hub,
+                    shape,
+                    name,
+                    Stats.of([s.seconds for s in runs]),
+                    max(s.peak_rss for s in runs) / MiB,
+                    Stats.of([json.loads(s.stdout)["seconds"] for s in runs]) if name.startswith(PROVISION) else None,
+                )
+                for name, runs in samples.items()
+            ]
             shutil.rmtree(work)
         shutil.rmtree(data)
     return rows
@@ -150,8 +176,18 @@ def section(rows: list[Row], config: Config) -> Section:
         "Ranged downloads on a capped hub (issue 16)",
         __doc__.split("\n\n", 1)[1].rsplit("\n\n", 1)[0].strip()
         + f"\n\n{config.repeat} run(s) per client; median (min–max) seconds.",
-        ["hub", "shape", "client", "seconds", "in-process s", "vs aria2c-hfd", "vs curl", "peak RSS MiB", "target",
-         "verdict"],
+        [
+            "hub",
+            "shape",
+            "client",
+            "seconds",
+            "in-process s",
+            "vs aria2c-hfd",
+            "vs curl",
+            "peak RSS MiB",
+            "target",
+            "verdict",
+        ],
     )
     for row in rows:
         group = {r.client: r for r in rows if (r.hub, r.shape) == (row.hub, row.shape)}
@@ -176,17 +212,30 @@ def section(rows: list[Row], config: Config) -> Section:
                 f"{row.hub}, {row.shape}: provision's start-up and exit took "
                 f"{row.seconds.median - row.in_process.median:.2f} s of its {row.seconds.median:.2f} s; its apply "
                 f"phase alone is {group[HFD].seconds.median / row.in_process.median:.2f}x aria2c-hfd's wall time "
-                f"and {group[CURL].seconds.median / row.in_process.median:.2f}x curl's (both start in milliseconds).")
+                f"and {group[CURL].seconds.median / row.in_process.median:.2f}x curl's (both start in milliseconds)."
+            )
         single = group.get(f"{PROVISION}, 1 connection per host")
         if row.client == CURL and single and single.in_process:
             out.notes.append(
                 f"{row.hub}, {row.shape}: one connection (the single stream of before) spent "
                 f"{single.in_process.median:.2f} s in its apply phase against curl's {row.seconds.median:.2f} s "
                 f"wall: a capped single stream runs at the cap; the rest of its {single.seconds.median:.2f} s "
-                f"wall time is start-up, not the transfer.")
-        out.rows.append([row.hub, row.shape, row.client, row.seconds.fmt(),
-                         row.in_process.fmt() if row.in_process else "", f"{vs_hfd:.2f}x" if vs_hfd else "",
-                         f"{vs_curl:.2f}x", f"{row.rss_mib:.0f}", target, result])
+                f"wall time is start-up, not the transfer."
+            )
+        out.rows.append(
+            [
+                row.hub,
+                row.shape,
+                row.client,
+                row.seconds.fmt(),
+                row.in_process.fmt() if row.in_process else "",
+                f"{vs_hfd:.2f}x" if vs_hfd else "",
+                f"{vs_curl:.2f}x",
+                f"{row.rss_mib:.0f}",
+                target,
+                result,
+            ]
+        )
     return out
 
 
@@ -217,9 +266,12 @@ def main() -> None:
         result = section(measure(config), config)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result.notes.insert(0, f"`python benchmarks/bench_segments.py --repeat {args.repeat}` on "
-                           f"{time.strftime('%Y-%m-%d')}, {(time.monotonic() - started) / 60:.1f} min; {header}; "
-                           f"`python -c pass` took {startup:.2f} s at the start (a quiet machine: ~0.02 s).")
+    result.notes.insert(
+        0,
+        f"`python benchmarks/bench_segments.py --repeat {args.repeat}` on "
+        f"{time.strftime('%Y-%m-%d')}, {(time.monotonic() - started) / 60:.1f} min; {header}; "
+        f"`python -c pass` took {startup:.2f} s at the start (a quiet machine: ~0.02 s).",
+    )
     markdown = result.markdown()
     print(markdown)
     replace_section(args.out, markdown)

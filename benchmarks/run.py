@@ -52,26 +52,34 @@ def main() -> None:
     try:
         rows = bench_download.measure(config)
         ranged = bench_segments.section(bench_segments.measure(config), config)
-        sections = [bench_download.section(rows, config), ranged, *bench_files.sections(config),
-                    *bench_cli.sections(config)]
+        sections = [
+            bench_download.section(rows, config),
+            ranged,
+            *bench_files.sections(config),
+            *bench_cli.sections(config),
+        ]
         plot = out.with_suffix(".png")
         bench_download.plot(rows, plot)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     minutes = (time.monotonic() - started) / 60
     mode = "--quick" if config.quick else f"--repeat {config.repeat}"
-    text = "\n".join([
-        "# provision benchmarks",
-        "",
-        f"`python benchmarks/run.py {mode}` on {time.strftime('%Y-%m-%d')}, {minutes:.1f} min.",
-        "",
-        (f"Machine: {header}. Every server is a loopback fake from `tests/fakes/` (Python, on the same cores as the "
-         "client being measured), so absolute numbers are bounded by the fake; compare the rows with each other."),
-        "",
-        f"![download throughput per client]({os.path.relpath(plot, out.parent)})",
-        "",
-        *(s.markdown() for s in sections),
-    ])
+    text = "\n".join(
+        [
+            "# provision benchmarks",
+            "",
+            f"`python benchmarks/run.py {mode}` on {time.strftime('%Y-%m-%d')}, {minutes:.1f} min.",
+            "",
+            (
+                f"Machine: {header}. Every server is a loopback fake from `tests/fakes/` (Python, on the same cores as the "
+                "client being measured), so absolute numbers are bounded by the fake; compare the rows with each other."
+            ),
+            "",
+            f"![download throughput per client]({os.path.relpath(plot, out.parent)})",
+            "",
+            *(s.markdown() for s in sections),
+        ]
+    )
     out.write_text(text)
     print(text)
     print(f"wrote {out} and {plot}", file=sys.stderr)

@@ -41,15 +41,23 @@ def write_manifest(work: Path, count: int) -> Path:
         for i in range(count)
     )
     path = work / "bench.yaml"
-    path.write_text("version: 1\nsettings: {models_dir: models}\nmodels:\n  tiny: {source: 'file://src'}\n"
-                    f"deployments:\n{deployments}")
+    path.write_text(
+        "version: 1\nsettings: {models_dir: models}\nmodels:\n  tiny: {source: 'file://src'}\n"
+        f"deployments:\n{deployments}"
+    )
     return path
 
 
 def cli(*args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "provision", *args], check=False, capture_output=True, text=True,
-                          cwd=REPO_ROOT, env=os.environ.copy())
+    done = subprocess.run(
+        [sys.executable, "-m", "provision", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=os.environ.copy(),
+    )
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"provision {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
@@ -138,8 +146,10 @@ def main() -> None:
             print(f"  CLI wall: median {statistics.median(noop):.2f} s; of which imports: {floor:.2f} s")
             rows = in_process_noop(manifest, options.repeat)
             total, count, docker = (statistics.median(col) for col in zip(*rows))
-            print(f"  in-process plan + apply: median {total * 1000:.0f} ms, {count:.0f} Docker requests "
-                  f"taking {docker * 1000:.0f} ms; provision's own overhead {(total - docker) * 1000:.0f} ms")
+            print(
+                f"  in-process plan + apply: median {total * 1000:.0f} ms, {count:.0f} Docker requests "
+                f"taking {docker * 1000:.0f} ms; provision's own overhead {(total - docker) * 1000:.0f} ms"
+            )
         finally:
             for container in client.containers.list(all=True, filters={"label": f"io.provision.manifest={manifest}"}):
                 container.remove(force=True)

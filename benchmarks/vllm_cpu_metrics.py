@@ -54,8 +54,14 @@ def manifest_text(model: Path, port: int, output_len: int) -> str:
 
 
 def cli(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "provision", *args], capture_output=True, text=True,
-                          timeout=timeout, check=False, cwd=REPO_ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "provision", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=REPO_ROOT,
+    )
 
 
 def prompt_tokens(port: int, content: str = PROMPT) -> int:
@@ -63,8 +69,9 @@ def prompt_tokens(port: int, content: str = PROMPT) -> int:
     import urllib.request
 
     body = json.dumps({"model": NAME, "messages": [{"role": "user", "content": content}], "max_tokens": 1}).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", body,
-                                     {"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/chat/completions", body, {"Content-Type": "application/json"}
+    )
     with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=120) as response:
         return int(json.load(response)["usage"]["prompt_tokens"])
 
@@ -77,20 +84,57 @@ def smoke_once(manifest: Path) -> tuple[float, float, int]:
 
 
 def bench(input_len: int, output_len: int, prompts: int) -> list[tuple[float, float, int]]:
-    command = ["docker", "exec", f"provision-{NAME}", "vllm", "bench", "serve", "--backend", "openai-chat",
-               "--base-url", "http://127.0.0.1:8000", "--endpoint", "/v1/chat/completions", "--model", NAME,
-               "--tokenizer", "/models/smollm2", "--dataset-name", "random",
-               "--random-input-len", str(input_len), "--random-output-len", str(output_len), "--ignore-eos",
-               "--num-prompts", str(prompts), "--max-concurrency", "1", "--temperature", "0", "--seed", "0",
-               "--save-result", "--save-detailed", "--result-dir", "/tmp", "--result-filename", "bench.json", "--disable-tqdm"]
+    command = [
+        "docker",
+        "exec",
+        f"provision-{NAME}",
+        "vllm",
+        "bench",
+        "serve",
+        "--backend",
+        "openai-chat",
+        "--base-url",
+        "http://127.0.0.1:8000",
+        "--endpoint",
+        "/v1/chat/completions",
+        "--model",
+        NAME,
+        "--tokenizer",
+        "/models/smollm2",
+        "--dataset-name",
+        "random",
+        "--random-input-len",
+        str(input_len),
+        "--random-output-len",
+        str(output_len),
+        "--ignore-eos",
+        "--num-prompts",
+        str(prompts),
+        "--max-concurrency",
+        "1",
+        "--temperature",
+        "0",
+        "--seed",
+        "0",
+        "--save-result",
+        "--save-detailed",
+        "--result-dir",
+        "/tmp",
+        "--result-filename",
+        "bench.json",
+        "--disable-tqdm",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     if done.returncode != 0:
         raise SystemExit(f"vllm bench serve failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    raw = subprocess.run(["docker", "exec", f"provision-{NAME}", "cat", "/tmp/bench.json"], capture_output=True,
-                         text=True, check=True).stdout
+    raw = subprocess.run(
+        ["docker", "exec", f"provision-{NAME}", "cat", "/tmp/bench.json"], capture_output=True, text=True, check=True
+    ).stdout
     result = json.loads(raw)  # --save-detailed keeps each request's ttft, itls and output_lens
-    return [(ttft, (sum(itls) / (n - 1)) if n > 1 else 0.0, n)
-            for ttft, itls, n in zip(result["ttfts"], result["itls"], result["output_lens"], strict=True)]
+    return [
+        (ttft, (sum(itls) / (n - 1)) if n > 1 else 0.0, n)
+        for ttft, itls, n in zip(result["ttfts"], result["itls"], result["output_lens"], strict=True)
+    ]
 
 
 def main() -> None:
@@ -117,8 +161,10 @@ def main() -> None:
             rows["provision"] += [smoke_once(manifest) for _ in range(options.runs - options.runs // 2)]
         finally:
             cli("destroy", "--yes", str(manifest))
-    print(f"vLLM 0.32.0 CPU, SmolLM2-135M bf16, --enforce-eager; prompt {input_len} tokens, "
-          f"output {options.output_len} tokens, {options.runs} runs each, one request at a time\n")
+    print(
+        f"vLLM 0.32.0 CPU, SmolLM2-135M bf16, --enforce-eager; prompt {input_len} tokens, "
+        f"output {options.output_len} tokens, {options.runs} runs each, one request at a time\n"
+    )
     print("| client | median TTFT (ms) | median TPOT (ms) | output tokens |")
     print("|---|---|---|---|")
     medians = {}
@@ -129,8 +175,10 @@ def main() -> None:
         tokens = sorted({s[2] for s in samples})
         print(f"| {client} | {ttft * 1000:.1f} | {tpot * 1000:.2f} | {', '.join(map(str, tokens))} |")
     (pt, pp), (vt, vp) = medians["provision"], medians["vllm"]
-    print(f"\nprovision vs vllm bench serve: TTFT {100 * (pt - vt) / vt:+.1f}%, TPOT {100 * (pp - vp) / vp:+.1f}% "
-          "(target: within 10%)")
+    print(
+        f"\nprovision vs vllm bench serve: TTFT {100 * (pt - vt) / vt:+.1f}%, TPOT {100 * (pp - vp) / vp:+.1f}% "
+        "(target: within 10%)"
+    )
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ class ThinkingSplitter:
                 continue
             keep = _partial_tag_length(text, tag)
             out.append((self._kind, text[: len(text) - keep]))
-            self._held = text[len(text) - keep:]
+            self._held = text[len(text) - keep :]
             break
         return [(kind, part) for kind, part in out if part]
 
@@ -127,8 +127,15 @@ class ChatOptions:
 class Session:
     """Turns over one client; ``run`` reads lines until EOF or ``/exit`` and returns the exit code."""
 
-    def __init__(self, client: Client, output: ChatOutput, options: ChatOptions, *, system: str | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        client: Client,
+        output: ChatOutput,
+        options: ChatOptions,
+        *,
+        system: str | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.client = client
         self.output = output
         self.options = options
@@ -212,8 +219,7 @@ class Session:
             self.output.end_answer()
 
 
-def run_chat(manifest: Any, deployment: str | None, options: ChatOptions, *, system: str | None,
-             terminal: bool) -> int:
+def run_chat(manifest: Any, deployment: str | None, options: ChatOptions, *, system: str | None, terminal: bool) -> int:
     """``provision chat``: connect, then talk until EOF or ``/exit``. Returns the exit code.
 
     Raises provision errors for what ends the session: a bad option (exit 2), an unknown
@@ -228,8 +234,10 @@ def run_chat(manifest: Any, deployment: str | None, options: ChatOptions, *, sys
         printer.note(f"connecting to {deployment or 'the deployment'}...")
     with connect(manifest, deployment) as client:
         if client.task != "chat":
-            raise DeploymentError(f"{client.name} is an embedding deployment (task: {client.task}); it cannot chat",
-                                  hint="chat with a deployment whose task is chat")
+            raise DeploymentError(
+                f"{client.name} is an embedding deployment (task: {client.task}); it cannot chat",
+                hint="chat with a deployment whose task is chat",
+            )
         if terminal:
             printer.note(f"{client.name} ({client.engine}): /reset, /system TEXT, /exit; Ctrl-C stops an answer")
         return Session(client, printer, options, system=system).run(printer.lines())

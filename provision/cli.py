@@ -108,8 +108,13 @@ def main() -> None:
 
 @main.command()
 @click.argument("model_refs", nargs=-1, metavar="[MODEL_REF]...")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
-              help="The manifest to write [default: $PROVISION_MANIFEST, else ./provision.yaml].")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="The manifest to write [default: $PROVISION_MANIFEST, else ./provision.yaml].",
+)
 @json_option
 @_handle_errors
 def init(model_refs: tuple[str, ...], output: Path | None, as_json: bool) -> None:
@@ -127,11 +132,13 @@ def init(model_refs: tuple[str, ...], output: Path | None, as_json: bool) -> Non
     models = parse_refs(model_refs or (EXAMPLE_REF,))
     write_new(path, starter_manifest(models, file=str(path)))
     if as_json:
-        print_json({"manifest": str(path), "models": [m.name for m in models],
-                    "deployments": [m.deployment for m in models]})
+        print_json(
+            {"manifest": str(path), "models": [m.name for m in models], "deployments": [m.deployment for m in models]}
+        )
     else:
-        console().print(f"wrote {path}: {plural(len(models), 'model')}, {plural(len(models), 'deployment')}",
-                        markup=False)
+        console().print(
+            f"wrote {path}: {plural(len(models), 'model')}, {plural(len(models), 'deployment')}", markup=False
+        )
         console().print(f"next: provision validate {path} && provision plan {path}", markup=False)
 
 
@@ -146,15 +153,30 @@ def validate(manifest: Path | None, as_json: bool) -> None:
 
     loaded = _load(manifest)
     if as_json:
-        print_json({"valid": True, "manifest": str(loaded.path), "models": sorted(loaded.models),
-                    "deployments": sorted(loaded.deployments)})
+        print_json(
+            {
+                "valid": True,
+                "manifest": str(loaded.path),
+                "models": sorted(loaded.models),
+                "deployments": sorted(loaded.deployments),
+            }
+        )
     else:
-        console().print(f"{literal(loaded.path)}: valid ({plural(len(loaded.models), 'model')}, "
-                        f"{plural(len(loaded.deployments), 'deployment')})", soft_wrap=True)
+        console().print(
+            f"{literal(loaded.path)}: valid ({plural(len(loaded.models), 'model')}, "
+            f"{plural(len(loaded.deployments), 'deployment')})",
+            soft_wrap=True,
+        )
 
 
-def _run_options(only: tuple[str, ...], update: bool = False, locked: bool = False, force: bool = False,
-                 verify: bool = False, yes: bool = False) -> Any:
+def _run_options(
+    only: tuple[str, ...],
+    update: bool = False,
+    locked: bool = False,
+    force: bool = False,
+    verify: bool = False,
+    yes: bool = False,
+) -> Any:
     from .engine import RunOptions
 
     return RunOptions(only=only, update=update, locked=locked, force=force, verify=verify, yes=yes)
@@ -167,8 +189,9 @@ def _run_options(only: tuple[str, ...], update: bool = False, locked: bool = Fal
 @click.option("--locked", is_flag=True, help="Fail if the lock file would change.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 with no changes, 2 with changes, 1 on error.")
 @json_option
-def plan(manifest: Path | None, only: tuple[str, ...], update: bool, locked: bool,
-         detailed_exitcode: bool, as_json: bool) -> None:
+def plan(
+    manifest: Path | None, only: tuple[str, ...], update: bool, locked: bool, detailed_exitcode: bool, as_json: bool
+) -> None:
     """Show what `apply` would change, and why, without changing anything."""
     try:
         code = _plan(manifest, only, update, locked, detailed_exitcode, as_json)
@@ -181,8 +204,9 @@ def plan(manifest: Path | None, only: tuple[str, ...], update: bool, locked: boo
 
 
 @_handle_errors
-def _plan(manifest: Path | None, only: tuple[str, ...], update: bool, locked: bool,
-          detailed_exitcode: bool, as_json: bool) -> int:
+def _plan(
+    manifest: Path | None, only: tuple[str, ...], update: bool, locked: bool, detailed_exitcode: bool, as_json: bool
+) -> int:
     from .credentials import token_routes
     from .engine import Engine
     from .report import action_dict, print_json, render_plan
@@ -191,11 +215,19 @@ def _plan(manifest: Path | None, only: tuple[str, ...], update: bool, locked: bo
         result = engine.plan(_run_options(only, update, locked))
         routes = token_routes(engine.manifest)
     if as_json:
-        print_json({"actions": [action_dict(a) for a in result.plan.actions],
-                    "errors": [{"address": o.action.address, "error": o.error.message, "hint": o.error.hint}
-                               for o in result.failures if o.error is not None],
-                    "credentials": [vars(route) for route in routes],
-                    "download_bytes": result.plan.download_bytes, "changes": result.plan.has_changes})
+        print_json(
+            {
+                "actions": [action_dict(a) for a in result.plan.actions],
+                "errors": [
+                    {"address": o.action.address, "error": o.error.message, "hint": o.error.hint}
+                    for o in result.failures
+                    if o.error is not None
+                ],
+                "credentials": [vars(route) for route in routes],
+                "download_bytes": result.plan.download_bytes,
+                "changes": result.plan.has_changes,
+            }
+        )
     else:
         render_plan(result.plan, result.failures, credentials=map(str, routes))
     if result.failures:
@@ -213,8 +245,16 @@ def _plan(manifest: Path | None, only: tuple[str, ...], update: bool, locked: bo
 @click.option("--yes", "-y", is_flag=True, help="Remove models no longer in the manifest without asking.")
 @json_option
 @_handle_errors
-def apply(manifest: Path | None, only: tuple[str, ...], update: bool, locked: bool, force: bool,
-          verify_all: bool, yes: bool, as_json: bool) -> None:
+def apply(
+    manifest: Path | None,
+    only: tuple[str, ...],
+    update: bool,
+    locked: bool,
+    force: bool,
+    verify_all: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
     """Make this machine match the manifest: download, pull, start; idempotent and resumable."""
     from dataclasses import replace
 
@@ -228,8 +268,9 @@ def apply(manifest: Path | None, only: tuple[str, ...], update: bool, locked: bo
         planned = engine.plan(options)
         orphans = planned.orphan_models()
         if orphans and not yes and not as_json and sys.stdin.isatty():
-            options = replace(options, yes=click.confirm(
-                f"Remove models no longer in the manifest ({', '.join(orphans)})?"))
+            options = replace(
+                options, yes=click.confirm(f"Remove models no longer in the manifest ({', '.join(orphans)})?")
+            )
         # Fit checks need the machine's inventory (NVML, Docker, Ollama probes): only when a
         # deployment is part of the change. The disk check always runs, in the engine.
         if not force and planned.plan.has_changes and any(a.kind == "deployment" for a in planned.plan.actions):
@@ -239,8 +280,13 @@ def apply(manifest: Path | None, only: tuple[str, ...], update: bool, locked: bo
         with progress:
             result = engine.apply(options, planned=planned)
     if as_json:
-        print_json({"ok": result.ok, "seconds": round(result.seconds, 3),
-                    "outcomes": [outcome_dict(o) for o in result.outcomes]})
+        print_json(
+            {
+                "ok": result.ok,
+                "seconds": round(result.seconds, 3),
+                "outcomes": [outcome_dict(o) for o in result.outcomes],
+            }
+        )
     else:
         render_outcomes(result.outcomes, result.seconds)
     sys.exit(0 if result.ok else 1)
@@ -321,8 +367,10 @@ def destroy(manifest: Path | None, only: tuple[str, ...], yes: bool, as_json: bo
             render_plan(destroy_plan)
         if not yes:
             if not sys.stdin.isatty():
-                raise UsageError("refusing to destroy without confirmation: stdin is not a terminal",
-                                 hint="pass --yes to remove without asking")
+                raise UsageError(
+                    "refusing to destroy without confirmation: stdin is not a terminal",
+                    hint="pass --yes to remove without asking",
+                )
             click.confirm("Remove these?", abort=True)
         result = engine.destroy(destroy_plan)
     if as_json:
@@ -386,12 +434,14 @@ def check_hardware(manifest: Path | None, gpu: str | None, vram: str | None, lis
 @click.argument("names", nargs=-1)
 @click.option("--show", is_flag=True, help="Print the answers as they stream (default with one deployment).")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Also write a JUnit XML report.")
-@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="Deployments tested at once.")
+@click.option(
+    "--concurrency", type=click.IntRange(1, 64), default=4, show_default=True, help="Deployments tested at once."
+)
 @json_option
 @_handle_errors
-def smoke_test(target: str | None, names: tuple[str, ...], show: bool, junit: Path | None,
-               concurrency: int, as_json: bool) -> None:
+def smoke_test(
+    target: str | None, names: tuple[str, ...], show: bool, junit: Path | None, concurrency: int, as_json: bool
+) -> None:
     """Stream a chat against each deployment: TTFT, ITL, tokens/s, pass/fail.
 
     TARGET is a manifest, or a deployment name; with no manifest, the one applied last here.
@@ -432,8 +482,15 @@ def smoke_test(target: str | None, names: tuple[str, ...], show: bool, junit: Pa
 @click.option("--stats", is_flag=True, help="A line per answer: TTFT, tokens/s, tokens (on stderr).")
 @click.option("--hide-thinking", is_flag=True, help="Drop <think>...</think> reasoning from the output.")
 @_handle_errors
-def chat(target: str, deployment: str | None, system: str | None, no_stream: bool, stats: bool,
-         hide_thinking: bool, **sampling: Any) -> None:
+def chat(
+    target: str,
+    deployment: str | None,
+    system: str | None,
+    no_stream: bool,
+    stats: bool,
+    hide_thinking: bool,
+    **sampling: Any,
+) -> None:
     """Talk to a deployment: streamed, multi-turn; through a pipe, one turn per line.
 
     At a terminal: /reset, /system TEXT, /exit; Ctrl-C stops the current answer.
@@ -441,13 +498,22 @@ def chat(target: str, deployment: str | None, system: str | None, no_stream: boo
     from .chat import ChatOptions, run_chat
 
     manifest, names = _smoke_target(target, (deployment,) if deployment else ())
-    options = ChatOptions(stream=not no_stream, stats=stats, hide_thinking=hide_thinking,
-                          sampling={k: v for k, v in sampling.items() if v is not None})
+    options = ChatOptions(
+        stream=not no_stream,
+        stats=stats,
+        hide_thinking=hide_thinking,
+        sampling={k: v for k, v in sampling.items() if v is not None},
+    )
     from . import signals
 
     with signals.interactive():  # Ctrl-C stops one answer, not the session
-        code = run_chat(manifest, names[0] if names else None, options, system=system,
-                        terminal=sys.stdin.isatty() and sys.stdout.isatty())
+        code = run_chat(
+            manifest,
+            names[0] if names else None,
+            options,
+            system=system,
+            terminal=sys.stdin.isatty() and sys.stdout.isatty(),
+        )
     sys.exit(code)
 
 
@@ -463,8 +529,10 @@ def _smoke_target(target: str | None, names: tuple[str, ...]) -> tuple[Path | No
 
     last = State().last_applied
     if last is None:
-        raise ProvisionError("no manifest given and nothing applied on this machine yet",
-                             hint="run `provision apply MANIFEST` first, or pass the manifest")
+        raise ProvisionError(
+            "no manifest given and nothing applied on this machine yet",
+            hint="run `provision apply MANIFEST` first, or pass the manifest",
+        )
     return Path(last), names
 
 
@@ -475,15 +543,24 @@ def render() -> None:
 
 @render.command("kubernetes")
 @manifest_argument
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), help="Write one file per object here.")
+@click.option(
+    "-o", "--output", type=click.Path(file_okay=False, path_type=Path), help="Write one file per object here."
+)
 @click.option("--stdout", "to_stdout", is_flag=True, help="Print one multi-document YAML stream instead.")
 @click.option("--namespace", help="metadata.namespace of every object (default: kubectl's current one).")
 @click.option("--storage-class", help="storageClassName of the volume claims (default: the cluster's).")
 @click.option("--gpus-per-node", type=click.IntRange(1, 64), help="What `gpus: all` means in the cluster.")
 @json_option
 @_handle_errors
-def render_kubernetes(manifest: Path | None, output: Path | None, to_stdout: bool, namespace: str | None,
-                      storage_class: str | None, gpus_per_node: int | None, as_json: bool) -> None:
+def render_kubernetes(
+    manifest: Path | None,
+    output: Path | None,
+    to_stdout: bool,
+    namespace: str | None,
+    storage_class: str | None,
+    gpus_per_node: int | None,
+    as_json: bool,
+) -> None:
     """Deployments, Services, volume claims and a verified download step, from the manifest and its lock."""
     from .errors import RenderError
     from .render.kubernetes import RenderOptions, check_options

@@ -96,19 +96,25 @@ EXAMPLES: dict[str, Sequence[tuple[str, str]]] = {
 
 # command -> text after the examples (where files live, how names are read)
 NOTES: dict[str, str] = {
-    "": ("MANIFEST defaults to $PROVISION_MANIFEST, else ./provision.yaml. Set PROVISION_DEBUG=1 "
-         "for a traceback on errors. Every command takes --json.\n\n"
-         "Shell completion (click's own): one line in ~/.bashrc, ~/.zshrc or\n"
-         "~/.config/fish/completions/provision.fish:\n"
-         '  eval "$(_PROVISION_COMPLETE=bash_source provision)"\n'
-         '  eval "$(_PROVISION_COMPLETE=zsh_source provision)"\n'
-         "  _PROVISION_COMPLETE=fish_source provision | source"),
+    "": (
+        "MANIFEST defaults to $PROVISION_MANIFEST, else ./provision.yaml. Set PROVISION_DEBUG=1 "
+        "for a traceback on errors. Every command takes --json.\n\n"
+        "Shell completion (click's own): one line in ~/.bashrc, ~/.zshrc or\n"
+        "~/.config/fish/completions/provision.fish:\n"
+        '  eval "$(_PROVISION_COMPLETE=bash_source provision)"\n'
+        '  eval "$(_PROVISION_COMPLETE=zsh_source provision)"\n'
+        "  _PROVISION_COMPLETE=fish_source provision | source"
+    ),
     "plan": "--detailed-exitcode (Terraform's): 0 no changes, 2 changes pending, 1 any error.",
-    "status": ("State: $PROVISION_STATE_DIR/state.json, else $XDG_STATE_HOME/provision/state.json, "
-               "else ~/.local/state/provision/state.json. The lock file is <manifest>.lock.json "
-               "beside the manifest."),
-    "verify": ("Nothing locked yet (no apply has placed a file) is exit 1: there is nothing "
-               "to vouch for, and CI running verify after apply must not pass on an empty lock."),
+    "status": (
+        "State: $PROVISION_STATE_DIR/state.json, else $XDG_STATE_HOME/provision/state.json, "
+        "else ~/.local/state/provision/state.json. The lock file is <manifest>.lock.json "
+        "beside the manifest."
+    ),
+    "verify": (
+        "Nothing locked yet (no apply has placed a file) is exit 1: there is nothing "
+        "to vouch for, and CI running verify after apply must not pass on an empty lock."
+    ),
 }
 
 # option name -> its group in a command's help; options not listed are under "Options"

@@ -52,16 +52,25 @@ def token_routes(manifest: Manifest) -> list[Route]:
 
         hf = manifest.settings.huggingface
         source = _configured(hf.token, "settings.huggingface.token") or (implicit_token_source() or (None, ""))[0]
-        routes.append(Route("huggingface token", source,
-                            (hf.endpoint or os.environ.get("HF_ENDPOINT") or HF_ENDPOINT).rstrip("/")))
+        routes.append(
+            Route(
+                "huggingface token", source, (hf.endpoint or os.environ.get("HF_ENDPOINT") or HF_ENDPOINT).rstrip("/")
+            )
+        )
     if "ms" in schemes:
         from .sources.modelscope import DEFAULT_ENDPOINT as MS_ENDPOINT
 
         ms = manifest.settings.modelscope
         source = _configured(ms.token, "settings.modelscope.token") or (
-            "$MODELSCOPE_API_TOKEN" if os.environ.get("MODELSCOPE_API_TOKEN") else None)
-        routes.append(Route("modelscope token", source,
-                            (ms.endpoint or os.environ.get("MODELSCOPE_ENDPOINT") or MS_ENDPOINT).rstrip("/")))
+            "$MODELSCOPE_API_TOKEN" if os.environ.get("MODELSCOPE_API_TOKEN") else None
+        )
+        routes.append(
+            Route(
+                "modelscope token",
+                source,
+                (ms.endpoint or os.environ.get("MODELSCOPE_ENDPOINT") or MS_ENDPOINT).rstrip("/"),
+            )
+        )
     for name, deployment in manifest.deployments.items():
         key = getattr(deployment, "api_key", None)
         if key is None:

@@ -104,8 +104,10 @@ class _Transient(Exception):
 def partial_path(model_dir: Path, file: RemoteFile) -> Path:
     # The digest names a file, so it must be hex whatever the listing or the lock said (the
     # sources check it already; this keeps a bad one from ever becoming a path).
-    digest = next((d for d in (file.sha256, file.git_sha1) if d and _HEX_DIGEST.match(d)), None) \
+    digest = (
+        next((d for d in (file.sha256, file.git_sha1) if d and _HEX_DIGEST.match(d)), None)
         or hashlib.sha256(f"{file.path}:{file.size}".encode()).hexdigest()
+    )
     # The path too: files with the same content (duplicate shards, empty files) download side by side.
     where = hashlib.sha256(file.path.encode()).hexdigest()[:16]
     return model_dir / PARTIAL_DIR / f"{digest}-{where}.part"
@@ -174,8 +176,9 @@ class Downloader:
         self._retry = retry
         self._sleep = sleep
         self.hosts = HostGate(connections_per_host)
-        self._pool = ConnectionPool(timeout=http_timeout() if timeout is None else timeout,
-                                    size=max(max_connections, connections_per_host))
+        self._pool = ConnectionPool(
+            timeout=http_timeout() if timeout is None else timeout, size=max(max_connections, connections_per_host)
+        )
 
     def close(self) -> None:
         self._pool.close()
@@ -224,11 +227,16 @@ class Downloader:
             except (_Transient, TimeoutError, http.client.HTTPException, ConnectionError, ssl.SSLError) as exc:
                 failures += 1
                 if failures >= self._retry.attempts:
-                    raise HubUnreachableError(f"cannot reach {endpoint}: {exc or type(exc).__name__}",
-                                              resource=resource) from None
+                    raise HubUnreachableError(
+                        f"cannot reach {endpoint}: {exc or type(exc).__name__}", resource=resource
+                    ) from None
                 delay = getattr(exc, "retry_after", None)
-                self._sleep(min(delay if delay is not None else self._retry.backoff * 2 ** (failures - 1),
-                                self._retry.max_backoff))
+                self._sleep(
+                    min(
+                        delay if delay is not None else self._retry.backoff * 2 ** (failures - 1),
+                        self._retry.max_backoff,
+                    )
+                )
 
     def fetch(
         self,
@@ -262,13 +270,12 @@ class Downloader:
             on_progress(-file.size)
             part.unlink(missing_ok=True)
             if attempt == 2:
-                raise IntegrityError(f"{file.path}: downloaded bytes do not match the hub ({problem})",
-                                     resource=resource)
+                raise IntegrityError(
+                    f"{file.path}: downloaded bytes do not match the hub ({problem})", resource=resource
+                )
         raise AssertionError("unreachable")
 
-    def _download_to(
-        self, file: RemoteFile, part: Path, *, resource: str, on_progress: ProgressCallback
-    ) -> _Hashes:
+    def _download_to(self, file: RemoteFile, part: Path, *, resource: str, on_progress: ProgressCallback) -> _Hashes:
         hashes = _Hashes(file)
         offset = part.stat().st_size if part.exists() else 0
         if offset > file.size:
@@ -290,8 +297,9 @@ class Downloader:
                 offset = part.stat().st_size if part.exists() else 0
                 failures = 0 if offset > before else failures + 1
                 if failures >= self._retry.attempts:
-                    raise DownloadError(f"{file.path}: {exc} (gave up after {failures} attempts)",
-                                        resource=resource) from None
+                    raise DownloadError(
+                        f"{file.path}: {exc} (gave up after {failures} attempts)", resource=resource
+                    ) from None
                 self._sleep(self._retry.delay(failures, exc.retry_after))
         return hashes
 
@@ -315,8 +323,9 @@ class Downloader:
             return self._stream_body(response, part, offset, file.size, hashes, on_progress)
 
     @contextmanager
-    def get_body(self, file: RemoteFile, start: int, end: int | None, *, resource: str
-                 ) -> Iterator[http.client.HTTPResponse]:
+    def get_body(
+        self, file: RemoteFile, start: int, end: int | None, *, resource: str
+    ) -> Iterator[http.client.HTTPResponse]:
         """GET bytes ``start..end`` of ``file`` (``end`` None: to its end) on a connection slot of its
         host, following redirects; yields the response (200, or 206 from ``start``) to read.
 
@@ -360,7 +369,9 @@ class Downloader:
         except TimeoutError as exc:
             raise _Transient(f"timed out ({exc or type(exc).__name__})") from None
         except ConnectionRefusedError as exc:
-            raise HubUnreachableError(f"cannot connect to {_origin(url)[1]}: {exc.strerror}", resource=resource) from None
+            raise HubUnreachableError(
+                f"cannot connect to {_origin(url)[1]}: {exc.strerror}", resource=resource
+            ) from None
         except socket.gaierror as exc:
             raise HubUnreachableError(f"cannot resolve {_origin(url)[1]}: {exc}", resource=resource) from None
         except (http.client.HTTPException, ConnectionError, ssl.SSLError) as exc:
@@ -371,8 +382,14 @@ class Downloader:
             raise
 
     @staticmethod
-    def _stream_body(response: http.client.HTTPResponse, part: Path, offset: int, size: int,
-                     hashes: _Hashes, on_progress: ProgressCallback) -> int:
+    def _stream_body(
+        response: http.client.HTTPResponse,
+        part: Path,
+        offset: int,
+        size: int,
+        hashes: _Hashes,
+        on_progress: ProgressCallback,
+    ) -> int:
         buffer = bytearray(CHUNK_SIZE)
         view = memoryview(buffer)
         with part.open("ab" if offset else "wb", buffering=0) as out:
@@ -406,8 +423,7 @@ class Downloader:
         if status in (401, 403):
             raise GatedRepoError(f"{file.path}: access denied (HTTP {status} {code})".rstrip(), resource=resource)
         if status == 404:
-            raise EntryNotFoundError(f"{file.path}: not found on the hub (HTTP 404 {code})".rstrip(),
-                                     resource=resource)
+            raise EntryNotFoundError(f"{file.path}: not found on the hub (HTTP 404 {code})".rstrip(), resource=resource)
         raise SourceError(f"{file.path}: unexpected HTTP {status}", resource=resource)
 
 
@@ -439,8 +455,11 @@ class _Redirects:
             raise SourceError(f"redirect from {url} to {location!r}: not an http(s) URL", resource=self._resource)
         if target in self._seen or len(self._seen) > MAX_REDIRECTS:
             what = "a redirect loop" if target in self._seen else f"more than {MAX_REDIRECTS} redirects"
-            raise SourceError(f"{what} at {target}", resource=self._resource,
-                              hint="the hub or mirror is misconfigured; retrying will not help: check the endpoint")
+            raise SourceError(
+                f"{what} at {target}",
+                resource=self._resource,
+                hint="the hub or mirror is misconfigured; retrying will not help: check the endpoint",
+            )
         self._seen.add(target)
         if _origin(target) != _origin(url):
             _drop_credentials(headers)
@@ -458,8 +477,10 @@ def _retry_after(value: str | None) -> float | None:
 
 def _untrusted(where: str, exc: ssl.SSLCertVerificationError) -> HubUnreachableError:
     """A certificate that does not verify is final: retrying cannot make it trusted."""
-    return HubUnreachableError(f"TLS certificate of {where} not trusted: {exc.verify_message or exc}",
-                               hint="for a mirror behind a private CA, point SSL_CERT_FILE at that CA's bundle")
+    return HubUnreachableError(
+        f"TLS certificate of {where} not trusted: {exc.verify_message or exc}",
+        hint="for a mirror behind a private CA, point SSL_CERT_FILE at that CA's bundle",
+    )
 
 
 @dataclass(frozen=True)
@@ -490,17 +511,22 @@ def _proxy_for(scheme: str, netloc: str) -> _Proxy | None:
 
 def _proxy_refused(proxy: _Proxy, detail: str) -> HubUnreachableError:
     """The proxy said no: final, since asking again gets the same answer."""
-    hint = ("put the credentials in the proxy's URL (HTTPS_PROXY=http://user:password@host:port)" if "407" in detail
-            else "check the proxy's rules, or list the hub's host in NO_PROXY to bypass it")
-    return HubUnreachableError(f"the proxy {proxy.address} (from ${proxy.variable}) refused the request: {detail}",
-                               hint=hint)
+    hint = (
+        "put the credentials in the proxy's URL (HTTPS_PROXY=http://user:password@host:port)"
+        if "407" in detail
+        else "check the proxy's rules, or list the hub's host in NO_PROXY to bypass it"
+    )
+    return HubUnreachableError(
+        f"the proxy {proxy.address} (from ${proxy.variable}) refused the request: {detail}", hint=hint
+    )
 
 
 def _proxy_unreachable(proxy: _Proxy, exc: OSError) -> HubUnreachableError:
     """The proxy itself is down or unknown: the hub was never asked, so do not blame it."""
     return HubUnreachableError(
         f"cannot reach the proxy {proxy.address} (from ${proxy.variable}): {exc.strerror or exc}",
-        hint=f"start the proxy or fix ${proxy.variable}; list the hub's host in NO_PROXY to bypass it")
+        hint=f"start the proxy or fix ${proxy.variable}; list the hub's host in NO_PROXY to bypass it",
+    )
 
 
 class ConnectionPool:
@@ -532,8 +558,9 @@ class ConnectionPool:
                 self._proxies[key] = _proxy_for(*key)
             return self._proxies[key]
 
-    def request(self, method: str, url: str, headers: Mapping[str, str]
-                ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    def request(
+        self, method: str, url: str, headers: Mapping[str, str]
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         """Send on an idle keep-alive connection (or a new one if it went stale).
 
         A certificate that does not verify and a proxy's refusal raise :class:`HubUnreachableError`
@@ -579,7 +606,7 @@ class ConnectionPool:
         if response.will_close:
             conn.close()
             return
-        key = (conn._provision_key)  # type: ignore[attr-defined]
+        key = conn._provision_key  # type: ignore[attr-defined]
         with self._lock:
             idle = self._idle.setdefault(key, [])
             if len(idle) < self._size:
@@ -605,8 +632,9 @@ class ConnectionPool:
         conn: http.client.HTTPConnection
         if scheme == "https":
             if proxy:  # TCP to the proxy, CONNECT, then TLS to the hub itself (http.client does this)
-                conn = http.client.HTTPSConnection(proxy.host, proxy.port, timeout=self._timeout,
-                                                   context=self._ssl_context())
+                conn = http.client.HTTPSConnection(
+                    proxy.host, proxy.port, timeout=self._timeout, context=self._ssl_context()
+                )
                 conn.set_tunnel(host, headers=proxy.headers)
             else:
                 conn = http.client.HTTPSConnection(host, timeout=self._timeout, context=self._ssl_context())

@@ -29,15 +29,22 @@ _ARCHITECTURE_PREFIXES = ("Bert", "Roberta", "XLMRoberta", "Camembert", "Electra
 def is_encoder(config: Mapping[str, Any]) -> bool:
     architectures = config.get("architectures")
     named = isinstance(architectures, list) and any(
-        isinstance(a, str) and a.startswith(_ARCHITECTURE_PREFIXES) for a in architectures)
+        isinstance(a, str) and a.startswith(_ARCHITECTURE_PREFIXES) for a in architectures
+    )
     return str(config.get("model_type", "")) in ENCODER_TYPES or named
 
 
 def _sizes(config: Mapping[str, Any]) -> tuple[int, int, int, int, int, int, int] | None:
     try:
-        return (int(config["hidden_size"]), int(config["intermediate_size"]), int(config["num_hidden_layers"]),
-                int(config["num_attention_heads"]), int(config["vocab_size"]),
-                int(config.get("max_position_embeddings") or 512), int(config.get("type_vocab_size") or 0))
+        return (
+            int(config["hidden_size"]),
+            int(config["intermediate_size"]),
+            int(config["num_hidden_layers"]),
+            int(config["num_attention_heads"]),
+            int(config["vocab_size"]),
+            int(config.get("max_position_embeddings") or 512),
+            int(config.get("type_vocab_size") or 0),
+        )
     except (KeyError, TypeError, ValueError):
         return None
 

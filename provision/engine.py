@@ -133,8 +133,11 @@ class Engine:
             return list(self.manifest.models), list(self.manifest.deployments)
         deployments = [d for d in self.manifest.deployments if d in only]
         # A selected deployment brings its model along.
-        models = [m for m in self.manifest.models
-                  if m in only or any(getattr(self.manifest.deployments[d], "model", None) == m for d in deployments)]
+        models = [
+            m
+            for m in self.manifest.models
+            if m in only or any(getattr(self.manifest.deployments[d], "model", None) == m for d in deployments)
+        ]
         return models, deployments
 
     def file_source(self, scheme: str) -> FileSource:
@@ -166,7 +169,9 @@ class Engine:
             except LockError:
                 raise
             except ProvisionError as exc:
-                result.failures.append(Outcome(Action("model", name, Change.UPDATE, "could not be planned"), False, exc))
+                result.failures.append(
+                    Outcome(Action("model", name, Change.UPDATE, "could not be planned"), False, exc)
+                )
                 continue
             actions.append(action)
             result.snapshots[name] = snapshot
@@ -182,35 +187,51 @@ class Engine:
                 observed = engine.observe(name, deployment, ctx)
                 actions.append(engine.plan(name, deployment, observed, ctx))
             except ProvisionError as exc:
-                result.failures.append(Outcome(Action("deployment", name, Change.UPDATE, "could not be planned"), False, exc))
+                result.failures.append(
+                    Outcome(Action("deployment", name, Change.UPDATE, "could not be planned"), False, exc)
+                )
         if not options.only:
             actions.extend(plan_orphans("model", records["models"], set(self.manifest.models)))
             actions.extend(plan_orphans("deployment", records["deployments"], set(self.manifest.deployments)))
         result.plan = Plan(tuple(actions))
         return result
 
-    def _plan_server_models(self, scheme: str, names: list[str], options: RunOptions,
-                            result: PlanResult) -> list[Action]:
+    def _plan_server_models(
+        self, scheme: str, names: list[str], options: RunOptions, result: PlanResult
+    ) -> list[Action]:
         try:
             backend = self._model_backend(scheme)
             observed = backend.observe(names)
         except ProvisionError as exc:
             for name in names:
-                result.failures.append(Outcome(Action("model", name, Change.UPDATE, "could not be planned"), False, exc))
+                result.failures.append(
+                    Outcome(Action("model", name, Change.UPDATE, "could not be planned"), False, exc)
+                )
             return []
         actions = []
         for name in names:
             try:
-                actions.append(backend.plan(name, self.manifest.models[name], observed, self.lock.models.get(name),
-                                            update=options.update, locked=options.locked))
+                actions.append(
+                    backend.plan(
+                        name,
+                        self.manifest.models[name],
+                        observed,
+                        self.lock.models.get(name),
+                        update=options.update,
+                        locked=options.locked,
+                    )
+                )
             except LockError:
                 raise
             except ProvisionError as exc:
-                result.failures.append(Outcome(Action("model", name, Change.UPDATE, "could not be planned"), False, exc))
+                result.failures.append(
+                    Outcome(Action("model", name, Change.UPDATE, "could not be planned"), False, exc)
+                )
         return actions
 
-    def _plan_file_model(self, name: str, spec: ModelSpec, options: RunOptions,
-                         recorded: Mapping[str, Any] | None) -> tuple[Action, Snapshot]:
+    def _plan_file_model(
+        self, name: str, spec: ModelSpec, options: RunOptions, recorded: Mapping[str, Any] | None
+    ) -> tuple[Action, Snapshot]:
         model_dir = self.manifest.model_dir(name)
         recorded_path = (recorded or {}).get("path")
         check_usable(model_dir, self.manifest.path, name, adopt=spec.adopt, recorded_path=recorded_path)
@@ -244,13 +265,24 @@ class Engine:
         stale = _stale_paths(entry, snapshot) if reason else set()
         # Bytes of the right size are trusted only by a recorded stat, else hashed (repair).
         stats = (recorded or {}).get("files", {}) if recorded_path == str(model_dir) else {}
-        changed = to_refetch(model_dir, snapshot.files, {p: lf.size for p, lf in local.items()}, stats,
-                             rehash_all=options.verify) - stale
+        changed = (
+            to_refetch(
+                model_dir, snapshot.files, {p: lf.size for p, lf in local.items()}, stats, rehash_all=options.verify
+            )
+            - stale
+        )
         repair = f"{len(changed)} files differ from the lock (changed on disk): fetching them again" if changed else ""
         stale |= changed
         first_time = entry is None and not any(lf.size is not None for lf in local.values())
-        action = plan_files(name, wanted=snapshot.files, local=local, first_time=first_time,
-                            reason_if_changed=reason or repair, stale=stale, in_lock=entry is not None)
+        action = plan_files(
+            name,
+            wanted=snapshot.files,
+            local=local,
+            first_time=first_time,
+            reason_if_changed=reason or repair,
+            stale=stale,
+            in_lock=entry is not None,
+        )
         if entry is not None and reason:
             removed = sorted(set(entry.get("files", {})) - {f.path for f in snapshot.files})
             action = _with_details(action, remove=removed)
@@ -259,8 +291,13 @@ class Engine:
     @staticmethod
     def _snapshot_from_lock(spec: ModelSpec, entry: dict[str, Any], source: FileSource) -> Snapshot:
         files = tuple(
-            RemoteFile(path, meta["size"], meta.get("sha256"), meta.get("git_sha1"),
-                       source.file_url(spec, entry["resolved"], path))
+            RemoteFile(
+                path,
+                meta["size"],
+                meta.get("sha256"),
+                meta.get("git_sha1"),
+                source.file_url(spec, entry["resolved"], path),
+            )
             for path, meta in sorted(entry["files"].items())
         )
         return Snapshot(spec.source, entry["spec"]["revision"], entry["resolved"], files)
@@ -287,11 +324,11 @@ class Engine:
             model_actions = [a for a in planned.plan.actions if a.kind == "model"]
             outcomes += self._apply_models(model_actions, planned.snapshots, options)
             failed_models = {o.action.name for o in outcomes if not o.ok and o.action.kind == "model"}
-            changed_models = {o.action.name for o in outcomes
-                              if o.ok and o.action.kind == "model" and o.action.changes}
+            changed_models = {o.action.name for o in outcomes if o.ok and o.action.kind == "model" and o.action.changes}
             deployment_actions = [a for a in planned.plan.actions if a.kind == "deployment"]
-            outcomes += self._apply_deployments(self._replan_if_model_changed(deployment_actions, changed_models),
-                                                failed_models)
+            outcomes += self._apply_deployments(
+                self._replan_if_model_changed(deployment_actions, changed_models), failed_models
+            )
         return ApplyResult(outcomes, time.monotonic() - started)
 
     def _replan_if_model_changed(self, actions: list[Action], changed_models: set[str]) -> list[Action]:
@@ -303,7 +340,11 @@ class Engine:
         replanned = []
         for action in actions:
             spec = self.manifest.deployments.get(action.name)
-            if spec is not None and action.change is not Change.DELETE and getattr(spec, "model", None) in changed_models:
+            if (
+                spec is not None
+                and action.change is not Change.DELETE
+                and getattr(spec, "model", None) in changed_models
+            ):
                 try:
                     action = self._decide_deployment(action.name, spec, ctx)
                 except ProvisionError:
@@ -312,9 +353,13 @@ class Engine:
         return replanned
 
     def _preflight_disk(self, plan: Plan) -> None:
-        needed = sum(a.download_bytes for a in plan.actions
-                     if a.kind == "model" and self.manifest.models.get(a.name, None) is not None
-                     and self.manifest.models[a.name].scheme in ("hf", "ms"))
+        needed = sum(
+            a.download_bytes
+            for a in plan.actions
+            if a.kind == "model"
+            and self.manifest.models.get(a.name, None) is not None
+            and self.manifest.models[a.name].scheme in ("hf", "ms")
+        )
         if not needed:
             return
         from .fit import check_disk
@@ -324,11 +369,15 @@ class Engine:
         if finding.level is Level.FAIL:
             raise PreflightError(finding.message, hint=f"{finding.remedy}, or use --only")
 
-    def _apply_models(self, actions: list[Action], snapshots: dict[str, Snapshot], options: RunOptions
-                      ) -> list[Outcome]:
+    def _apply_models(
+        self, actions: list[Action], snapshots: dict[str, Snapshot], options: RunOptions
+    ) -> list[Outcome]:
         outcomes: list[Outcome] = []
-        file_actions = [a for a in actions if a.change not in (Change.NOOP, Change.DELETE)
-                        and self.manifest.models[a.name].scheme in FILE_SCHEMES]
+        file_actions = [
+            a
+            for a in actions
+            if a.change not in (Change.NOOP, Change.DELETE) and self.manifest.models[a.name].scheme in FILE_SCHEMES
+        ]
         recorded = self.state.records(self.manifest.path)["models"]  # read once, not per model
         for action in actions:
             if action.change is Change.NOOP:
@@ -336,9 +385,17 @@ class Engine:
                 if self.manifest.models[action.name].scheme in FILE_SCHEMES:
                     self._record_model(action.name, snapshots[action.name], recorded.get(action.name))
             elif action.change is Change.DELETE and not options.yes:
-                outcomes.append(Outcome(action, False, ProvisionError(
-                    "kept: it is no longer in the manifest, and removing it needs confirmation", resource=action.name,
-                    hint="run `provision apply --yes` to remove it (asked on a terminal), or put it back")))
+                outcomes.append(
+                    Outcome(
+                        action,
+                        False,
+                        ProvisionError(
+                            "kept: it is no longer in the manifest, and removing it needs confirmation",
+                            resource=action.name,
+                            hint="run `provision apply --yes` to remove it (asked on a terminal), or put it back",
+                        ),
+                    )
+                )
             elif action.change is Change.DELETE:
                 outcomes.append(self._run(action, functools.partial(self._delete_model, action.name)))
             elif self.manifest.models[action.name].scheme not in FILE_SCHEMES:
@@ -393,12 +450,18 @@ class Engine:
                 except ProvisionError as exc:
                     errors.setdefault(action.name, exc)
                 except OSError as exc:  # disk full, permissions: name the file
-                    errors.setdefault(action.name, SourceError(f"{file.path}: {exc.strerror or exc}",
-                                                               resource=action.name))
+                    errors.setdefault(
+                        action.name, SourceError(f"{file.path}: {exc.strerror or exc}", resource=action.name)
+                    )
                 except Exception as exc:  # noqa: BLE001 - a bug must not stop the other models
-                    errors.setdefault(action.name, ProvisionError(
-                        f"{file.path}: internal error {type(exc).__name__}: {exc}", resource=action.name,
-                        hint="rerun with PROVISION_DEBUG=1 and report it"))
+                    errors.setdefault(
+                        action.name,
+                        ProvisionError(
+                            f"{file.path}: internal error {type(exc).__name__}: {exc}",
+                            resource=action.name,
+                            hint="rerun with PROVISION_DEBUG=1 and report it",
+                        ),
+                    )
         outcomes = []
         for action in actions:
             error = errors.get(action.name)
@@ -411,8 +474,9 @@ class Engine:
             outcomes.append(Outcome(action, error is None, error, time.monotonic() - started))
         return outcomes
 
-    def _fetch_one(self, source: FileSource, name: str, file: RemoteFile, model_dir: Path,
-                   errors: dict[str, ProvisionError]) -> str:
+    def _fetch_one(
+        self, source: FileSource, name: str, file: RemoteFile, model_dir: Path, errors: dict[str, ProvisionError]
+    ) -> str:
         if name in errors:  # the model already failed: do not spend bandwidth on it
             raise errors[name]
         return source.fetch(name, file, model_dir, on_progress=lambda n: self.progress.advance(name, n))
@@ -451,8 +515,12 @@ class Engine:
         """Record the model as provision's in state, with the stat of each (verified) file,
         unless ``current`` already says so."""
         model_dir = self.manifest.model_dir(name)
-        record = {"source": self.manifest.models[name].source, "path": str(model_dir),
-                  "resolved": snapshot.resolved, "files": placed_stats(model_dir, snapshot.files)}
+        record = {
+            "source": self.manifest.models[name].source,
+            "path": str(model_dir),
+            "resolved": snapshot.resolved,
+            "files": placed_stats(model_dir, snapshot.files),
+        }
         if current != record:
             mark(model_dir, self.manifest.path, name)  # a folder applied before markers existed
             self.state.update(self.manifest.path, "models", name, record)
@@ -479,14 +547,16 @@ class Engine:
         recorded = Path(str(record.get("path", "")))
         if recorded.is_absolute() and recorded.name == name and recorded != candidates[0]:
             candidates.append(recorded)
-        model_dir = next((c for c in candidates if is_ours(c, self.manifest.path, name,
-                                                           recorded_path=record.get("path"))), None)
+        model_dir = next(
+            (c for c in candidates if is_ours(c, self.manifest.path, name, recorded_path=record.get("path"))), None
+        )
         if model_dir is None:
             if any(c.exists() for c in candidates):
-                raise OwnershipError(f"not removed: {candidates[0]} has no {MARKER} naming this manifest's "
-                                     f"model {name}", resource=name,
-                                     hint="provision removes only folders it created; remove it yourself if you "
-                                          "are sure")
+                raise OwnershipError(
+                    f"not removed: {candidates[0]} has no {MARKER} naming this manifest's model {name}",
+                    resource=name,
+                    hint="provision removes only folders it created; remove it yourself if you are sure",
+                )
             return None
         placed = set((self.lock.models.get(name) or {}).get("files", {})) | set(record.get("files", {}))
         kept = remove_placed(model_dir, placed)
@@ -536,39 +606,62 @@ class Engine:
 
         unknown = [n for n in names if n not in self.manifest.deployments]
         if unknown:
-            raise ManifestError(f"no such deployment: {', '.join(unknown)}", file=str(self.manifest.path),
-                                hint="deployments: " + (", ".join(sorted(self.manifest.deployments)) or "none"))
+            raise ManifestError(
+                f"no such deployment: {', '.join(unknown)}",
+                file=str(self.manifest.path),
+                hint="deployments: " + (", ".join(sorted(self.manifest.deployments)) or "none"),
+            )
         ctx = self.deploy_context()
         jobs = []
         for name, spec in self.manifest.deployments.items():
             if names and name not in names:
                 continue
-            jobs.append(SmokeJob(
-                name=name, engine=spec.engine,
-                connect=functools.partial(open_engine, name, spec, ctx),
-                settings=self.manifest.smoke_settings(name),
-                expect=spec.expect, max_ttft=spec.max_ttft, min_tokens_per_s=spec.min_tokens_per_s,
-                task=spec.task, expect_dimension=spec.expect_dimension,
-            ))
+            jobs.append(
+                SmokeJob(
+                    name=name,
+                    engine=spec.engine,
+                    connect=functools.partial(open_engine, name, spec, ctx),
+                    settings=self.manifest.smoke_settings(name),
+                    expect=spec.expect,
+                    max_ttft=spec.max_ttft,
+                    min_tokens_per_s=spec.min_tokens_per_s,
+                    task=spec.task,
+                    expect_dimension=spec.expect_dimension,
+                )
+            )
         return jobs
 
     # -- destroy, status, verify -------------------------------------------------------------
     def destroy_plan(self, only: tuple[str, ...] = ()) -> Plan:
         records = self.state.records(self.manifest.path)
         labelled = self._labelled_containers(records["deployments"]) - set(records["deployments"])
-        actions = [Action("deployment", n, Change.DELETE, "destroy") for n in sorted(records["deployments"])
-                   if not only or n in only]
-        actions += [Action("deployment", n, Change.DELETE, "destroy: a container labelled for it (an apply that failed)",
-                           details={"engine": "vllm"}) for n in sorted(labelled) if not only or n in only]
-        actions += [Action("model", n, Change.DELETE, "destroy") for n in sorted(records["models"])
-                    if not only or n in only]
+        actions = [
+            Action("deployment", n, Change.DELETE, "destroy")
+            for n in sorted(records["deployments"])
+            if not only or n in only
+        ]
+        actions += [
+            Action(
+                "deployment",
+                n,
+                Change.DELETE,
+                "destroy: a container labelled for it (an apply that failed)",
+                details={"engine": "vllm"},
+            )
+            for n in sorted(labelled)
+            if not only or n in only
+        ]
+        actions += [
+            Action("model", n, Change.DELETE, "destroy") for n in sorted(records["models"]) if not only or n in only
+        ]
         return Plan(tuple(actions))
 
     def _labelled_containers(self, records: Mapping[str, Any]) -> set[str]:
         """Deployments with a vLLM container labelled for this manifest: ownership is the label,
         so a failed apply (which records nothing) is destroyed too."""
         if not any(getattr(d, "engine", None) == "vllm" for d in self.manifest.deployments.values()) and not any(
-                r.get("engine") == "vllm" for r in records.values()):
+            r.get("engine") == "vllm" for r in records.values()
+        ):
             return set()
         from .deployments.vllm import labelled_deployments
 
@@ -599,8 +692,12 @@ class Engine:
         server_models: dict[str, list[str]] = {}
         for name, spec in self.manifest.models.items():
             entry = self.lock.models.get(name)
-            row: dict[str, Any] = {"kind": "model", "name": name, "source": spec.source,
-                                   "applied": name in records["models"]}
+            row: dict[str, Any] = {
+                "kind": "model",
+                "name": name,
+                "source": spec.source,
+                "applied": name in records["models"],
+            }
             rows.append(row)
             if spec.scheme not in FILE_SCHEMES:
                 server_models.setdefault(spec.scheme, []).append(name)
@@ -623,13 +720,25 @@ class Engine:
                     by_name[name].update(state="unreachable", detail=exc.message)
                 continue
             for name in names:
-                decide = functools.partial(backend.plan, name, self.manifest.models[name], observed,
-                                           self.lock.models.get(name), update=False, locked=False)
+                decide = functools.partial(
+                    backend.plan,
+                    name,
+                    self.manifest.models[name],
+                    observed,
+                    self.lock.models.get(name),
+                    update=False,
+                    locked=False,
+                )
                 by_name[name].update(self._describe(decide))
         ctx = self.deploy_context()
         for name, dep in self.manifest.deployments.items():
-            row = {"kind": "deployment", "name": name, "engine": dep.engine, "model": dep.model,
-                   "applied": name in records["deployments"]}
+            row = {
+                "kind": "deployment",
+                "name": name,
+                "engine": dep.engine,
+                "model": dep.model,
+                "applied": name in records["deployments"],
+            }
 
             row.update(self._describe(functools.partial(self._decide_deployment, name, dep, ctx)))
             rows.append(row)
@@ -650,12 +759,26 @@ class Engine:
         out: list[dict[str, Any]] = []
         if "ollama" in engines or any(m.scheme == "ollama" for m in self.manifest.models.values()):
             probe = probe_ollama(self.manifest.settings.ollama.host)
-            out.append({"server": "ollama", "address": probe.host, "reachable": probe.reachable,
-                        "version": probe.version, "error": probe.error})
+            out.append(
+                {
+                    "server": "ollama",
+                    "address": probe.host,
+                    "reachable": probe.reachable,
+                    "version": probe.version,
+                    "error": probe.error,
+                }
+            )
         if "vllm" in engines:
             docker = probe_docker()
-            out.append({"server": "docker", "address": docker.host, "reachable": docker.reachable,
-                        "version": docker.server_version, "error": docker.error})
+            out.append(
+                {
+                    "server": "docker",
+                    "address": docker.host,
+                    "reachable": docker.reachable,
+                    "version": docker.server_version,
+                    "error": docker.error,
+                }
+            )
         return out
 
     @staticmethod
@@ -675,8 +798,11 @@ class Engine:
 
     def unlocked_models(self) -> list[str]:
         """Downloaded (file-based) models that no apply has locked yet: verify cannot vouch for them."""
-        return [name for name, spec in self.manifest.models.items()
-                if spec.scheme in FILE_SCHEMES and name not in self.lock.models]
+        return [
+            name
+            for name, spec in self.manifest.models.items()
+            if spec.scheme in FILE_SCHEMES and name not in self.lock.models
+        ]
 
     def verify(self, *, workers: int = 4) -> list[FileCheck]:
         """Re-hash every locked file offline; report missing, corrupt and extra files."""
@@ -718,7 +844,8 @@ def _extra_files(model_dir: Path, known: set[str]) -> Iterable[str]:
     if not model_dir.is_dir():
         return []
     return sorted(
-        rel for rel in (p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file())
+        rel
+        for rel in (p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file())
         if rel not in known and not rel.startswith(".cache/") and rel != MARKER
     )
 
@@ -731,7 +858,16 @@ def _stale_paths(entry: dict[str, Any] | None, snapshot: Snapshot) -> set[str]:
     stale = set()
     for file in snapshot.files:
         meta = old.get(file.path)
-        if meta is None or file.sha256 and meta.get("sha256") != file.sha256 or not file.sha256 and file.git_sha1 and meta.get("git_sha1") != file.git_sha1 or not file.sha256 and not file.git_sha1:
+        if (
+            meta is None
+            or file.sha256
+            and meta.get("sha256") != file.sha256
+            or not file.sha256
+            and file.git_sha1
+            and meta.get("git_sha1") != file.git_sha1
+            or not file.sha256
+            and not file.git_sha1
+        ):
             stale.add(file.path)
     return stale
 

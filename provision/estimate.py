@@ -98,9 +98,20 @@ CPU_KV_ENV = "VLLM_CPU_KVCACHE_SPACE"
 OLLAMA_KV_BYTES = 2  # f16 cache unless OLLAMA_KV_CACHE_TYPE says otherwise
 
 DTYPE_BYTES: dict[str, float] = {
-    "float32": 4, "fp32": 4, "float": 4,
-    "float16": 2, "fp16": 2, "half": 2, "bfloat16": 2, "bf16": 2,
-    "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "float8_e4m3fn": 1, "float8_e5m2": 1, "int8": 1,
+    "float32": 4,
+    "fp32": 4,
+    "float": 4,
+    "float16": 2,
+    "fp16": 2,
+    "half": 2,
+    "bfloat16": 2,
+    "bf16": 2,
+    "fp8": 1,
+    "fp8_e4m3": 1,
+    "fp8_e5m2": 1,
+    "float8_e4m3fn": 1,
+    "float8_e5m2": 1,
+    "int8": 1,
     "int4": 0.5,
 }
 
@@ -323,8 +334,9 @@ def vllm_overhead(shape: ModelShape | None, *, tp: int = 1, batched_tokens: int 
     return tp * (VLLM_GPU_OVERHEAD + activations)
 
 
-def vllm_max_context(usable: int, weights: int, overhead: int, kv_per_token: int, *,
-                     block_size: int = BLOCK_SIZE) -> int:
+def vllm_max_context(
+    usable: int, weights: int, overhead: int, kv_per_token: int, *, block_size: int = BLOCK_SIZE
+) -> int:
     """The longest ``--max-model-len`` whose KV cache fits, a multiple of the block size (0: none)."""
     room = usable - weights - overhead
     if room <= 0 or kv_per_token <= 0:
@@ -407,4 +419,3 @@ def ollama_default_context(total_vram: int, model_context: int | None) -> int:
     else:
         default = 262144
     return min(default, model_context) if model_context else default
-

@@ -90,14 +90,19 @@ def judge(name: str, est: MemoryEstimate, what: str, remedy: str) -> Finding:
     if est.needed > est.available:
         return Finding(Level.FAIL, name, f"does not fit: {head}", remedy)
     if est.needed > est.available * (1 - MARGIN):
-        return Finding(Level.WARN, name, f"fits with under {MARGIN:.0%} to spare: {head}",
-                       "expect out-of-memory errors under load; " + remedy)
+        return Finding(
+            Level.WARN,
+            name,
+            f"fits with under {MARGIN:.0%} to spare: {head}",
+            "expect out-of-memory errors under load; " + remedy,
+        )
     return Finding(Level.OK, name, head)
 
 
 def unknown(name: str, why: str) -> Finding:
-    return Finding(Level.WARN, name, f"cannot estimate memory: {why}",
-                   "run `provision apply` to fetch the model, then check again")
+    return Finding(
+        Level.WARN, name, f"cannot estimate memory: {why}", "run `provision apply` to fetch the model, then check again"
+    )
 
 
 # -- transformers --------------------------------------------------------------------------
@@ -120,14 +125,21 @@ def _fit_transformers(name: str, spec: Any, info: ModelInfo, inventory: Inventor
         index = int(device.partition(":")[2] or 0)
         gpu = next((g for g in inventory.gpus if g.index == index), None)
         where, available = f"GPU {index}", gpu.memory_free if gpu else None
-        missing = None if gpu else Finding(Level.FAIL, name, f"device {spec.device} but no such GPU here",
-                                           "use device: auto or cpu")
+        missing = (
+            None
+            if gpu
+            else Finding(Level.FAIL, name, f"device {spec.device} but no such GPU here", "use device: auto or cpu")
+        )
     else:
         where, available = "RAM", inventory.memory.available
     if weights is None:
-        return DeploymentFit(name, None, (*([missing] if missing else []),
-                                          unknown(name, "no config.json or weight sizes yet")))
-    overhead, what = int(weights * TRANSFORMERS_OVERHEAD), f"weights {human_bytes(weights)} + {TRANSFORMERS_OVERHEAD:.0%}"
+        return DeploymentFit(
+            name, None, (*([missing] if missing else []), unknown(name, "no config.json or weight sizes yet"))
+        )
+    overhead, what = (
+        int(weights * TRANSFORMERS_OVERHEAD),
+        f"weights {human_bytes(weights)} + {TRANSFORMERS_OVERHEAD:.0%}",
+    )
     encoder = info.config is not None and is_encoder(text_config(info.config))
     length = None
     if encoder:  # no KV cache: one forward pass's activations at the longest input
@@ -138,8 +150,11 @@ def _fit_transformers(name: str, spec: Any, info: ModelInfo, inventory: Inventor
     est = MemoryEstimate(where, weights + overhead, available, weights, 0 if encoder else None, overhead, length)
     if missing is not None:
         return DeploymentFit(name, est, (missing,))
-    remedy = ("load it in half precision (dtype: bfloat16 or float16)" if spec.dtype in ("float32",)
-              else "use a smaller model, or free memory on that device")
+    remedy = (
+        "load it in half precision (dtype: bfloat16 or float16)"
+        if spec.dtype in ("float32",)
+        else "use a smaller model, or free memory on that device"
+    )
     return DeploymentFit(name, est, (judge(name, est, what, remedy),))
 
 
@@ -168,11 +183,21 @@ def _fit_ollama(name: str, spec: Any, info: ModelInfo, inventory: Inventory) -> 
     finding = judge(name, est, what, "pick a smaller quantization tag (e.g. q4_K_M) or set parameters.num_ctx lower")
     findings = [finding]
     if kv is None:
-        findings.append(Finding(Level.WARN, name, "the GGUF header lacks the attention sizes: KV cache not counted",
-                                "leave room for it: a few hundred MiB at 4096 tokens for a small model"))
+        findings.append(
+            Finding(
+                Level.WARN,
+                name,
+                "the GGUF header lacks the attention sizes: KV cache not counted",
+                "leave room for it: a few hundred MiB at 4096 tokens for a small model",
+            )
+        )
     if finding.level is Level.OK and where.endswith("+ RAM"):
-        findings[0] = Finding(Level.WARN, name, f"split between GPU and CPU (slower): {finding.message}",
-                              "pick a smaller quantization tag or set parameters.num_ctx lower to stay on the GPU")
+        findings[0] = Finding(
+            Level.WARN,
+            name,
+            f"split between GPU and CPU (slower): {finding.message}",
+            "pick a smaller quantization tag or set parameters.num_ctx lower to stay on the GPU",
+        )
     return DeploymentFit(name, est, tuple(findings))
 
 
@@ -193,8 +218,9 @@ def fit_deployment(name: str, deployment: Any, model_info: ModelInfo | None, inv
     else:
         fit = DeploymentFit(name, None, (Finding(Level.OK, name, "hosted API: no local memory needed"),))
     if deployment.requires is not None:
-        fit = DeploymentFit(name, fit.estimate, fit.findings + tuple(check_requirements(name, deployment.requires,
-                                                                                         inventory)))
+        fit = DeploymentFit(
+            name, fit.estimate, fit.findings + tuple(check_requirements(name, deployment.requires, inventory))
+        )
     return fit
 
 
@@ -219,8 +245,14 @@ def check_requirements(name: str, requires: Requirements, inventory: Inventory) 
         return []
     what = f"{count} GPU{'s' if count > 1 else ''}" + (f" with {' and '.join(wants)}" if wants else "")
     if len(eligible) < count:
-        return [Finding(Level.FAIL, name, f"requires {what}; this machine has {len(eligible)}",
-                        "run it on a machine that meets `requires:`, or relax it")]
+        return [
+            Finding(
+                Level.FAIL,
+                name,
+                f"requires {what}; this machine has {len(eligible)}",
+                "run it on a machine that meets `requires:`, or relax it",
+            )
+        ]
     return [Finding(Level.OK, name, f"requires {what}: met")]
 
 

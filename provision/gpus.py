@@ -67,8 +67,15 @@ GPUS: tuple[GpuModel, ...] = (
     # nvidia.com/en-us/data-center/h200/: 141 GB HBM3e
     GpuModel("H200", "NVIDIA H200", "data center", 141, (9, 0)),
     # nvidia.com/en-us/data-center/h100/: H100 SXM 80 GB, H100 NVL 94 GB; reported: modal#2797
-    GpuModel("H100", "NVIDIA H100 80GB HBM3 (SXM)", "data center", 80, (9, 0), reported_mib=81559,
-             aliases=("H100-SXM", "H100-80GB")),
+    GpuModel(
+        "H100",
+        "NVIDIA H100 80GB HBM3 (SXM)",
+        "data center",
+        80,
+        (9, 0),
+        reported_mib=81559,
+        aliases=("H100-SXM", "H100-80GB"),
+    ),
     GpuModel("H100-NVL", "NVIDIA H100 NVL", "data center", 94, (9, 0)),
     # nvidia.com/en-us/data-center/a100/: 80 GB HBM2e, 40 GB HBM2; reported: modal#2797
     GpuModel("A100-80GB", "NVIDIA A100 80GB", "data center", 80, (8, 0), reported_mib=81920, aliases=("A100",)),
@@ -142,8 +149,20 @@ class Target:
 
 _COUNT = re.compile(r"^(?P<what>.+?)\s*[x×*]\s*(?P<count>\d+)$", re.IGNORECASE)
 _SIZE = re.compile(r"^(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[GMT]i?B?)?$", re.IGNORECASE)
-_UNITS = {"G": GIB, "GI": GIB, "GIB": GIB, "GB": 10**9, "M": MIB, "MI": MIB, "MIB": MIB, "MB": 10**6,
-          "T": 2**40, "TI": 2**40, "TIB": 2**40, "TB": 10**12}
+_UNITS = {
+    "G": GIB,
+    "GI": GIB,
+    "GIB": GIB,
+    "GB": 10**9,
+    "M": MIB,
+    "MI": MIB,
+    "MIB": MIB,
+    "MB": 10**6,
+    "T": 2**40,
+    "TI": 2**40,
+    "TIB": 2**40,
+    "TB": 10**12,
+}
 _MAX_GPUS = 64
 
 
@@ -153,8 +172,9 @@ def _split_count(text: str, option: str) -> tuple[str, int]:
         return text.strip(), 1
     count = int(match["count"])
     if not 1 <= count <= _MAX_GPUS:
-        raise ManifestError(f"{option} {text}: the count must be 1 to {_MAX_GPUS}",
-                            hint=f"e.g. {option} {match['what']}x2")
+        raise ManifestError(
+            f"{option} {text}: the count must be 1 to {_MAX_GPUS}", hint=f"e.g. {option} {match['what']}x2"
+        )
     return match["what"], count
 
 
@@ -163,9 +183,12 @@ def gpu_target(text: str) -> Target:
     name, count = _split_count(text, "--gpu")
     model = find_gpu(name)
     if model is None:
-        raise ManifestError(f"--gpu {text}: unknown GPU {name!r}",
-                            hint="known: " + ", ".join(g.name for g in GPUS)
-                                 + "; or give the memory with --vram SIZE[xN] (e.g. --vram 40GiB)")
+        raise ManifestError(
+            f"--gpu {text}: unknown GPU {name!r}",
+            hint="known: "
+            + ", ".join(g.name for g in GPUS)
+            + "; or give the memory with --vram SIZE[xN] (e.g. --vram 40GiB)",
+        )
     return Target(f"{count} x {model.title}", count, model.memory_bytes, model.compute_capability, model)
 
 
@@ -174,8 +197,10 @@ def vram_target(text: str) -> Target:
     size, count = _split_count(text, "--vram")
     match = _SIZE.match(size)
     if match is None or float(match["number"]) <= 0:
-        raise ManifestError(f"--vram {text}: not a memory size",
-                            hint="e.g. --vram 24GiB, --vram 23034MiB (as nvidia-smi shows it), --vram 80GBx2")
+        raise ManifestError(
+            f"--vram {text}: not a memory size",
+            hint="e.g. --vram 24GiB, --vram 23034MiB (as nvidia-smi shows it), --vram 80GBx2",
+        )
     unit = (match["unit"] or "GiB").upper()
     memory = int(float(match["number"]) * _UNITS[unit])
     return Target(f"{count} x {memory / GIB:.1f} GiB", count, memory, None)
@@ -198,17 +223,24 @@ def planned_inventory(target: Target) -> Inventory:
 def target_inventory(target: Target, memory: MemoryProbe) -> Inventory:
     """An inventory of the target's GPUs (all free) and ``memory`` (RAM: this machine's)."""
     name = target.model.title if target.model else f"{target.memory_bytes / GIB:.1f} GiB GPU"
-    gpus = tuple(Gpu(i, name, f"target-{i}", target.memory_bytes, target.memory_bytes, 0, target.compute_capability)
-                 for i in range(target.count))
+    gpus = tuple(
+        Gpu(i, name, f"target-{i}", target.memory_bytes, target.memory_bytes, 0, target.compute_capability)
+        for i in range(target.count)
+    )
     capability = ".".join(map(str, target.compute_capability)) if target.compute_capability else "unknown"
-    finding = Finding(Level.OK, "gpu", f"target {target.label}: {target.memory_bytes / GIB:.1f} GiB each, "
-                                       f"compute capability {capability} (planned, not probed)")
+    finding = Finding(
+        Level.OK,
+        "gpu",
+        f"target {target.label}: {target.memory_bytes / GIB:.1f} GiB each, "
+        f"compute capability {capability} (planned, not probed)",
+    )
     return Inventory(gpu=GpuProbe(gpus, findings=(finding,)), memory=memory, disk=None, docker=None, ollama=None)
 
 
 def model_inventory(model: GpuModel, count: int, memory: MemoryProbe) -> Inventory:
-    return target_inventory(Target(f"{count} x {model.title}", count, model.memory_bytes,
-                                   model.compute_capability, model), memory)
+    return target_inventory(
+        Target(f"{count} x {model.title}", count, model.memory_bytes, model.compute_capability, model), memory
+    )
 
 
 def by_memory() -> list[GpuModel]:

@@ -97,17 +97,33 @@ def probe_gpus() -> GpuProbe:
     try:
         import pynvml
     except ImportError:
-        return GpuProbe(findings=(Finding(Level.WARN, "gpu", "cannot look for NVIDIA GPUs: nvidia-ml-py is "
-                                          "not installed", "pip install nvidia-ml-py"),))
+        return GpuProbe(
+            findings=(
+                Finding(
+                    Level.WARN,
+                    "gpu",
+                    "cannot look for NVIDIA GPUs: nvidia-ml-py is not installed",
+                    "pip install nvidia-ml-py",
+                ),
+            )
+        )
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError_LibraryNotFound:
-        return GpuProbe(findings=(Finding(Level.WARN, "gpu", "no NVIDIA driver found (libnvidia-ml is missing)",
-                                          _DRIVER_REMEDY),))
+        return GpuProbe(
+            findings=(Finding(Level.WARN, "gpu", "no NVIDIA driver found (libnvidia-ml is missing)", _DRIVER_REMEDY),)
+        )
     except pynvml.NVMLError_DriverNotLoaded:
-        return GpuProbe(findings=(Finding(Level.WARN, "gpu", "the NVIDIA driver is installed but not loaded",
-                                          "load it (`sudo modprobe nvidia`, or reboot after a driver update), "
-                                          "then check `nvidia-smi`"),))
+        return GpuProbe(
+            findings=(
+                Finding(
+                    Level.WARN,
+                    "gpu",
+                    "the NVIDIA driver is installed but not loaded",
+                    "load it (`sudo modprobe nvidia`, or reboot after a driver update), then check `nvidia-smi`",
+                ),
+            )
+        )
     except pynvml.NVMLError as exc:
         return GpuProbe(findings=(Finding(Level.WARN, "gpu", f"NVML failed to start: {exc}", _DRIVER_REMEDY),))
     try:
@@ -115,16 +131,28 @@ def probe_gpus() -> GpuProbe:
         cuda = cuda_version_string(pynvml.nvmlSystemGetCudaDriverVersion_v2())
         gpus = tuple(_read_gpu(pynvml, index) for index in range(pynvml.nvmlDeviceGetCount()))
     except pynvml.NVMLError as exc:
-        return GpuProbe(findings=(Finding(Level.WARN, "gpu", f"NVML could not read the GPUs: {exc}",
-                                          "check `nvidia-smi`; a driver/library version mismatch needs a reboot"),))
+        return GpuProbe(
+            findings=(
+                Finding(
+                    Level.WARN,
+                    "gpu",
+                    f"NVML could not read the GPUs: {exc}",
+                    "check `nvidia-smi`; a driver/library version mismatch needs a reboot",
+                ),
+            )
+        )
     finally:
         try:
             pynvml.nvmlShutdown()
         except pynvml.NVMLError:
             pass  # nothing to release
     if not gpus:
-        finding = Finding(Level.WARN, "gpu", f"NVIDIA driver {driver} is loaded but sees no GPU",
-                          "check `nvidia-smi` and CUDA_VISIBLE_DEVICES")
+        finding = Finding(
+            Level.WARN,
+            "gpu",
+            f"NVIDIA driver {driver} is loaded but sees no GPU",
+            "check `nvidia-smi` and CUDA_VISIBLE_DEVICES",
+        )
     else:
         names = ", ".join(sorted({g.name for g in gpus}))
         finding = Finding(Level.OK, "gpu", f"{len(gpus)} x {names}; driver {driver}, CUDA {cuda}")
@@ -191,11 +219,18 @@ def probe_disk(path: str | os.PathLike[str]) -> DiskProbe:
     try:
         free = free_bytes(path)
     except OSError as exc:
-        return DiskProbe(path=str(path), free=None, findings=(
-            Finding(Level.WARN, "disk", f"cannot read free space at {path}: {exc}",
-                    "check the path and its permissions"),))
-    return DiskProbe(path=str(path), free=free,
-                     findings=(Finding(Level.OK, "disk", f"{human_bytes(free)} free at {path}"),))
+        return DiskProbe(
+            path=str(path),
+            free=None,
+            findings=(
+                Finding(
+                    Level.WARN, "disk", f"cannot read free space at {path}: {exc}", "check the path and its permissions"
+                ),
+            ),
+        )
+    return DiskProbe(
+        path=str(path), free=free, findings=(Finding(Level.OK, "disk", f"{human_bytes(free)} free at {path}"),)
+    )
 
 
 # -- Docker --------------------------------------------------------------------------------
@@ -261,21 +296,33 @@ def probe_docker() -> DockerProbe:
             info = _docker_info_sdk(timeout=2.0)
     except Exception as exc:  # noqa: BLE001 - OS errors, bad JSON, and the SDK's DockerException/requests errors
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return DockerProbe(reachable=False, host=host, error=message, findings=(
-            Finding(Level.WARN, "docker", f"Docker engine not reachable at {host}: {message}",
+        return DockerProbe(
+            reachable=False,
+            host=host,
+            error=message,
+            findings=(
+                Finding(
+                    Level.WARN,
+                    "docker",
+                    f"Docker engine not reachable at {host}: {message}",
                     "start it (`sudo systemctl start docker`, or `sudo dockerd &`), check that you may use "
-                    "/var/run/docker.sock (the docker group), or set DOCKER_HOST"),))
+                    "/var/run/docker.sock (the docker group), or set DOCKER_HOST",
+                ),
+            ),
+        )
     runtimes = tuple(sorted(info.get("Runtimes") or {}))
     cdi = tuple(str(d.get("ID", "")) for d in info.get("DiscoveredDevices") or () if isinstance(d, dict))
-    probe = DockerProbe(reachable=True, host=host, server_version=info.get("ServerVersion"),
-                        runtimes=runtimes, cdi_devices=cdi)
+    probe = DockerProbe(
+        reachable=True, host=host, server_version=info.get("ServerVersion"), runtimes=runtimes, cdi_devices=cdi
+    )
     gpu_note = "NVIDIA runtime present" if probe.nvidia else "no NVIDIA runtime"
     finding = Finding(Level.OK, "docker", f"engine {probe.server_version} at {host}; {gpu_note}")
     return replace(probe, findings=(finding,))
 
 
 _NO_NVIDIA_RUNTIME = Finding(
-    Level.WARN, "docker",
+    Level.WARN,
+    "docker",
     "this machine has NVIDIA GPUs but Docker has no NVIDIA runtime: vLLM containers cannot use them",
     "install the NVIDIA Container Toolkit, run `sudo nvidia-ctk runtime configure --runtime=docker` "
     "and restart dockerd",
@@ -325,11 +372,22 @@ def probe_ollama(host: str | None = None) -> OllamaProbe:
             version = str(json.loads(response.read())["version"])
     except (OSError, ValueError, KeyError, TypeError) as exc:  # URLError, HTTPError and timeouts are OSErrors
         message = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
-        return OllamaProbe(host=url, reachable=False, error=message, findings=(
-            Finding(Level.WARN, "ollama", f"Ollama not reachable at {url}: {message}",
-                    "start it with `ollama serve`, or set settings.ollama.host / $OLLAMA_HOST"),))
-    return OllamaProbe(host=url, reachable=True, version=version,
-                       findings=(Finding(Level.OK, "ollama", f"Ollama {version} at {url}"),))
+        return OllamaProbe(
+            host=url,
+            reachable=False,
+            error=message,
+            findings=(
+                Finding(
+                    Level.WARN,
+                    "ollama",
+                    f"Ollama not reachable at {url}: {message}",
+                    "start it with `ollama serve`, or set settings.ollama.host / $OLLAMA_HOST",
+                ),
+            ),
+        )
+    return OllamaProbe(
+        host=url, reachable=True, version=version, findings=(Finding(Level.OK, "ollama", f"Ollama {version} at {url}"),)
+    )
 
 
 # -- the inventory -------------------------------------------------------------------------

@@ -23,8 +23,13 @@ DEFAULT_CONNECTIONS_PER_HOST = 16
 class HostGate:
     """Per host (an URL's scheme and netloc): a connection semaphore and a not-before time."""
 
-    def __init__(self, connections: int = DEFAULT_CONNECTIONS_PER_HOST, *,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        connections: int = DEFAULT_CONNECTIONS_PER_HOST,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.connections = max(1, connections)
         self._clock = clock
         self._sleep = sleep

@@ -54,8 +54,9 @@ def parse_refs(refs: Sequence[str]) -> list[StarterModel]:
             ModelSpec(source=ref)
         except ValidationError as exc:
             message = exc.errors()[0]["msg"].removeprefix("Value error, ")
-            raise UsageError(f"MODEL_REF {ref!r}: {message}",
-                             hint=f"e.g. provision init {EXAMPLE_REF} ollama://qwen3:0.6b") from None
+            raise UsageError(
+                f"MODEL_REF {ref!r}: {message}", hint=f"e.g. provision init {EXAMPLE_REF} ollama://qwen3:0.6b"
+            ) from None
         scheme, _, location = ref.partition("://")
         base = _safe_name(location) or "model"
         name = base if base not in taken else _unique(f"{base}-{scheme}", taken)
@@ -115,16 +116,20 @@ def starter_manifest(models: Sequence[StarterModel], *, file: str = "provision.y
     for model in models:
         lines.append(f"  {model.name}:\n    source: {_quoted(model.source)}\n")
         if model.scheme in ("hf", "ms"):
-            lines.append("    # revision: main                # a branch, tag or commit; the lock file pins it\n"
-                         '    # include: ["*.json", "*.safetensors", "tokenizer*"]\n')
+            lines.append(
+                "    # revision: main                # a branch, tag or commit; the lock file pins it\n"
+                '    # include: ["*.json", "*.safetensors", "tokenizer*"]\n'
+            )
     lines.append("\ndeployments:\n")
     for model in models:
         lines.append(f"  {model.deployment}:\n    engine: {model.engine}\n    model: {model.name}\n")
         if model.engine == "transformers":
-            lines.append("    device: auto                    # CUDA when torch sees a GPU, else the CPU\n"
-                         "    # On a GPU with Docker, serve it with vLLM instead:\n"
-                         "    # engine: vllm\n"
-                         "    # port: 8000                    # published on 127.0.0.1\n")
+            lines.append(
+                "    device: auto                    # CUDA when torch sees a GPU, else the CPU\n"
+                "    # On a GPU with Docker, serve it with vLLM instead:\n"
+                "    # engine: vllm\n"
+                "    # port: 8000                    # published on 127.0.0.1\n"
+            )
         lines.append('    # expect: "(?i)paris"           # a regular expression the answer must match\n')
     lines.append(_SMOKE_TEST)
     return "".join(lines)
@@ -136,8 +141,11 @@ def write_new(path: Path, text: str) -> None:
         with path.open("x", encoding="utf-8") as handle:
             handle.write(text)
     except FileExistsError:
-        raise UsageError(f"{path} already exists; init never overwrites a manifest",
-                         hint="choose another file with -o FILE, or remove this one") from None
+        raise UsageError(
+            f"{path} already exists; init never overwrites a manifest",
+            hint="choose another file with -o FILE, or remove this one",
+        ) from None
     except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}",
-                         hint="choose another file with -o FILE") from None
+        raise UsageError(
+            f"cannot write {path}: {exc.strerror or exc}", hint="choose another file with -o FILE"
+        ) from None

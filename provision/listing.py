@@ -27,8 +27,10 @@ _RESERVED_TOP = (".cache", ".provision.json")
 
 
 class MalformedListingError(SourceError):
-    default_hint = "the hub's listing is malformed or hostile; nothing of this model was written. Report it, " \
-                   "or pin another revision"
+    default_hint = (
+        "the hub's listing is malformed or hostile; nothing of this model was written. Report it, "
+        "or pin another revision"
+    )
 
 
 def shown(value: Any, limit: int = 80) -> str:
@@ -56,7 +58,9 @@ def checked_path(value: Any, *, resource: str | None, field: str = "path") -> st
         raise _bad(field, value, "is absolute (outside the model folder)", resource)
     parts = value.split("/")
     if any(p in ("", ".", "..") for p in parts) or posixpath.normpath(value) != value:
-        raise _bad(field, value, "is outside the model folder or not normalized (an empty, '.' or '..' component)", resource)
+        raise _bad(
+            field, value, "is outside the model folder or not normalized (an empty, '.' or '..' component)", resource
+        )
     if any(p.casefold().rstrip(". ") == _FORBIDDEN_COMPONENT for p in parts):
         raise _bad(field, value, "has a .git component (git would run what it holds)", resource)
     if parts[0] in _RESERVED_TOP:
@@ -70,8 +74,7 @@ def checked_size(value: Any, *, resource: str | None, field: str = "size") -> in
     return value
 
 
-def checked_digest(value: Any, length: int, *, resource: str | None, field: str,
-                   optional: bool = True) -> str | None:
+def checked_digest(value: Any, length: int, *, resource: str | None, field: str, optional: bool = True) -> str | None:
     """A lower-case hex digest of ``length`` characters (sha256: 64, git sha1: 40)."""
     if value is None and optional:
         return None
@@ -119,7 +122,7 @@ def next_link(header: str, base: str) -> str | None:
     """The ``rel="next"`` URL of a ``Link`` header, if any (absolute, or relative to ``base``)."""
     for part in header.split(","):
         if 'rel="next"' in part and "<" in part and ">" in part:
-            return urljoin(base, part[part.index("<") + 1:part.index(">")])
+            return urljoin(base, part[part.index("<") + 1 : part.index(">")])
     return None
 
 

@@ -105,8 +105,7 @@ class ModelSpec(_Strict):
         scheme, sep, rest = value.partition("://")
         if not sep or scheme not in SOURCE_SCHEMES or not rest:
             raise ValueError(
-                f"unknown source {value!r}: expected one of "
-                + ", ".join(f"{s}://..." for s in SOURCE_SCHEMES)
+                f"unknown source {value!r}: expected one of " + ", ".join(f"{s}://..." for s in SOURCE_SCHEMES)
             )
         if scheme in ("hf", "ms") and not re.match(r"^[\w.-]+/[\w.-]+$", rest):
             raise ValueError(f"{value!r}: expected {scheme}://owner/name")
@@ -262,7 +261,9 @@ Deployment = Annotated[
     Field(discriminator="engine"),
 ]
 _DEPLOYMENT_BY_ENGINE: dict[str, type[BaseModel]] = {
-    "vllm": VllmDeployment, "transformers": TransformersDeployment, "ollama": OllamaDeployment,
+    "vllm": VllmDeployment,
+    "transformers": TransformersDeployment,
+    "ollama": OllamaDeployment,
     "openai": OpenAIDeployment,
 }
 ENGINES = tuple(_DEPLOYMENT_BY_ENGINE)
@@ -286,8 +287,11 @@ class Manifest(_Strict):
             if not isinstance(name, str):
                 kind = {bool: "a boolean", type(None): "null"}.get(type(name), f"a {type(name).__name__}")
                 written = "null" if name is None else str(name).lower() if isinstance(name, bool) else str(name)
-                raise _RefError((str(info.field_name), written), f"the name {written} is {kind} in YAML, not a string",
-                                hint=f'quote it, as in "{written}":, or use a name that starts with a letter')
+                raise _RefError(
+                    (str(info.field_name), written),
+                    f"the name {written} is {kind} in YAML, not a string",
+                    hint=f'quote it, as in "{written}":, or use a name that starts with a letter',
+                )
         return value
 
     @field_validator("models", "deployments")
@@ -319,17 +323,22 @@ class Manifest(_Strict):
                     ("deployments", name, "model"),
                     f"engine {dep.engine} needs files on disk; {model!r} is an Ollama model",
                 )
-        clash = port_conflicts((name, dep.bind, dep.port) for name, dep in self.deployments.items()
-                               if isinstance(dep, VllmDeployment))
+        clash = port_conflicts(
+            (name, dep.bind, dep.port) for name, dep in self.deployments.items() if isinstance(dep, VllmDeployment)
+        )
         if clash:
-            raise _RefError(("deployments", clash[0], "port"), clash[1],
-                            hint="give each deployment its own `port:` (or distinct `bind:` addresses)")
+            raise _RefError(
+                ("deployments", clash[0], "port"),
+                clash[1],
+                hint="give each deployment its own `port:` (or distinct `bind:` addresses)",
+            )
         return self
 
     def error(self, field: tuple, message: str, *, hint: str) -> ManifestError:
         """A ManifestError at ``field`` (a path such as ``("settings", "models_dir")``), with its line."""
-        return ManifestError(message, file=self._file, line=_nearest_line(self._lines, field), field=_dotted(field),
-                             hint=hint)
+        return ManifestError(
+            message, file=self._file, line=_nearest_line(self._lines, field), field=_dotted(field), hint=hint
+        )
 
     # -- derived paths ---------------------------------------------------------------------
     @property
@@ -391,8 +400,9 @@ class SecretReference(SecretStr):
     variable is reported then, as a ManifestError naming the file, line and field.
     """
 
-    def __init__(self, template: Template, *, env: Mapping[str, str] | None, file: str, line: int | None,
-                 field: str) -> None:
+    def __init__(
+        self, template: Template, *, env: Mapping[str, str] | None, file: str, line: int | None, field: str
+    ) -> None:
         super().__init__("")
         self._template = template
         self._env = env  # None: os.environ at the time of use
@@ -426,7 +436,9 @@ def _unset(exc: UnsetVariable, *, file: str, line: int | None, field: str) -> Ma
     state = "is empty" if exc.empty else "is not set"
     return ManifestError(
         f"environment variable {exc.name} {state}",
-        file=file, line=line, field=field,
+        file=file,
+        line=line,
+        field=field,
         hint=f"export {exc.name}=... before running, or write ${{{exc.name}:-default}} for an optional value",
     )
 
@@ -444,8 +456,9 @@ def _expand(value: Any, path: tuple, env: Mapping[str, str] | None, lines: dict[
     try:
         template = parse_template(value)
     except ReferenceSyntaxError as exc:
-        raise ManifestError(str(exc), file=file, line=line, field=field,
-                            hint="write ${VAR} or ${VAR:-default}; $$ is a literal $") from None
+        raise ManifestError(
+            str(exc), file=file, line=line, field=field, hint="write ${VAR} or ${VAR:-default}; $$ is a literal $"
+        ) from None
     if _is_secret(path) and has_references(template):
         return SecretReference(template, env=env, file=file, line=line, field=field)
     try:
@@ -533,8 +546,9 @@ def parse_manifest(text: str, *, file: str = "<manifest>", env: Mapping[str, str
     if data is None:
         raise ManifestError("the manifest is empty", file=file, line=1, hint="start with `version: 1`")
     if not isinstance(data, dict):
-        raise ManifestError("the manifest must be a mapping", file=file, line=lines.get((), 1),
-                            hint="start with `version: 1`")
+        raise ManifestError(
+            "the manifest must be a mapping", file=file, line=lines.get((), 1), hint="start with `version: 1`"
+        )
     data = _expand(data, (), env, lines, file)
     try:
         manifest = Manifest.model_validate(data)
@@ -569,12 +583,19 @@ def load_manifest(path: str | os.PathLike[str] | None = None) -> Manifest:
     manifest = parse_manifest(read_manifest_text(file), file=str(file))
     manifest._path = file.resolve()
     if problem := models_dir_problem(manifest.models_dir):
-        raise manifest.error(("settings", "models_dir"), problem,
-                             hint="point settings.models_dir at a folder of its own, e.g. `models_dir: models`")
+        raise manifest.error(
+            ("settings", "models_dir"),
+            problem,
+            hint="point settings.models_dir at a folder of its own, e.g. `models_dir: models`",
+        )
     from .sources.local import containment_problem  # needs the manifest's folder, known only now
 
     for name, spec in manifest.models.items():
         if problem := containment_problem(manifest, spec):
-            raise ManifestError(problem, file=str(file), field=f"models.{name}.source",
-                                hint="point `source:` at the model's own folder, or move models_dir out of it")
+            raise ManifestError(
+                problem,
+                file=str(file),
+                field=f"models.{name}.source",
+                hint="point `source:` at the model's own folder, or move models_dir out of it",
+            )
     return manifest

@@ -18,8 +18,10 @@ _NAMESPACE_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,79}")
 _HOST_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,349}")
 OLLAMA_DEFAULT_HOST = "registry.ollama.ai"
 OLLAMA_DEFAULT_NAMESPACE = "library"
-OLLAMA_NAME_RULES = ("[host/][namespace/]model[:tag]; each part starts with a letter, digit or '_' and "
-                     "holds letters, digits, '_', '-' or '.' (no '.' in a namespace), at most 80 characters")
+OLLAMA_NAME_RULES = (
+    "[host/][namespace/]model[:tag]; each part starts with a letter, digit or '_' and "
+    "holds letters, digits, '_', '-' or '.' (no '.' in a namespace), at most 80 characters"
+)
 _ALL_INTERFACES = {"0.0.0.0", "::", "[::]", ""}
 
 

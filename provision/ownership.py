@@ -60,13 +60,16 @@ def check_usable(model_dir: Path, manifest: Path, name: str, *, adopt: bool, rec
     owner = read_owner(model_dir)
     if owner is not None:
         raise OwnershipError(
-            f"{model_dir} belongs to model {owner.model!r} of manifest {owner.manifest}", resource=name,
-            hint="two manifests (or models) may not share a folder: give this one another models_dir or name")
+            f"{model_dir} belongs to model {owner.model!r} of manifest {owner.manifest}",
+            resource=name,
+            hint="two manifests (or models) may not share a folder: give this one another models_dir or name",
+        )
     if adopt:
         return
     if any(model_dir.iterdir()):
-        raise OwnershipError(f"{model_dir} already exists, is not empty, and provision did not create it",
-                             resource=name)
+        raise OwnershipError(
+            f"{model_dir} already exists, is not empty, and provision did not create it", resource=name
+        )
 
 
 def mark(model_dir: Path, manifest: Path, name: str) -> None:
@@ -104,12 +107,16 @@ def remove_placed(model_dir: Path, placed: Iterable[str]) -> list[str]:
         target = inside(model_dir, folder)
         if target is not None and target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
-    for empty in sorted((p for p in model_dir.rglob("*") if p.is_dir() and not p.is_symlink()),
-                        key=lambda p: len(p.parts), reverse=True):
+    for empty in sorted(
+        (p for p in model_dir.rglob("*") if p.is_dir() and not p.is_symlink()), key=lambda p: len(p.parts), reverse=True
+    ):
         if not any(empty.iterdir()):
             empty.rmdir()
-    survivors = sorted(p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*")
-                       if p.name != MARKER and (p.is_symlink() or not p.is_dir()))
+    survivors = sorted(
+        p.relative_to(model_dir).as_posix()
+        for p in model_dir.rglob("*")
+        if p.name != MARKER and (p.is_symlink() or not p.is_dir())
+    )
     if not survivors:
         (model_dir / MARKER).unlink(missing_ok=True)
         model_dir.rmdir()

@@ -88,12 +88,13 @@ def plan_files(
     re-hashed here: that is ``verify``'s job.
     """
     missing = tuple(
-        f for f in wanted
-        if f.path in stale or (local.get(f.path) or LocalFile(f.path, None)).size != f.size
+        f for f in wanted if f.path in stale or (local.get(f.path) or LocalFile(f.path, None)).size != f.size
     )
     download = sum(f.size for f in missing)
     if first_time:
-        return Action("model", name, Change.CREATE, f"not downloaded yet: {plural(len(missing), 'file')}", download, missing)
+        return Action(
+            "model", name, Change.CREATE, f"not downloaded yet: {plural(len(missing), 'file')}", download, missing
+        )
     if missing:
         why = reason_if_changed or f"{len(missing)} of {plural(len(wanted), 'file')} missing or incomplete"
         return Action("model", name, Change.UPDATE, why, download, missing)
@@ -110,6 +111,5 @@ def plan_files(
 def plan_orphans(kind: str, recorded: Mapping[str, Any], desired: set[str]) -> tuple[Action, ...]:
     """Resources this manifest created earlier but no longer declares are deleted."""
     return tuple(
-        Action(kind, name, Change.DELETE, "no longer in the manifest")
-        for name in sorted(set(recorded) - desired)
+        Action(kind, name, Change.DELETE, "no longer in the manifest") for name in sorted(set(recorded) - desired)
     )

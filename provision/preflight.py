@@ -34,8 +34,11 @@ class PreflightReport:
     @property
     def failed(self) -> list[str]:
         failing = [f for fit in self.fits for f in fit.findings] + list(self.findings)
-        return [f"{f.subject}: {f.message}" + (f" (to fix: {f.remedy})" if f.remedy else "")
-                for f in failing if f.level is Level.FAIL]
+        return [
+            f"{f.subject}: {f.message}" + (f" (to fix: {f.remedy})" if f.remedy else "")
+            for f in failing
+            if f.level is Level.FAIL
+        ]
 
 
 def _weights_bytes(sizes: list[tuple[str, int]]) -> int | None:
@@ -55,9 +58,11 @@ def model_info(engine: Engine, name: str, planned: PlanResult) -> ModelInfo:
     if spec.scheme not in FILE_SCHEMES:
         return ModelInfo()  # Ollama: the server holds it; the fit module warns "unknown"
     snapshot = planned.snapshots.get(name)
-    sizes = [(f.path, f.size) for f in snapshot.files] if snapshot else [
-        (path, meta["size"]) for path, meta in engine.lock.models.get(name, {}).get("files", {}).items()
-    ]
+    sizes = (
+        [(f.path, f.size) for f in snapshot.files]
+        if snapshot
+        else [(path, meta["size"]) for path, meta in engine.lock.models.get(name, {}).get("files", {}).items()]
+    )
     ggufs = sorted(model_dir.glob("*.gguf")) if model_dir.is_dir() else []
     if spec.scheme == "file" and not ggufs:
         source_path = manifest.local_source_path(spec)
@@ -108,12 +113,14 @@ def _planned_deployments(engine: Engine, planned: PlanResult) -> list[str]:
     return [name for name in engine.manifest.deployments if name in named]
 
 
-def run_preflight(engine: Engine, planned: PlanResult, *, inventory: Inventory | None = None,
-                  deployments: list[str] | None = None) -> PreflightReport:
+def run_preflight(
+    engine: Engine, planned: PlanResult, *, inventory: Inventory | None = None, deployments: list[str] | None = None
+) -> PreflightReport:
     """Every deployment's estimate and fit (``deployments``: those the plan covers), and the disk."""
     manifest = engine.manifest
-    inventory = inventory or collect_inventory(models_dir=manifest.models_dir,
-                                               ollama_host=manifest.settings.ollama.host)
+    inventory = inventory or collect_inventory(
+        models_dir=manifest.models_dir, ollama_host=manifest.settings.ollama.host
+    )
     fits = []
     for name in deployments if deployments is not None else _planned_deployments(engine, planned):
         spec = manifest.deployments[name]
@@ -128,10 +135,16 @@ def run_preflight(engine: Engine, planned: PlanResult, *, inventory: Inventory |
     # A model or deployment that could not even be planned (hub unreachable, engine missing)
     # cannot be judged: say so rather than leave it out.
     # A failed preflight of the backend itself (no NVIDIA runtime, port taken) is a FAIL.
-    findings += [Finding(Level.FAIL if isinstance(o.error, PreflightError) else Level.WARN, o.action.address,
-                         o.error.message if isinstance(o.error, PreflightError) else f"not checked: {o.error.message}",
-                         o.error.hint)
-                 for o in planned.failures if o.error is not None]
+    findings += [
+        Finding(
+            Level.FAIL if isinstance(o.error, PreflightError) else Level.WARN,
+            o.action.address,
+            o.error.message if isinstance(o.error, PreflightError) else f"not checked: {o.error.message}",
+            o.error.hint,
+        )
+        for o in planned.failures
+        if o.error is not None
+    ]
     return PreflightReport(inventory, tuple(fits), tuple(findings))
 
 
@@ -142,8 +155,7 @@ def preflight_for(engine: Engine, target: Target) -> PreflightReport:
     used = {getattr(spec, "model", None) for spec in manifest.deployments.values()}
     models = tuple(name for name, spec in manifest.models.items() if name in used and spec.scheme in FILE_SCHEMES)
     planned = engine.plan(RunOptions(only=models)) if models else PlanResult(Plan(()))
-    return run_preflight(engine, planned, inventory=planned_inventory(target),
-                         deployments=list(manifest.deployments))
+    return run_preflight(engine, planned, inventory=planned_inventory(target), deployments=list(manifest.deployments))
 
 
 def _gpu_count(spec: Any) -> int | None:

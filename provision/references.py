@@ -49,19 +49,20 @@ def parse_template(value: str) -> Template:
             text.append(value[i:])
             break
         text.append(value[i:dollar])
-        following = value[dollar + 1: dollar + 2]
+        following = value[dollar + 1 : dollar + 2]
         if following == "$":
             text.append("$")
             i = dollar + 2
         elif following == "{":
             close = value.find("}", dollar + 2)
             if close < 0:
-                raise ReferenceSyntaxError(f"unclosed ${{ at character {dollar + 1}: write ${{VAR}}, "
-                                           "or $$ for a literal $")
+                raise ReferenceSyntaxError(
+                    f"unclosed ${{ at character {dollar + 1}: write ${{VAR}}, or $$ for a literal $"
+                )
             if "".join(text):
                 parts.append("".join(text))
             text = []
-            parts.append(_reference(value[dollar + 2: close]))
+            parts.append(_reference(value[dollar + 2 : close]))
             i = close + 1
         else:  # a lone $ (e.g. "cost $5") is kept
             text.append("$")
@@ -78,8 +79,10 @@ def _reference(body: str) -> Reference:
     if "${" in default or "{" in name:
         raise ReferenceSyntaxError("a nested ${...} is not supported: give a literal default, as in ${VAR:-value}")
     if not _NAME.fullmatch(name):
-        raise ReferenceSyntaxError(f"${{{body}}} is not a reference: write ${{VAR}} or ${{VAR:-default}}, "
-                                   "VAR being letters, digits and '_', not starting with a digit")
+        raise ReferenceSyntaxError(
+            f"${{{body}}} is not a reference: write ${{VAR}} or ${{VAR:-default}}, "
+            "VAR being letters, digits and '_', not starting with a digit"
+        )
     return Reference(name, default if sep else None)
 
 

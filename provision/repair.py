@@ -63,8 +63,15 @@ def content_matches(path: Path, file: RemoteFile) -> bool:
     return False
 
 
-def to_refetch(model_dir: Path, files: Iterable[RemoteFile], sizes: Mapping[str, int | None],
-               recorded: Mapping[str, list[int]], *, rehash_all: bool, workers: int = 4) -> set[str]:
+def to_refetch(
+    model_dir: Path,
+    files: Iterable[RemoteFile],
+    sizes: Mapping[str, int | None],
+    recorded: Mapping[str, list[int]],
+    *,
+    rehash_all: bool,
+    workers: int = 4,
+) -> set[str]:
     """Paths of ``files`` that have the right size but cannot be trusted: not recorded with
     this stat (or ``rehash_all``), and their bytes do not match; a link leading out of the
     folder never matches."""

@@ -69,8 +69,9 @@ def settle_to_prefix(part: Path, size: int) -> None:
     segments.drop_record(part)
 
 
-def fetch_ranges(downloader: Downloader, file: RemoteFile, part: Path, *, resource: str,
-                 on_progress: ProgressCallback) -> _Hashes | None:
+def fetch_ranges(
+    downloader: Downloader, file: RemoteFile, part: Path, *, resource: str, on_progress: ProgressCallback
+) -> _Hashes | None:
     """Download ``file`` into ``part`` as ranges; its hashes, or None to fall back to one stream."""
     ranges = segments.read_record(part, file.size)
     if ranges is None:
@@ -95,8 +96,17 @@ def fetch_ranges(downloader: Downloader, file: RemoteFile, part: Path, *, resour
 
 
 class _Job:
-    def __init__(self, downloader: Downloader, file: RemoteFile, record: segments.RangeRecord, fd: int,
-                 ranges: list[Range], *, resource: str, on_progress: ProgressCallback) -> None:
+    def __init__(
+        self,
+        downloader: Downloader,
+        file: RemoteFile,
+        record: segments.RangeRecord,
+        fd: int,
+        ranges: list[Range],
+        *,
+        resource: str,
+        on_progress: ProgressCallback,
+    ) -> None:
         self.downloader, self.file, self.record, self.fd, self.ranges = downloader, file, record, fd, ranges
         self.resource, self.on_progress = resource, on_progress
         self.hashes = _download._Hashes(file)
@@ -155,8 +165,10 @@ class _Job:
             except _download._Transient as exc:
                 failures = 0 if r.done > before else failures + 1
                 if failures >= downloader.retry.attempts:
-                    raise DownloadError(f"{self.file.path}: bytes {r.start}-{r.end - 1}: {exc} "
-                                        f"(gave up after {failures} attempts)", resource=self.resource) from None
+                    raise DownloadError(
+                        f"{self.file.path}: bytes {r.start}-{r.end - 1}: {exc} (gave up after {failures} attempts)",
+                        resource=self.resource,
+                    ) from None
                 downloader.sleep(downloader.retry.delay(failures, exc.retry_after))
                 if self.stop.is_set():
                     raise _Stopped from None
@@ -218,8 +230,9 @@ class _Job:
                 buffer = memoryview(bytearray(_CATCH_UP_BLOCK))
             got = os.preadv(self.fd, [buffer[:want]], self.hashed)
             if got <= 0:
-                raise DownloadError(f"{self.file.path}: the partial file shrank while downloading",
-                                    resource=self.resource)
+                raise DownloadError(
+                    f"{self.file.path}: the partial file shrank while downloading", resource=self.resource
+                )
             self.hashes.update(buffer[:got])
             self.hashed += got
             if budget is not None:

@@ -86,8 +86,10 @@ def contiguous_end(ranges: list[Range], position: int) -> int:
 
 def dump_record(size: int, ranges: list[Range], *, seq: int) -> bytes:
     """One slot of the record: JSON, its sha256, padded to the slot (see :class:`RangeRecord`)."""
-    body = json.dumps({"version": _VERSION, "seq": seq, "size": size,
-                       "ranges": [[r.start, r.end, r.done] for r in ranges]}, separators=(",", ":")).encode()
+    body = json.dumps(
+        {"version": _VERSION, "seq": seq, "size": size, "ranges": [[r.start, r.end, r.done] for r in ranges]},
+        separators=(",", ":"),
+    ).encode()
     slot = body + b"\n" + hashlib.sha256(body).hexdigest().encode() + b"\n"
     if len(slot) > _SLOT:
         raise ValueError(f"{len(ranges)} ranges do not fit a record slot")
@@ -99,7 +101,7 @@ def parse_record(raw: bytes, *, size: int, on_disk: int) -> tuple[int, list[Rang
     written for this file: torn or edited (its sha256), another size, gaps or overlaps, or a
     ``done`` past what the partial holds. The model folder is not trusted: a bad record costs
     a fresh start, never a wrong byte."""
-    slots = [_parse_slot(raw[i:i + _SLOT], size=size, on_disk=on_disk) for i in (0, _SLOT)]
+    slots = [_parse_slot(raw[i : i + _SLOT], size=size, on_disk=on_disk) for i in (0, _SLOT)]
     valid = [slot for slot in slots if slot is not None]
     return max(valid, key=lambda slot: slot[0]) if valid else None
 

@@ -350,11 +350,19 @@ def run_embed(job: SmokeJob, client: EngineClient, *, clock: Clock = time.perf_c
     reason = judge_embeddings(probes, embedded, job.expect_dimension)
     near, far = pair_cosines(probes, embedded.vectors)
     return SmokeResult(
-        deployment=job.name, engine=job.engine, passed=reason is None, reason=reason, total_s=seconds, task="embed",
+        deployment=job.name,
+        engine=job.engine,
+        passed=reason is None,
+        reason=reason,
+        total_s=seconds,
+        task="embed",
         dimension=len(embedded.vectors[0]) if embedded.vectors else None,
-        norms=tuple(l2_norm(v) for v in embedded.vectors), cos_positive=near, cos_negative=far,
+        norms=tuple(l2_norm(v) for v in embedded.vectors),
+        cos_positive=near,
+        cos_negative=far,
         texts_per_s=len(embedded.vectors) / seconds if seconds > 0 else None,
-        input_tokens=embedded.input_tokens, truncated=embedded.truncated,
+        input_tokens=embedded.input_tokens,
+        truncated=embedded.truncated,
     )
 
 

@@ -22,8 +22,11 @@ from .client.base import Embeddings, EngineClient
 from .manifest import EmbedProbe
 
 DEFAULT_PROBES = (
-    EmbedProbe(query="How do I reset my password?", positive="What are the steps to change a forgotten password?",
-               negative="The recipe calls for two cups of flour."),
+    EmbedProbe(
+        query="How do I reset my password?",
+        positive="What are the steps to change a forgotten password?",
+        negative="The recipe calls for two cups of flour.",
+    ),
     EmbedProbe(query="今天北京的天气怎么样？", positive="北京今天天气如何？", negative="这道菜需要两杯面粉。"),
 )
 
@@ -59,11 +62,12 @@ def judge_embeddings(probes: Sequence[EmbedProbe], result: Embeddings, expect_di
     if not all(math.isfinite(n) and n > 0 for n in norms):
         return "a vector has a zero or non-finite norm"
     for index, probe in enumerate(probes):
-        query, positive, negative = vectors[3 * index: 3 * index + 3]
+        query, positive, negative = vectors[3 * index : 3 * index + 3]
         near, far = cosine(query, positive), cosine(query, negative)
         if near <= far:
-            return (f"the paraphrase is not closer than the unrelated text for {probe.query!r}: "
-                    f"cos {near:.3f} vs {far:.3f}")
+            return (
+                f"the paraphrase is not closer than the unrelated text for {probe.query!r}: cos {near:.3f} vs {far:.3f}"
+            )
     return None
 
 
@@ -76,8 +80,9 @@ def pair_cosines(probes: Sequence[EmbedProbe], vectors: Sequence[Sequence[float]
     return min(near), max(far)
 
 
-def measure_embed(client: EngineClient, probes: Sequence[EmbedProbe],
-                  clock: Callable[[], float] = time.perf_counter) -> tuple[Embeddings, float]:
+def measure_embed(
+    client: EngineClient, probes: Sequence[EmbedProbe], clock: Callable[[], float] = time.perf_counter
+) -> tuple[Embeddings, float]:
     """Embed the probes in one batch; (the result, seconds it took)."""
     started = clock()
     result = client.embed(probe_texts(probes))

@@ -136,8 +136,9 @@ class State:
         except ValidationError as exc:
             error = exc.errors()[0]
             loc = ".".join(str(p) for p in error["loc"])
-            raise InvalidStateError(f"{self.path}: field {loc!a}: {error['msg'].removeprefix('Value error, ')}",
-                                    ) from None
+            raise InvalidStateError(
+                f"{self.path}: field {loc!a}: {error['msg'].removeprefix('Value error, ')}",
+            ) from None
         return data
 
     def records(self, manifest_path: Path) -> dict[str, dict[str, Any]]:

@@ -49,35 +49,60 @@ def read_manifest_text(file: Path) -> str:
         finally:
             os.close(fd)
     except FileNotFoundError:
-        raise ManifestError(f"no such manifest: {file}", hint="pass the manifest's path, e.g. "
-                            "`provision apply manifests/demo.yaml`") from None
+        raise ManifestError(
+            f"no such manifest: {file}", hint="pass the manifest's path, e.g. `provision apply manifests/demo.yaml`"
+        ) from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise ManifestError("cannot read the manifest: a symlink loop", file=str(file),
-                                hint="point the link at the manifest file itself") from None
-        raise ManifestError(f"cannot read the manifest: {exc.strerror or exc}", file=str(file),
-                            hint="check the path and its permissions") from None
+            raise ManifestError(
+                "cannot read the manifest: a symlink loop",
+                file=str(file),
+                hint="point the link at the manifest file itself",
+            ) from None
+        raise ManifestError(
+            f"cannot read the manifest: {exc.strerror or exc}",
+            file=str(file),
+            hint="check the path and its permissions",
+        ) from None
     if len(data) > MAX_MANIFEST_BYTES:
         raise _too_big(file)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise ManifestError(f"not UTF-8 text (byte 0x{data[exc.start]:02x})", file=str(file), line=line,
-                            hint="save the manifest as UTF-8") from None
+        raise ManifestError(
+            f"not UTF-8 text (byte 0x{data[exc.start]:02x})",
+            file=str(file),
+            line=line,
+            hint="save the manifest as UTF-8",
+        ) from None
 
 
 def _not_a_file(file: Path, mode: int) -> ManifestError:
-    kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "not a regular file")
-    return ManifestError(f"this is {kind}, not a manifest file", file=str(file),
-                         hint="pass the path of a YAML manifest, e.g. `provision apply manifests/demo.yaml`")
+    kind = (
+        "a directory"
+        if stat.S_ISDIR(mode)
+        else "a FIFO"
+        if stat.S_ISFIFO(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "not a regular file"
+    )
+    return ManifestError(
+        f"this is {kind}, not a manifest file",
+        file=str(file),
+        hint="pass the path of a YAML manifest, e.g. `provision apply manifests/demo.yaml`",
+    )
 
 
 def _too_big(file: Path | str) -> ManifestError:
-    return ManifestError(f"the manifest is over the {MAX_MANIFEST_BYTES >> 20} MiB limit", file=str(file),
-                         hint="a manifest is a few KiB: remove what it does not need, or split it")
+    return ManifestError(
+        f"the manifest is over the {MAX_MANIFEST_BYTES >> 20} MiB limit",
+        file=str(file),
+        hint="a manifest is a few KiB: remove what it does not need, or split it",
+    )
 
 
 def check_text_size(text: str, file: str) -> None:
@@ -140,8 +165,12 @@ def load_yaml(text: str, *, file: str) -> tuple[Any, dict[tuple, int]]:
         raise ManifestError(f"invalid YAML: {problem}", file=file, line=line, hint=hint) from None
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow
         line = text.count("\n", 0, exc.position) + 1
-        raise ManifestError(f"invalid YAML: character U+{exc.character:04X} is not allowed", file=file, line=line,
-                            hint="remove control characters; save the file as UTF-8") from None
+        raise ManifestError(
+            f"invalid YAML: character U+{exc.character:04X} is not allowed",
+            file=file,
+            line=line,
+            hint="remove control characters; save the file as UTF-8",
+        ) from None
     except RecursionError:  # nesting thousands deep
         raise ManifestError("invalid YAML: nested too deeply", file=file, hint=_YAML_HINT) from None
     finally:
@@ -160,9 +189,12 @@ def _count_values(text: str, file: str) -> None:
 
 
 def _too_many(file: str, line: int) -> ManifestError:
-    return ManifestError(f"the YAML holds more than {MAX_NODES} values (aliases count each time they repeat)",
-                         file=file, line=line,
-                         hint="a manifest needs far fewer: write the values out, or use fewer &anchors and *aliases")
+    return ManifestError(
+        f"the YAML holds more than {MAX_NODES} values (aliases count each time they repeat)",
+        file=file,
+        line=line,
+        hint="a manifest needs far fewer: write the values out, or use fewer &anchors and *aliases",
+    )
 
 
 def _check_budget(root: yaml.Node, file: str) -> None:
@@ -187,8 +219,7 @@ def _check_budget(root: yaml.Node, file: str) -> None:
         if key in sizes:
             continue
         if key in open_nodes:
-            raise yaml.composer.ComposerError(None, None, "an alias refers to a node that contains it",
-                                              node.start_mark)
+            raise yaml.composer.ComposerError(None, None, "an alias refers to a node that contains it", node.start_mark)
         open_nodes.add(key)
         stack.append((node, True))
         stack.extend((child, False) for child in children if id(child) not in sizes)

@@ -25,8 +25,7 @@ def lock_of(manifest: Path) -> dict[str, Any]:
     return json.loads(manifest.with_name(manifest.name.rsplit(".", 1)[0] + ".lock.json").read_text())
 
 
-def kill_when_partial(process: subprocess.Popen[str], partial_dir: Path, *, at_least: int,
-                      timeout: float = 30) -> int:
+def kill_when_partial(process: subprocess.Popen[str], partial_dir: Path, *, at_least: int, timeout: float = 30) -> int:
     """SIGKILL ``process`` once a ``.part`` file under ``partial_dir`` holds ``at_least`` bytes;
     returns how many bytes the largest partial file kept (see :func:`partial_sizes`)."""
     deadline = time.monotonic() + timeout
@@ -38,8 +37,9 @@ def kill_when_partial(process: subprocess.Popen[str], partial_dir: Path, *, at_l
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    assert largest is not None and sizes[largest] > at_least, \
+    assert largest is not None and sizes[largest] > at_least, (
         f"no partial file under {partial_dir} passed {at_least} bytes within {timeout} s: {sizes}"
+    )
     return partial_sizes(partial_dir)[largest]
 
 
@@ -54,8 +54,11 @@ def partial_sizes(partial_dir: Path) -> dict[Path, int]:
             record = segments.record_path(part)
             if record.exists():  # a written slot names the file's size; read_record checks the rest
                 raw = record.read_bytes()
-                named = [json.loads(slot.split(b"\n")[0])["size"] for slot in (raw[:4096], raw[4096:])
-                         if slot.startswith(b"{")]
+                named = [
+                    json.loads(slot.split(b"\n")[0])["size"]
+                    for slot in (raw[:4096], raw[4096:])
+                    if slot.startswith(b"{")
+                ]
                 ranges = segments.read_record(part, named[0]) if named else None
                 size = sum(r.done - r.start for r in ranges or [])
         except (FileNotFoundError, ValueError):
@@ -85,6 +88,7 @@ def assert_tiny_placed(model_dir: Path) -> None:
     assert not (model_dir / "README.md").exists()  # excluded by include
     assert not list((model_dir / ".cache").rglob("*.part"))
 
+
 _SETTINGS_KEY = {"hf": "huggingface", "ms": "modelscope"}
 
 
@@ -93,7 +97,8 @@ def hub_manifest(tmp_path: Path, endpoint: str, scheme: str = "hf", **repos: str
     ``name=repo`` from ``scheme://``."""
     models = "".join(f"  {name}: {{source: '{scheme}://{repo}'}}\n" for name, repo in repos.items())
     manifest = tmp_path / "m.yaml"
-    manifest.write_text(f"version: 1\nsettings:\n  models_dir: models\n"
-                        f"  {_SETTINGS_KEY[scheme]}: {{endpoint: '{endpoint}'}}\nmodels:\n{models}")
+    manifest.write_text(
+        f"version: 1\nsettings:\n  models_dir: models\n"
+        f"  {_SETTINGS_KEY[scheme]}: {{endpoint: '{endpoint}'}}\nmodels:\n{models}"
+    )
     return manifest
-

@@ -30,8 +30,13 @@ class Terminal:
     def __init__(self, *args: str, env: Mapping[str, str] | None = None) -> None:
         self.leader, follower = os.openpty()
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _TAKE_TERMINAL, *args], cwd=REPO_ROOT, stdin=follower, stdout=follower,
-            stderr=follower, env={**os.environ, **(env or {}), "COLUMNS": "120"}, start_new_session=True,
+            [sys.executable, "-c", _TAKE_TERMINAL, *args],
+            cwd=REPO_ROOT,
+            stdin=follower,
+            stdout=follower,
+            stderr=follower,
+            env={**os.environ, **(env or {}), "COLUMNS": "120"},
+            start_new_session=True,
         )
         os.close(follower)
         self.raw = bytearray()
@@ -56,24 +61,24 @@ class Terminal:
         while True:
             found = self.text.find(wanted, self.mark)
             if found >= 0:
-                before = self.text[self.mark:found]
+                before = self.text[self.mark : found]
                 self.mark = found + len(wanted)
                 return before
             left = deadline - time.monotonic()
             if left <= 0 or not self._read(left):
-                raise AssertionError(f"{wanted!r} did not appear; the terminal shows:\n{self.text[self.mark:]}")
+                raise AssertionError(f"{wanted!r} did not appear; the terminal shows:\n{self.text[self.mark :]}")
 
     def pending(self, settle: float = 0.3) -> str:
         """Whatever has arrived after the mark (reading until nothing comes for ``settle`` s)."""
         while self._read(settle):
             pass
-        return self.text[self.mark:]
+        return self.text[self.mark :]
 
     def arrived(self, timeout: float) -> str:
         """What has arrived after the mark, after waiting at most ``timeout`` for the next bytes
         (unlike :meth:`pending`, it does not read on while a stream keeps coming)."""
         self._read(timeout)
-        return self.text[self.mark:]
+        return self.text[self.mark :]
 
     def close(self, timeout: float = 30) -> int:
         """Wait for the child to end (killing it after ``timeout``); its exit code. Safe to call twice."""

@@ -21,8 +21,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "provision/vllm-cpu:0.32.0"
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-vllm-cpu-image.sh"
 CONVERT_SCRIPT = REPO_ROOT / "scripts" / "smollm2-safetensors.py"
-QUESTION = [{"role": "system", "content": "You are a helpful assistant. Answer briefly."},
-            {"role": "user", "content": "What is the capital of France?"}]
+QUESTION = [
+    {"role": "system", "content": "You are a helpful assistant. Answer briefly."},
+    {"role": "user", "content": "What is the capital of France?"},
+]
 # 2 cores and RAM shared with other work: a small KV cache, no torch.compile (no g++ in the image)
 SERVER_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
 SERVER_ARGS = ["--max-model-len", "2048", "--enforce-eager"]
@@ -80,8 +82,13 @@ def request(base: str, method: str, path: str, body: Any = None, key: str | None
 
 
 def chat(model: str, max_tokens: int, *, stream: bool = True, usage: bool = True) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": model, "messages": QUESTION, "max_tokens": max_tokens, "temperature": 0,
-                            "stream": stream}
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": QUESTION,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": stream,
+    }
     if stream and usage:
         body["stream_options"] = {"include_usage": True}
     return body
@@ -114,16 +121,23 @@ def client_checks(base: str, served: str, key: str | None) -> list[str]:
     check(bool(events) and events[-1] == "[DONE]", "the stream ends with data: [DONE]")
     chunks = [e for e in events if isinstance(e, dict)]
     if chunks:
-        check(chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""},
-              f"the first chunk is the role with empty content: {chunks[0]['choices']}")
+        check(
+            chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""},
+            f"the first chunk is the role with empty content: {chunks[0]['choices']}",
+        )
         choice_chunks = [c for c in chunks if c.get("choices")]
-        check(choice_chunks[-1]["choices"][0]["finish_reason"] == "length"
-              and choice_chunks[-1]["choices"][0]["delta"].get("content"),
-              f"finish 'length' rides on the last text chunk: {choice_chunks[-1]['choices']}")
-        check(len([c for c in choice_chunks if c["choices"][0]["delta"].get("content")]) == 3,
-              "one text chunk per token")
-        check(chunks[-1].get("choices") == [] and chunks[-1].get("usage", {}).get("completion_tokens") == 3,
-              f"the last chunk is usage with choices []: {chunks[-1]}")
+        check(
+            choice_chunks[-1]["choices"][0]["finish_reason"] == "length"
+            and choice_chunks[-1]["choices"][0]["delta"].get("content"),
+            f"finish 'length' rides on the last text chunk: {choice_chunks[-1]['choices']}",
+        )
+        check(
+            len([c for c in choice_chunks if c["choices"][0]["delta"].get("content")]) == 3, "one text chunk per token"
+        )
+        check(
+            chunks[-1].get("choices") == [] and chunks[-1].get("usage", {}).get("completion_tokens") == 3,
+            f"the last chunk is usage with choices []: {chunks[-1]}",
+        )
 
     # An answer that ends with EOS: finish "stop" in a chunk of its own with content "",
     # and completion_tokens counts the EOS token (one more than the text chunks).
@@ -132,38 +146,59 @@ def client_checks(base: str, served: str, key: str | None) -> list[str]:
     texts = [c for c in choice_chunks if c["choices"][0]["delta"].get("content")]
     if choice_chunks:
         last = choice_chunks[-1]["choices"][0]
-        check(last["finish_reason"] == "stop" and last["delta"].get("content", "") == "",
-              f"finish 'stop' comes in its own chunk with content '': {last}")
+        check(
+            last["finish_reason"] == "stop" and last["delta"].get("content", "") == "",
+            f"finish 'stop' comes in its own chunk with content '': {last}",
+        )
         usage: dict[str, Any] = next((e["usage"] for e in done.events if isinstance(e, dict) and e.get("usage")), {})
-        check(usage.get("completion_tokens") == len(texts) + 1,
-              f"completion_tokens ({usage.get('completion_tokens')}) = text chunks ({len(texts)}) + EOS")
+        check(
+            usage.get("completion_tokens") == len(texts) + 1,
+            f"completion_tokens ({usage.get('completion_tokens')}) = text chunks ({len(texts)}) + EOS",
+        )
     without_usage = request(base, "POST", "/v1/chat/completions", chat(served, 3, usage=False), key)
-    check(not any(isinstance(e, dict) and e.get("usage") for e in without_usage.events),
-          "no usage chunk unless stream_options.include_usage")
+    check(
+        not any(isinstance(e, dict) and e.get("usage") for e in without_usage.events),
+        "no usage chunk unless stream_options.include_usage",
+    )
 
     near = request(base, "POST", "/v1/chat/completions", chat(served, first.get("max_model_len", 2048) - 5), key)
     check(near.status == 200, f"prompt + max_tokens beyond the context is no error: {near.status} {near.body}")
     plain = request(base, "POST", "/v1/chat/completions", chat(served, 3, stream=False), key)
-    check(plain.status == 200 and plain.body["object"] == "chat.completion"
-          and plain.body["usage"]["completion_tokens"] == 3 and plain.body["choices"][0]["finish_reason"] == "length",
-          f"non-stream answer: {plain.status} {plain.body}")
+    check(
+        plain.status == 200
+        and plain.body["object"] == "chat.completion"
+        and plain.body["usage"]["completion_tokens"] == 3
+        and plain.body["choices"][0]["finish_reason"] == "length",
+        f"non-stream answer: {plain.status} {plain.body}",
+    )
 
     # Errors
     unknown = request(base, "POST", "/v1/chat/completions", chat("no-such-model", 3), key)
     error = (unknown.body or {}).get("error", {})
-    check(unknown.status == 404 and error.get("type") == "NotFoundError" and error.get("code") == 404
-          and error.get("param") == "model" and error.get("message", "").startswith(
-              "The model `no-such-model` does not exist. Valid aliases:"), f"unknown model: {unknown.status} {unknown.body}")
+    check(
+        unknown.status == 404
+        and error.get("type") == "NotFoundError"
+        and error.get("code") == 404
+        and error.get("param") == "model"
+        and error.get("message", "").startswith("The model `no-such-model` does not exist. Valid aliases:"),
+        f"unknown model: {unknown.status} {unknown.body}",
+    )
     long = request(base, "POST", "/v1/chat/completions", chat(served, 10**6), key)
     error = (long.body or {}).get("error", {})
-    check(long.status == 400 and error.get("type") == "BadRequestError" and error.get("param") == "max_tokens"
-          and "cannot be greater than max_model_len" in error.get("message", ""),
-          f"max_tokens beyond the context: {long.status} {long.body}")
+    check(
+        long.status == 400
+        and error.get("type") == "BadRequestError"
+        and error.get("param") == "max_tokens"
+        and "cannot be greater than max_model_len" in error.get("message", ""),
+        f"max_tokens beyond the context: {long.status} {long.body}",
+    )
     missing = request(base, "GET", "/v1/no-such-path", key=key)
     check(missing.status == 404 and missing.body == {"detail": "Not Found"}, f"unknown path: {missing.body}")
     if key:
         no_key = request(base, "POST", "/v1/chat/completions", chat(served, 3))
-        check(no_key.status == 401 and no_key.body == {"error": "Unauthorized"},
-              f"without the key: {no_key.status} {no_key.body}")
+        check(
+            no_key.status == 401 and no_key.body == {"error": "Unauthorized"},
+            f"without the key: {no_key.status} {no_key.body}",
+        )
         check(request(base, "GET", "/health").status == 200, "/health needs no key")
     return failures

@@ -122,8 +122,10 @@ def default_manifest() -> Path | None:
         return None
     last = State().last_applied
     if last is None:
-        raise ProvisionError("no manifest given and nothing applied on this machine yet",
-                             hint="run `provision apply MANIFEST` first, or pass the manifest")
+        raise ProvisionError(
+            "no manifest given and nothing applied on this machine yet",
+            hint="run `provision apply MANIFEST` first, or pass the manifest",
+        )
     return Path(last)
 
 
@@ -146,8 +148,10 @@ def connect(manifest: str | os.PathLike[str] | Manifest | None = None, deploymen
     with Engine(loaded) as engine:
         ctx = engine.deploy_context()
     if spec.engine != "openai" and name not in ctx.records:  # a hosted API has nothing to apply
-        raise DeploymentError(f"deployment {name} is not applied on this machine",
-                              hint=f"run `provision apply {loaded.path} --only {name}`")
+        raise DeploymentError(
+            f"deployment {name} is not applied on this machine",
+            hint=f"run `provision apply {loaded.path} --only {name}`",
+        )
     settings = loaded.smoke_settings(name)
     return Client(name, spec.engine, spec.task, settings, open_engine(name, spec, ctx))
 
@@ -157,8 +161,9 @@ def _choose(manifest: Manifest, deployment: str | None) -> str:
     if deployment is None:
         if len(manifest.deployments) == 1:
             return next(iter(manifest.deployments))
-        raise UsageError(f"{manifest.path} has {len(manifest.deployments)} deployments: say which",
-                         hint=f"deployments: {choices}")
+        raise UsageError(
+            f"{manifest.path} has {len(manifest.deployments)} deployments: say which", hint=f"deployments: {choices}"
+        )
     if deployment not in manifest.deployments:
         raise UsageError(f"no deployment {deployment!r} in {manifest.path}", hint=f"deployments: {choices}")
     return deployment

@@ -71,23 +71,28 @@ def check_sampling(overrides: Mapping[str, Any]) -> dict[str, Any]:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
-        raise UsageError(f"invalid {field}: {first['msg']}, got {first.get('input')!r}",
-                         hint="the same limits as smoke_test settings (see README)") from None
+        raise UsageError(
+            f"invalid {field}: {first['msg']}, got {first.get('input')!r}",
+            hint="the same limits as smoke_test settings (see README)",
+        ) from None
     return {name: value for name, value in checked if value is not None}
 
 
 def check_messages(messages: Sequence[Mapping[str, Any] | ChatMessage]) -> tuple[ChatMessage, ...]:
     """Messages as typed values: ``role`` system/user/assistant and a string ``content``."""
     if isinstance(messages, (str, bytes)) or not messages:
-        raise UsageError("messages must be a non-empty list of {role, content}",
-                         hint='e.g. [{"role": "user", "content": "hi"}]')
+        raise UsageError(
+            "messages must be a non-empty list of {role, content}", hint='e.g. [{"role": "user", "content": "hi"}]'
+        )
     try:
         return tuple(m if isinstance(m, ChatMessage) else ChatMessage.model_validate(m) for m in messages)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "message"
-        raise UsageError(f"invalid message: {where}: {first['msg']}",
-                         hint="each message is {role: system|user|assistant, content: text}") from None
+        raise UsageError(
+            f"invalid message: {where}: {first['msg']}",
+            hint="each message is {role: system|user|assistant, content: text}",
+        ) from None
 
 
 def request_settings(

@@ -66,8 +66,9 @@ class OllamaClient:
             answer = self._client.embed(self.model, input=list(texts), truncate=False)
         vectors = [list(vector) for vector in answer.embeddings]
         if len(vectors) != len(texts):
-            raise DeploymentError(f"Ollama returned {len(vectors)} vectors for {len(texts)} inputs",
-                                  hint="see the Ollama server's log")
+            raise DeploymentError(
+                f"Ollama returned {len(vectors)} vectors for {len(texts)} inputs", hint="see the Ollama server's log"
+            )
         return Embeddings(vectors, input_tokens=answer.prompt_eval_count)
 
     def count_tokens(self, text: str) -> int | None:
@@ -122,5 +123,6 @@ class _OllamaErrors:
 
 
 def open_client(name: str, spec: OllamaDeployment, ctx: DeployContext) -> OllamaClient:
-    return OllamaClient(ollama_host(ctx.manifest), served_model(name, spec, ctx.manifest),
-                        ctx.manifest.smoke_settings(name).timeout)
+    return OllamaClient(
+        ollama_host(ctx.manifest), served_model(name, spec, ctx.manifest), ctx.manifest.smoke_settings(name).timeout
+    )

@@ -104,8 +104,9 @@ class OpenAIClient:
         ordered = sorted(answer.data, key=lambda item: item.index)
         vectors = [list(item.embedding) for item in ordered]
         if len(vectors) != len(texts):
-            raise DeploymentError(f"{self.base_url} returned {len(vectors)} vectors for {len(texts)} inputs",
-                                  hint="see the server's log")
+            raise DeploymentError(
+                f"{self.base_url} returned {len(vectors)} vectors for {len(texts)} inputs", hint="see the server's log"
+            )
         usage = answer.usage.prompt_tokens if answer.usage is not None else None
         return Embeddings(vectors, input_tokens=usage)
 
@@ -138,7 +139,7 @@ class OpenAIClient:
             # FastAPI's answer for a path with no route: vLLM adds the chat route only for
             # generative models, so a pooling (embedding, reward, classify) model says this.
             return DeploymentError(
-                f"404 {where} has no chat completions endpoint (the server answered {{\"detail\":\"Not Found\"}}, "
+                f'404 {where} has no chat completions endpoint (the server answered {{"detail":"Not Found"}}, '
                 "the web framework's reply for an unknown path): it serves a pooling model "
                 "(embedding, classification, reward), which cannot chat, or base_url misses its /v1 path",
                 hint="deploy a generative (chat) model, or fix base_url; GET /v1/models shows what is served",

@@ -168,8 +168,10 @@ class TransformersClient:
         yield ChatEvent(finish_reason=finish, output_tokens=tokens)
 
     def embed(self, texts: Sequence[str]) -> Embeddings:
-        raise DeploymentError(f"{self.model_dir} is loaded as a chat model; it does not embed",
-                              hint="declare the deployment with `task: embed` for an embedding model")
+        raise DeploymentError(
+            f"{self.model_dir} is loaded as a chat model; it does not embed",
+            hint="declare the deployment with `task: embed` for an embedding model",
+        )
 
     def count_tokens(self, text: str) -> int | None:
         return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -218,8 +220,9 @@ def open_client(name: str, spec: TransformersDeployment, ctx: DeployContext) -> 
     """The chat client, or for ``task: embed`` the embedder (:mod:`.transformers_embed`)."""
     model_dir = ctx.model_dirs.get(spec.model)
     if model_dir is None:
-        raise DeploymentError(f"no folder known for model {spec.model!r}", hint="run `provision apply` first",
-                              resource=name)
+        raise DeploymentError(
+            f"no folder known for model {spec.model!r}", hint="run `provision apply` first", resource=name
+        )
     if spec.task == "embed":
         from .transformers_embed import TransformersEmbedder
 

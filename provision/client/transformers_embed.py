@@ -32,8 +32,11 @@ from .transformers import _DTYPES, _LOAD_LOCK, _first_line, _offline, resolve_de
 POOLING_MODES = ("cls", "mean", "max", "lasttoken")
 # 1_Pooling/config.json keys (sentence_transformers.models.Pooling) -> our mode; None: not supported here
 _POOLING_KEYS: dict[str, str | None] = {
-    "pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max",
-    "pooling_mode_lasttoken": "lasttoken", "pooling_mode_mean_sqrt_len_tokens": None,
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_lasttoken": "lasttoken",
+    "pooling_mode_mean_sqrt_len_tokens": None,
     "pooling_mode_weightedmean_tokens": None,
 }
 BATCH = 32  # texts per forward pass
@@ -53,8 +56,9 @@ def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise DeploymentError(f"cannot read {what} {path}: {_first_line(exc)}",
-                              hint="the model folder is damaged: run `provision verify`") from None
+        raise DeploymentError(
+            f"cannot read {what} {path}: {_first_line(exc)}", hint="the model folder is damaged: run `provision verify`"
+        ) from None
 
 
 def read_pooling(model_dir: Path, config: dict[str, Any]) -> Pooling:
@@ -65,7 +69,9 @@ def read_pooling(model_dir: Path, config: dict[str, Any]) -> Pooling:
         if causal:
             raise DeploymentError(
                 f"{model_dir} is a causal language model ({', '.join(config['architectures'])}) without a pooling "
-                "module: it is not an embedding model", hint="use task: chat, or an embedding model")
+                "module: it is not an embedding model",
+                hint="use task: chat, or an embedding model",
+            )
         mode = "lasttoken" if config.get("model_type") in _LAST_TOKEN_TYPES else "mean"
         return Pooling(mode, normalize=False, max_length=None, source="default")
     modules = _read_json(modules_file, "modules.json")
@@ -77,14 +83,18 @@ def read_pooling(model_dir: Path, config: dict[str, Any]) -> Pooling:
     if pooling_entry is not None:
         folder = str(pooling_entry.get("path", ""))
         if Path(folder).is_absolute() or ".." in Path(folder).parts:
-            raise DeploymentError(f"{modules_file}: pooling path {folder!r} leaves the model folder",
-                                  hint="the model folder is damaged or hostile")
+            raise DeploymentError(
+                f"{modules_file}: pooling path {folder!r} leaves the model folder",
+                hint="the model folder is damaged or hostile",
+            )
         settings = _read_json(model_dir / folder / "config.json", "pooling config")
         chosen = [key for key in _POOLING_KEYS if isinstance(settings, dict) and settings.get(key) is True]
         if len(chosen) != 1 or _POOLING_KEYS[chosen[0]] is None:
-            raise DeploymentError(f"{model_dir / folder / 'config.json'} sets {', '.join(chosen) or 'no pooling mode'}; "
-                                  f"provision pools with exactly one of {', '.join(POOLING_MODES)}",
-                                  hint="fix the pooling config, or remove modules.json to use mean pooling")
+            raise DeploymentError(
+                f"{model_dir / folder / 'config.json'} sets {', '.join(chosen) or 'no pooling mode'}; "
+                f"provision pools with exactly one of {', '.join(POOLING_MODES)}",
+                hint="fix the pooling config, or remove modules.json to use mean pooling",
+            )
         mode = str(_POOLING_KEYS[chosen[0]])
     max_length = None
     bert_config = model_dir / "sentence_bert_config.json"
@@ -93,8 +103,12 @@ def read_pooling(model_dir: Path, config: dict[str, Any]) -> Pooling:
         length = value.get("max_seq_length") if isinstance(value, dict) else None
         if isinstance(length, int) and not isinstance(length, bool) and length > 0:
             max_length = length
-    return Pooling(mode, normalize=any(t.endswith(".Normalize") for t in types), max_length=max_length,
-                   source="sentence-transformers")
+    return Pooling(
+        mode,
+        normalize=any(t.endswith(".Normalize") for t in types),
+        max_length=max_length,
+        source="sentence-transformers",
+    )
 
 
 def pool(hidden: Any, mask: Any, mode: str) -> Any:
@@ -122,11 +136,15 @@ class TransformersEmbedder:
 
         self.model_dir = Path(model_dir)
         if not (self.model_dir / "config.json").is_file():
-            raise DeploymentError(f"{self.model_dir} has no config.json: an embedding model is loaded from a "
-                                  "save_pretrained folder", hint="point the deployment at a model folder")
+            raise DeploymentError(
+                f"{self.model_dir} has no config.json: an embedding model is loaded from a save_pretrained folder",
+                hint="point the deployment at a model folder",
+            )
         config = _read_json(self.model_dir / "config.json", "config.json")
         if not isinstance(config, dict):
-            raise DeploymentError(f"{self.model_dir / 'config.json'} is not a JSON object", hint="the folder is damaged")
+            raise DeploymentError(
+                f"{self.model_dir / 'config.json'} is not a JSON object", hint="the folder is damaged"
+            )
         self.pooling = read_pooling(self.model_dir, config)
         self.device = resolve_device(device)
         hf_logging.set_verbosity_error()
@@ -137,16 +155,21 @@ class TransformersEmbedder:
                 self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
                 self._model = AutoModel.from_pretrained(self.model_dir, dtype=torch_dtype, local_files_only=True)
             except (OSError, ValueError, KeyError, ImportError, RuntimeError) as exc:
-                raise DeploymentError(f"cannot load {self.model_dir} with transformers: {_first_line(exc)}",
-                                      hint="check that the folder holds a complete encoder model") from exc
+                raise DeploymentError(
+                    f"cannot load {self.model_dir} with transformers: {_first_line(exc)}",
+                    hint="check that the folder holds a complete encoder model",
+                ) from exc
         self._model.to(self.device)
         self._model.eval()
         self.dimension = int(config["hidden_size"]) if isinstance(config.get("hidden_size"), int) else None
         self.max_length = self._max_length(config)
 
     def _max_length(self, config: dict[str, Any]) -> int:
-        candidates = [self.pooling.max_length, getattr(self._tokenizer, "model_max_length", None),
-                      config.get("max_position_embeddings")]
+        candidates = [
+            self.pooling.max_length,
+            getattr(self._tokenizer, "model_max_length", None),
+            config.get("max_position_embeddings"),
+        ]
         sane = [c for c in candidates if isinstance(c, int) and 0 < c < _MAX_SANE_LENGTH]
         return sane[0] if sane else 512
 
@@ -159,20 +182,32 @@ class TransformersEmbedder:
         tokens = 0
         with torch.inference_mode():
             for start in range(0, len(texts), BATCH):
-                batch = self._tokenizer(list(texts[start:start + BATCH]), padding=True, truncation=True,
-                                        max_length=self.max_length, return_tensors="pt").to(self.device)
+                batch = self._tokenizer(
+                    list(texts[start : start + BATCH]),
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                ).to(self.device)
                 hidden = self._model(**batch).last_hidden_state
                 pooled = pool(hidden, batch["attention_mask"], self.pooling.mode).float()
                 if self.pooling.normalize:
                     pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
                 vectors += pooled.cpu().tolist()
                 tokens += int(batch["attention_mask"].sum())
-        return Embeddings(vectors, input_tokens=tokens, truncated=truncated, max_length=self.max_length,
-                          model_dimension=self.dimension)
+        return Embeddings(
+            vectors,
+            input_tokens=tokens,
+            truncated=truncated,
+            max_length=self.max_length,
+            model_dimension=self.dimension,
+        )
 
     def stream_chat(self, settings: SmokeTestSettings) -> Iterator[ChatEvent]:
-        raise DeploymentError(f"{self.model_dir} is loaded as an embedding model (task: embed); it does not chat",
-                              hint="declare the deployment with task: chat for a chat model")
+        raise DeploymentError(
+            f"{self.model_dir} is loaded as an embedding model (task: embed); it does not chat",
+            hint="declare the deployment with task: chat for a chat model",
+        )
 
     def count_tokens(self, text: str) -> int | None:
         return len(self._tokenizer(text)["input_ids"])

@@ -54,8 +54,9 @@ def failure_excerpt(log: str) -> list[str]:
         return lines[-NO_ERROR_TAIL:]
     keep: set[int] = set(range(max(0, first - CONTEXT), min(first + 3, len(lines))))
     # "EngineCore failed to start." is followed by the traceback that says why.
-    start = next((i for i in range(first, min(first + 3, len(lines)))
-                  if "Traceback (most recent call last)" in lines[i]), None)
+    start = next(
+        (i for i in range(first, min(first + 3, len(lines))) if "Traceback (most recent call last)" in lines[i]), None
+    )
     if start is not None:
         end = _traceback_end(lines, start)
         if end - start <= TRACEBACK_HEAD + TRACEBACK_END:

@@ -82,13 +82,20 @@ class OllamaBackend:
             return Action("deployment", name, Change.NOOP, where, details=details)
         details |= {"gguf": observed.gguf, "resolved": observed.resolved, "settings": _settings_digest(spec)}
         if observed.digest is None:
-            return Action("deployment", name, Change.CREATE,
-                          f"create {observed.model} from {Path(observed.gguf).name}", details=details)
+            return Action(
+                "deployment",
+                name,
+                Change.CREATE,
+                f"create {observed.model} from {Path(observed.gguf).name}",
+                details=details,
+            )
         record = ctx.records.get(name) or {}
         if not record.get("created") or record.get("model") != observed.model:
-            raise DeploymentError(f"Ollama at {observed.host} already has a model {observed.model} "
-                                  "that provision did not create", resource=name,
-                                  hint=f"remove it (`ollama rm {observed.model}`) or rename the deployment")
+            raise DeploymentError(
+                f"Ollama at {observed.host} already has a model {observed.model} that provision did not create",
+                resource=name,
+                hint=f"remove it (`ollama rm {observed.model}`) or rename the deployment",
+            )
         if observed.digest != record.get("digest"):
             reason = f"{observed.model} changed on the server: create it again"
         elif observed.resolved != record.get("resolved"):
@@ -106,8 +113,11 @@ class OllamaBackend:
             if action.change is not Change.NOOP:  # the model step pulled it: make sure
                 with ollama_client(host) as client:
                     if model.casefold() not in list_digests(client, host):
-                        raise DeploymentError(f"{model} is not on the Ollama server at {host}", resource=action.name,
-                                              hint="run `provision apply` again, or `ollama pull` it")
+                        raise DeploymentError(
+                            f"{model} is not on the Ollama server at {host}",
+                            resource=action.name,
+                            hint="run `provision apply` again, or `ollama pull` it",
+                        )
             return {**record, "created": False}  # the model step owns an ollama:// model
         if action.change is Change.NOOP:
             return dict(ctx.records[action.name])
@@ -119,10 +129,19 @@ class OllamaBackend:
             _create(action.name, client, host, model, spec, {_gguf_name(path): blob}, ctx)
             digest = list_digests(client, host).get(model.casefold())
         if digest is None:
-            raise DeploymentError(f"Ollama at {host} reported success but does not list {model}",
-                                  resource=action.name, hint="see the Ollama server's log")
-        return {**record, "created": True, "digest": digest, "blob": blob,
-                "resolved": action.details["resolved"], "settings": action.details["settings"]}
+            raise DeploymentError(
+                f"Ollama at {host} reported success but does not list {model}",
+                resource=action.name,
+                hint="see the Ollama server's log",
+            )
+        return {
+            **record,
+            "created": True,
+            "digest": digest,
+            "blob": blob,
+            "resolved": action.details["resolved"],
+            "settings": action.details["settings"],
+        }
 
     def remove(self, name: str, record: Mapping[str, Any], ctx: DeployContext) -> None:
         if not (record.get("created") and record.get("model")):
@@ -139,13 +158,19 @@ def _gguf_source(name: str, model: str, manifest: Manifest) -> tuple[str, str]:
     spec = manifest.models[model]
     root = manifest.local_source_path(spec)
     if not root.exists():
-        raise DeploymentError(f"GGUF file {root} does not exist", resource=name,
-                              hint=f"fix `source:` of model {model} (relative paths start at the manifest's folder)")
+        raise DeploymentError(
+            f"GGUF file {root} does not exist",
+            resource=name,
+            hint=f"fix `source:` of model {model} (relative paths start at the manifest's folder)",
+        )
     snapshot = LocalSource(manifest).resolve(model, spec)
     candidates = [f.path for f in snapshot.files if root.is_file() or f.path.lower().endswith(".gguf")]
     if len(candidates) != 1:
-        raise DeploymentError(f"{root} holds {len(candidates)} .gguf files; engine ollama needs exactly one",
-                              resource=name, hint="point `source: file://...` at the .gguf file itself")
+        raise DeploymentError(
+            f"{root} holds {len(candidates)} .gguf files; engine ollama needs exactly one",
+            resource=name,
+            hint="point `source: file://...` at the .gguf file itself",
+        )
     _check_magic(name, root if root.is_file() else root / candidates[0])
     return candidates[0], snapshot.resolved
 
@@ -157,10 +182,12 @@ def _check_magic(name: str, path: Path) -> None:
     except OSError as exc:
         raise DeploymentError(f"cannot read {path}: {exc.strerror or exc}", resource=name) from None
     if magic != GGUF_MAGIC:
-        raise DeploymentError(f"{path} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r})",
-                              resource=name,
-                              hint="engine ollama takes a .gguf file (llama.cpp's convert_hf_to_gguf.py makes one); "
-                                   "serve a safetensors folder with engine vllm or transformers")
+        raise DeploymentError(
+            f"{path} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r})",
+            resource=name,
+            hint="engine ollama takes a .gguf file (llama.cpp's convert_hf_to_gguf.py makes one); "
+            "serve a safetensors folder with engine vllm or transformers",
+        )
 
 
 def _settings_digest(spec: OllamaDeployment) -> str:
@@ -188,28 +215,42 @@ def _upload_blob(name: str, client: Any, host: str, path: Path, sha256: str | No
             return blob
         uploaded = client.create_blob(path)
     except ollama.ResponseError as exc:  # 400 when the bytes that arrived do not match the digest
-        raise DeploymentError(f"Ollama at {host} rejected the upload of {path.name}: {exc.error}",
-                              resource=name, hint="run `provision verify`, then `provision apply` again") from None
+        raise DeploymentError(
+            f"Ollama at {host} rejected the upload of {path.name}: {exc.error}",
+            resource=name,
+            hint="run `provision verify`, then `provision apply` again",
+        ) from None
     except (ConnectionError, httpx.TransportError) as exc:
         raise unreachable(host, exc) from None
     if uploaded != blob:
-        raise DeploymentError(f"{path} changed since it was placed (sha256 {uploaded[7:19]}, lock {blob[7:19]})",
-                              resource=name, hint="run `provision verify`, then `provision apply` again")
+        raise DeploymentError(
+            f"{path} changed since it was placed (sha256 {uploaded[7:19]}, lock {blob[7:19]})",
+            resource=name,
+            hint="run `provision verify`, then `provision apply` again",
+        )
     return blob
 
 
-def _create(name: str, client: Any, host: str, model: str, spec: OllamaDeployment, files: dict[str, str],
-            ctx: DeployContext) -> None:
+def _create(
+    name: str, client: Any, host: str, model: str, spec: OllamaDeployment, files: dict[str, str], ctx: DeployContext
+) -> None:
     import httpx
     import ollama
 
     try:
-        for part in client.create(model=model, files=files, template=spec.template, system=spec.system,
-                                  parameters=spec.parameters, stream=True):
+        for part in client.create(
+            model=model,
+            files=files,
+            template=spec.template,
+            system=spec.system,
+            parameters=spec.parameters,
+            stream=True,
+        ):
             if part.status:
                 ctx.on_status(name, part.status)
     except ollama.ResponseError as exc:
-        raise DeploymentError(f"Ollama at {host} could not create {model}: {exc.error}", resource=name,
-                              hint="see the Ollama server's log") from None
+        raise DeploymentError(
+            f"Ollama at {host} could not create {model}: {exc.error}", resource=name, hint="see the Ollama server's log"
+        ) from None
     except (ConnectionError, httpx.TransportError) as exc:
         raise unreachable(host, exc) from None

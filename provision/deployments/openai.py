@@ -24,8 +24,7 @@ class OpenAIBackend:
 
     def plan(self, name: str, spec: OpenAIDeployment, observed: None, ctx: DeployContext) -> Action:
         # status is offline: whether the API answers is smoke-test's to say
-        return Action("deployment", name, Change.NOOP, "hosted API: nothing to provision",
-                      details={"state": "hosted"})
+        return Action("deployment", name, Change.NOOP, "hosted API: nothing to provision", details={"state": "hosted"})
 
     def apply(self, action: Action, spec: OpenAIDeployment, ctx: DeployContext) -> dict[str, Any]:
         return {"engine": self.engine, "base_url": spec.base_url}  # never the key

@@ -68,13 +68,17 @@ class TransformersBackend:
             return Action("deployment", name, Change.NOOP, reason)
         # Nothing for apply to do (the model's download is the model's action), but status
         # must not call a deployment that cannot load "ok".
-        return Action("deployment", name, Change.NOOP, f"{reason} (for now: {observed})",
-                      details={"state": "missing"})
+        return Action("deployment", name, Change.NOOP, f"{reason} (for now: {observed})", details={"state": "missing"})
 
     def apply(self, action: Action, spec: TransformersDeployment, ctx: DeployContext) -> dict[str, Any]:
         model_dir = ctx.model_dirs.get(spec.model)
-        return {"engine": self.engine, "model": spec.model, "model_dir": str(model_dir) if model_dir else None,
-                "dtype": spec.dtype, "device": spec.device}
+        return {
+            "engine": self.engine,
+            "model": spec.model,
+            "model_dir": str(model_dir) if model_dir else None,
+            "dtype": spec.dtype,
+            "device": spec.device,
+        }
 
     def remove(self, name: str, record: Mapping[str, Any], ctx: DeployContext) -> None:
         return None  # nothing was created

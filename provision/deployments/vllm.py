@@ -162,8 +162,9 @@ def desired_spec(name: str, spec: VllmDeployment, ctx: DeployContext) -> Contain
     # Values (and the key) enter the hash only as a digest of a digest, so a label reveals nothing.
     secret = _sha256(_sha256(json.dumps(sorted(environment.items()))))
     spec_hash = _sha256(json.dumps([public, command], sort_keys=True) + "\0" + secret)
-    return ContainerSpec(container_name(name), served, tuple(command), str(ctx.model_dirs[spec.model]), public,
-                         environment, spec_hash)
+    return ContainerSpec(
+        container_name(name), served, tuple(command), str(ctx.model_dirs[spec.model]), public, environment, spec_hash
+    )
 
 
 def server_args(name: str, spec: VllmDeployment) -> list[str]:
@@ -171,14 +172,27 @@ def server_args(name: str, spec: VllmDeployment) -> list[str]:
     _check_args(name, spec)
     # task: embed runs vLLM's pooling runner: `--runner pooling` (vLLM 0.32 CPU build, measured; older: --task embed).
     runner = ["--runner", "pooling"] if spec.task == "embed" else []
-    return ["--model", f"{MOUNT_ROOT}/{spec.model}", "--served-model-name", spec.served_model_name or name,
-            "--host", "0.0.0.0", "--port", str(CONTAINER_PORT), *runner, *spec.args]
+    return [
+        "--model",
+        f"{MOUNT_ROOT}/{spec.model}",
+        "--served-model-name",
+        spec.served_model_name or name,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(CONTAINER_PORT),
+        *runner,
+        *spec.args,
+    ]
 
 
 def cpu_kvcache_env(spec: VllmDeployment) -> dict[str, str]:
     """Pure: the KV cache size a ``gpus: 0`` deployment gets when the manifest sets none."""
-    if _wants_gpus(spec) or CPU_KVCACHE_ENV in spec.env or any(
-            arg.split("=", 1)[0].replace("_", "-") == "--kv-cache-memory-bytes" for arg in spec.args):
+    if (
+        _wants_gpus(spec)
+        or CPU_KVCACHE_ENV in spec.env
+        or any(arg.split("=", 1)[0].replace("_", "-") == "--kv-cache-memory-bytes" for arg in spec.args)
+    ):
         return {}
     return {CPU_KVCACHE_ENV: str(DEFAULT_CPU_KVCACHE_GIB)}
 
@@ -200,8 +214,11 @@ def _check_args(name: str, spec: VllmDeployment) -> None:
     for arg in spec.args:
         flag = arg.split("=", 1)[0].replace("_", "-")
         if flag in RESERVED_ARGS:
-            hint = ("use `api_key: ${VLLM_API_KEY}`: a key on the command line is visible to everyone"
-                    if flag == "--api-key" else "provision sets it from the deployment's fields; remove it from args")
+            hint = (
+                "use `api_key: ${VLLM_API_KEY}`: a key on the command line is visible to everyone"
+                if flag == "--api-key"
+                else "provision sets it from the deployment's fields; remove it from args"
+            )
             raise DeploymentError(f"args must not contain {flag}", hint=hint, resource=name)
 
 
@@ -211,14 +228,19 @@ def _sha256(text: str) -> str:
 
 def _is_ours(view: ContainerView, desired: ContainerSpec) -> bool:
     labels = view.labels
-    return (labels.get(LABEL_MANAGED) == "true"
-            and labels.get(LABEL_MANIFEST) == desired.public["manifest"]
-            and labels.get(LABEL_DEPLOYMENT) == desired.public["deployment"])
+    return (
+        labels.get(LABEL_MANAGED) == "true"
+        and labels.get(LABEL_MANIFEST) == desired.public["manifest"]
+        and labels.get(LABEL_DEPLOYMENT) == desired.public["deployment"]
+    )
 
 
 def _wants_gpus(spec: VllmDeployment) -> bool:
-    return spec.gpus == "all" or (isinstance(spec.gpus, int) and spec.gpus > 0) or (
-        isinstance(spec.gpus, tuple) and len(spec.gpus) > 0)
+    return (
+        spec.gpus == "all"
+        or (isinstance(spec.gpus, int) and spec.gpus > 0)
+        or (isinstance(spec.gpus, tuple) and len(spec.gpus) > 0)
+    )
 
 
 def _changed_fields(view: ContainerView, desired: ContainerSpec) -> str:
@@ -248,9 +270,16 @@ def _url_host(bind: str) -> str:
 
 def _record(desired: ContainerSpec, container_id: str) -> dict[str, Any]:
     public = desired.public
-    return {"engine": VllmBackend.engine, "container_id": container_id, "container": desired.name,
-            "image": public["image"], "port": public["port"], "bind": public["bind"],
-            "served_model_name": desired.served, "spec_hash": desired.spec_hash}
+    return {
+        "engine": VllmBackend.engine,
+        "container_id": container_id,
+        "container": desired.name,
+        "image": public["image"],
+        "port": public["port"],
+        "bind": public["bind"],
+        "served_model_name": desired.served,
+        "spec_hash": desired.spec_hash,
+    }
 
 
 # -- talking to the engine ------------------------------------------------------------------
@@ -309,7 +338,9 @@ def labelled_deployments(manifest: str) -> set[str]:
     """Deployments of ``manifest`` with a container carrying provision's labels, in any state:
     a failed apply records nothing in state, but its container is still provision's."""
     client = _docker()
-    found = client.api.containers(all=True, filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_MANIFEST}={manifest}"]})
+    found = client.api.containers(
+        all=True, filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_MANIFEST}={manifest}"]}
+    )
     return {view.labels[LABEL_DEPLOYMENT] for view in map(_view, found) if view.labels.get(LABEL_DEPLOYMENT)}
 
 
@@ -356,12 +387,16 @@ class VllmBackend:
         desired = desired_spec(name, spec, ctx)
         client = _docker()
         view = _find_by_name(client, desired.name)
-        if view is not None and _is_ours(view, desired) and view.status == "running" \
-                and view.labels.get(LABEL_SPEC_HASH) == desired.spec_hash:
+        if (
+            view is not None
+            and _is_ours(view, desired)
+            and view.status == "running"
+            and view.labels.get(LABEL_SPEC_HASH) == desired.spec_hash
+        ):
             return Observed(view, None)  # the fast no-op path: one list call
         present = _image_present(client, spec.image)
         runtimes = tuple(client.info().get("Runtimes") or {}) if _wants_gpus(spec) else None
-        ours_holds_port = (view is not None and _is_ours(view, desired) and spec.port in view.host_ports)
+        ours_holds_port = view is not None and _is_ours(view, desired) and spec.port in view.host_ports
         preflight = Preflight(
             image_present=present,
             pull_error=None if present else _pull_error(client, spec.image),
@@ -382,8 +417,7 @@ class VllmBackend:
                 hint=f"remove it (`docker rm -f {desired.name}`) or rename this deployment",
                 resource=name,
             )
-        details = {"container": desired.name, "container_id": view.id if view else None,
-                   "spec_hash": desired.spec_hash}
+        details = {"container": desired.name, "container_id": view.id if view else None, "spec_hash": desired.spec_hash}
         if view is None:
             change, reason = Change.CREATE, f"no container {desired.name}"
         elif view.labels.get(LABEL_SPEC_HASH) != desired.spec_hash:
@@ -393,8 +427,13 @@ class VllmBackend:
         elif view.status != "running":
             change, reason = Change.UPDATE, f"start the {view.status} container"
         else:
-            return Action("deployment", name, Change.NOOP, f"{desired.name} running",
-                          details={**details, "record": _record(desired, view.id)})
+            return Action(
+                "deployment",
+                name,
+                Change.NOOP,
+                f"{desired.name} running",
+                details={**details, "record": _record(desired, view.id)},
+            )
         if observed.preflight is not None:
             self._preflight(name, spec, observed.preflight)
         return Action("deployment", name, change, reason, details=details)
@@ -406,7 +445,7 @@ class VllmBackend:
                 f"gpus: {spec.gpus} requested, but the Docker engine has no NVIDIA runtime "
                 f"(runtimes: {', '.join(facts.runtimes) or 'none'})",
                 hint="install nvidia-container-toolkit, then `sudo nvidia-ctk runtime configure --runtime=docker` "
-                     "and restart Docker; or set `gpus: 0` to start without GPUs",
+                "and restart Docker; or set `gpus: 0` to start without GPUs",
                 resource=name,
             )
         if not facts.image_present and facts.pull_error is not None:
@@ -458,15 +497,20 @@ class VllmBackend:
             self._wait_ready(container, name, spec, desired, ctx)
             container.update(restart_policy={"Name": spec.restart})
         except NotFound as exc:
-            raise DeploymentError(f"container vanished while applying: {_explain(exc)}",
-                                  hint="run `provision apply` again", resource=name) from None
+            raise DeploymentError(
+                f"container vanished while applying: {_explain(exc)}", hint="run `provision apply` again", resource=name
+            ) from None
         except APIError as exc:
-            raise DeploymentError(f"Docker refused: {_explain(exc)}", resource=name,
-                                  hint=f"see `docker ps -a --filter name={desired.name}`") from None
+            raise DeploymentError(
+                f"Docker refused: {_explain(exc)}",
+                resource=name,
+                hint=f"see `docker ps -a --filter name={desired.name}`",
+            ) from None
         return _record(desired, container.id)
 
-    def _create(self, client: docker.DockerClient, name: str, spec: VllmDeployment,
-                desired: ContainerSpec, ctx: DeployContext) -> Container:
+    def _create(
+        self, client: docker.DockerClient, name: str, spec: VllmDeployment, desired: ContainerSpec, ctx: DeployContext
+    ) -> Container:
         from docker.errors import APIError
         from docker.types import DeviceRequest, Mount
 
@@ -481,30 +525,40 @@ class VllmBackend:
         elif isinstance(spec.gpus, tuple) and spec.gpus:
             gpus = [DeviceRequest(device_ids=[str(i) for i in spec.gpus], capabilities=[["gpu"]])]
         ctx.on_status(name, f"creating container {desired.name} from {spec.image}")
-        container = self._create_or_adopt(client, name, desired, {
-            "image": spec.image,
-            "command": list(desired.command),
-            "name": desired.name,
-            "labels": desired.labels,
-            "environment": dict(desired.environment),
-            "mounts": [Mount(f"{MOUNT_ROOT}/{spec.model}", desired.model_dir, type="bind", read_only=True)],
-            "ports": {f"{CONTAINER_PORT}/tcp": (spec.bind, spec.port)},
-            "device_requests": gpus or None,
-            "ipc_mode": "host" if spec.ipc_host else None,
-            "shm_size": None if spec.ipc_host else spec.shm_size,
-            "restart_policy": {"Name": "no"},  # until ready: see the module docstring
-        }, ctx)
+        container = self._create_or_adopt(
+            client,
+            name,
+            desired,
+            {
+                "image": spec.image,
+                "command": list(desired.command),
+                "name": desired.name,
+                "labels": desired.labels,
+                "environment": dict(desired.environment),
+                "mounts": [Mount(f"{MOUNT_ROOT}/{spec.model}", desired.model_dir, type="bind", read_only=True)],
+                "ports": {f"{CONTAINER_PORT}/tcp": (spec.bind, spec.port)},
+                "device_requests": gpus or None,
+                "ipc_mode": "host" if spec.ipc_host else None,
+                "shm_size": None if spec.ipc_host else spec.shm_size,
+                "restart_policy": {"Name": "no"},  # until ready: see the module docstring
+            },
+            ctx,
+        )
         try:
             _start(container)
         except APIError as exc:
             container.remove(force=True)  # never leave a `created` container behind
-            raise DeploymentError(f"the container did not start: {_explain(exc)}", resource=name,
-                                  hint="check gpus, port and the model folder; nothing was left behind") from None
+            raise DeploymentError(
+                f"the container did not start: {_explain(exc)}",
+                resource=name,
+                hint="check gpus, port and the model folder; nothing was left behind",
+            ) from None
         return container
 
     @staticmethod
-    def _create_or_adopt(client: docker.DockerClient, name: str, desired: ContainerSpec,
-                         options: dict[str, Any], ctx: DeployContext) -> Container:
+    def _create_or_adopt(
+        client: docker.DockerClient, name: str, desired: ContainerSpec, options: dict[str, Any], ctx: DeployContext
+    ) -> Container:
         """Create the container; when the engine answers late (the client's timeout) or says the
         name is taken, the engine may have made it anyway: find it by name and reuse it when it
         is ours, this spec and never started, remove it when it is ours otherwise."""
@@ -526,12 +580,16 @@ class VllmBackend:
             if view is not None and decision == "replace":
                 _stop_and_remove(client, view.id)
             elif decision == "foreign":
-                raise DeploymentError(f"container {desired.name} appeared while creating it and is not provision's",
-                                      hint=f"remove it (`docker rm -f {desired.name}`) or rename this deployment",
-                                      resource=name)
-        raise DeploymentError(f"the Docker engine did not create {desired.name} after {CREATE_TRIES} tries",
-                              hint="see the engine's log (journalctl -u docker); it may be short of disk or busy",
-                              resource=name)
+                raise DeploymentError(
+                    f"container {desired.name} appeared while creating it and is not provision's",
+                    hint=f"remove it (`docker rm -f {desired.name}`) or rename this deployment",
+                    resource=name,
+                )
+        raise DeploymentError(
+            f"the Docker engine did not create {desired.name} after {CREATE_TRIES} tries",
+            hint="see the engine's log (journalctl -u docker); it may be short of disk or busy",
+            resource=name,
+        )
 
     @staticmethod
     def _pull(client: docker.DockerClient, name: str, image: str) -> None:
@@ -542,11 +600,15 @@ class VllmBackend:
         try:
             client.images.pull(repository, tag=tag or "latest")  # without a tag it pulls every tag
         except APIError as exc:
-            raise DeploymentError(f"cannot pull {image}: {_explain(exc)}", resource=name,
-                                  hint="check the image name and tag, and `docker login` for a private registry")
+            raise DeploymentError(
+                f"cannot pull {image}: {_explain(exc)}",
+                resource=name,
+                hint="check the image name and tag, and `docker login` for a private registry",
+            )
 
-    def _wait_ready(self, container: Container, name: str, spec: VllmDeployment,
-                    desired: ContainerSpec, ctx: DeployContext) -> None:
+    def _wait_ready(
+        self, container: Container, name: str, spec: VllmDeployment, desired: ContainerSpec, ctx: DeployContext
+    ) -> None:
         """Poll /health, then /v1/models for the served name; fail on exit or timeout with the log."""
         base = f"http://{_url_host(spec.bind)}:{spec.port}"
         key = desired.environment.get("VLLM_API_KEY")

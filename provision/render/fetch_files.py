@@ -77,8 +77,7 @@ def _auth_headers(style: str, token: str) -> dict[str, str]:
 
 def _safe(path: str) -> str:
     normal = posixpath.normpath(path)
-    if (not path or path.startswith("/") or normal == "." or normal.startswith("..")
-            or normal.split("/")[0] == CACHE):
+    if not path or path.startswith("/") or normal == "." or normal.startswith("..") or normal.split("/")[0] == CACHE:
         raise StepError(f"refusing path {path!r}: it would land outside the model folder")
     return normal
 
@@ -91,8 +90,9 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _download(opener: urllib.request.OpenerDirector, auth: dict[str, str], url: str, part: str,
-              size: int, shown: str) -> None:
+def _download(
+    opener: urllib.request.OpenerDirector, auth: dict[str, str], url: str, part: str, size: int, shown: str
+) -> None:
     """Bring ``part`` to ``size`` bytes, resuming with Range; retried with backoff."""
     for attempt in range(ATTEMPTS):
         have = os.path.getsize(part) if os.path.exists(part) else 0
@@ -114,8 +114,9 @@ def _download(opener: urllib.request.OpenerDirector, auth: dict[str, str], url: 
                         out.write(block)
         except urllib.error.HTTPError as exc:
             if exc.code in PERMANENT:
-                raise StepError(f"{shown}: HTTP {exc.code} from {_origin(url)[1]} "
-                                "(a private or gated model needs the token Secret)") from None
+                raise StepError(
+                    f"{shown}: HTTP {exc.code} from {_origin(url)[1]} (a private or gated model needs the token Secret)"
+                ) from None
             print(f"{shown}: HTTP {exc.code}; retrying", flush=True)
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             print(f"{shown}: {type(exc).__name__}: {exc}; resuming", flush=True)
@@ -123,12 +124,13 @@ def _download(opener: urllib.request.OpenerDirector, auth: dict[str, str], url: 
             if os.path.getsize(part) >= size:
                 return
             print(f"{shown}: short body; resuming", flush=True)
-        time.sleep(min(2 ** attempt, 30))
+        time.sleep(min(2**attempt, 30))
     raise StepError(f"{shown}: download failed after {ATTEMPTS} attempts")
 
 
-def ensure_file(opener: urllib.request.OpenerDirector, auth: dict[str, str], target: str,
-                entry: dict[str, Any]) -> bool:
+def ensure_file(
+    opener: urllib.request.OpenerDirector, auth: dict[str, str], target: str, entry: dict[str, Any]
+) -> bool:
     """Make ``entry`` present and verified; True when bytes were fetched."""
     path, size, sha256, url = _safe(entry["path"]), int(entry["size"]), str(entry["sha256"]), str(entry["url"])
     final = os.path.join(target, path)
@@ -149,9 +151,11 @@ def ensure_file(opener: urllib.request.OpenerDirector, auth: dict[str, str], tar
         os.unlink(part)
         if attempt == 1:
             print(f"{path}: sha256 mismatch ({got}); fetching it once more from scratch", flush=True)
-    raise StepError(f"{path}: sha256 mismatch: the lock pins {sha256}, the hub served {got} "
-                    "(twice); the hub or a proxy altered it, or the revision moved since the lock "
-                    "was written (then run `provision apply --update` and render again)")
+    raise StepError(
+        f"{path}: sha256 mismatch: the lock pins {sha256}, the hub served {got} "
+        "(twice); the hub or a proxy altered it, or the revision moved since the lock "
+        "was written (then run `provision apply --update` and render again)"
+    )
 
 
 def remove_unlisted(target: str, wanted: set[str]) -> list[str]:
@@ -179,8 +183,9 @@ def run(plan: dict[str, Any], token: str) -> str:
         fetched = sum(ensure_file(opener, auth, target, entry) for entry in plan["files"])
         removed = remove_unlisted(target, {_safe(e["path"]) for e in plan["files"]})
     total = sum(int(e["size"]) for e in plan["files"])
-    return (f"verified {len(plan['files'])} files ({total} bytes) against the lock; fetched {fetched}"
-            + (f"; removed unlisted {', '.join(removed)}" if removed else ""))
+    return f"verified {len(plan['files'])} files ({total} bytes) against the lock; fetched {fetched}" + (
+        f"; removed unlisted {', '.join(removed)}" if removed else ""
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -66,8 +66,11 @@ def locked_model(name: str, spec: ModelSpec, entry: Mapping[str, Any] | None) ->
         return "not in the lock"
     if not isinstance(entry, Mapping) or entry.get("spec") != _expected_spec(spec):
         return "its manifest entry changed since the lock was written"
-    bad = LockError(f"the lock entry of {name} is malformed", resource=name,
-                    hint="restore the lock from version control, or run `provision apply --update`")
+    bad = LockError(
+        f"the lock entry of {name} is malformed",
+        resource=name,
+        hint="restore the lock from version control, or run `provision apply --update`",
+    )
     if spec.scheme == "ollama":
         digest = entry.get("digest")
         if not isinstance(digest, str) or not _SHA256.match(digest.removeprefix("sha256:")):

@@ -55,8 +55,10 @@ def render_manifest(manifest: Manifest, options: RenderOptions) -> Rendered:
             sources[scheme] = file_source(scheme, manifest)
             endpoint = urlsplit(sources[scheme].endpoint)
             if endpoint.username or endpoint.password:
-                raise RenderError(f"the {scheme}:// endpoint carries credentials in its URL",
-                                  hint="put the token in settings (it becomes a Secret), not in the endpoint")
+                raise RenderError(
+                    f"the {scheme}:// endpoint carries credentials in its URL",
+                    hint="put the token in settings (it becomes a Secret), not in the endpoint",
+                )
         url: str = sources[scheme].file_url(spec, resolved, path)
         return url
 

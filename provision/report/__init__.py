@@ -126,8 +126,9 @@ def render_plan(plan: Plan, failures: Iterable[Any] = (), credentials: Iterable[
     failures = list(failures)
     # The reason wraps at spaces in what the other columns leave; longer words are shortened
     # (a path keeps its start and end), so nothing is folded mid-word. --json has them whole.
-    address_width = min(30, max([len(a.address) for a in plan.actions] +
-                                [len(o.action.address) for o in failures] + [8]))
+    address_width = min(
+        30, max([len(a.address) for a in plan.actions] + [len(o.action.address) for o in failures] + [8])
+    )
     reason_width = max(16, console().width - address_width - len("no change") - len("1023.9 MiB") - 6)
     table = Table(show_edge=False, pad_edge=False, box=None)
     table.add_column("resource", no_wrap=True, max_width=address_width)
@@ -145,7 +146,8 @@ def render_plan(plan: Plan, failures: Iterable[Any] = (), credentials: Iterable[
     for outcome in failures:
         error = outcome.error
         reason = literal(shorten_words(str(error.message), reason_width)) + (
-            f"\n[dim]hint: {literal(shorten_words(error.hint, reason_width))}[/]" if error.hint else "")
+            f"\n[dim]hint: {literal(shorten_words(error.hint, reason_width))}[/]" if error.hint else ""
+        )
         table.add_row(literal(shorten_middle(outcome.action.address, address_width)), "[red]error[/]", reason, "")
     console().print(table)
     for line in credentials:
@@ -174,19 +176,26 @@ def render_outcomes(outcomes: Iterable[Any], seconds: float, *, verb: str = "App
     changed = [o for o in outcomes if o.ok and o.action.change is not Change.NOOP]
     failed = [o for o in outcomes if not o.ok]
     for outcome in changed:
-        console().print(f"[green]✓[/] {literal(outcome.action.address)}: {outcome.action.change.value} "
-                        f"({literal(outcome.action.reason)})", soft_wrap=True)
+        console().print(
+            f"[green]✓[/] {literal(outcome.action.address)}: {outcome.action.change.value} "
+            f"({literal(outcome.action.reason)})",
+            soft_wrap=True,
+        )
     for outcome in failed:
         error = outcome.error
-        err_console().print(f"[red]✗[/] {literal(outcome.action.address)}: "
-                            f"{literal(error.message) if error else 'failed'}", soft_wrap=True)
+        err_console().print(
+            f"[red]✗[/] {literal(outcome.action.address)}: {literal(error.message) if error else 'failed'}",
+            soft_wrap=True,
+        )
         if error is not None and error.hint:
             err_console().print(f"  hint: {literal(error.hint)}", soft_wrap=True)
     if not changed and not failed:
         console().print(f"{verb}: no changes; everything is up to date ({seconds:.2f} s).")
     else:
-        console().print(f"{verb}: {len(changed)} changed, {len(failed)} failed, "
-                        f"{len(outcomes) - len(changed) - len(failed)} unchanged in {seconds:.1f} s.")
+        console().print(
+            f"{verb}: {len(changed)} changed, {len(failed)} failed, "
+            f"{len(outcomes) - len(changed) - len(failed)} unchanged in {seconds:.1f} s."
+        )
 
 
 def outcome_dict(outcome: Any) -> dict[str, Any]:

@@ -58,8 +58,10 @@ class ChatPrinter:
     def stats(self, metrics: StreamMetrics) -> None:
         ttft = "-" if metrics.ttft is None else f"{metrics.ttft:.2f} s"
         rate = "-" if metrics.tokens_per_s is None else f"{metrics.tokens_per_s:.1f}"
-        self._err(f"TTFT {ttft} · {rate} tokens/s · {metrics.output_tokens} tokens ({metrics.token_source}) "
-                  f"· {metrics.total_s:.2f} s")
+        self._err(
+            f"TTFT {ttft} · {rate} tokens/s · {metrics.output_tokens} tokens ({metrics.token_source}) "
+            f"· {metrics.total_s:.2f} s"
+        )
 
     def error(self, exc: ProvisionError) -> None:
         self._close_line()

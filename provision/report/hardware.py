@@ -61,29 +61,46 @@ def _subject(name: str) -> str:
 
 
 def finding_dict(finding: Finding) -> dict[str, Any]:
-    return {"level": finding.level.value, "subject": finding.subject, "message": finding.message,
-            "remedy": finding.remedy}
+    return {
+        "level": finding.level.value,
+        "subject": finding.subject,
+        "message": finding.message,
+        "remedy": finding.remedy,
+    }
 
 
 def inventory_dict(inventory: Inventory) -> dict[str, Any]:
     docker, ollama, disk = inventory.docker, inventory.ollama, inventory.disk
     return {
         "gpus": [
-            {**asdict(gpu), "compute_capability": ".".join(map(str, gpu.compute_capability))
-             if gpu.compute_capability else None}
+            {
+                **asdict(gpu),
+                "compute_capability": ".".join(map(str, gpu.compute_capability)) if gpu.compute_capability else None,
+            }
             for gpu in inventory.gpus
         ],
         "driver_version": inventory.gpu.driver_version,
         "cuda_driver_version": inventory.gpu.cuda_driver_version,
         "ram": {"total": inventory.memory.total, "available": inventory.memory.available},
         "disk": None if disk is None else {"path": disk.path, "free": disk.free},
-        "docker": None if docker is None else {
-            "reachable": docker.reachable, "host": docker.host, "server_version": docker.server_version,
-            "runtimes": list(docker.runtimes), "cdi_devices": list(docker.cdi_devices),
-            "nvidia": docker.nvidia, "error": docker.error,
+        "docker": None
+        if docker is None
+        else {
+            "reachable": docker.reachable,
+            "host": docker.host,
+            "server_version": docker.server_version,
+            "runtimes": list(docker.runtimes),
+            "cdi_devices": list(docker.cdi_devices),
+            "nvidia": docker.nvidia,
+            "error": docker.error,
         },
-        "ollama": None if ollama is None else {
-            "host": ollama.host, "reachable": ollama.reachable, "version": ollama.version, "error": ollama.error,
+        "ollama": None
+        if ollama is None
+        else {
+            "host": ollama.host,
+            "reachable": ollama.reachable,
+            "version": ollama.version,
+            "error": ollama.error,
         },
     }
 
@@ -93,8 +110,13 @@ def estimate_dict(estimate: MemoryEstimate | None) -> dict[str, Any] | None:
 
 
 def fit_dict(fit: DeploymentFit) -> dict[str, Any]:
-    return {"name": fit.name, "level": fit.level.value, "estimate": estimate_dict(fit.estimate),
-            "smallest_gpu": fit.smallest_gpu, "findings": [finding_dict(f) for f in fit.findings]}
+    return {
+        "name": fit.name,
+        "level": fit.level.value,
+        "estimate": estimate_dict(fit.estimate),
+        "smallest_gpu": fit.smallest_gpu,
+        "findings": [finding_dict(f) for f in fit.findings],
+    }
 
 
 def _capability(value: tuple[int, int] | None) -> str | None:
@@ -104,13 +126,21 @@ def _capability(value: tuple[int, int] | None) -> str | None:
 def target_dict(target: Target | None) -> dict[str, Any] | None:
     if target is None:
         return None
-    return {"label": target.label, "count": target.count, "memory": target.memory_bytes,
-            "compute_capability": _capability(target.compute_capability),
-            "gpu": target.model.name if target.model else None}
+    return {
+        "label": target.label,
+        "count": target.count,
+        "memory": target.memory_bytes,
+        "compute_capability": _capability(target.compute_capability),
+        "gpu": target.model.name if target.model else None,
+    }
 
 
-def hardware_dict(inventory: Inventory, fits: Iterable[DeploymentFit] = (),
-                  findings: Iterable[Finding] = (), target: Target | None = None) -> dict[str, Any]:
+def hardware_dict(
+    inventory: Inventory,
+    fits: Iterable[DeploymentFit] = (),
+    findings: Iterable[Finding] = (),
+    target: Target | None = None,
+) -> dict[str, Any]:
     """The ``--json`` document. ``findings``: more machine-level ones, such as the disk check."""
     fits = list(fits)
     all_findings = [*inventory.findings, *findings]
@@ -125,9 +155,18 @@ def hardware_dict(inventory: Inventory, fits: Iterable[DeploymentFit] = (),
 
 
 def gpu_model_dict(gpu: GpuModel) -> dict[str, Any]:
-    return {"name": gpu.name, "title": gpu.title, "kind": gpu.kind, "aliases": list(gpu.aliases),
-            "memory_gb": gpu.memory_gb, "memory": gpu.memory_bytes, "reported_mib": gpu.reported_mib,
-            "compute_capability": _capability(gpu.compute_capability), "bf16": gpu.bf16, "fp8": gpu.fp8}
+    return {
+        "name": gpu.name,
+        "title": gpu.title,
+        "kind": gpu.kind,
+        "aliases": list(gpu.aliases),
+        "memory_gb": gpu.memory_gb,
+        "memory": gpu.memory_bytes,
+        "reported_mib": gpu.reported_mib,
+        "compute_capability": _capability(gpu.compute_capability),
+        "bf16": gpu.bf16,
+        "fp8": gpu.fp8,
+    }
 
 
 def gpu_table_dict(gpus: Iterable[GpuModel]) -> dict[str, Any]:
@@ -145,8 +184,15 @@ def render_gpus(inventory: Inventory) -> None:
         table.add_column(column, justify="right" if column in ("total", "free") else "left")
     for gpu in inventory.gpus:
         capability = ".".join(map(str, gpu.compute_capability)) if gpu.compute_capability else "?"
-        table.add_row(str(gpu.index), literal(gpu.name), _gib(gpu.memory_total), _gib(gpu.memory_free), capability,
-                      literal(inventory.gpu.driver_version or "?"), literal(inventory.gpu.cuda_driver_version or "?"))
+        table.add_row(
+            str(gpu.index),
+            literal(gpu.name),
+            _gib(gpu.memory_total),
+            _gib(gpu.memory_free),
+            capability,
+            literal(inventory.gpu.driver_version or "?"),
+            literal(inventory.gpu.cuda_driver_version or "?"),
+        )
     console().print(table)
 
 
@@ -169,18 +215,35 @@ def _num(n: int | None) -> str:
 def render_fits(fits: Iterable[DeploymentFit]) -> None:
     """One row of numbers per deployment (GiB; unknown: ?), then each deployment's findings."""
     fits = list(fits)
-    table = Table(show_edge=False, pad_edge=False, box=None, caption_justify="left",
-                  caption="GiB; KV: the KV cache at ctx tokens; other: runtime overhead; max: the longest ctx that fits")
+    table = Table(
+        show_edge=False,
+        pad_edge=False,
+        box=None,
+        caption_justify="left",
+        caption="GiB; KV: the KV cache at ctx tokens; other: runtime overhead; max: the longest ctx that fits",
+    )
     for column in ("deployment", "", "where", "weights", "KV", "other", "needed", "has", "ctx", "max", "smallest"):
-        table.add_column(column, justify="left" if column in ("deployment", "", "where", "smallest") else "right",
-                         no_wrap=column != "smallest")
+        table.add_column(
+            column,
+            justify="left" if column in ("deployment", "", "where", "smallest") else "right",
+            no_wrap=column != "smallest",
+        )
     for fit in fits:
         est = fit.estimate
-        numbers = ["", "", "", "", "", "", "", ""] if est is None else [
-            est.where, _num(est.weights),
-            "" if est.kv_cache is None and est.needed is not None else _num(est.kv_cache),  # in "other"
-            _num(est.overhead), _num(est.needed),
-            _num(est.available), str(est.context_len or ""), str(est.max_context_len or "")]
+        numbers = (
+            ["", "", "", "", "", "", "", ""]
+            if est is None
+            else [
+                est.where,
+                _num(est.weights),
+                "" if est.kv_cache is None and est.needed is not None else _num(est.kv_cache),  # in "other"
+                _num(est.overhead),
+                _num(est.needed),
+                _num(est.available),
+                str(est.context_len or ""),
+                str(est.max_context_len or ""),
+            ]
+        )
         table.add_row(_subject(fit.name), _level(fit.level), *numbers, fit.smallest_gpu or "")
     console().print(table)
     console().print()
@@ -193,16 +256,24 @@ def render_gpu_table(gpus: Iterable[GpuModel]) -> None:
     for column in ("--gpu", "GPU", "kind", "spec", "judged at", "compute", "bf16", "fp8", "aliases"):
         table.add_column(column, justify="right" if column in ("spec", "judged at") else "left")
     for gpu in gpus:
-        table.add_row(gpu.name, gpu.title, gpu.kind, f"{gpu.memory_gb} GB", _gib(gpu.memory_bytes),
-                      _capability(gpu.compute_capability) or "?", "yes" if gpu.bf16 else "no",
-                      "yes" if gpu.fp8 else "no", ", ".join(gpu.aliases))
+        table.add_row(
+            gpu.name,
+            gpu.title,
+            gpu.kind,
+            f"{gpu.memory_gb} GB",
+            _gib(gpu.memory_bytes),
+            _capability(gpu.compute_capability) or "?",
+            "yes" if gpu.bf16 else "no",
+            "yes" if gpu.fp8 else "no",
+            ", ".join(gpu.aliases),
+        )
     console().print(table)
-    console().print("[dim]judged at: the total CUDA sees (nvidia-smi's, where recorded); "
-                    "--vram SIZE[xN] for any other GPU[/]")
+    console().print(
+        "[dim]judged at: the total CUDA sees (nvidia-smi's, where recorded); --vram SIZE[xN] for any other GPU[/]"
+    )
 
 
-def render_hardware(inventory: Inventory, fits: Iterable[DeploymentFit] = (),
-                    findings: Iterable[Finding] = ()) -> None:
+def render_hardware(inventory: Inventory, fits: Iterable[DeploymentFit] = (), findings: Iterable[Finding] = ()) -> None:
     """The whole ``check-hardware`` report: GPUs, machine checks, then deployments if any."""
     fits = list(fits)
     render_gpus(inventory)

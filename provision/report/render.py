@@ -15,13 +15,22 @@ def render_dict(rendered: Rendered, namespace: str | None, written: list[Path], 
         "files": [str(p) for p in written],
         "removed": [str(p) for p in removed],
         "skipped": [{"address": a, "reason": r} for a, r in rendered.skipped],
-        "secrets": [{"name": s.name, "keys": [k for k, _ in s.keys], "purpose": s.purpose, "required": s.required,
-                     "command": s.command(namespace)} for s in rendered.secrets],
+        "secrets": [
+            {
+                "name": s.name,
+                "keys": [k for k, _ in s.keys],
+                "purpose": s.purpose,
+                "required": s.required,
+                "command": s.command(namespace),
+            }
+            for s in rendered.secrets
+        ],
     }
 
 
-def print_render(rendered: Rendered, namespace: str | None, written: list[Path], removed: list[Path],
-                 *, to_stderr: bool) -> None:
+def print_render(
+    rendered: Rendered, namespace: str | None, written: list[Path], removed: list[Path], *, to_stderr: bool
+) -> None:
     """The summary; on stderr when the YAML itself goes to stdout. Outside text is never markup."""
     out = err_console() if to_stderr else console()
 

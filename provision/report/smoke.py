@@ -30,9 +30,16 @@ from . import console, literal, printable
 from .text import shorten_middle, shorten_words
 
 # result field -> JUnit property name (with its unit)
-_PROPERTIES = (("ttft", "ttft_s"), ("itl_mean", "itl_mean_s"), ("itl_median", "itl_median_s"),
-               ("itl_p99", "itl_p99_s"), ("tpot", "tpot_s"), ("tokens_per_s", "tokens_per_s"),
-               ("total_s", "total_s"), ("load_s", "load_s"))
+_PROPERTIES = (
+    ("ttft", "ttft_s"),
+    ("itl_mean", "itl_mean_s"),
+    ("itl_median", "itl_median_s"),
+    ("itl_p99", "itl_p99_s"),
+    ("tpot", "tpot_s"),
+    ("tokens_per_s", "tokens_per_s"),
+    ("total_s", "total_s"),
+    ("load_s", "load_s"),
+)
 # XML 1.0 cannot carry most control characters, which a random or broken model may emit.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
@@ -54,50 +61,64 @@ _HEADERS = ("deployment", "engine", "result", "TTFT", "ITL", "TPOT", "tokens", "
 def smoke_table(results: Sequence[SmokeResult], width: int = 80) -> Table:
     """One row per deployment; compact (box-less, short headers). Deployment names take what
     the other columns leave of ``width`` (shortened in the middle), so no cell is cut."""
-    rows = [(
-        r.deployment,
-        r.engine,
-        "pass" if r.passed else "FAIL",
-        _ms(r.ttft),
-        _ms(r.itl_mean),
-        _ms(r.tpot),
-        # a plain count: who counted it is the footnote's (token_footnote), never a suffix
-        # that reads as a unit ("10s" next to "0.10s")
-        str(r.output_tokens) if r.output_tokens else "-",
-        "-" if r.tokens_per_s is None else f"{r.tokens_per_s:.1f}",
-        _s(r.total_s),
-        r.finish_reason or "-",
-    ) for r in results]
+    rows = [
+        (
+            r.deployment,
+            r.engine,
+            "pass" if r.passed else "FAIL",
+            _ms(r.ttft),
+            _ms(r.itl_mean),
+            _ms(r.tpot),
+            # a plain count: who counted it is the footnote's (token_footnote), never a suffix
+            # that reads as a unit ("10s" next to "0.10s")
+            str(r.output_tokens) if r.output_tokens else "-",
+            "-" if r.tokens_per_s is None else f"{r.tokens_per_s:.1f}",
+            _s(r.total_s),
+            r.finish_reason or "-",
+        )
+        for r in results
+    ]
     widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(_HEADERS)]
     name_width = max(10, min(widths[0], _NAME_WIDTH, width - sum(widths[1:]) - (len(_HEADERS) - 1)))
     table = Table(title="smoke test", title_justify="left", box=None, pad_edge=False, collapse_padding=True)
     for i, header in enumerate(_HEADERS):
-        table.add_column(header, no_wrap=True, justify="right" if 3 <= i <= 8 else "left",
-                         max_width=name_width if i == 0 else None)
+        table.add_column(
+            header, no_wrap=True, justify="right" if 3 <= i <= 8 else "left", max_width=name_width if i == 0 else None
+        )
     for row in rows:
         style = "green" if row[2] == "pass" else "red"
-        table.add_row(literal(shorten_middle(row[0], name_width)), literal(row[1]), f"[{style}]{row[2]}[/]",
-                      *(literal(cell) for cell in row[3:]))
+        table.add_row(
+            literal(shorten_middle(row[0], name_width)),
+            literal(row[1]),
+            f"[{style}]{row[2]}[/]",
+            *(literal(cell) for cell in row[3:]),
+        )
     return table
 
 
 def embed_table(results: Sequence[SmokeResult]) -> Table:
     """``task: embed`` rows: their own columns, so vector checks never sit under chat headers."""
-    table = Table(title="smoke test: embeddings", title_justify="left", box=None, pad_edge=False,
-                  collapse_padding=True)
+    table = Table(title="smoke test: embeddings", title_justify="left", box=None, pad_edge=False, collapse_padding=True)
     for header in ("deployment", "engine", "result"):
         table.add_column(header, no_wrap=True)
     for header in ("dim", "norm", "cos+", "cos-", "latency", "texts/s", "tokens"):
         table.add_column(header, justify="right", no_wrap=True)
     for r in results:
-        norms = f"{min(r.norms):.3f}" if r.norms and max(r.norms) - min(r.norms) < 5e-4 else (
-            f"{min(r.norms):.2f}-{max(r.norms):.2f}" if r.norms else "-")
+        norms = (
+            f"{min(r.norms):.3f}"
+            if r.norms and max(r.norms) - min(r.norms) < 5e-4
+            else (f"{min(r.norms):.2f}-{max(r.norms):.2f}" if r.norms else "-")
+        )
         table.add_row(
-            literal(r.deployment), literal(r.engine), "[green]pass[/]" if r.passed else "[red]FAIL[/]",
-            "-" if r.dimension is None else str(r.dimension), norms,
+            literal(r.deployment),
+            literal(r.engine),
+            "[green]pass[/]" if r.passed else "[red]FAIL[/]",
+            "-" if r.dimension is None else str(r.dimension),
+            norms,
             "-" if r.cos_positive is None else f"{r.cos_positive:.3f}",
             "-" if r.cos_negative is None else f"{r.cos_negative:.3f}",
-            _ms(r.total_s), "-" if r.texts_per_s is None else f"{r.texts_per_s:.1f}",
+            _ms(r.total_s),
+            "-" if r.texts_per_s is None else f"{r.texts_per_s:.1f}",
             "-" if r.input_tokens is None else str(r.input_tokens),
         )
     return table
@@ -113,8 +134,12 @@ def print_smoke(results: Sequence[SmokeResult]) -> None:
         console().print(embed_table(embeds))
     for r in embeds:
         if r.truncated:
-            console().print(f"[yellow]! {literal(r.deployment)}[/]: inputs {list(r.truncated)} were cut to the "
-                            "model's maximum length", markup=True, soft_wrap=True)
+            console().print(
+                f"[yellow]! {literal(r.deployment)}[/]: inputs {list(r.truncated)} were cut to the "
+                "model's maximum length",
+                markup=True,
+                soft_wrap=True,
+            )
     for r in results:
         if not r.passed:
             reason = shorten_words(r.reason or "failed", console().width - 4)
@@ -196,8 +221,9 @@ def junit_xml(results: Sequence[SmokeResult]) -> ET.ElementTree:
     suite = ET.SubElement(root, "testsuite", {"name": "provision smoke-test", **counts})
     for r in results:
         case = ET.SubElement(
-            suite, "testcase", {"classname": f"smoke.{r.engine or 'unknown'}", "name": r.deployment,
-                                "time": f"{r.total_s or 0:.3f}"}
+            suite,
+            "testcase",
+            {"classname": f"smoke.{r.engine or 'unknown'}", "name": r.deployment, "time": f"{r.total_s or 0:.3f}"},
         )
         if not r.passed:
             message = _NOT_XML.sub("", r.reason or "failed")
@@ -207,8 +233,17 @@ def junit_xml(results: Sequence[SmokeResult]) -> ET.ElementTree:
             value = getattr(r, field)
             if value is not None:
                 ET.SubElement(properties, "property", {"name": name, "value": f"{value:.6f}"})
-        for key in ("output_tokens", "token_source", "finish_reason", "task", "dimension", "cos_positive",
-                    "cos_negative", "texts_per_s", "input_tokens"):
+        for key in (
+            "output_tokens",
+            "token_source",
+            "finish_reason",
+            "task",
+            "dimension",
+            "cos_positive",
+            "cos_negative",
+            "texts_per_s",
+            "input_tokens",
+        ):
             if getattr(r, key) is not None:
                 ET.SubElement(properties, "property", {"name": key, "value": str(getattr(r, key))})
         ET.SubElement(case, "system-out").text = _NOT_XML.sub("", r.text)

@@ -19,8 +19,15 @@ from .text import shorten_middle, shorten_words
 
 _NAME_WIDTH = 24
 _REVISION_WIDTH = 10
-_STATE_STYLE = {"ok": "green", "present": "green", "hosted": "cyan", "missing": "red", "drift": "yellow",
-                "unknown": "yellow", "unreachable": "red"}
+_STATE_STYLE = {
+    "ok": "green",
+    "present": "green",
+    "hosted": "cyan",
+    "missing": "red",
+    "drift": "yellow",
+    "unknown": "yellow",
+    "unreachable": "red",
+}
 
 
 def _state(text: str) -> str:
@@ -34,8 +41,7 @@ def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], fl
     widths[0] = min(widths[0], _NAME_WIDTH)
     others = sum(w for i, w in enumerate(widths) if i != flexible) + 2 * (len(columns) - 1)
     widths[flexible] = max(12, min(widths[flexible], width - others))
-    table = Table(box=None, pad_edge=False, show_edge=False, title=title, title_justify="left",
-                  title_style="bold")
+    table = Table(box=None, pad_edge=False, show_edge=False, title=title, title_justify="left", title_style="bold")
     for i, header in enumerate(columns):
         table.add_column(header, no_wrap=True, max_width=widths[i] if i in (0, flexible) else None)
     for row in rows:
@@ -50,22 +56,54 @@ def render_status(rows: list[dict[str, Any]], servers: Iterable[dict[str, Any]] 
     models = [r for r in rows if r["kind"] == "model"]
     deployments = [r for r in rows if r["kind"] == "deployment"]
     if models:
-        console().print(_table("models", ("model", "source", "applied", "state", "revision"), [
-            (r["name"], r.get("source") or "", "yes" if r.get("applied") else "no", r.get("state", ""),
-             str(r.get("resolved") or "")[:_REVISION_WIDTH]) for r in models], 1, width))
+        console().print(
+            _table(
+                "models",
+                ("model", "source", "applied", "state", "revision"),
+                [
+                    (
+                        r["name"],
+                        r.get("source") or "",
+                        "yes" if r.get("applied") else "no",
+                        r.get("state", ""),
+                        str(r.get("resolved") or "")[:_REVISION_WIDTH],
+                    )
+                    for r in models
+                ],
+                1,
+                width,
+            )
+        )
         _details(models, width)
     if deployments:
-        console().print(_table("deployments", ("deployment", "engine", "model", "applied", "state"), [
-            (r["name"], r.get("engine", ""), r.get("model") or "-", "yes" if r.get("applied") else "no",
-             r.get("state", "")) for r in deployments], 2, width))
+        console().print(
+            _table(
+                "deployments",
+                ("deployment", "engine", "model", "applied", "state"),
+                [
+                    (
+                        r["name"],
+                        r.get("engine", ""),
+                        r.get("model") or "-",
+                        "yes" if r.get("applied") else "no",
+                        r.get("state", ""),
+                    )
+                    for r in deployments
+                ],
+                2,
+                width,
+            )
+        )
         _details(deployments, width)
     for server in servers:
         if server["reachable"]:
-            console().print(f"{server['server']}: {server['address']} reachable, version {server['version']}",
-                            markup=False)
+            console().print(
+                f"{server['server']}: {server['address']} reachable, version {server['version']}", markup=False
+            )
         else:
-            err_console().print(f"{server['server']}: {server['address']} not reachable ({server['error']})",
-                                markup=False)
+            err_console().print(
+                f"{server['server']}: {server['address']} not reachable ({server['error']})", markup=False
+            )
 
 
 def _details(rows: Sequence[dict[str, Any]], width: int) -> None:
@@ -79,6 +117,7 @@ def _details(rows: Sequence[dict[str, Any]], width: int) -> None:
     grid.add_column(no_wrap=True, max_width=name_width)
     grid.add_column(max_width=room)
     for row in noted:
-        grid.add_row(literal(shorten_middle(row["name"], name_width - 1) + ":"),
-                     literal(shorten_words(str(row["detail"]), room)))
+        grid.add_row(
+            literal(shorten_middle(row["name"], name_width - 1) + ":"), literal(shorten_words(str(row["detail"]), room))
+        )
     console().print(Padding(grid, (0, 0, 0, 2)))

@@ -23,11 +23,11 @@ def shorten_middle(value: str, width: int) -> str:
         return ELLIPSIS[:width]
     scheme, sep, _ = value.partition("://")
     # some of the start (the scheme, when there is one), most of the end (the name)
-    head = scheme + sep if sep and len(scheme + sep) + 4 <= width else value[:(width - 1) // 3]
+    head = scheme + sep if sep and len(scheme + sep) + 4 <= width else value[: (width - 1) // 3]
     room = width - len(head) - 1
     tail = value[-room:]
     last = "/" + value.rsplit("/", 1)[-1]
-    if "/" in value[len(head):] and room // 2 < len(last) <= room:
+    if "/" in value[len(head) :] and room // 2 < len(last) <= room:
         tail = last
     return f"{head}{ELLIPSIS}{tail}"
 
@@ -44,5 +44,6 @@ def wrap_words(text: str, width: int, *, indent: str = "") -> str:
     with ``soft_wrap=True`` so rich does not wrap it again."""
     import textwrap
 
-    return textwrap.fill(text, width=max(width, 20), subsequent_indent=indent, break_long_words=False,
-                         break_on_hyphens=False)
+    return textwrap.fill(
+        text, width=max(width, 20), subsequent_indent=indent, break_long_words=False, break_on_hyphens=False
+    )

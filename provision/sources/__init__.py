@@ -17,9 +17,11 @@ def file_source(scheme: str, manifest: Manifest) -> FileSource:
     if scheme == "hf":
         from .huggingface import HuggingFaceSource
 
-        return HuggingFaceSource(manifest.settings.huggingface,
-                                 max_connections=manifest.settings.max_parallel_downloads,
-                                 connections_per_host=manifest.settings.max_connections_per_host)
+        return HuggingFaceSource(
+            manifest.settings.huggingface,
+            max_connections=manifest.settings.max_parallel_downloads,
+            connections_per_host=manifest.settings.max_connections_per_host,
+        )
     if scheme == "file":
         from .local import LocalSource
 
@@ -27,9 +29,11 @@ def file_source(scheme: str, manifest: Manifest) -> FileSource:
     if scheme == "ms":
         from .modelscope import ModelScopeSource
 
-        return ModelScopeSource(manifest.settings.modelscope,
-                                max_connections=manifest.settings.max_parallel_downloads,
-                                connections_per_host=manifest.settings.max_connections_per_host)
+        return ModelScopeSource(
+            manifest.settings.modelscope,
+            max_connections=manifest.settings.max_parallel_downloads,
+            connections_per_host=manifest.settings.max_connections_per_host,
+        )
     raise KeyError(scheme)
 
 

@@ -30,9 +30,7 @@ class FileSource(Protocol):
         """Where a locked file is fetched from, without asking the hub again."""
         ...
 
-    def fetch(
-        self, name: str, file: RemoteFile, model_dir: Path, *, on_progress: Callable[[int], None]
-    ) -> str:
+    def fetch(self, name: str, file: RemoteFile, model_dir: Path, *, on_progress: Callable[[int], None]) -> str:
         """Place ``file`` under ``model_dir`` atomically after verifying it; return its sha256."""
         ...
 
@@ -60,13 +58,15 @@ class ModelBackend(Protocol):
         """One read of the server for all models of this scheme (e.g. one ``/api/tags``)."""
         ...
 
-    def plan(self, name: str, spec: ModelSpec, observed: object, lock_entry: dict | None,
-             *, update: bool, locked: bool) -> Action:
+    def plan(
+        self, name: str, spec: ModelSpec, observed: object, lock_entry: dict | None, *, update: bool, locked: bool
+    ) -> Action:
         """Pure decision; raises LockError when ``locked`` forbids the change."""
         ...
 
-    def apply(self, action: Action, spec: ModelSpec, *, on_progress: Callable[[str, int, int], None]
-              ) -> tuple[dict, dict]: ...
+    def apply(
+        self, action: Action, spec: ModelSpec, *, on_progress: Callable[[str, int, int], None]
+    ) -> tuple[dict, dict]: ...
 
     def remove(self, name: str, record: dict) -> None: ...
 

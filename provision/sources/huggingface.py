@@ -73,14 +73,20 @@ class HuggingFaceSource:
     scheme: ClassVar[str] = "hf"
     default_revision: ClassVar[str] = "main"
 
-    def __init__(self, settings: HuggingFaceSettings, *, max_connections: int = 8,
-                 connections_per_host: int = DEFAULT_CONNECTIONS_PER_HOST) -> None:
+    def __init__(
+        self,
+        settings: HuggingFaceSettings,
+        *,
+        max_connections: int = 8,
+        connections_per_host: int = DEFAULT_CONNECTIONS_PER_HOST,
+    ) -> None:
         # huggingface_hub reads HF_ENDPOINT once at import; we pass the endpoint explicitly.
         self.endpoint = (settings.endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
         self._token = settings.token.get_secret_value() if settings.token else implicit_token()
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
-        self._downloader = Downloader(headers=headers, max_connections=max_connections,
-                                      connections_per_host=connections_per_host)
+        self._downloader = Downloader(
+            headers=headers, max_connections=max_connections, connections_per_host=connections_per_host
+        )
 
     def close(self) -> None:
         self._downloader.close()
@@ -105,8 +111,9 @@ class HuggingFaceSource:
         path = checked_path(entry.get("path"), resource=name)
         lfs = entry.get("lfs")
         if lfs is not None and not isinstance(lfs, dict):
-            raise MalformedListingError(f"listing field lfs of {shown(path)} = {shown(lfs)}: not an object",
-                                        resource=name)
+            raise MalformedListingError(
+                f"listing field lfs of {shown(path)} = {shown(lfs)}: not an object", resource=name
+            )
         return RemoteFile(
             path=path,
             size=checked_size(entry.get("size"), resource=name, field=f"size of {shown(path)}"),
@@ -131,8 +138,9 @@ class HuggingFaceSource:
             response = self._api(name, url, repo, revision, credentials=pages.credentials(url))
             page = response.json()
             if not isinstance(page, list) or not all(isinstance(e, dict) and "path" in e for e in page):
-                raise MalformedListingError(f"{repo}@{revision}: malformed tree listing from {self.endpoint}",
-                                            resource=name)
+                raise MalformedListingError(
+                    f"{repo}@{revision}: malformed tree listing from {self.endpoint}", resource=name
+                )
             entries += page
             url = pages.next(response.headers.get("link", ""), url)
         return entries
@@ -147,19 +155,21 @@ class HuggingFaceSource:
         if code == "GatedRepo" or (response.status == 403 and code != "RepoNotFound"):
             raise GatedRepoError(f"{where} is gated: access denied", resource=name)
         if code == "RepoNotFound" or response.status == 401:
-            raise RepositoryNotFoundError(f"repository {repo} not found on {self.endpoint} (or it is private)",
-                                          resource=name)
+            raise RepositoryNotFoundError(
+                f"repository {repo} not found on {self.endpoint} (or it is private)", resource=name
+            )
         if code == "RevisionNotFound" or response.status == 404:
             raise RevisionNotFoundError(f"revision {revision!r} not found in {repo}", resource=name)
-        raise SourceError(f"{where}: HTTP {response.status} from the hub", resource=name,
-                          hint="retry later; if it persists, check the endpoint")
+        raise SourceError(
+            f"{where}: HTTP {response.status} from the hub",
+            resource=name,
+            hint="retry later; if it persists, check the endpoint",
+        )
 
     def file_url(self, spec: ModelSpec, resolved: str, path: str) -> str:
         return f"{self.endpoint}/{spec.location}/resolve/{resolved}/{quote(path)}"
 
-    def fetch(
-        self, name: str, file: RemoteFile, model_dir: Path, *, on_progress: Callable[[int], None]
-    ) -> str:
+    def fetch(self, name: str, file: RemoteFile, model_dir: Path, *, on_progress: Callable[[int], None]) -> str:
         return self._downloader.fetch(file, model_dir, resource=name, on_progress=on_progress)
 
     def finalize(self, name: str, snapshot: Snapshot, model_dir: Path) -> None:
@@ -174,4 +184,3 @@ class HuggingFaceSource:
         gitignore = model_dir / ".cache" / "huggingface" / ".gitignore"
         if not gitignore.exists():
             gitignore.write_text("*", encoding="utf-8")
-

@@ -40,8 +40,11 @@ class LocalSource:
     def _root(self, name: str, spec: ModelSpec) -> Path:
         root = self._manifest.local_source_path(spec)
         if not root.exists():
-            raise SourceError(f"local source {root} does not exist", resource=name,
-                              hint="fix the path in `source: file://...` (relative paths start at the manifest's folder)")
+            raise SourceError(
+                f"local source {root} does not exist",
+                resource=name,
+                hint="fix the path in `source: file://...` (relative paths start at the manifest's folder)",
+            )
         if root == self._manifest.model_dir(name) or self._manifest.model_dir(name) in root.parents:
             raise SourceError(f"local source {root} is inside its own destination", resource=name)
         problem = containment_problem(self._manifest, spec)
@@ -79,15 +82,16 @@ class LocalSource:
             return
         real = os.path.realpath(path)
         if real != str(root) and not real.startswith(str(root) + os.sep):
-            raise SourceError(f"{path} is a link leading out of the local source (to {real})", resource=name,
-                              hint="remove the link, or set `follow_symlinks: true` on the model to copy its target")
+            raise SourceError(
+                f"{path} is a link leading out of the local source (to {real})",
+                resource=name,
+                hint="remove the link, or set `follow_symlinks: true` on the model to copy its target",
+            )
 
     def file_url(self, spec: ModelSpec, resolved: str, path: str) -> None:
         return None
 
-    def fetch(
-        self, name: str, file: RemoteFile, model_dir: Path, *, on_progress: Callable[[int], None]
-    ) -> str:
+    def fetch(self, name: str, file: RemoteFile, model_dir: Path, *, on_progress: Callable[[int], None]) -> str:
         spec = self._manifest.models[name]
         root = self._root(name, spec)
         source = root if root.is_file() else root / file.path
@@ -104,8 +108,11 @@ class LocalSource:
             raise SourceError(f"cannot place {file.path}: {exc.strerror or exc}", resource=name) from None
         if file.sha256 is not None and digest != file.sha256:
             temp.unlink(missing_ok=True)
-            raise SourceError(f"{source} changed since the lock was written (sha256 differs)", resource=name,
-                              hint="run `provision apply --update` to lock the new content")
+            raise SourceError(
+                f"{source} changed since the lock was written (sha256 differs)",
+                resource=name,
+                hint="run `provision apply --update` to lock the new content",
+            )
         os.replace(temp, target)
         on_progress(file.size)
         return digest

@@ -58,13 +58,23 @@ class ModelScopeSource:
     scheme: ClassVar[str] = "ms"
     default_revision: ClassVar[str] = "master"
 
-    def __init__(self, settings: ModelScopeSettings, *, max_connections: int = 8, attempts: int = 3,
-                 connections_per_host: int = DEFAULT_CONNECTIONS_PER_HOST) -> None:
+    def __init__(
+        self,
+        settings: ModelScopeSettings,
+        *,
+        max_connections: int = 8,
+        attempts: int = 3,
+        connections_per_host: int = DEFAULT_CONNECTIONS_PER_HOST,
+    ) -> None:
         self.endpoint = (settings.endpoint or os.environ.get("MODELSCOPE_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
         token = settings.token.get_secret_value() if settings.token else os.environ.get("MODELSCOPE_API_TOKEN")
         auth = {"Authorization": f"Bearer {token}", "Cookie": f"m_session_id={token}"} if token else {}
-        self._downloader = Downloader(headers=auth, max_connections=max_connections,
-                                      connections_per_host=connections_per_host, retry=RetryPolicy(attempts=attempts))
+        self._downloader = Downloader(
+            headers=auth,
+            max_connections=max_connections,
+            connections_per_host=connections_per_host,
+            retry=RetryPolicy(attempts=attempts),
+        )
 
     def close(self) -> None:
         self._downloader.close()
@@ -72,8 +82,11 @@ class ModelScopeSource:
     def resolve(self, name: str, spec: ModelSpec) -> Snapshot:
         repo = spec.location
         revision = spec.revision or self.default_revision
-        files = [self._remote_file(name, spec, revision, entry) for entry in self._list(name, repo, revision)
-                 if entry.get("Type", "blob") != "tree"]
+        files = [
+            self._remote_file(name, spec, revision, entry)
+            for entry in self._list(name, repo, revision)
+            if entry.get("Type", "blob") != "tree"
+        ]
         chosen = select_files(files, spec.include, spec.exclude)
         if not chosen:
             raise SourceError(
@@ -87,19 +100,24 @@ class ModelScopeSource:
     def file_url(self, spec: ModelSpec, resolved: str, path: str) -> str:
         # ``resolved`` is a content fingerprint, not something the hub serves: fetch by name.
         revision = spec.revision or self.default_revision
-        return (f"{self.endpoint}/api/v1/models/{_repo_path(spec.location)}/repo"
-                f"?Revision={quote_plus(revision)}&FilePath={quote_plus(path)}")
+        return (
+            f"{self.endpoint}/api/v1/models/{_repo_path(spec.location)}/repo"
+            f"?Revision={quote_plus(revision)}&FilePath={quote_plus(path)}"
+        )
 
-    def fetch(
-        self, name: str, file: RemoteFile, model_dir: Path, *, on_progress: Callable[[int], None]
-    ) -> str:
+    def fetch(self, name: str, file: RemoteFile, model_dir: Path, *, on_progress: Callable[[int], None]) -> str:
         try:
             return self._downloader.fetch(file, model_dir, resource=name, on_progress=on_progress)
         except IntegrityError as exc:
             # Files are fetched by branch name, so a branch moved since the lock looks the same.
-            raise IntegrityError(exc.message, resource=name, hint=(
-                "the hub or a proxy served altered bytes, or the branch moved since the lock was "
-                "written (then run `provision apply --update`)")) from None
+            raise IntegrityError(
+                exc.message,
+                resource=name,
+                hint=(
+                    "the hub or a proxy served altered bytes, or the branch moved since the lock was "
+                    "written (then run `provision apply --update`)"
+                ),
+            ) from None
 
     def finalize(self, name: str, snapshot: Snapshot, model_dir: Path) -> None:
         """Nothing to write: the SDK re-hashes a ``local_dir`` instead of reading bookkeeping."""
@@ -111,26 +129,40 @@ class ModelScopeSource:
         if response.status == 404:
             info = self._get(name, f"{self.endpoint}/api/v1/models/{_repo_path(repo)}")
             if info.status == 200:
-                raise RevisionNotFoundError(f"revision {revision!r} not found in {repo} on {self.endpoint}",
-                                            resource=name)
-            raise RepositoryNotFoundError(f"repository {repo} not found on {self.endpoint} (or it is private)",
-                                          resource=name, hint=f"check the repository id in `source:`; {_AUTH_HINT}")
+                raise RevisionNotFoundError(
+                    f"revision {revision!r} not found in {repo} on {self.endpoint}", resource=name
+                )
+            raise RepositoryNotFoundError(
+                f"repository {repo} not found on {self.endpoint} (or it is private)",
+                resource=name,
+                hint=f"check the repository id in `source:`; {_AUTH_HINT}",
+            )
         if response.status in (401, 403):
-            raise GatedRepoError(f"{repo}@{revision} on {self.endpoint}: access denied (HTTP {response.status})",
-                                 resource=name, hint=_AUTH_HINT)
+            raise GatedRepoError(
+                f"{repo}@{revision} on {self.endpoint}: access denied (HTTP {response.status})",
+                resource=name,
+                hint=_AUTH_HINT,
+            )
         body = _json(response)
         if response.status != 200 or body.get("Success") is False or body.get("Code", 200) not in (200, "200"):
             message = str(body.get("Message") or "")[:200]
-            raise SourceError(f"{repo}@{revision}: HTTP {response.status} from {self.endpoint} {message}".rstrip(),
-                              resource=name, hint="retry later; if it persists, check the endpoint")
+            raise SourceError(
+                f"{repo}@{revision}: HTTP {response.status} from {self.endpoint} {message}".rstrip(),
+                resource=name,
+                hint="retry later; if it persists, check the endpoint",
+            )
         data = body.get("Data")
         files = data.get("Files") if isinstance(data, dict) else data
         if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
-            raise MalformedListingError(f"{repo}@{revision}: malformed file listing from {self.endpoint}",
-                                        resource=name)
+            raise MalformedListingError(
+                f"{repo}@{revision}: malformed file listing from {self.endpoint}", resource=name
+            )
         if len(files) >= LISTING_CAP:
-            raise SourceError(f"{repo}@{revision}: the hub listed {len(files)} entries, its truncation limit",
-                              resource=name, hint="the listing may be incomplete; narrow the model with `include:`")
+            raise SourceError(
+                f"{repo}@{revision}: the hub listed {len(files)} entries, its truncation limit",
+                resource=name,
+                hint="the listing may be incomplete; narrow the model with `include:`",
+            )
         return files
 
     def _get(self, name: str, url: str) -> ApiResponse:
@@ -142,8 +174,7 @@ class ModelScopeSource:
         size = checked_size(entry.get("Size"), resource=name, field=f"Size of {shown(path)}")
         sha256 = checked_digest(entry.get("Sha256") or None, 64, resource=name, field=f"Sha256 of {shown(path)}")
         # A file listed without Sha256 is hashed while it streams and pinned in the lock then.
-        return RemoteFile(path=path, size=size, sha256=sha256,
-                          url=self.file_url(spec, revision, path))
+        return RemoteFile(path=path, size=size, sha256=sha256, url=self.file_url(spec, revision, path))
 
 
 def fingerprint(files: list[RemoteFile]) -> str:

@@ -53,8 +53,11 @@ def canonical_name(raw: str, *, resource: str | None = None) -> str:
     """Ollama's display form of ``raw`` (``qwen3`` → ``qwen3:latest``); SourceError if invalid."""
     parts = split_ollama_name(raw)
     if parts is None:
-        raise SourceError(f"{raw!r} is not a valid Ollama model name", resource=resource,
-                          hint=f"write ollama://{OLLAMA_NAME_RULES}, e.g. ollama://qwen3:0.6b")
+        raise SourceError(
+            f"{raw!r} is not a valid Ollama model name",
+            resource=resource,
+            hint=f"write ollama://{OLLAMA_NAME_RULES}, e.g. ollama://qwen3:0.6b",
+        )
     host, namespace, model, tag = parts
     if host != OLLAMA_DEFAULT_HOST:
         return f"{host}/{namespace}/{model}:{tag}"
@@ -90,8 +93,9 @@ def list_digests(client: ollama.Client, host: str) -> dict[str, str]:
     except (ConnectionError, httpx.TransportError) as exc:
         raise unreachable(host, exc) from None
     except ollama.ResponseError as exc:
-        raise EngineUnavailableError(f"Ollama at {host} answered HTTP {exc.status_code}: {exc.error}",
-                                     hint=SERVE_HINT) from None
+        raise EngineUnavailableError(
+            f"Ollama at {host} answered HTTP {exc.status_code}: {exc.error}", hint=SERVE_HINT
+        ) from None
     return {_key(m.model or ""): m.digest or "" for m in models}
 
 
@@ -141,8 +145,9 @@ class OllamaSource:
         except ProvisionError as exc:  # reported per model, after each name is validated
             return Observed(records=records, error=exc)
 
-    def plan(self, name: str, spec: ModelSpec, observed: object, lock_entry: dict | None,
-             *, update: bool, locked: bool) -> Action:
+    def plan(
+        self, name: str, spec: ModelSpec, observed: object, lock_entry: dict | None, *, update: bool, locked: bool
+    ) -> Action:
         assert isinstance(observed, Observed)
         model = canonical_name(spec.location, resource=name)
         if observed.error is not None:
@@ -159,31 +164,55 @@ class OllamaSource:
                 what = "is not in the lock" if lock_entry is None else "changed since the lock was written"
                 raise LockError(f"model {name} {what} ({self._manifest.lock_path.name})", resource=name)
             if present is None:
-                return Action("model", name, Change.CREATE, f"pull {model} into Ollama at {self.host}",
-                              details={**details, "created": True})
-            return Action("model", name, Change.UPDATE, f"{model} is already on the server: lock {present[:12]}",
-                          details={**details, "digest": present})
+                return Action(
+                    "model",
+                    name,
+                    Change.CREATE,
+                    f"pull {model} into Ollama at {self.host}",
+                    details={**details, "created": True},
+                )
+            return Action(
+                "model",
+                name,
+                Change.UPDATE,
+                f"{model} is already on the server: lock {present[:12]}",
+                details={**details, "digest": present},
+            )
         pinned = lock_entry["digest"]
         if present is None:
-            return Action("model", name, Change.CREATE, f"{model} is not on the server: pull it",
-                          details={**details, "created": True, "expect": pinned if locked else None})
+            return Action(
+                "model",
+                name,
+                Change.CREATE,
+                f"{model} is not on the server: pull it",
+                details={**details, "created": True, "expect": pinned if locked else None},
+            )
         if present == pinned:
             if update:
                 return Action("model", name, Change.UPDATE, f"re-pull {model} in case its tag moved", details=details)
             return Action("model", name, Change.NOOP, f"present in Ollama ({pinned[:12]})")
         drift = f"the server has {model} at {present[:12]}, the lock pins {pinned[:12]}"
         if locked:
-            raise LockError(f"model {name}: {drift}", resource=name,
-                            hint="Ollama pulls tags, not digests: run `provision apply --update` to re-pull "
-                                 "and lock what the tag holds now, and commit the lock")
+            raise LockError(
+                f"model {name}: {drift}",
+                resource=name,
+                hint="Ollama pulls tags, not digests: run `provision apply --update` to re-pull "
+                "and lock what the tag holds now, and commit the lock",
+            )
         if update:
             return Action("model", name, Change.UPDATE, f"{drift}: re-pull and lock", details=details)
-        return Action("model", name, Change.NOOP, f"drift: {drift} (`apply --update` re-pulls and re-locks)",
-                      details={"drift": True})
+        return Action(
+            "model",
+            name,
+            Change.NOOP,
+            f"drift: {drift} (`apply --update` re-pulls and re-locks)",
+            details={"drift": True},
+        )
 
     # -- apply + remove -----------------------------------------------------------------------
-    def apply(self, action: Action, spec: ModelSpec, *, on_progress: Callable[[str, int, int], None]
-              ) -> tuple[dict, dict]:
+    def apply(
+        self, action: Action, spec: ModelSpec, *, on_progress: Callable[[str, int, int], None]
+    ) -> tuple[dict, dict]:
         model: str = action.details["model"]
         digest = action.details.get("digest")
         if digest is None:
@@ -192,26 +221,40 @@ class OllamaSource:
             self._pull(action.name, model, on_progress)
             digest = list_digests(self.client, self.host).get(model.casefold())
             if digest is None:
-                raise SourceError(f"Ollama at {self.host} reported success but does not list {model}",
-                                  resource=action.name, hint="see the Ollama server's log")
+                raise SourceError(
+                    f"Ollama at {self.host} reported success but does not list {model}",
+                    resource=action.name,
+                    hint="see the Ollama server's log",
+                )
             expected = action.details.get("expect")
             if expected and digest != expected:
-                raise LockError(f"pulled {model} at {digest[:12]} but the lock pins {expected[:12]}",
-                                resource=action.name,
-                                hint="the tag moved upstream: run `provision apply --update` and commit the lock")
+                raise LockError(
+                    f"pulled {model} at {digest[:12]} but the lock pins {expected[:12]}",
+                    resource=action.name,
+                    hint="the tag moved upstream: run `provision apply --update` and commit the lock",
+                )
         replaced = action.details.get("replaces")
         if replaced:
             delete_model(self.client, self.host, replaced, resource=action.name)
         lock_entry = {"spec": {"source": f"ollama://{model}"}, "digest": digest}
-        record = {"source": spec.source, "host": self.host, "model": model, "digest": digest,
-                  "created": bool(action.details.get("created"))}
+        record = {
+            "source": spec.source,
+            "host": self.host,
+            "model": model,
+            "digest": digest,
+            "created": bool(action.details.get("created")),
+        }
         return lock_entry, record
 
     def _claim(self, name: str, spec: ModelSpec, model: str) -> None:
         """Record the pull as ours before it starts: a kill after the pull but before the engine
         writes the state would otherwise make the next apply adopt it, and destroy leave it."""
-        self._state.update(self._manifest.path, "models", name, {"source": spec.source, "host": self.host,
-                                                              "model": model, "digest": None, "created": True})
+        self._state.update(
+            self._manifest.path,
+            "models",
+            name,
+            {"source": spec.source, "host": self.host, "model": model, "digest": None, "created": True},
+        )
 
     def _pull(self, name: str, model: str, on_progress: Callable[[str, int, int], None]) -> None:
         import httpx
@@ -226,11 +269,17 @@ class OllamaSource:
                 return
             except ollama.ResponseError as exc:
                 if "file does not exist" in exc.error or exc.status_code == 404:
-                    raise SourceError(f"the registry has no model {model}: {exc.error}", resource=name,
-                                      hint="check the name and tag at https://ollama.com/library") from None
+                    raise SourceError(
+                        f"the registry has no model {model}: {exc.error}",
+                        resource=name,
+                        hint="check the name and tag at https://ollama.com/library",
+                    ) from None
                 if exc.status_code != -1:  # an answer before the stream started: not transient
-                    raise SourceError(f"Ollama at {self.host} refused to pull {model}: HTTP {exc.status_code} "
-                                      f"{exc.error}", resource=name, hint="see the Ollama server's log") from None
+                    raise SourceError(
+                        f"Ollama at {self.host} refused to pull {model}: HTTP {exc.status_code} {exc.error}",
+                        resource=name,
+                        hint="see the Ollama server's log",
+                    ) from None
                 last = exc.error
             except (ConnectionError, httpx.ConnectError) as exc:
                 raise unreachable(self.host, exc) from None
@@ -238,8 +287,11 @@ class OllamaSource:
                 last = f"{type(exc).__name__}: {exc}"
             if attempt < PULL_ATTEMPTS:
                 time.sleep(0.5 * attempt)
-        raise DownloadError(f"pulling {model} failed {PULL_ATTEMPTS} times; last error: {last}", resource=name,
-                            hint="run `provision apply` again: Ollama keeps the layers it has and resumes")
+        raise DownloadError(
+            f"pulling {model} failed {PULL_ATTEMPTS} times; last error: {last}",
+            resource=name,
+            hint="run `provision apply` again: Ollama keeps the layers it has and resumes",
+        )
 
     def remove(self, name: str, record: dict) -> None:
         if not (record.get("created") and record.get("model")):
@@ -261,7 +313,10 @@ def delete_model(client: ollama.Client, host: str, model: str, *, resource: str)
         client.delete(model)
     except ollama.ResponseError as exc:
         if exc.status_code != 404:
-            raise SourceError(f"Ollama at {host} could not delete {model}: {exc.error}", resource=resource,
-                              hint="see the Ollama server's log") from None
+            raise SourceError(
+                f"Ollama at {host} could not delete {model}: {exc.error}",
+                resource=resource,
+                hint="see the Ollama server's log",
+            ) from None
     except (ConnectionError, httpx.TransportError) as exc:
         raise unreachable(host, exc) from None

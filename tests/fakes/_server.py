@@ -113,9 +113,7 @@ class FakeServer:
         return self
 
     def start(self) -> FakeServer:
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 
@@ -185,11 +183,7 @@ class FakeServer:
 
     def count(self, method: str | None = None, prefix: str = "") -> int:
         """Requests answered so far, optionally filtered by method and path prefix."""
-        return sum(
-            1
-            for r in self.requests
-            if (method is None or r.method == method) and r.path.startswith(prefix)
-        )
+        return sum(1 for r in self.requests if (method is None or r.method == method) and r.path.startswith(prefix))
 
 
 def text_vector(text: str, dimension: int) -> list[float]:

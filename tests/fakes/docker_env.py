@@ -89,13 +89,26 @@ def rootfs_tarball() -> Path:
         with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
             root = Path(tmp) / "rootfs"
             subprocess.run(
-                ["debootstrap", "--variant=minbase", f"--include={DEBOOTSTRAP_PACKAGES}",
-                 "bookworm", str(root), DEBIAN_MIRROR],
-                check=True, stdout=subprocess.DEVNULL,
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    f"--include={DEBOOTSTRAP_PACKAGES}",
+                    "bookworm",
+                    str(root),
+                    DEBIAN_MIRROR,
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
             )
             # Downloaded .debs, apt lists and documentation are useless in the image.
-            for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc",
-                         "usr/share/man", "usr/share/locale", "usr/share/info"):
+            for junk in (
+                "var/cache/apt/archives",
+                "var/lib/apt/lists",
+                "usr/share/doc",
+                "usr/share/man",
+                "usr/share/locale",
+                "usr/share/info",
+            ):
                 shutil.rmtree(root / junk, ignore_errors=True)
             partial = Path(tmp) / "rootfs.tar"
             subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(partial), "."], check=True)
@@ -148,9 +161,14 @@ def build_vllm_image(tag: str = DEFAULT_TAG, *, client: docker.DockerClient | No
                     tar.add(path, arcname=f"./opt/fake/{path.name}", filter=_root_owned)
             repository, _, version = tag.rpartition(":")
             client.api.import_image(
-                src=str(layer), repository=repository, tag=version,
-                changes=[f"LABEL {CONTENT_LABEL}={content}", "EXPOSE 8000",
-                         'ENTRYPOINT ["python3", "/opt/fake/vllm_server.py"]'],
+                src=str(layer),
+                repository=repository,
+                tag=version,
+                changes=[
+                    f"LABEL {CONTENT_LABEL}={content}",
+                    "EXPOSE 8000",
+                    'ENTRYPOINT ["python3", "/opt/fake/vllm_server.py"]',
+                ],
             )
         if stale:  # the previous build, now untagged: vfs keeps a full copy of each
             try:
@@ -172,8 +190,9 @@ def build_python_image(tag: str = PYTHON_STANDIN_TAG, *, client: docker.DockerCl
         if _image_id(client, tag):
             return tag
         repository, _, version = tag.rpartition(":")
-        client.api.import_image(src=str(rootfs_tarball()), repository=repository, tag=version,
-                                changes=['CMD ["python3"]'])
+        client.api.import_image(
+            src=str(rootfs_tarball()), repository=repository, tag=version, changes=['CMD ["python3"]']
+        )
     return tag
 
 
@@ -190,5 +209,9 @@ def foreign_container(
     The caller removes it (``container.remove(force=True)``).
     """
     return client.containers.run(
-        image, entrypoint=["sleep", "infinity"], name=name, labels=labels or {}, detach=True,
+        image,
+        entrypoint=["sleep", "infinity"],
+        name=name,
+        labels=labels or {},
+        detach=True,
     )

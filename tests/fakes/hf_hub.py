@@ -216,8 +216,12 @@ class Faults:
         """The status (and headers) this file GET (whose Range starts at ``range_start``) must fail with."""
         with self._lock:
             failing = self.fail_range
-            if (failing and failing["count"] > 0 and range_start is not None
-                    and failing["start"] <= range_start < failing["end"]):
+            if (
+                failing
+                and failing["count"] > 0
+                and range_start is not None
+                and failing["start"] <= range_start < failing["end"]
+            ):
                 failing["count"] -= 1
                 return failing.get("status", 503), {}
             if self.retry_after and self.retry_after.get("after", 0) > 0:
@@ -588,10 +592,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--repo", required=True, help="repo id, e.g. org/name")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--throttle-bps", type=int, default=None,
-                        help="cap each response's body at this many bytes per second, as a mirror caps a connection")
-    parser.add_argument("--ignore-range", action="store_true",
-                        help="answer every GET with the whole file and no Accept-Ranges")
+    parser.add_argument(
+        "--throttle-bps",
+        type=int,
+        default=None,
+        help="cap each response's body at this many bytes per second, as a mirror caps a connection",
+    )
+    parser.add_argument(
+        "--ignore-range", action="store_true", help="answer every GET with the whole file and no Accept-Ranges"
+    )
     args = parser.parse_args(argv)
     files = {
         p.relative_to(args.root).as_posix(): p

@@ -53,8 +53,9 @@ class HostileHFHub(FakeHFHub):
             return
         super().handle(request, handler, record)
 
-    def _hostile_tree(self, request: Request, handler: BaseHTTPRequestHandler, record: Recorded,
-                      repo_id: str, rev: str) -> None:
+    def _hostile_tree(
+        self, request: Request, handler: BaseHTTPRequestHandler, record: Recorded, repo_id: str, rev: str
+    ) -> None:
         _, commit = self._lookup(repo_id, rev)
         entries = _tree_entries(commit)
         edit = self.listing_edits.get(repo_id)
@@ -80,8 +81,14 @@ class HostileMSHub(modelscope_hub.FakeModelScopeHub):
         self._current.repo = f"{match[1]}/{match[2]}" if match else None
         super().handle(request, handler, record)
 
-    def _list(self, handler: BaseHTTPRequestHandler, record: Recorded, revision: str,
-              files: dict[str, modelscope_hub.Blob], root: str | None) -> None:
+    def _list(
+        self,
+        handler: BaseHTTPRequestHandler,
+        record: Recorded,
+        revision: str,
+        files: dict[str, modelscope_hub.Blob],
+        root: str | None,
+    ) -> None:
         edit = self.listing_edits.get(self._current.repo)
         if edit is None:
             return super()._list(handler, record, revision, files, root)

@@ -496,11 +496,18 @@ class FakeOllama(FakeServer):
             self.send_json(handler, record, 400, {"error": "input exceeds maximum context length"})
             return
         dimension = self.embedding_models[name]
-        self.send_json(handler, record, 200, {
-            "model": raw, "embeddings": [text_vector(t, dimension) for t in texts],
-            "total_duration": 1_000_000, "load_duration": 50_000,
-            "prompt_eval_count": sum(min(len(t.split()), self.embed_context) for t in texts),
-        })
+        self.send_json(
+            handler,
+            record,
+            200,
+            {
+                "model": raw,
+                "embeddings": [text_vector(t, dimension) for t in texts],
+                "total_duration": 1_000_000,
+                "load_duration": 50_000,
+                "prompt_eval_count": sum(min(len(t.split()), self.embed_context) for t in texts),
+            },
+        )
 
     def _chat(self, request: Request, handler: BaseHTTPRequestHandler, record: Recorded) -> None:
         body = request.json() or {}

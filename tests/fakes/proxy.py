@@ -43,8 +43,10 @@ class _Handler(socketserver.BaseRequestHandler):
             if "proxy-authorization" in headers:
                 proxy.authorizations.append(headers["proxy-authorization"])
         if proxy.credentials and headers.get("proxy-authorization") != proxy.expected_authorization:
-            client.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"fake\"\r\n"
-                           b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+            client.sendall(
+                b'HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="fake"\r\n'
+                b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+            )
             return
         if method == "CONNECT":
             host, port = target.rsplit(":", 1)
@@ -55,7 +57,7 @@ class _Handler(socketserver.BaseRequestHandler):
             client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
             first = rest
         elif target.startswith("http://"):
-            authority = target[len("http://"):].split("/", 1)[0]
+            authority = target[len("http://") :].split("/", 1)[0]
             host, _, port = authority.partition(":")
             upstream = socket.create_connection((host, int(port or 80)))
             first = head  # the request itself, still in absolute form

@@ -120,8 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reasoning-parser")
     parser.add_argument("--uvicorn-log-level", default="info")
     parser.add_argument("--runner", default="auto", choices=["auto", "generate", "pooling", "draft"])
-    for flag in ("--trust-remote-code", "--enforce-eager", "--enable-prefix-caching",
-                 "--enable-auto-tool-choice", "--enable-log-requests", "--disable-log-stats"):
+    for flag in (
+        "--trust-remote-code",
+        "--enforce-eager",
+        "--enable-prefix-caching",
+        "--enable-auto-tool-choice",
+        "--enable-log-requests",
+        "--disable-log-stats",
+    ):
         parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--disable-log-requests", action="store_true")  # deprecated, still accepted
     return parser
@@ -242,7 +248,8 @@ class FakeVLLM(FakeServer):
         elif route == ("POST", "/v1/embeddings") and self.embedding_dimension is not None:
             self._embed(request, handler, record, self.embedding_dimension)
         elif request.path in ("/health", "/version", "/v1/models") or (
-                request.method != "POST" and request.path in ("/v1/chat/completions", "/v1/embeddings")):
+            request.method != "POST" and request.path in ("/v1/chat/completions", "/v1/embeddings")
+        ):
             self.send_json(handler, record, 405, {"detail": "Method Not Allowed"})
         else:
             self.send_json(handler, record, 404, {"detail": "Not Found"})
@@ -255,9 +262,16 @@ class FakeVLLM(FakeServer):
         return {
             "object": "list",
             "data": [
-                {"id": name, "object": "model", "created": created, "owned_by": "vllm",
-                 "root": self.model_path, "parent": None, "max_model_len": self.max_model_len,
-                 "permission": []}
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "vllm",
+                    "root": self.model_path,
+                    "parent": None,
+                    "max_model_len": self.max_model_len,
+                    "permission": [],
+                }
                 for name in self.served_names
             ],
         }
@@ -271,23 +285,42 @@ class FakeVLLM(FakeServer):
         texts = body.get("input") if isinstance(body, dict) else None
         texts = [texts] if isinstance(texts, str) else texts
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-            self.send_json(handler, record, 400, self._error("input must be a non-empty string or list of strings",
-                                                             "BadRequestError", 400))
+            self.send_json(
+                handler,
+                record,
+                400,
+                self._error("input must be a non-empty string or list of strings", "BadRequestError", 400),
+            )
             return
         self.embed_requests.append(body)
         model = body.get("model") or self.served_names[0]
         if model not in self.served_names:
-            self.send_json(handler, record, 404, self._error(f"The model `{model}` does not exist.", "NotFoundError",
-                                                             404))
+            self.send_json(
+                handler, record, 404, self._error(f"The model `{model}` does not exist.", "NotFoundError", 404)
+            )
             return
         tokens = sum(len(_tokens(t)) + 2 for t in texts)  # [CLS] ... [SEP]
-        self.send_json(handler, record, 200, {
-            "id": f"embd-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()), "model": model,
-            "data": [{"index": i, "object": "embedding", "embedding": text_vector(t, dimension)}
-                     for i, t in enumerate(texts)],
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0,
-                      "prompt_tokens_details": None},
-        })
+        self.send_json(
+            handler,
+            record,
+            200,
+            {
+                "id": f"embd-{uuid.uuid4().hex}",
+                "object": "list",
+                "created": int(time.time()),
+                "model": model,
+                "data": [
+                    {"index": i, "object": "embedding", "embedding": text_vector(t, dimension)}
+                    for i, t in enumerate(texts)
+                ],
+                "usage": {
+                    "prompt_tokens": tokens,
+                    "total_tokens": tokens,
+                    "completion_tokens": 0,
+                    "prompt_tokens_details": None,
+                },
+            },
+        )
 
     def _chat(self, request: Request, handler: BaseHTTPRequestHandler, record: Recorded) -> None:
         try:
@@ -303,8 +336,12 @@ class FakeVLLM(FakeServer):
         _log(f"Received request: messages: {json.dumps(body['messages'], ensure_ascii=False)}")
         model = body.get("model") or self.served_names[0]
         if model not in self.served_names:
-            error = self._error(f"The model `{model}` does not exist. Valid aliases: {', '.join(self.served_names)}.",
-                                "NotFoundError", 404, "model")
+            error = self._error(
+                f"The model `{model}` does not exist. Valid aliases: {', '.join(self.served_names)}.",
+                "NotFoundError",
+                404,
+                "model",
+            )
             self.send_json(handler, record, 404, error)
             return
 
@@ -315,16 +352,22 @@ class FakeVLLM(FakeServer):
         field = "max_completion_tokens" if body.get("max_completion_tokens") else "max_tokens"
         requested = body.get(field)
         if requested is not None and requested > self.max_model_len:
-            message = (f"{field}={requested} cannot be greater than max_model_len={self.max_model_len}. "
-                       f"Please request fewer output tokens. (parameter={field}, value={requested})")
+            message = (
+                f"{field}={requested} cannot be greater than max_model_len={self.max_model_len}. "
+                f"Please request fewer output tokens. (parameter={field}, value={requested})"
+            )
             self.send_json(handler, record, 400, self._error(message, "BadRequestError", 400, field))
             return
         limit = min(requested or self.max_model_len, self.max_model_len - prompt_tokens)
         words = reply[:limit]
         finish = "length" if len(reply) > limit else "stop"
         generated = len(words) + (finish == "stop")  # vLLM counts the end-of-sequence token
-        usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + generated,
-                 "completion_tokens": generated, "prompt_tokens_details": None}
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "total_tokens": prompt_tokens + generated,
+            "completion_tokens": generated,
+            "prompt_tokens_details": None,
+        }
         ident = f"chatcmpl-{uuid.uuid4().hex}"
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -334,13 +377,30 @@ class FakeVLLM(FakeServer):
                 pass  # the client hung up mid-stream
             return
         time.sleep(self.first_token_delay + self.token_delay * max(len(words) - 1, 0))
-        message = {"role": "assistant", "content": "".join(words), "refusal": None, "annotations": None,
-                   "audio": None, "function_call": None, "reasoning": None}
+        message = {
+            "role": "assistant",
+            "content": "".join(words),
+            "refusal": None,
+            "annotations": None,
+            "audio": None,
+            "function_call": None,
+            "reasoning": None,
+        }
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish, "stop_reason": None}
-        self.send_json(handler, record, 200, {
-            "id": ident, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [choice], "usage": usage, "prompt_logprobs": None,
-        })
+        self.send_json(
+            handler,
+            record,
+            200,
+            {
+                "id": ident,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [choice],
+                "usage": usage,
+                "prompt_logprobs": None,
+            },
+        )
 
     def _stream(
         self,
@@ -362,8 +422,13 @@ class FakeVLLM(FakeServer):
             choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
             if finish_reason is not None:
                 choice["stop_reason"] = None
-            return {"id": ident, "object": "chat.completion.chunk", "created": created,
-                    "model": model, "choices": [choice]}
+            return {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [choice],
+            }
 
         self.start_stream(handler, record, 200, "text/event-stream; charset=utf-8")
         time.sleep(self.first_token_delay)  # prefill: vLLM sends the role with the first token
@@ -386,8 +451,16 @@ class FakeVLLM(FakeServer):
             time.sleep(self.token_delay)  # the end-of-sequence token takes a decode step too
             event(chunk({"content": ""}, "stop"))
         if usage is not None:
-            event({"id": ident, "object": "chat.completion.chunk", "created": created,
-                   "model": model, "choices": [], "usage": usage})
+            event(
+                {
+                    "id": ident,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
         event("[DONE]")
         self.end_stream(handler)
 
@@ -406,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _log(f"vLLM API server version {VLLM_VERSION}")
     defaults = vars(build_parser().parse_args([]))
-    _log(f"non-default args: {({k: v for k, v in vars(args).items() if v != defaults[k]})}")
+    _log(f"non-default args: { ({k: v for k, v in vars(args).items() if v != defaults[k]}) }")
     error = check_model(args.model)
     if error is not None:
         print(f"Traceback (most recent call last):\n  ...\n{error}", file=sys.stderr, flush=True)
@@ -415,10 +488,13 @@ def main(argv: list[str] | None = None) -> int:
     crash = os.environ.get("FAKE_VLLM_CRASH")
     if crash:
         message = _CUDA_OOM if crash == "1" else crash
-        print(f"ERROR {time.strftime('%m-%d %H:%M:%S')} [core.py] EngineCore failed to start.\n"
-              f"Traceback (most recent call last):\n  ...\n{message}\n"
-              "RuntimeError: Engine core initialization failed. See root cause above.",
-              file=sys.stderr, flush=True)
+        print(
+            f"ERROR {time.strftime('%m-%d %H:%M:%S')} [core.py] EngineCore failed to start.\n"
+            f"Traceback (most recent call last):\n  ...\n{message}\n"
+            "RuntimeError: Engine core initialization failed. See root cause above.",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     fail_after = os.environ.get("FAKE_VLLM_FAIL_AFTER")
     server = FakeVLLM(

@@ -19,8 +19,6 @@ from tests.fakes.hf_hub import FakeCDN, FakeHFHub
 TOKEN = "hf_canary_TOKEN_5a1f0c"  # a canary: must never appear in output, state or lock
 
 
-
-
 @pytest.fixture()
 def hub() -> FakeHFHub:
     with FakeHFHub() as server:
@@ -66,8 +64,13 @@ def test_hf_download_sees_the_folder_as_up_to_date(tmp_path: Path, hub: FakeHFHu
     from huggingface_hub import snapshot_download
 
     gets = hub.file_gets()
-    snapshot_download("org/tiny", local_dir=tmp_path / "models" / "tiny", endpoint=hub.url,
-                      allow_patterns=["*.json", "*.safetensors", "sub/*"], token=False)
+    snapshot_download(
+        "org/tiny",
+        local_dir=tmp_path / "models" / "tiny",
+        endpoint=hub.url,
+        allow_patterns=["*.json", "*.safetensors", "sub/*"],
+        token=False,
+    )
     assert hub.file_gets() == gets
 
 
@@ -142,8 +145,10 @@ def test_gated_repo_opens_with_the_token_hf_auth_login_saved(tmp_path: Path, hub
     token_file.parent.mkdir(parents=True, exist_ok=True)
     token_file.write_text(TOKEN)
     manifest = tmp_path / "m.yaml"  # no token in the manifest, none in the environment
-    manifest.write_text(f"version: 1\nsettings: {{models_dir: models, huggingface: {{endpoint: '{hub.url}'}}}}\n"
-                        "models:\n  gated: {source: hf://org/gated}\n")
+    manifest.write_text(
+        f"version: 1\nsettings: {{models_dir: models, huggingface: {{endpoint: '{hub.url}'}}}}\n"
+        "models:\n  gated: {source: hf://org/gated}\n"
+    )
     result = run_cli("apply", manifest)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "models" / "gated" / "model.safetensors").read_bytes() == BIG

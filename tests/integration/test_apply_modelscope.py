@@ -128,8 +128,7 @@ def test_change_outside_include_is_not_a_move(tmp_path: Path, hub: FakeModelScop
         ("ms://org/tiny\n    include: ['*.gguf']", "nothing would be downloaded"),
     ],
 )
-def test_hub_errors_are_one_line_with_a_hint(tmp_path: Path, hub: FakeModelScopeHub, source: str,
-                                             message: str) -> None:
+def test_hub_errors_are_one_line_with_a_hint(tmp_path: Path, hub: FakeModelScopeHub, source: str, message: str) -> None:
     manifest = write_manifest(tmp_path, hub, f"  bad:\n    source: {source}\n  other: {{source: ms://org/other}}\n")
     result = run_cli("apply", manifest)
     assert result.returncode == 1
@@ -159,7 +158,11 @@ def test_private_repo_token_reaches_the_hub_only(tmp_path: Path) -> None:
         leaked = [r.headers for r in hub.cdn.requests if TOKEN in json.dumps(r.headers)]
         assert leaked == [], "the token must not follow a redirect to the CDN (header or cookie)"
     everything = result.stdout + result.stderr + denied.stdout + denied.stderr
-    for path in [manifest.with_name("m.lock.json"), *(tmp_path / "state").rglob("*"), *(tmp_path / "models").rglob("*")]:
+    for path in [
+        manifest.with_name("m.lock.json"),
+        *(tmp_path / "state").rglob("*"),
+        *(tmp_path / "models").rglob("*"),
+    ]:
         if path.is_file():
             everything += path.read_text(errors="replace")
     assert TOKEN not in everything
@@ -173,8 +176,9 @@ def test_modelscope_sdk_accepts_a_provision_made_folder(tmp_path: Path, hub: Fak
 
     model_dir = tmp_path / "models" / "tiny"
     before, seen = files_under(model_dir), len(hub.requests)
-    snapshot_download("org/tiny", local_dir=str(model_dir), endpoint=hub.url,
-                      allow_patterns=["*.json", "*.safetensors", "sub/*"])
+    snapshot_download(
+        "org/tiny", local_dir=str(model_dir), endpoint=hub.url, allow_patterns=["*.json", "*.safetensors", "sub/*"]
+    )
     # One listing, no region probe (an endpoint is given), no file body, nothing added.
     assert [r.path.split("?")[0] for r in hub.requests[seen:]] == ["/api/v1/models/org/tiny/repo/files"]
     assert files_under(model_dir) == before
@@ -185,8 +189,16 @@ def test_modelscope_sdk_accepts_a_provision_made_folder(tmp_path: Path, hub: Fak
 def test_files_with_identical_content_download_side_by_side(tmp_path: Path, hub: FakeModelScopeHub) -> None:
     """Same-content files (duplicate shards, several empty files) must not share a partial file."""
     same = payload(2 << 20, 5)
-    hub.add_repo("org/dupes", {"a/weights.bin": same, "b/weights.bin": same, "a/__init__.py": b"",
-                               "b/__init__.py": b"", "c/__init__.py": b""})
+    hub.add_repo(
+        "org/dupes",
+        {
+            "a/weights.bin": same,
+            "b/weights.bin": same,
+            "a/__init__.py": b"",
+            "b/__init__.py": b"",
+            "c/__init__.py": b"",
+        },
+    )
     manifest = write_manifest(tmp_path, hub, "  dupes: {source: ms://org/dupes}\n")
     result = run_cli("apply", manifest)
     assert result.returncode == 0, result.stderr

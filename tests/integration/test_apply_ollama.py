@@ -130,7 +130,8 @@ def test_moved_tag_is_ignored_until_update(tmp_path: Path, fake: FakeOllama) -> 
 
 
 def test_server_digest_drift_is_reported_refused_when_locked_and_relocked_on_update(
-        tmp_path: Path, fake: FakeOllama) -> None:
+    tmp_path: Path, fake: FakeOllama
+) -> None:
     manifest = write_manifest(tmp_path, QWEN, host=fake.url)
     assert run_cli("apply", manifest).returncode == 0
     old = lock_of(manifest)["qwen"]["digest"]
@@ -162,8 +163,9 @@ def test_locked_refuses_a_model_the_lock_lacks(tmp_path: Path, fake: FakeOllama)
 # -- ownership -----------------------------------------------------------------
 def test_destroy_deletes_what_it_pulled_and_leaves_the_users_model(tmp_path: Path, fake: FakeOllama) -> None:
     users = fake.preinstall("llama3:8b")
-    manifest = write_manifest(tmp_path, QWEN + "  llama: {source: 'ollama://llama3'}\n"
-                              "  mine: {source: 'ollama://llama3:8b'}\n", host=fake.url)
+    manifest = write_manifest(
+        tmp_path, QWEN + "  llama: {source: 'ollama://llama3'}\n  mine: {source: 'ollama://llama3:8b'}\n", host=fake.url
+    )
     fake.registry_add("llama3")
     assert run_cli("apply", manifest).returncode == 0
     assert fake.count("POST", "/api/pull") == 2  # qwen3:0.6b and llama3:latest, not the user's llama3:8b
@@ -190,9 +192,11 @@ def test_a_removed_model_is_deleted_on_the_next_apply_with_yes(tmp_path: Path, f
 
 
 # -- create from GGUF ----------------------------------------------------------
-GGUF_BODY = ("models:\n  tiny: {source: 'file://tiny.gguf'}\n"
-             "deployments:\n"
-             "  chat: {engine: ollama, model: tiny, system: Be brief., parameters: {temperature: 0.1, stop: ['</s>']}}\n")
+GGUF_BODY = (
+    "models:\n  tiny: {source: 'file://tiny.gguf'}\n"
+    "deployments:\n"
+    "  chat: {engine: ollama, model: tiny, system: Be brief., parameters: {temperature: 0.1, stop: ['</s>']}}\n"
+)
 
 
 def test_create_from_gguf_uploads_once_and_destroy_deletes_it(tmp_path: Path, fake: FakeOllama) -> None:
@@ -211,8 +215,7 @@ def test_create_from_gguf_uploads_once_and_destroy_deletes_it(tmp_path: Path, fa
     assert fake.count("POST", "/api/create") == 1
 
     # A second deployment of the same file: the server has the blob, so no upload.
-    write_manifest(tmp_path, GGUF_BODY + "  chat2: {engine: ollama, model: tiny, system: Be verbose.}\n",
-                   host=fake.url)
+    write_manifest(tmp_path, GGUF_BODY + "  chat2: {engine: ollama, model: tiny, system: Be verbose.}\n", host=fake.url)
     assert run_cli("apply", manifest).returncode == 0
     assert fake.local["provision/chat2:latest"].system == "Be verbose."
     assert fake.count("POST", "/api/blobs/") == 1 and fake.count("HEAD", "/api/blobs/") == 2
@@ -258,8 +261,9 @@ def test_a_model_provision_did_not_create_is_not_overwritten(tmp_path: Path, fak
 
 # -- bad input -----------------------------------------------------------------
 def test_server_not_running_names_the_host_and_how_to_start_it(tmp_path: Path) -> None:
-    manifest = write_manifest(tmp_path, QWEN + "deployments:\n  chat: {engine: ollama, model: qwen}\n",
-                              host="http://127.0.0.1:9")
+    manifest = write_manifest(
+        tmp_path, QWEN + "deployments:\n  chat: {engine: ollama, model: qwen}\n", host="http://127.0.0.1:9"
+    )
     result = run_cli("apply", manifest)
     assert result.returncode == 1
     assert "cannot connect to Ollama at http://127.0.0.1:9" in result.stderr

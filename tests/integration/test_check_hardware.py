@@ -26,14 +26,19 @@ def write_manifest(folder: Path, deployments: str) -> Path:
     (folder / "src").mkdir(parents=True, exist_ok=True)
     shutil.copy(CONFIGS / "Llama-3.1-8B.json", folder / "src" / "config.json")
     path = folder / "provision.yaml"
-    path.write_text("version: 1\nsettings:\n  models_dir: models\nmodels:\n  llama:\n    source: file://./src\n"
-                    "deployments:\n" + deployments, encoding="utf-8")
+    path.write_text(
+        "version: 1\nsettings:\n  models_dir: models\nmodels:\n  llama:\n    source: file://./src\n"
+        "deployments:\n" + deployments,
+        encoding="utf-8",
+    )
     return path
 
 
 ONE = "  llama:\n    engine: vllm\n    model: llama\n"  # bf16 at the model's own 131072 tokens
-TWO = ("  llama-tp2:\n    engine: vllm\n    model: llama\n    gpus: 2\n    port: 8001\n"
-       "    args: [--tensor-parallel-size, \"2\", --max-model-len, \"65536\"]\n")
+TWO = (
+    "  llama-tp2:\n    engine: vllm\n    model: llama\n    gpus: 2\n    port: 8001\n"
+    '    args: [--tensor-parallel-size, "2", --max-model-len, "65536"]\n'
+)
 
 
 @pytest.fixture
@@ -100,8 +105,9 @@ def test_human_output_names_the_verdict(tmp_path: Path, env: dict[str, str]) -> 
     assert "--max-model-len" in result.stdout and "smallest" in result.stdout
 
 
-@pytest.mark.parametrize("args", [("--gpu", "Z9000"), ("--gpu", "L4x0"), ("--vram", "lots"),
-                                  ("--gpu", "L4", "--vram", "24GiB")])
+@pytest.mark.parametrize(
+    "args", [("--gpu", "Z9000"), ("--gpu", "L4x0"), ("--vram", "lots"), ("--gpu", "L4", "--vram", "24GiB")]
+)
 def test_bad_targets_are_exit_2_with_a_hint(tmp_path: Path, env: dict[str, str], args: tuple[str, ...]) -> None:
     result = run_cli("check-hardware", write_manifest(tmp_path, ONE), *args, env=env)
     assert result.returncode == 2, result.stdout + result.stderr

@@ -13,8 +13,15 @@ import pytest
 from tests.cli import run_cli
 
 BROKEN = Path(__file__).resolve().parents[1] / "manifests" / "broken"
-CASES = ["yaml-unclosed-quote", "duplicate-model", "unknown-engine", "deployment-missing-model", "unset-variable",
-         "model-name-dotdot", "empty"]
+CASES = [
+    "yaml-unclosed-quote",
+    "duplicate-model",
+    "unknown-engine",
+    "deployment-missing-model",
+    "unset-variable",
+    "model-name-dotdot",
+    "empty",
+]
 
 
 def _expected_line(path: Path) -> int:

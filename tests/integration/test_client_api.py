@@ -32,8 +32,10 @@ def served_folder(tmp_path: Path) -> Path:
 def test_hosted_api_streams_pieces_and_returns_a_whole_string(tmp_path: Path) -> None:
     with FakeVLLM(served_folder(tmp_path), ["served-chat"]) as server:
         manifest = tmp_path / "m.yaml"
-        manifest.write_text(f"version: 1\ndeployments:\n  api: {{engine: openai, base_url: '{server.base_url}', "
-                            "served_model: served-chat}\nsmoke_test: {max_tokens: 16, top_k: 4}\n")
+        manifest.write_text(
+            f"version: 1\ndeployments:\n  api: {{engine: openai, base_url: '{server.base_url}', "
+            "served_model: served-chat}\nsmoke_test: {max_tokens: 16, top_k: 4}\n"
+        )
         with provision.connect(manifest, "api") as client:
             assert list(client.chat(QUESTION)) == ["one", " two", " three"]
             assert client.chat(QUESTION, stream=False, temperature=0.2) == "one two three"
@@ -55,9 +57,11 @@ def test_ollama_streams_pieces_and_returns_a_whole_string(tmp_path: Path) -> Non
     with FakeOllama() as ollama:
         ollama.registry_add("qwen3:0.6b")
         manifest = tmp_path / "m.yaml"
-        manifest.write_text(f"version: 1\nsettings: {{ollama: {{host: '{ollama.url}'}}}}\n"
-                            "models: {qwen: {source: 'ollama://qwen3:0.6b'}}\n"
-                            "deployments: {pulled: {engine: ollama, model: qwen}}\n")
+        manifest.write_text(
+            f"version: 1\nsettings: {{ollama: {{host: '{ollama.url}'}}}}\n"
+            "models: {qwen: {source: 'ollama://qwen3:0.6b'}}\n"
+            "deployments: {pulled: {engine: ollama, model: qwen}}\n"
+        )
         assert run_cli("apply", manifest).returncode == 0
         client = provision.connect(manifest)  # the only deployment
         with client:
@@ -69,8 +73,10 @@ def test_ollama_streams_pieces_and_returns_a_whole_string(tmp_path: Path) -> Non
 
 def test_transformers_streams_the_same_text_it_returns_whole(tmp_path: Path, tiny_model_dir: Path) -> None:  # noqa: F811
     manifest = tmp_path / "m.yaml"
-    manifest.write_text(f"version: 1\nsettings: {{models_dir: models}}\nmodels: {{tiny: {{source: 'file://{tiny_model_dir}'}}}}\n"
-                        "deployments: {local: {engine: transformers, model: tiny, device: cpu}}\n")
+    manifest.write_text(
+        f"version: 1\nsettings: {{models_dir: models}}\nmodels: {{tiny: {{source: 'file://{tiny_model_dir}'}}}}\n"
+        "deployments: {local: {engine: transformers, model: tiny, device: cpu}}\n"
+    )
     assert run_cli("apply", manifest).returncode == 0
     with provision.connect(manifest, "local") as client:
         pieces = list(client.chat(QUESTION, temperature=0, max_tokens=8))
@@ -86,8 +92,10 @@ def test_transformers_streams_the_same_text_it_returns_whole(tmp_path: Path, tin
 
 def test_connect_errors_are_provisions(tmp_path: Path) -> None:
     manifest = tmp_path / "m.yaml"
-    manifest.write_text("version: 1\nmodels: {qwen: {source: 'ollama://qwen3:0.6b'}}\n"
-                        "deployments:\n  a: {engine: ollama, model: qwen}\n  b: {engine: ollama, model: qwen}\n")
+    manifest.write_text(
+        "version: 1\nmodels: {qwen: {source: 'ollama://qwen3:0.6b'}}\n"
+        "deployments:\n  a: {engine: ollama, model: qwen}\n  b: {engine: ollama, model: qwen}\n"
+    )
     with pytest.raises(UsageError, match="has 2 deployments: say which") as caught:
         provision.connect(manifest)
     assert caught.value.hint == "deployments: a, b" and caught.value.exit_code == 2
@@ -117,13 +125,21 @@ def test_the_readme_example_runs(tmp_path: Path, tiny_model_dir: Path) -> None: 
             "deployments:\n"
             f"  deepseek-api: {{engine: openai, base_url: '{server.base_url}', served_model: deepseek-chat,"
             " api_key: '${DEEPSEEK_API_KEY}'}\n"
-            "  deepseek-local: {engine: transformers, model: tiny, device: cpu}\n")
+            "  deepseek-local: {engine: transformers, model: tiny, device: cpu}\n"
+        )
         env = {"DEEPSEEK_API_KEY": "sk-readme"}
         assert run_cli("apply", manifest, env=env).returncode == 0
         script = example.replace('"manifests/dev.yaml"', repr(str(manifest)))
         assert script != example, "the example no longer names manifests/dev.yaml"
-        result = subprocess.run([sys.executable, "-c", script], check=False, cwd=REPO_ROOT, capture_output=True,
-                                text=True, env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)}, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            check=False,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)},
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr
         assert "明月几时有" in result.stdout  # the stand-in echoes the question, character by character
         assert len(server.chat_requests) >= 1

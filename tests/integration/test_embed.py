@@ -28,7 +28,8 @@ def local_manifest(tmp_path: Path, folder: Path, extra: str = "") -> Path:
     manifest.write_text(
         "version: 1\nsettings: {models_dir: models}\n"
         f"models: {{enc: {{source: 'file://{folder}'}}}}\n"
-        f"deployments: {{vectors: {{engine: transformers, model: enc, task: embed, device: cpu{extra}}}}}\n")
+        f"deployments: {{vectors: {{engine: transformers, model: enc, task: embed, device: cpu{extra}}}}}\n"
+    )
     assert run_cli("apply", manifest).returncode == 0
     return manifest
 
@@ -43,9 +44,13 @@ def minilm_client(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path):  
 
 
 def test_minilm_vectors_have_its_dimension_unit_norm_and_order(minilm_client) -> None:  # type: ignore[no-untyped-def]
-    query, near, far = minilm_client.embed(["How do I reset my password?",
-                                            "What are the steps to change a forgotten password?",
-                                            "The recipe calls for two cups of flour."])
+    query, near, far = minilm_client.embed(
+        [
+            "How do I reset my password?",
+            "What are the steps to change a forgotten password?",
+            "The recipe calls for two cups of flour.",
+        ]
+    )
     assert len(query) == len(near) == len(far) == 384
     assert all(abs(math.sqrt(sum(x * x for x in v)) - 1) < 1e-5 for v in (query, near, far))
     assert cosine(query, near) > 0.6 and cosine(query, far) < 0.2  # measured: 0.83 and 0.06
@@ -128,7 +133,8 @@ def test_ollama_embeds_with_truncate_false_and_proves_it(tmp_path: Path) -> None
             f"version: 1\nsettings: {{ollama: {{host: '{ollama.url}'}}}}\n"
             "models: {minilm: {source: 'ollama://all-minilm'}, qwen: {source: 'ollama://qwen3:0.6b'}}\n"
             "deployments:\n  vectors: {engine: ollama, model: minilm, task: embed, expect_dimension: 48}\n"
-            "  chatty: {engine: ollama, model: qwen, task: embed}\n")
+            "  chatty: {engine: ollama, model: qwen, task: embed}\n"
+        )
         assert run_cli("apply", manifest).returncode == 0
         with provision.connect(manifest, "vectors") as client:
             result = client.embeddings(["one two", "three"])
@@ -140,8 +146,9 @@ def test_ollama_embeds_with_truncate_false_and_proves_it(tmp_path: Path) -> None
         rows = {r["deployment"]: r for r in json.loads(smoke.stdout)["results"]}
         assert rows["vectors"]["passed"] and rows["vectors"]["dimension"] == 48
         assert not rows["chatty"]["passed"]  # a chat model asked to embed: one line
-        assert rows["chatty"]["reason"] == ('Ollama answered HTTP 400: "qwen3:0.6b" does not support embeddings; '
-                                            "see the Ollama server's log")
+        assert rows["chatty"]["reason"] == (
+            'Ollama answered HTTP 400: "qwen3:0.6b" does not support embeddings; see the Ollama server\'s log'
+        )
         assert smoke.returncode == 1
 
 
@@ -152,13 +159,17 @@ def test_openai_compatible_embeddings_and_a_server_without_them(tmp_path: Path) 
         manifest.write_text(
             "version: 1\ndeployments:\n"
             f"  hosted: {{engine: openai, base_url: '{pooling.base_url}', served_model: e5, task: embed}}\n"
-            f"  missing: {{engine: openai, base_url: '{chat_only.base_url}', served_model: e5, task: embed}}\n")
+            f"  missing: {{engine: openai, base_url: '{chat_only.base_url}', served_model: e5, task: embed}}\n"
+        )
         with provision.connect(manifest, "hosted") as client:
             result = client.embeddings(["alpha beta", "gamma"])
         assert [len(v) for v in result.vectors] == [24, 24]
         assert result.input_tokens == 11  # the server's usage: 2 words + 5 characters of "gamma" + 2 x 2 specials
-        assert pooling.embed_requests[-1] == {"model": "e5", "input": ["alpha beta", "gamma"],
-                                              "encoding_format": "float"}
+        assert pooling.embed_requests[-1] == {
+            "model": "e5",
+            "input": ["alpha beta", "gamma"],
+            "encoding_format": "float",
+        }
         smoke = run_cli("smoke-test", manifest, "--json")
         rows = {r["deployment"]: r for r in json.loads(smoke.stdout)["results"]}
         assert rows["hosted"]["passed"], rows["hosted"]["reason"]
@@ -187,7 +198,8 @@ def test_vllm_task_embed_runs_the_pooling_runner_and_proves_it(tmp_path: Path) -
     manifest.write_text(
         "version: 1\nsettings: {models_dir: models}\nmodels: {enc: {source: 'file://src'}}\n"
         f"deployments:\n  {name}: {{engine: vllm, model: enc, task: embed, image: '{image}', port: {free_port()},"
-        " gpus: 0, startup_timeout: 60, expect_dimension: 32}\n")
+        " gpus: 0, startup_timeout: 60, expect_dimension: 32}\n"
+    )
     try:
         assert run_cli("apply", manifest, timeout=180).returncode == 0
         [container] = docker_client.containers.list(filters={"label": f"io.provision.manifest={manifest}"})

@@ -32,8 +32,9 @@ def manifest(tmp_path: Path) -> Path:
     (tmp_path / "src" / "config.json").write_text('{"hidden_size": 8}', encoding="utf-8")
     (tmp_path / "src" / "weights.bin").write_bytes(bytes(range(256)) * 8)
     path = tmp_path / "m.yaml"
-    path.write_text("version: 1\nsettings: {models_dir: models}\nmodels:\n  tiny: {source: file://src}\n",
-                    encoding="utf-8")
+    path.write_text(
+        "version: 1\nsettings: {models_dir: models}\nmodels:\n  tiny: {source: file://src}\n", encoding="utf-8"
+    )
     return path
 
 
@@ -54,13 +55,15 @@ def test_an_unknown_option_is_usage_2(command: str, env: dict[str, str]) -> None
     _expect(run_cli(command, "--no-such-option", env=env), exitcodes.USAGE)
 
 
-@pytest.mark.parametrize("command", ["validate", "plan", "apply", "status", "verify", "destroy", "check-hardware",
-                                     "smoke-test"])
+@pytest.mark.parametrize(
+    "command", ["validate", "plan", "apply", "status", "verify", "destroy", "check-hardware", "smoke-test"]
+)
 def test_an_invalid_manifest_is_2(command: str, env: dict[str, str]) -> None:
     _expect(run_cli(command, BROKEN, env=env), exitcodes.USAGE)
 
 
 # -- init ----------------------------------------------------------------------------------
+
 
 def test_init(tmp_path: Path, env: dict[str, str]) -> None:
     target = tmp_path / "new.yaml"
@@ -76,6 +79,7 @@ def test_init(tmp_path: Path, env: dict[str, str]) -> None:
 
 
 # -- validate, plan, apply -----------------------------------------------------------------
+
 
 def test_validate(manifest: Path, env: dict[str, str]) -> None:
     _expect(run_cli("validate", manifest, env=env), exitcodes.OK)
@@ -105,6 +109,7 @@ def test_apply(manifest: Path, env: dict[str, str]) -> None:
 
 
 # -- status, verify, destroy ---------------------------------------------------------------
+
 
 def test_status(applied: Path, env: dict[str, str], tmp_path: Path) -> None:
     _expect(run_cli("status", applied, env=env), exitcodes.OK)
@@ -139,10 +144,12 @@ def test_destroy(applied: Path, env: dict[str, str]) -> None:
 
 # -- check-hardware, smoke-test --------------------------------------------------------------
 
+
 def test_check_hardware(manifest: Path, env: dict[str, str]) -> None:
     _expect(run_cli("check-hardware", env=env), exitcodes.OK)
     needy = manifest.read_text(encoding="utf-8") + (
-        "deployments:\n  chat: {engine: transformers, model: tiny, requires: {min_gpus: 64}}\n")
+        "deployments:\n  chat: {engine: transformers, model: tiny, requires: {min_gpus: 64}}\n"
+    )
     manifest.write_text(needy, encoding="utf-8")
     _expect(run_cli("check-hardware", manifest, env=env), exitcodes.FAILED)
 
@@ -151,10 +158,13 @@ def test_smoke_test(tmp_path: Path, env: dict[str, str]) -> None:
     (tmp_path / "config.json").write_text("{}", encoding="utf-8")
     with FakeVLLM(tmp_path, ["qwen3"]) as server:
         path = tmp_path / "s.yaml"
-        path.write_text("version: 1\nmodels:\n  tiny: {source: file://absent}\ndeployments:\n"
-                        f"  api: {{engine: openai, base_url: '{server.base_url}', served_model: qwen3}}\n"
-                        "  local: {engine: transformers, model: tiny}\n"
-                        "smoke_test: {max_tokens: 8, timeout: 30}\n", encoding="utf-8")
+        path.write_text(
+            "version: 1\nmodels:\n  tiny: {source: file://absent}\ndeployments:\n"
+            f"  api: {{engine: openai, base_url: '{server.base_url}', served_model: qwen3}}\n"
+            "  local: {engine: transformers, model: tiny}\n"
+            "smoke_test: {max_tokens: 8, timeout: 30}\n",
+            encoding="utf-8",
+        )
         _expect(run_cli("smoke-test", path, "api", env=env), exitcodes.OK)
         _expect(run_cli("smoke-test", path, "local", env=env), exitcodes.FAILED)  # no model folder
         _expect(run_cli("smoke-test", path, "nope", env=env), exitcodes.USAGE)

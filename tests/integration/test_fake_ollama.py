@@ -57,9 +57,7 @@ def test_pull_without_stream_returns_the_last_status(fake: FakeOllama, client: o
     assert client.pull("qwen3:0.6b").status == "success"
 
 
-def test_bare_name_is_name_latest_and_a_second_pull_finds_every_layer(
-    fake: FakeOllama, client: ollama.Client
-) -> None:
+def test_bare_name_is_name_latest_and_a_second_pull_finds_every_layer(fake: FakeOllama, client: ollama.Client) -> None:
     fake.registry_add("tinyllama")
     client.pull("tinyllama")
     assert [m.model for m in client.list().models] == ["tinyllama:latest"]

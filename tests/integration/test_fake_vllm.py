@@ -14,8 +14,10 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from tests.fakes.vllm_server import FakeVLLM, main, parse_args
 
-MESSAGES: list[ChatCompletionMessageParam] = [{"role": "system", "content": "You are a helpful assistant"},
-            {"role": "user", "content": "the moon rises over the sea"}]
+MESSAGES: list[ChatCompletionMessageParam] = [
+    {"role": "system", "content": "You are a helpful assistant"},
+    {"role": "user", "content": "the moon rises over the sea"},
+]
 
 
 @pytest.fixture
@@ -39,7 +41,10 @@ def client(server: FakeVLLM, api_key: str = "unused") -> openai.OpenAI:
 
 def test_stream_with_usage_has_role_content_finish_and_usage_chunks(fake: FakeVLLM) -> None:
     stream = client(fake).chat.completions.create(
-        model="tiny", messages=MESSAGES, stream=True, stream_options={"include_usage": True},
+        model="tiny",
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},
     )
     chunks = list(stream)
 
@@ -100,13 +105,20 @@ def test_unknown_model_raises_not_found(fake: FakeVLLM) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
         client(fake).chat.completions.create(model="nope", messages=MESSAGES)
 
-    assert caught.value.body == {"message": "The model `nope` does not exist. Valid aliases: tiny.",
-                                 "type": "NotFoundError", "param": "model", "code": 404}
+    assert caught.value.body == {
+        "message": "The model `nope` does not exist. Valid aliases: tiny.",
+        "type": "NotFoundError",
+        "param": "model",
+        "code": 404,
+    }
 
 
 def test_extra_sampling_fields_are_recorded(fake: FakeVLLM) -> None:
     client(fake).chat.completions.create(
-        model="tiny", messages=MESSAGES, temperature=0.7, top_p=0.8,
+        model="tiny",
+        messages=MESSAGES,
+        temperature=0.7,
+        top_p=0.8,
         extra_body={"top_k": 10, "repetition_penalty": 1.2},
     )
 
@@ -127,8 +139,12 @@ def test_mid_stream_error_raises_api_error_after_the_first_chunks(model_dir: Pat
 
     assert type(caught.value) is openai.APIError
     assert caught.value.message == "Engine loop has died"
-    assert caught.value.body == {"message": "Engine loop has died", "type": "InternalServerError",
-                                 "param": None, "code": 500}
+    assert caught.value.body == {
+        "message": "Engine loop has died",
+        "type": "InternalServerError",
+        "param": None,
+        "code": 500,
+    }
     assert "".join(received) == "the moon"
 
 
@@ -141,8 +157,20 @@ def test_cli_rejects_unknown_arguments_like_vllm(capsys: pytest.CaptureFixture[s
 
 
 def test_cli_reads_vllm_spellings() -> None:
-    args = parse_args(["/models/a", "--served_model_name", "a", "b", "--max-model-len=4K",
-                       "-tp", "2", "--no-trust-remote-code", "--dtype", "float16"])
+    args = parse_args(
+        [
+            "/models/a",
+            "--served_model_name",
+            "a",
+            "b",
+            "--max-model-len=4K",
+            "-tp",
+            "2",
+            "--no-trust-remote-code",
+            "--dtype",
+            "float16",
+        ]
+    )
 
     assert (args.model, args.served_model_name, args.max_model_len) == ("/models/a", ["a", "b"], 4096)
     assert (args.tensor_parallel_size, args.trust_remote_code, args.dtype) == (2, False, "float16")
@@ -153,8 +181,9 @@ def test_cli_exits_1_without_config_json(tmp_path: Path, capsys: pytest.CaptureF
     assert f"Invalid repository ID or local directory specified: '{tmp_path}'" in capsys.readouterr().err
 
 
-def test_cli_crash_switch_exits_1(model_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_crash_switch_exits_1(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("FAKE_VLLM_CRASH", "1")
 
     assert main(["--model", str(model_dir)]) == 1
@@ -189,7 +218,10 @@ def test_container_serves_a_streamed_chat(tmp_path: Path, model_dir: Path) -> No
                 time.sleep(0.2)
         assert models[0].model_extra is not None and models[0].model_extra["max_model_len"] == 1024
         stream = api.chat.completions.create(
-            model="tiny", messages=MESSAGES, stream=True, stream_options={"include_usage": True},
+            model="tiny",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
         )
         chunks = list(stream)
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "the moon rises over the sea"

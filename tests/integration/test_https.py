@@ -22,8 +22,7 @@ def tls_hub(certificate: tuple[Path, Path]) -> FakeHFHub:
         yield hub
 
 
-def test_trusted_mirror_downloads_over_tls(tmp_path: Path, tls_hub: FakeHFHub,
-                                           certificate: tuple[Path, Path]) -> None:
+def test_trusted_mirror_downloads_over_tls(tmp_path: Path, tls_hub: FakeHFHub, certificate: tuple[Path, Path]) -> None:
     manifest = hub_manifest(tmp_path, tls_hub.url, tiny="org/tiny")
     result = run_cli("apply", manifest, env={"SSL_CERT_FILE": str(certificate[0])})
     assert result.returncode == 0, result.stderr

@@ -26,11 +26,14 @@ def test_init_then_validate_and_plan(tmp_path: Path) -> None:
         assert text.startswith("# ") and "# engine: vllm" in text  # commented, alternatives shown
 
         data = yaml.safe_load(text)
-        assert data["models"] == {"qwen3-0.6b": {"source": "hf://Qwen/Qwen3-0.6B"},
-                                  "qwen3-0.6b-ollama": {"source": "ollama://qwen3:0.6b"}}
+        assert data["models"] == {
+            "qwen3-0.6b": {"source": "hf://Qwen/Qwen3-0.6B"},
+            "qwen3-0.6b-ollama": {"source": "ollama://qwen3:0.6b"},
+        }
         assert {name: (d["engine"], d["model"]) for name, d in data["deployments"].items()} == {
             "qwen3-0.6b-chat": ("transformers", "qwen3-0.6b"),
-            "qwen3-0.6b-ollama-chat": ("ollama", "qwen3-0.6b-ollama")}
+            "qwen3-0.6b-ollama-chat": ("ollama", "qwen3-0.6b-ollama"),
+        }
         assert data["smoke_test"]["messages"]
 
         valid = run_cli("validate", env=env, cwd=tmp_path)  # ./provision.yaml, the default
@@ -48,8 +51,12 @@ def test_init_then_validate_and_plan(tmp_path: Path) -> None:
 
 def test_init_names_are_safe_and_distinct_and_dollars_stay_literal(tmp_path: Path) -> None:
     env = {"PROVISION_STATE_DIR": str(tmp_path / "state"), "FOO": "expanded"}
-    refs = ["hf://org/Model.Name", "ms://other/model.name", "ollama://library/model.name:latest",
-            "file://weights/${FOO}.gguf"]
+    refs = [
+        "hf://org/Model.Name",
+        "ms://other/model.name",
+        "ollama://library/model.name:latest",
+        "file://weights/${FOO}.gguf",
+    ]
     result = run_cli("init", "-o", tmp_path / "m.yaml", "--json", *refs, env=env)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)

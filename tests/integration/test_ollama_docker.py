@@ -46,9 +46,11 @@ def test_apply_pulls_through_ollama_in_a_container(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{port}"
         wait_for(url, container)
         manifest = tmp_path / "m.yaml"
-        manifest.write_text("version: 1\nmodels:\n  qwen: {source: 'ollama://qwen3:0.6b'}\n"
-                            "  mine: {source: 'ollama://llama3:8b'}\n"
-                            "deployments:\n  chat: {engine: ollama, model: qwen}\n")
+        manifest.write_text(
+            "version: 1\nmodels:\n  qwen: {source: 'ollama://qwen3:0.6b'}\n"
+            "  mine: {source: 'ollama://llama3:8b'}\n"
+            "deployments:\n  chat: {engine: ollama, model: qwen}\n"
+        )
         env = {"OLLAMA_HOST": f"127.0.0.1:{port}"}
 
         result = run_cli("apply", manifest, env=env)

@@ -48,9 +48,12 @@ def test_plain_http_goes_as_absolute_form_requests_not_a_tunnel(tmp_path: Path, 
 
 
 def test_https_tunnels_through_the_proxy_with_its_credentials_kept_secret(
-        tmp_path: Path, certificate: tuple[Path, Path]) -> None:
-    with FakeHFHub().use_tls(*certificate) as hub, \
-            FakeProxy(credentials=("alice", PASSWORD), allow_connect_any_port=True) as proxy:
+    tmp_path: Path, certificate: tuple[Path, Path]
+) -> None:
+    with (
+        FakeHFHub().use_tls(*certificate) as hub,
+        FakeProxy(credentials=("alice", PASSWORD), allow_connect_any_port=True) as proxy,
+    ):
         hub.add_repo("org/tiny", FILES)
         address = proxy.url.replace("http://", f"http://alice:{PASSWORD}@")
         manifest = hub_manifest(tmp_path, hub.url, tiny="org/tiny")

@@ -54,7 +54,8 @@ class Hub:
             f"  {SETTINGS[self.scheme]}: {{endpoint: '{self.server.url}', token: '${{HUB_TOKEN}}'}}\n"
             f"models:\n  tiny: {{source: '{self.scheme}://org/tiny'}}\n"
             "deployments:\n  chat: {engine: vllm, model: tiny, gpus: 1, api_key: '${API_KEY}'}\n"
-            "  local: {engine: transformers, model: tiny}\n")
+            "  local: {engine: transformers, model: tiny}\n"
+        )
         return path
 
 
@@ -97,8 +98,14 @@ def rendered(tmp_path: Path, hub: Hub) -> dict[str, dict[str, Any]]:
     return {f"{o['kind']}/{o['metadata']['name']}": o for o in objects}
 
 
-def run_step(image: str, pod: dict[str, Any], objects: dict[str, dict[str, Any]], claim_dir: Path,
-             secrets: dict[str, dict[str, str]], work: Path) -> tuple[int, str]:
+def run_step(
+    image: str,
+    pod: dict[str, Any],
+    objects: dict[str, dict[str, Any]],
+    claim_dir: Path,
+    secrets: dict[str, dict[str, str]],
+    work: Path,
+) -> tuple[int, str]:
     """Run the pod's init container as the kubelet would: volumes, env from Secrets; (exit, logs)."""
     step = pod["initContainers"][0]
     assert step["image"] == FETCH_IMAGE
@@ -127,8 +134,9 @@ def run_step(image: str, pod: dict[str, Any], objects: dict[str, dict[str, Any]]
         if value is not None:
             environment[var["name"]] = value
     client = ensure_engine()
-    container = client.containers.run(image, entrypoint=step["command"], environment=environment, volumes=binds,
-                                      network_mode="host", detach=True)
+    container = client.containers.run(
+        image, entrypoint=step["command"], environment=environment, volumes=binds, network_mode="host", detach=True
+    )
     try:
         code = container.wait(timeout=120)["StatusCode"]
         return code, container.logs().decode()
@@ -148,8 +156,12 @@ def test_render_is_byte_identical_offline_and_schema_valid(tmp_path: Path, hub: 
     rendered(tmp_path, hub)
     files = sorted(str(p) for p in (tmp_path / "k8s").iterdir())
     for version in ("1.30.0", kubernetes_validate.latest_version()):
-        checked = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", "-k", version, *files],
-                                 capture_output=True, text=True, check=False)
+        checked = subprocess.run(
+            [sys.executable, "-m", "kubernetes_validate", "--strict", "-k", version, *files],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert checked.returncode == 0, checked.stdout + checked.stderr
         assert checked.stdout.count("passed") == len(files) == 4  # claim, ConfigMap, Deployment, Service
     before = len(hub.server.requests)
@@ -163,7 +175,8 @@ def test_render_is_byte_identical_offline_and_schema_valid(tmp_path: Path, hub: 
 
 
 def test_the_download_step_fetches_resumes_and_verifies_the_locked_files(
-        tmp_path: Path, hub: Hub, standin_image: str) -> None:
+    tmp_path: Path, hub: Hub, standin_image: str
+) -> None:
     objects = rendered(tmp_path, hub)
     pod = objects["Deployment/chat"]["spec"]["template"]["spec"]
     locked = lock_of(tmp_path / "m.yaml")["models"]["tiny"]["files"]
@@ -204,7 +217,8 @@ def test_the_download_step_fetches_resumes_and_verifies_the_locked_files(
 
 
 def test_the_download_step_fails_loudly_when_the_hub_serves_other_bytes(
-        tmp_path: Path, hub: Hub, standin_image: str) -> None:
+    tmp_path: Path, hub: Hub, standin_image: str
+) -> None:
     objects = rendered(tmp_path, hub)
     pod = objects["Deployment/chat"]["spec"]["template"]["spec"]
     hub.corrupt("model.safetensors")
@@ -219,7 +233,8 @@ def test_the_download_step_fails_loudly_when_the_hub_serves_other_bytes(
 
 
 def test_the_download_step_without_the_token_secret_fails_on_a_private_model(
-        tmp_path: Path, hub: Hub, standin_image: str) -> None:
+    tmp_path: Path, hub: Hub, standin_image: str
+) -> None:
     objects = rendered(tmp_path, hub)
     pod = objects["Deployment/chat"]["spec"]["template"]["spec"]
     claim = tmp_path / "claim"
@@ -228,7 +243,9 @@ def test_the_download_step_without_the_token_secret_fails_on_a_private_model(
     assert code == 1 and "needs the token Secret" in logs, logs
 
 
-@pytest.mark.parametrize("args", [(), ("-o", "out", "--stdout"), ("--stdout", "--json"), ("--stdout", "--namespace", "A")])
+@pytest.mark.parametrize(
+    "args", [(), ("-o", "out", "--stdout"), ("--stdout", "--json"), ("--stdout", "--namespace", "A")]
+)
 def test_render_refuses_bad_command_lines_with_exit_2(tmp_path: Path, args: tuple[str, ...]) -> None:
     manifest = tmp_path / "m.yaml"
     manifest.write_text("version: 1\n")

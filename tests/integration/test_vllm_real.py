@@ -145,7 +145,8 @@ def test_the_real_server_passes_the_client_checks(served: tuple[Path, int]) -> N
 
 
 def test_a_bad_argument_reports_vllms_reason_and_destroy_removes_it(
-        served: tuple[Path, int], docker_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    served: tuple[Path, int], docker_client, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     manifest = tmp_path / "bad.yaml"
     name = f"bad-{os.getpid()}"
     write(manifest, converted_smollm2(), free_port(), args=[*SERVER_ARGS, "--no-such-flag"], name=name)

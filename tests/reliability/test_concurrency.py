@@ -45,4 +45,3 @@ def test_second_apply_fails_fast_naming_the_holder(tmp_path: Path) -> None:
     # the lock is free again: a third apply is a no-op
     again = run_cli("apply", manifest)
     assert again.returncode == 0 and "no changes" in again.stdout
-

@@ -33,8 +33,12 @@ FITS = {"config.json": b"{}", "model.safetensors": payload(5 << 20, 32)}
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount_point = tmp_path / "models"
     mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SIZE}", "tmpfs", str(mount_point)],
-                          check=False, capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={SIZE}", "tmpfs", str(mount_point)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, f"cannot mount a tmpfs (the suite needs root): {done.stderr}"
     try:
         yield mount_point
@@ -85,8 +89,11 @@ def test_disk_full_mid_download_fails_cleanly_then_resumes(tmp_path: Path, small
         assert "Traceback" not in result.stderr
         model_dir = small_disk / "fits"
         assert not (model_dir / "model.safetensors").exists(), "a partial file was placed at the final path"
-        assert "fits" not in read_json(manifest.with_name("m.lock.json")).get("models", {}) \
-            if manifest.with_name("m.lock.json").exists() else True
+        assert (
+            "fits" not in read_json(manifest.with_name("m.lock.json")).get("models", {})
+            if manifest.with_name("m.lock.json").exists()
+            else True
+        )
         kept = sum(p.stat().st_size for p in model_dir.rglob("*.part"))
 
         os.unlink(ballast)  # room again

@@ -76,8 +76,16 @@ class FaultyHub(FakeHFHub):
         self._serving.bad = request.path.startswith("/org/bad/resolve/")
         super().handle(request, handler, record)
 
-    def serve_blob(self, request: Request, handler: BaseHTTPRequestHandler, record: Recorded, blob: Blob,
-                   headers: dict[str, str], *, name: str) -> None:
+    def serve_blob(
+        self,
+        request: Request,
+        handler: BaseHTTPRequestHandler,
+        record: Recorded,
+        blob: Blob,
+        headers: dict[str, str],
+        *,
+        name: str,
+    ) -> None:
         faults = self.faults
         if request.method == "GET" and isinstance(faults, MoreFaults):
             if faults.take("short_bodies"):
@@ -101,7 +109,9 @@ class FaultyHub(FakeHFHub):
         super().serve_blob(request, handler, record, blob, headers, name=name)
 
     def gets_of(self, repo: str, path: str) -> int:
-        return sum(1 for r in self.requests if r.method == "GET" and r.path == f"/{repo}/resolve/{self.sha(repo)}/{path}")
+        return sum(
+            1 for r in self.requests if r.method == "GET" and r.path == f"/{repo}/resolve/{self.sha(repo)}/{path}"
+        )
 
     def sha(self, repo: str) -> str:
         return self.repos[repo].branches["main"]

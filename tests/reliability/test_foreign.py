@@ -15,10 +15,17 @@ from tests.fakes.ollama_server import FakeOllama
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 DEP = f"own-{os.getpid()}"
-COMMANDS = [("validate",), ("plan",), ("apply",), ("status",), ("verify",), ("smoke-test",),
-            ("apply",), ("destroy", "--yes"), ("destroy", "--yes")]
-
-
+COMMANDS = [
+    ("validate",),
+    ("plan",),
+    ("apply",),
+    ("status",),
+    ("verify",),
+    ("smoke-test",),
+    ("apply",),
+    ("destroy", "--yes"),
+    ("destroy", "--yes"),
+]
 
 
 def test_foreign_things_survive_every_command(tmp_path: Path) -> None:

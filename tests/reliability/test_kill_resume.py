@@ -77,8 +77,9 @@ def on_disk(model_dir: Path) -> int:
     return placed + (sum(p.stat().st_size for p in partial.glob("*.part")) if partial.exists() else 0)
 
 
-def kill_once(manifest: Path, kill: KillSwitch, kind: str, rng: random.Random, remaining: int,
-              first_requests: int) -> str:
+def kill_once(
+    manifest: Path, kill: KillSwitch, kind: str, rng: random.Random, remaining: int, first_requests: int
+) -> str:
     """Start an apply, kill it at the chosen point; return what was done, for the log."""
     process = start_cli("apply", manifest)
     if kind == "delay":
@@ -113,8 +114,17 @@ def kill_once(manifest: Path, kill: KillSwitch, kind: str, rng: random.Random, r
     return f"{what}: {'killed' if code == -signal.SIGKILL else f'exited {code} first'}"
 
 
-def run_trials(tmp_path: Path, manifest: Path, kill: KillSwitch, seed: int, *, remaining: Callable[[], int],
-               first_requests: int, after_kill: Callable[[], None], before_final: Callable[[], None]) -> None:
+def run_trials(
+    tmp_path: Path,
+    manifest: Path,
+    kill: KillSwitch,
+    seed: int,
+    *,
+    remaining: Callable[[], int],
+    first_requests: int,
+    after_kill: Callable[[], None],
+    before_final: Callable[[], None],
+) -> None:
     rng = random.Random(seed)
     landed = 0
     for trial, kind in enumerate(schedule(rng), 1):
@@ -160,10 +170,16 @@ def test_hub_apply_survives_ten_kills(tmp_path: Path, scheme: str, seed: int) ->
         hub.faults.throttle_bps = THROTTLE
         manifest = write_manifest(tmp_path, settings(hub.url), f"  tiny: {{source: {scheme}://org/tiny}}\n")
         model_dir = tmp_path / "models" / "tiny"
-        run_trials(tmp_path, manifest, hub.kill, seed, remaining=lambda: TOTAL - on_disk(model_dir),
-                   first_requests=first_requests,
-                   after_kill=lambda: assert_final_paths_hold_only_good_bytes(model_dir, FILES),
-                   before_final=lambda: setattr(hub.faults, "throttle_bps", None))
+        run_trials(
+            tmp_path,
+            manifest,
+            hub.kill,
+            seed,
+            remaining=lambda: TOTAL - on_disk(model_dir),
+            first_requests=first_requests,
+            after_kill=lambda: assert_final_paths_hold_only_good_bytes(model_dir, FILES),
+            before_final=lambda: setattr(hub.faults, "throttle_bps", None),
+        )
         check_file_model(tmp_path, manifest)
 
 
@@ -188,8 +204,16 @@ def test_ollama_pull_survives_ten_kills(tmp_path: Path, ollama: KillableOllama, 
         return lines
 
     # /api/tags, then the pull
-    run_trials(tmp_path, manifest, ollama.kill, seed, remaining=lines_left, first_requests=2,
-               after_kill=lambda: None, before_final=lambda: setattr(ollama, "line_delay", 0.0))
+    run_trials(
+        tmp_path,
+        manifest,
+        ollama.kill,
+        seed,
+        remaining=lines_left,
+        first_requests=2,
+        after_kill=lambda: None,
+        before_final=lambda: setattr(ollama, "line_delay", 0.0),
+    )
     digest = ollama.registry["qwen3:0.6b"].digest
     assert "qwen3:0.6b" in ollama.local and not ollama.partial
     assert read_json(manifest.with_name("m.lock.json"))["models"]["qwen"]["digest"] == digest

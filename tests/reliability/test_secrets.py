@@ -32,8 +32,6 @@ DEP = f"sec-{os.getpid()}"
 COMMANDS = [("validate",), ("plan",), ("apply",), ("status",), ("verify",), ("smoke-test",), ("destroy", "--yes")]
 
 
-
-
 @pytest.fixture()
 def docker_client():  # type: ignore[no-untyped-def]
     from tests.fakes.docker_env import build_vllm_image, ensure_engine
@@ -47,12 +45,16 @@ def docker_client():  # type: ignore[no-untyped-def]
 def servers(tmp_path: Path) -> Iterator[tuple[FakeHFHub, FakeModelScopeHub, FakeVLLM]]:
     (tmp_path / "served").mkdir()
     (tmp_path / "served" / "config.json").write_text("{}")
-    with FakeHFHub() as hf, FakeModelScopeHub() as ms, \
-            FakeVLLM(tmp_path / "served", ["deepseek-chat"], api_key=CANARIES["DEEPSEEK_API_KEY"]) as api:
+    with (
+        FakeHFHub() as hf,
+        FakeModelScopeHub() as ms,
+        FakeVLLM(tmp_path / "served", ["deepseek-chat"], api_key=CANARIES["DEEPSEEK_API_KEY"]) as api,
+    ):
         hf.add_repo("org/gated", {"config.json": b"{}", "w.bin": payload(100_000, 41)}, gated=True)
         hf.tokens = {CANARIES["HF_TOKEN"]}
-        ms.add_repo("org/private", {"config.json": b"{}", "w.bin": payload(100_000, 42)},
-                    token=CANARIES["MODELSCOPE_API_TOKEN"])
+        ms.add_repo(
+            "org/private", {"config.json": b"{}", "w.bin": payload(100_000, 42)}, token=CANARIES["MODELSCOPE_API_TOKEN"]
+        )
         yield hf, ms, api
 
 
@@ -99,9 +101,17 @@ def test_canaries_never_leak(tmp_path: Path, servers, docker_client) -> None:  #
                     # while the container runs: its labels and inspect output
                     for container in docker_client.containers.list(all=True, filters={"label": label}):
                         config = container.attrs["Config"]
-                        inspected.append(json.dumps({"Cmd": config.get("Cmd"), "Entrypoint": config.get("Entrypoint"),
-                                                     "Labels": config.get("Labels"), "Args": container.attrs["Args"],
-                                                     "Name": container.attrs["Name"]}))
+                        inspected.append(
+                            json.dumps(
+                                {
+                                    "Cmd": config.get("Cmd"),
+                                    "Entrypoint": config.get("Entrypoint"),
+                                    "Labels": config.get("Labels"),
+                                    "Args": container.attrs["Args"],
+                                    "Name": container.attrs["Name"],
+                                }
+                            )
+                        )
     finally:
         for container in docker_client.containers.list(all=True, filters={"label": label}):
             container.remove(force=True)

@@ -50,8 +50,9 @@ def manifest_for(tmp_path: Path, url: str, extra_settings: str = "") -> Path:
 
 def big_gets(hub: FakeHFHub) -> list[str]:
     """The Range header of every GET of the big file, in arrival order ("" when none)."""
-    return [r.headers.get("range", "") for r in hub.requests
-            if r.method == "GET" and r.path.endswith("/model.safetensors")]
+    return [
+        r.headers.get("range", "") for r in hub.requests if r.method == "GET" and r.path.endswith("/model.safetensors")
+    ]
 
 
 def on_disk(model: Path) -> int:
@@ -192,7 +193,6 @@ def test_connections_per_host_are_capped(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stdout + result.stderr
         assert_placed(tmp_path)
         assert hub.bodies_peak == 3, hub.bodies_peak  # eight ranges wanted, three at a time
-
 
 
 def test_ranges_follow_the_redirect_to_a_cdn_without_the_token(tmp_path: Path) -> None:

@@ -42,13 +42,15 @@ def outside(paths: set[str], *allowed: str) -> set[str]:
     return {p for p in paths if not any(p == a or p.startswith(a + "/") or a.startswith(p + "/") for a in allowed)}
 
 
-def two_model_manifest(root: Path, endpoint: str, scheme: str, *, bad_repo: str = "evil/bad",
-                       good_repo: str = "org/good") -> Path:
+def two_model_manifest(
+    root: Path, endpoint: str, scheme: str, *, bad_repo: str = "evil/bad", good_repo: str = "org/good"
+) -> Path:
     key = {"hf": "huggingface", "ms": "modelscope"}[scheme]
     manifest = root / "m.yaml"
     manifest.write_text(
         f"version: 1\nsettings:\n  models_dir: models\n  {key}: {{endpoint: '{endpoint}'}}\n"
-        f"models:\n  bad: {{source: '{scheme}://{bad_repo}'}}\n  good: {{source: '{scheme}://{good_repo}'}}\n")
+        f"models:\n  bad: {{source: '{scheme}://{bad_repo}'}}\n  good: {{source: '{scheme}://{good_repo}'}}\n"
+    )
     return manifest
 
 

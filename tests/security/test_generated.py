@@ -38,40 +38,83 @@ ALLOWED = ("models/good", "models/bad", "m.lock.json", "state")
 
 # -- strategies ------------------------------------------------------------------------------
 
-traversal = st.builds(lambda n, tail: "../" * n + tail, st.integers(1, 8), st.sampled_from(["evil", "x/evil", "victim"]))
-git_path = st.builds(lambda pre, git, post: f"{pre}{git}/{post}", st.sampled_from(["", "sub/", "a/b/"]),
-                     st.sampled_from([".git", ".GIT", ".Git", ".git.", ".git "]),
-                     st.sampled_from(["config", "hooks/post-checkout", "info/attributes"]))
-control = st.builds(lambda a, c, b: f"{a}{c}{b}", st.text("abc", min_size=1, max_size=3),
-                    st.sampled_from(["\x00", "\n", "\r", "\x1b[31m", "\u202e", "\x7f", "\u2028"]),
-                    st.text("xyz", min_size=1, max_size=3))
+traversal = st.builds(
+    lambda n, tail: "../" * n + tail, st.integers(1, 8), st.sampled_from(["evil", "x/evil", "victim"])
+)
+git_path = st.builds(
+    lambda pre, git, post: f"{pre}{git}/{post}",
+    st.sampled_from(["", "sub/", "a/b/"]),
+    st.sampled_from([".git", ".GIT", ".Git", ".git.", ".git "]),
+    st.sampled_from(["config", "hooks/post-checkout", "info/attributes"]),
+)
+control = st.builds(
+    lambda a, c, b: f"{a}{c}{b}",
+    st.text("abc", min_size=1, max_size=3),
+    st.sampled_from(["\x00", "\n", "\r", "\x1b[31m", "\u202e", "\x7f", "\u2028"]),
+    st.text("xyz", min_size=1, max_size=3),
+)
 odd_path = st.one_of(
-    traversal, git_path, control,
-    st.sampled_from(["/etc/cron.d/evil", "C:/evil", "a//b", "a/./b", "a/", ".", "", ".cache/provision/x",
-                     ".provision.json", "a\\..\\..\\evil", "[bold]x[/]", "模型/权重.bin", "ok.bin"]),
+    traversal,
+    git_path,
+    control,
+    st.sampled_from(
+        [
+            "/etc/cron.d/evil",
+            "C:/evil",
+            "a//b",
+            "a/./b",
+            "a/",
+            ".",
+            "",
+            ".cache/provision/x",
+            ".provision.json",
+            "a\\..\\..\\evil",
+            "[bold]x[/]",
+            "模型/权重.bin",
+            "ok.bin",
+        ]
+    ),
     st.text(min_size=1, max_size=12),
 )
-odd_size = st.one_of(st.integers(-(2**70), 2**70), st.sampled_from([0, 1, 3000, -1]), st.text(max_size=4),
-                     st.none(), st.booleans(), st.floats(allow_nan=True))
+odd_size = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.sampled_from([0, 1, 3000, -1]),
+    st.text(max_size=4),
+    st.none(),
+    st.booleans(),
+    st.floats(allow_nan=True),
+)
 hex40 = st.text("0123456789abcdef", min_size=40, max_size=40)
 hex64 = st.text("0123456789abcdef", min_size=64, max_size=64)
-odd_digest = st.one_of(hex40, hex64, traversal, st.text(max_size=70), st.integers(), st.none(),
-                       st.text("0123456789ABCDEF", min_size=64, max_size=64))
+odd_digest = st.one_of(
+    hex40,
+    hex64,
+    traversal,
+    st.text(max_size=70),
+    st.integers(),
+    st.none(),
+    st.text("0123456789ABCDEF", min_size=64, max_size=64),
+)
 
 
 @st.composite
 def hf_entry(draw: st.DrawFn) -> dict[str, Any]:
     entry: dict[str, Any] = {"type": "file", "path": draw(odd_path), "size": draw(odd_size), "oid": draw(odd_digest)}
     if draw(st.booleans()):
-        entry["lfs"] = draw(st.one_of(st.fixed_dictionaries({"oid": odd_digest, "size": odd_size}),
-                                      st.none(), st.text(max_size=3)))
+        entry["lfs"] = draw(
+            st.one_of(st.fixed_dictionaries({"oid": odd_digest, "size": odd_size}), st.none(), st.text(max_size=3))
+        )
     return entry
 
 
 @st.composite
 def ms_entry(draw: st.DrawFn) -> dict[str, Any]:
-    return {"Type": draw(st.sampled_from(["blob", "tree", None])), "Path": draw(odd_path),
-            "Size": draw(odd_size), "Sha256": draw(odd_digest)}
+    return {
+        "Type": draw(st.sampled_from(["blob", "tree", None])),
+        "Path": draw(odd_path),
+        "Size": draw(odd_size),
+        "Sha256": draw(odd_digest),
+    }
 
 
 # -- fixtures --------------------------------------------------------------------------------
@@ -123,8 +166,9 @@ def _apply(root: Path, manifest: Path, *args: str) -> Any:
 
 @EXAMPLES
 @given(entries=st.lists(hf_entry(), min_size=1, max_size=3), link=st.sampled_from([None, None, "self"]))
-def test_generated_hf_listings(hf_hub: HostileHFHub, tmp_path: Path, entries: list[dict[str, Any]],
-                               link: str | None) -> None:
+def test_generated_hf_listings(
+    hf_hub: HostileHFHub, tmp_path: Path, entries: list[dict[str, Any]], link: str | None
+) -> None:
     hf_hub.listing_edits["evil/bad"] = lambda honest: honest + entries
     hf_hub.link = link
     root = _case_dir(tmp_path)
@@ -149,38 +193,67 @@ def test_generated_ms_listings(ms_hub: HostileMSHub, tmp_path: Path, entries: li
 
 # -- tampered lock and state -----------------------------------------------------------------
 
-odd_value = st.one_of(odd_size, odd_digest, odd_path, st.lists(st.integers(), max_size=4),
-                      st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+odd_value = st.one_of(
+    odd_size,
+    odd_digest,
+    odd_path,
+    st.lists(st.integers(), max_size=4),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
 
 
 @st.composite
 def lock_tamper(draw: st.DrawFn) -> tuple[str, tuple[str, ...], Any]:
     """(model, where, value): a field of an entry replaced, or a file entry added under an odd path."""
     model = draw(st.sampled_from(["bad", "good"]))
-    where = draw(st.sampled_from([("resolved",), ("spec", "source"), ("spec",), ("files",),
-                                  ("files", "weights.bin", "size"), ("files", "weights.bin", "sha256"),
-                                  ("files", "config.json", "git_sha1"), ("files", "*new*"), ("digest",)]))
-    value = draw(st.fixed_dictionaries({"size": odd_size, "sha256": odd_digest}) if where == ("files", "*new*")
-                 else odd_value)
+    where = draw(
+        st.sampled_from(
+            [
+                ("resolved",),
+                ("spec", "source"),
+                ("spec",),
+                ("files",),
+                ("files", "weights.bin", "size"),
+                ("files", "weights.bin", "sha256"),
+                ("files", "config.json", "git_sha1"),
+                ("files", "*new*"),
+                ("digest",),
+            ]
+        )
+    )
+    value = draw(
+        st.fixed_dictionaries({"size": odd_size, "sha256": odd_digest}) if where == ("files", "*new*") else odd_value
+    )
     return model, where, value
 
 
-def _tamper(document: dict[str, Any], entry: dict[str, Any], where: tuple[str, ...], value: Any,
-            new_key: str) -> None:
+def _tamper(document: dict[str, Any], entry: dict[str, Any], where: tuple[str, ...], value: Any, new_key: str) -> None:
     target = entry
     for key in where[:-1]:
         target = target.setdefault(key, {}) if isinstance(target, dict) else target
     target[new_key if where[-1] == "*new*" else where[-1]] = value
 
 
-COMMANDS = [("verify",), ("plan",), ("status",), ("apply",), ("apply", "--verify"), ("apply", "--yes"),
-            ("destroy", "--yes")]
+COMMANDS = [
+    ("verify",),
+    ("plan",),
+    ("status",),
+    ("apply",),
+    ("apply", "--verify"),
+    ("apply", "--yes"),
+    ("destroy", "--yes"),
+]
 
 
 @EXAMPLES
 @given(tamper=lock_tamper(), new_key=st.one_of(traversal, git_path, odd_path), command=st.sampled_from(COMMANDS))
-def test_generated_lock_tampering(hf_hub: HostileHFHub, tmp_path: Path, tamper: tuple[str, tuple[str, ...], Any],
-                                  new_key: str, command: tuple[str, ...]) -> None:
+def test_generated_lock_tampering(
+    hf_hub: HostileHFHub,
+    tmp_path: Path,
+    tamper: tuple[str, tuple[str, ...], Any],
+    new_key: str,
+    command: tuple[str, ...],
+) -> None:
     hf_hub.listing_edits.clear()
     hf_hub.link = None
     root = _case_dir(tmp_path)
@@ -197,12 +270,16 @@ def test_generated_lock_tampering(hf_hub: HostileHFHub, tmp_path: Path, tamper: 
 
 
 @EXAMPLES
-@given(model=st.sampled_from(["bad", "good", "../../victim", "victim"]),
-       field=st.sampled_from(["path", "files", "source", "resolved", "*file*"]),
-       value=st.one_of(odd_value, st.just("{root}/victim"), st.just("{root}/models/victim"), st.just("/")),
-       new_key=st.one_of(traversal, git_path, st.just("victim")), command=st.sampled_from(COMMANDS))
-def test_generated_state_tampering(hf_hub: HostileHFHub, tmp_path: Path, model: str, field: str, value: Any,
-                                   new_key: str, command: tuple[str, ...]) -> None:
+@given(
+    model=st.sampled_from(["bad", "good", "../../victim", "victim"]),
+    field=st.sampled_from(["path", "files", "source", "resolved", "*file*"]),
+    value=st.one_of(odd_value, st.just("{root}/victim"), st.just("{root}/models/victim"), st.just("/")),
+    new_key=st.one_of(traversal, git_path, st.just("victim")),
+    command=st.sampled_from(COMMANDS),
+)
+def test_generated_state_tampering(
+    hf_hub: HostileHFHub, tmp_path: Path, model: str, field: str, value: Any, new_key: str, command: tuple[str, ...]
+) -> None:
     hf_hub.listing_edits.clear()
     hf_hub.link = None
     root = _case_dir(tmp_path)

@@ -30,6 +30,7 @@ Entries = list[dict[str, Any]]
 
 def _set(field: str, value: Any, path: str = "weights.bin") -> Callable[[Entries], Entries]:
     """An edit that sets ``field`` (dotted: ``lfs.oid``) of the entry listed at ``path``."""
+
     def edit(entries: Entries) -> Entries:
         for entry in entries:
             if entry.get("path", entry.get("Path")) == path:
@@ -39,6 +40,7 @@ def _set(field: str, value: Any, path: str = "weights.bin") -> Callable[[Entries
                     target = target.setdefault(key, {})
                 target[last] = value
         return entries
+
     return edit
 
 
@@ -79,8 +81,10 @@ HF_CASES = {
     "lfs-oid-traversal": (_set("lfs.oid", TRAVERSAL), "lfs.oid"),
     "oid-traversal": (_set("oid", TRAVERSAL, "config.json"), "oid"),
     "git-config": (_add({"type": "file", "path": ".git/config", "size": 10, "oid": "a" * 40}), ".git"),
-    "nested-git-hook": (_add({"type": "file", "path": "sub/.Git/hooks/post-checkout", "size": 1, "oid": "b" * 40}),
-                        ".git"),
+    "nested-git-hook": (
+        _add({"type": "file", "path": "sub/.Git/hooks/post-checkout", "size": 1, "oid": "b" * 40}),
+        ".git",
+    ),
     "size-not-int": (_set("size", "abc"), "size"),
     "size-negative": (_set("size", -5), "size"),
     "nul-in-path": (_add({"type": "file", "path": "a\u0000b", "size": 1, "oid": "c" * 40}), "control"),

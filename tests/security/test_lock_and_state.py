@@ -28,8 +28,10 @@ def hub() -> Any:
 
 def _manifest(tmp_path: Path, hub: FakeHFHub, extra: str = "") -> Path:
     manifest = tmp_path / "m.yaml"
-    manifest.write_text(f"version: 1\nsettings:\n  models_dir: models\n  huggingface: {{endpoint: '{hub.url}'}}\n"
-                        f"models:\n  good: {{source: 'hf://org/good'{extra}}}\n")
+    manifest.write_text(
+        f"version: 1\nsettings:\n  models_dir: models\n  huggingface: {{endpoint: '{hub.url}'}}\n"
+        f"models:\n  good: {{source: 'hf://org/good'{extra}}}\n"
+    )
     return manifest
 
 
@@ -62,9 +64,17 @@ def test_lock_path_outside_the_folder_is_exit_2_and_never_hashed_or_deleted(tmp_
     assert victim.read_bytes() == b"precious"
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("size", "12"), ("size", -1), ("size", True), ("sha256", "../../x"), ("sha256", "A" * 63), ("git_sha1", 5),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("size", "12"),
+        ("size", -1),
+        ("size", True),
+        ("sha256", "../../x"),
+        ("sha256", "A" * 63),
+        ("git_sha1", 5),
+    ],
+)
 def test_lock_wrong_type_is_exit_2_naming_the_field(tmp_path: Path, hub: FakeHFHub, field: str, value: Any) -> None:
     manifest = _applied(tmp_path, hub)
     lock_file = manifest.with_name("m.lock.json")
@@ -132,8 +142,7 @@ def test_apply_repairs_what_verify_flags(tmp_path: Path, hub: FakeHFHub) -> None
     assert invoke("verify", str(manifest)).exit_code == 0
 
 
-def test_noop_apply_trusts_an_unchanged_stat_and_apply_verify_hashes_everything(tmp_path: Path,
-                                                                                hub: FakeHFHub) -> None:
+def test_noop_apply_trusts_an_unchanged_stat_and_apply_verify_hashes_everything(tmp_path: Path, hub: FakeHFHub) -> None:
     manifest = _applied(tmp_path, hub)
     weights = tmp_path / "models/good/weights.bin"
     st = weights.stat()

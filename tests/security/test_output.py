@@ -22,22 +22,25 @@ MARKUP_NAME = "[bold]w[/bold].bin"
 
 
 def assert_no_raw_controls(text: str) -> None:
-    raw = [c for c in text if (ord(c) < 0x20 and c not in "\n\t") or 0x7f <= ord(c) < 0xa0]
+    raw = [c for c in text if (ord(c) < 0x20 and c not in "\n\t") or 0x7F <= ord(c) < 0xA0]
     assert raw == [], f"raw control characters reached the output: {raw!r}"
 
 
 # -- the helper ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "shown"), [
-    ("[/]", "[/]"),
-    ("[bold]x[/bold]", "[bold]x[/bold]"),
-    ("a\x1b[31mb", "a\\x1b[31mb"),
-    ("line\nforged: ok", "line\\nforged: ok"),
-    ("\u202eevil", "\\u202eevil"),
-    ("csi\x9b2J", "csi\\x9b2J"),
-    ("trailing \\", "trailing \\"),
-])
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("[/]", "[/]"),
+        ("[bold]x[/bold]", "[bold]x[/bold]"),
+        ("a\x1b[31mb", "a\\x1b[31mb"),
+        ("line\nforged: ok", "line\\nforged: ok"),
+        ("\u202eevil", "\\u202eevil"),
+        ("csi\x9b2J", "csi\\x9b2J"),
+        ("trailing \\", "trailing \\"),
+    ],
+)
 def test_literal_prints_exactly_the_text_with_controls_escaped(text: str, shown: str) -> None:
     from rich.console import Console
 
@@ -62,7 +65,7 @@ def test_json_output_escapes_c1_controls(capsys: pytest.CaptureFixture[str]) -> 
 
 def test_markup_in_a_manifest_value_does_not_crash_the_error_handler(tmp_path: Path) -> None:
     manifest = tmp_path / "m.yaml"
-    manifest.write_text("version: 1\nmodels: {}\ndeployments:\n  d: {engine: vllm, model: \"[/]\"}\n")
+    manifest.write_text('version: 1\nmodels: {}\ndeployments:\n  d: {engine: vllm, model: "[/]"}\n')
     result = run_cli("validate", manifest)
     assert result.returncode == 2, result.stderr
     assert "unknown model '[/]'" in result.stderr and "Traceback" not in result.stderr, result.stderr
@@ -106,9 +109,11 @@ def test_the_plan_summary_counts_errors_and_shows_hints(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "config.json").write_text("{}")
     manifest = tmp_path / "m.yaml"
-    manifest.write_text("version: 1\nsettings: {models_dir: models}\nmodels:\n"
-                        "  good: {source: 'file://src'}\n  lost: {source: 'file://missing'}\n"
-                        "  gone: {source: 'file://also-missing'}\n")
+    manifest.write_text(
+        "version: 1\nsettings: {models_dir: models}\nmodels:\n"
+        "  good: {source: 'file://src'}\n  lost: {source: 'file://missing'}\n"
+        "  gone: {source: 'file://also-missing'}\n"
+    )
     assert run_cli("apply", manifest, "--only", "good").returncode == 0
     result = run_cli("plan", manifest)
     assert result.returncode == 1
@@ -124,10 +129,20 @@ def test_a_failed_only_model_is_not_nothing_declared(tmp_path: Path) -> None:
     assert "nothing declared" not in result.stdout and "Plan: 1 error." in result.stdout, result.stdout
 
 
-@pytest.mark.parametrize(("n", "shown"), [
-    (0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (5 << 30, "5.0 GiB"), (1 << 50, "1.0 PiB"),
-    (1 << 60, "1.0 EiB"), (1 << 80, "1.0 YiB"), (1 << 100, "1.05e+06 YiB"), (-2048, "-2.0 KiB"),
-])
+@pytest.mark.parametrize(
+    ("n", "shown"),
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1536, "1.5 KiB"),
+        (5 << 30, "5.0 GiB"),
+        (1 << 50, "1.0 PiB"),
+        (1 << 60, "1.0 EiB"),
+        (1 << 80, "1.0 YiB"),
+        (1 << 100, "1.05e+06 YiB"),
+        (-2048, "-2.0 KiB"),
+    ],
+)
 def test_one_size_format(n: int, shown: str) -> None:
     assert human_bytes(n) == shown
 

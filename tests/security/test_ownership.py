@@ -24,8 +24,10 @@ def hub() -> Any:
 
 
 def _manifest(path: Path, hub: FakeHFHub, models: str, models_dir: str = "models") -> Path:
-    path.write_text(f"version: 1\nsettings:\n  models_dir: {models_dir}\n  huggingface: {{endpoint: '{hub.url}'}}\n"
-                    f"models:\n{models}")
+    path.write_text(
+        f"version: 1\nsettings:\n  models_dir: {models_dir}\n  huggingface: {{endpoint: '{hub.url}'}}\n"
+        f"models:\n{models}"
+    )
     return path
 
 
@@ -74,16 +76,17 @@ def test_a_second_manifest_may_not_take_another_manifests_folder(tmp_path: Path,
     assert tree(tmp_path / "models") == before
 
 
-def test_an_orphan_model_is_kept_without_yes_and_only_placed_files_go_with_it(tmp_path: Path,
-                                                                              hub: FakeHFHub) -> None:
+def test_an_orphan_model_is_kept_without_yes_and_only_placed_files_go_with_it(tmp_path: Path, hub: FakeHFHub) -> None:
     manifest = _manifest(tmp_path / "m.yaml", hub, GOOD + "  other: {source: 'hf://org/other'}\n")
     assert invoke("apply", str(manifest)).exit_code == 0
     (tmp_path / "models/other/my-results.csv").write_bytes(b"1,2")
     _manifest(manifest, hub, GOOD)
 
     plan = run_cli("plan", manifest, "--json")
-    assert [(a["name"], a["change"]) for a in json.loads(plan.stdout)["actions"]] == \
-        [("good", "no change"), ("other", "delete")]
+    assert [(a["name"], a["change"]) for a in json.loads(plan.stdout)["actions"]] == [
+        ("good", "no change"),
+        ("other", "delete"),
+    ]
     result = run_cli("apply", manifest)  # no terminal, no --yes: kept, and said so
     assert result.returncode == 1 and "--yes" in result.stderr
     assert (tmp_path / "models/other/a.bin").exists()

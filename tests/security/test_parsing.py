@@ -118,14 +118,17 @@ def test_invalid_utf8_names_the_line(tmp_path: Path) -> None:
 ENDPOINT = "version: 1\nsettings:\n  huggingface:\n    endpoint: '{}'\n"
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ("${}", "empty ${}"),
-    ("http://a${", "unclosed ${"),
-    ("${A:-${B}}", "nested"),
-    ("${1A}", "is not a reference"),
-    ("${A-b}", "is not a reference"),
-    ("${A B}", "is not a reference"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("${}", "empty ${}"),
+        ("http://a${", "unclosed ${"),
+        ("${A:-${B}}", "nested"),
+        ("${1A}", "is not a reference"),
+        ("${A-b}", "is not a reference"),
+        ("${A B}", "is not a reference"),
+    ],
+)
 def test_a_malformed_reference_is_an_error_naming_line_and_field(value: str, message: str) -> None:
     with pytest.raises(ManifestError) as caught:
         parse_manifest(ENDPOINT.format(value), file="m.yaml", env={"A": "1", "B": "2"})
@@ -174,8 +177,12 @@ def test_an_unset_secret_is_an_error_only_when_used() -> None:
     with pytest.raises(ManifestError, match="PROVISION_SECRET_NOT_SET_7C1D is not set") as caught:
         key.get_secret_value()
     assert (caught.value.line, caught.value.field) == (11, "deployments.api.api_key")
-    assert parse_manifest(HOSTED, env={"PROVISION_SECRET_NOT_SET_7C1D": "sk-1"}).deployments["api"].api_key \
-        .get_secret_value() == "sk-1"  # type: ignore[union-attr]
+    assert (
+        parse_manifest(HOSTED, env={"PROVISION_SECRET_NOT_SET_7C1D": "sk-1"})
+        .deployments["api"]
+        .api_key.get_secret_value()
+        == "sk-1"
+    )  # type: ignore[union-attr]
 
 
 def test_validate_plan_apply_destroy_need_no_secret(tmp_path: Path) -> None:

@@ -65,7 +65,8 @@ def hub():  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_stops_the_download_keeps_the_partial_and_the_rerun_resumes(
-        tmp_path: Path, hub: FakeHFHub, signum: int, code: int) -> None:
+    tmp_path: Path, hub: FakeHFHub, signum: int, code: int
+) -> None:
     manifest = hub_manifest(tmp_path, hub.url, tiny="org/tiny")
     model_dir = tmp_path / "models" / "tiny"
     partial_dir = model_dir / ".cache" / "provision" / "partial"
@@ -110,9 +111,14 @@ def test_the_cursor_is_shown_again_at_a_terminal(tmp_path: Path, hub: FakeHFHub,
     manifest = hub_manifest(tmp_path, hub.url, tiny="org/tiny")
     partial_dir = tmp_path / "models" / "tiny" / ".cache" / "provision" / "partial"
     leader, follower = os.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "provision", "apply", str(manifest)], cwd=REPO_ROOT,
-                               stdin=subprocess.DEVNULL, stdout=follower, stderr=follower,
-                               env={**os.environ, "COLUMNS": "120"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "provision", "apply", str(manifest)],
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        env={**os.environ, "COLUMNS": "120"},
+    )
     os.close(follower)
     os.set_blocking(leader, False)
     seen = bytearray()
@@ -155,9 +161,14 @@ HANGING_COMMAND = textwrap.dedent("""
 
 
 def start_hanging(grace: float) -> subprocess.Popen[str]:
-    process = subprocess.Popen([sys.executable, "-c", HANGING_COMMAND, str(grace)], cwd=REPO_ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    process = subprocess.Popen(
+        [sys.executable, "-c", HANGING_COMMAND, str(grace)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
     assert process.stdout is not None and process.stdout.readline() == "ready\n"
     return process
 

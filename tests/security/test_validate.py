@@ -53,11 +53,14 @@ deployments:
 """
 
 
-@pytest.mark.parametrize(("first", "second", "port"), [
-    ("", "", 8000),
-    (", bind: 0.0.0.0", "", 8000),
-    ("", ", bind: 0.0.0.0", 8000),
-])
+@pytest.mark.parametrize(
+    ("first", "second", "port"),
+    [
+        ("", "", 8000),
+        (", bind: 0.0.0.0", "", 8000),
+        ("", ", bind: 0.0.0.0", 8000),
+    ],
+)
 def test_two_deployments_on_one_host_port_are_refused(tmp_path: Path, first: str, second: str, port: int) -> None:
     manifest = write(tmp_path, VLLM_PAIR.format(first=first, second=second, port=port))
     rejected(manifest, 6, "deployments.two.port", "port 8000")
@@ -78,8 +81,12 @@ def test_models_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("models_dir", ["/", "/..", "../../../../../../../../../.."])
 def test_models_dir_at_the_root_is_refused(tmp_path: Path, models_dir: str) -> None:
-    rejected(write(tmp_path, f"settings:\n  models_dir: '{models_dir}'\n"), 3, "settings.models_dir",
-             "is the filesystem root")
+    rejected(
+        write(tmp_path, f"settings:\n  models_dir: '{models_dir}'\n"),
+        3,
+        "settings.models_dir",
+        "is the filesystem root",
+    )
 
 
 @pytest.mark.parametrize(("key", "shown"), [("1", "1"), ("true", "true"), ("1.5", "1.5"), ("null", "null")])
@@ -100,10 +107,13 @@ TOKEN = "hf_ROUTE_CANARY_5d1c"
 def test_plan_says_which_token_goes_to_which_endpoint(tmp_path: Path) -> None:
     with FakeHFHub() as hub:
         hub.add_repo("org/tiny", {"config.json": b"{}"})
-        manifest = write(tmp_path, f"settings:\n  models_dir: models\n  huggingface: {{endpoint: '{hub.url}', "
-                                   "token: '${HF_TOKEN:-}'}\nmodels:\n  tiny: {source: hf://org/tiny}\n"
-                                   "deployments:\n  api: {engine: openai, base_url: 'https://api.example.com/v1', "
-                                   "served_model: chat, api_key: '${EXAMPLE_API_KEY}'}\n")
+        manifest = write(
+            tmp_path,
+            f"settings:\n  models_dir: models\n  huggingface: {{endpoint: '{hub.url}', "
+            "token: '${HF_TOKEN:-}'}\nmodels:\n  tiny: {source: hf://org/tiny}\n"
+            "deployments:\n  api: {engine: openai, base_url: 'https://api.example.com/v1', "
+            "served_model: chat, api_key: '${EXAMPLE_API_KEY}'}\n",
+        )
         with_env = run_cli("plan", manifest, env={"HF_TOKEN": TOKEN})
         as_json = run_cli("plan", manifest, "--json", env={"HF_TOKEN": TOKEN})
         from_file = tmp_path / "token"

@@ -8,13 +8,16 @@ from provision.chat import Conversation, ThinkingSplitter, strip_thinking
 from provision.report.chat import printable
 
 
-@pytest.mark.parametrize(("text", "answer"), [
-    ("<think>\nLet me think.\n</think>\n\nParis.", "Paris."),
-    ("Let me think.\n</think>\n\nParis.", "Paris."),  # R1 distills: the template opened <think>
-    ("Paris.", "Paris."),
-    ("<think>a</think>one <think>b</think>two", "one two"),
-    ("<think>never closed", ""),
-])
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("<think>\nLet me think.\n</think>\n\nParis.", "Paris."),
+        ("Let me think.\n</think>\n\nParis.", "Paris."),  # R1 distills: the template opened <think>
+        ("Paris.", "Paris."),
+        ("<think>a</think>one <think>b</think>two", "one two"),
+        ("<think>never closed", ""),
+    ],
+)
 def test_strip_thinking_keeps_only_the_answer(text: str, answer: str) -> None:
     assert strip_thinking(text) == answer
 
@@ -31,11 +34,14 @@ def feed_all(pieces: list[str]) -> list[tuple[str, str]]:
     return merged
 
 
-@pytest.mark.parametrize("pieces", [
-    ["<think>hmm</think>Paris"],
-    ["<th", "ink>h", "mm</", "think", ">Par", "is"],  # tags split across pieces
-    list("<think>hmm</think>Paris"),  # one character at a time
-])
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        ["<think>hmm</think>Paris"],
+        ["<th", "ink>h", "mm</", "think", ">Par", "is"],  # tags split across pieces
+        list("<think>hmm</think>Paris"),  # one character at a time
+    ],
+)
 def test_the_splitter_labels_thinking_however_the_tags_are_cut(pieces: list[str]) -> None:
     assert feed_all(pieces) == [("thinking", "hmm"), ("answer", "Paris")]
 

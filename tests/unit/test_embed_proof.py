@@ -23,14 +23,20 @@ def test_a_sane_batch_passes() -> None:
     assert near is not None and far is not None and near > 0.99 and abs(far) < 1e-9
 
 
-@pytest.mark.parametrize(("vectors", "expected", "reason"), [
-    ([[1.0, 0.0], [1.0, 0.0]], 2, "the server returned 2 vectors for 3 inputs"),
-    ([[1.0, 0.0], [1.0], [0.0, 1.0]], None, "vectors of 1, 2 dimensions in one batch"),
-    ([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]], 3, "dimension 2, but expect_dimension says 3"),
-    ([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]], None, "a vector has a zero or non-finite norm"),
-    ([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1]], None,
-     "the paraphrase is not closer than the unrelated text for 'q': cos 0.000 vs 0.994"),
-])
+@pytest.mark.parametrize(
+    ("vectors", "expected", "reason"),
+    [
+        ([[1.0, 0.0], [1.0, 0.0]], 2, "the server returned 2 vectors for 3 inputs"),
+        ([[1.0, 0.0], [1.0], [0.0, 1.0]], None, "vectors of 1, 2 dimensions in one batch"),
+        ([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]], 3, "dimension 2, but expect_dimension says 3"),
+        ([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]], None, "a vector has a zero or non-finite norm"),
+        (
+            [[1.0, 0.0], [0.0, 1.0], [0.9, 0.1]],
+            None,
+            "the paraphrase is not closer than the unrelated text for 'q': cos 0.000 vs 0.994",
+        ),
+    ],
+)
 def test_each_failure_has_its_reason(vectors: list[list[float]], expected: int | None, reason: str) -> None:
     assert judge_embeddings([PROBE], Embeddings(vectors), expect_dimension=expected) == reason
 
@@ -41,8 +47,10 @@ def test_the_models_own_dimension_is_the_default_expectation() -> None:
 
 
 def write_st(folder: Path, pooling: dict, *, path: str = "1_Pooling", normalize: bool = False) -> None:
-    modules = [{"type": "sentence_transformers.models.Transformer", "path": ""},
-               {"type": "sentence_transformers.models.Pooling", "path": path}]
+    modules = [
+        {"type": "sentence_transformers.models.Transformer", "path": ""},
+        {"type": "sentence_transformers.models.Pooling", "path": path},
+    ]
     if normalize:
         modules.append({"type": "sentence_transformers.models.Normalize", "path": "2_Normalize"})
     (folder / "modules.json").write_text(json.dumps(modules))
@@ -55,7 +63,11 @@ def test_pooling_comes_from_the_sentence_transformers_files(tmp_path: Path) -> N
     (tmp_path / "sentence_bert_config.json").write_text('{"max_seq_length": 128}')
     pooling = read_pooling(tmp_path, {"model_type": "bert"})
     assert (pooling.mode, pooling.normalize, pooling.max_length, pooling.source) == (
-        "cls", True, 128, "sentence-transformers")
+        "cls",
+        True,
+        128,
+        "sentence-transformers",
+    )
 
 
 def test_without_them_the_default_is_mean_or_last_token(tmp_path: Path) -> None:

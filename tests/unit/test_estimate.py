@@ -131,8 +131,19 @@ def test_prequantized_checkpoint_is_taken_as_stored() -> None:
 
 
 def test_parse_vllm_args_both_spellings_and_suffixes() -> None:
-    args = parse_vllm_args(["--max-model-len", "32k", "--gpu-memory-utilization=0.8", "-tp", "2",
-                            "--dtype", "float16", "--kv-cache-dtype=fp8", "--enforce-eager"])
+    args = parse_vllm_args(
+        [
+            "--max-model-len",
+            "32k",
+            "--gpu-memory-utilization=0.8",
+            "-tp",
+            "2",
+            "--dtype",
+            "float16",
+            "--kv-cache-dtype=fp8",
+            "--enforce-eager",
+        ]
+    )
     assert (args.max_model_len, args.gpu_memory_utilization, args.tensor_parallel_size) == (32_000, 0.8, 2)
     assert (args.dtype, args.kv_cache_dtype) == ("float16", "fp8")
     assert parse_vllm_args(["--max-model-len=32K"]).max_model_len == 32_768
@@ -191,9 +202,16 @@ def test_gguf_header_read_from_a_real_file(tmp_path: Path) -> None:
 
 
 def test_gguf_metadata_from_ollama_show_defaults_head_size() -> None:
-    info = gguf_info_from_metadata({"general.architecture": "llama", "llama.block_count": 32,
-                                    "llama.embedding_length": 4096, "llama.attention.head_count": 32,
-                                    "llama.attention.head_count_kv": [8] * 32}, file_bytes=4_920_000_000)
+    info = gguf_info_from_metadata(
+        {
+            "general.architecture": "llama",
+            "llama.block_count": 32,
+            "llama.embedding_length": 4096,
+            "llama.attention.head_count": 32,
+            "llama.attention.head_count_kv": [8] * 32,
+        },
+        file_bytes=4_920_000_000,
+    )
     assert (info.kv_heads, info.key_length, info.value_length) == (8, 128, 128)
     assert gguf_info_from_metadata({}, file_bytes=1).kv_bytes_per_token is None
 

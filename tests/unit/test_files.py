@@ -14,9 +14,36 @@ from provision.listing import checked_path
 
 @pytest.mark.parametrize(
     "path",
-    ["../x", "..", "/abs", "/etc/passwd", "a/../../x", "./../x", ".cache/huggingface/download/x.lock",
-     ".cache", "C:/x", "C:x", "", ".", "a/..", "..\\x", "a/./b.json", "a//b", "a/", ".git/config", "sub/.GIT/hooks/x",
-     ".Git", "a/.git./x", "a\x00b", "a\nb", "a\x1b[31mb", "a\u202eb", ".provision.json", 7, None],
+    [
+        "../x",
+        "..",
+        "/abs",
+        "/etc/passwd",
+        "a/../../x",
+        "./../x",
+        ".cache/huggingface/download/x.lock",
+        ".cache",
+        "C:/x",
+        "C:x",
+        "",
+        ".",
+        "a/..",
+        "..\\x",
+        "a/./b.json",
+        "a//b",
+        "a/",
+        ".git/config",
+        "sub/.GIT/hooks/x",
+        ".Git",
+        "a/.git./x",
+        "a\x00b",
+        "a\nb",
+        "a\x1b[31mb",
+        "a\u202eb",
+        ".provision.json",
+        7,
+        None,
+    ],
 )
 def test_checked_path_refuses(path: object) -> None:
     with pytest.raises(SourceError) as caught:
@@ -26,14 +53,34 @@ def test_checked_path_refuses(path: object) -> None:
     assert "path" in caught.value.message  # names the field
 
 
-@pytest.mark.parametrize("path", ["a/b.json", "config.json", "sub/.cache/x", "模型/权重.bin", ".gitattributes",
-                                  "a/.github/x", "sub/.provision.json"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "a/b.json",
+        "config.json",
+        "sub/.cache/x",
+        "模型/权重.bin",
+        ".gitattributes",
+        "a/.github/x",
+        "sub/.provision.json",
+    ],
+)
 def test_checked_path_accepts(path: str) -> None:
     assert checked_path(path, resource="m") == path
 
 
-PATHS = ["config.json", "model.safetensors", "model.bin", "tokenizer.json", "tokenizer_config.json",
-         "sub/config.json", "sub/deep/weights.bin", "subway/readme.md", "onnx/model.onnx", "README.md"]
+PATHS = [
+    "config.json",
+    "model.safetensors",
+    "model.bin",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "sub/config.json",
+    "sub/deep/weights.bin",
+    "subway/readme.md",
+    "onnx/model.onnx",
+    "README.md",
+]
 FILES = [RemoteFile(p, 1) for p in PATHS]
 
 
@@ -51,8 +98,11 @@ def test_include_star_crosses_folders() -> None:
 
 
 def test_include_several_patterns() -> None:
-    assert _select(("*.safetensors", "tokenizer*"), None) == ["model.safetensors", "tokenizer.json",
-                                                                 "tokenizer_config.json"]
+    assert _select(("*.safetensors", "tokenizer*"), None) == [
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
 
 
 def test_exclude_only() -> None:
@@ -77,12 +127,22 @@ def test_patterns_are_case_sensitive() -> None:
 
 @pytest.mark.parametrize(
     ("include", "exclude"),
-    [(None, None), (("*.json",), None), (None, ("*.bin",)), (("sub/",), ("*.bin",)), (("*.json", "onnx/"), ("sub/*",)),
-     (("tokenizer*", "*.md"), ("README*",)), (("model.*",), ("*.bin",)), (("[a-m]*",), None), (("?onfig.json",), None)],
+    [
+        (None, None),
+        (("*.json",), None),
+        (None, ("*.bin",)),
+        (("sub/",), ("*.bin",)),
+        (("*.json", "onnx/"), ("sub/*",)),
+        (("tokenizer*", "*.md"), ("README*",)),
+        (("model.*",), ("*.bin",)),
+        (("[a-m]*",), None),
+        (("?onfig.json",), None),
+    ],
 )
 def test_same_choice_as_huggingface_hub(include: tuple[str, ...] | None, exclude: tuple[str, ...] | None) -> None:
-    expected = list(filter_repo_objects(PATHS, allow_patterns=include and list(include),
-                                        ignore_patterns=exclude and list(exclude)))
+    expected = list(
+        filter_repo_objects(PATHS, allow_patterns=include and list(include), ignore_patterns=exclude and list(exclude))
+    )
     assert _select(include, exclude) == expected
 
 

@@ -39,12 +39,15 @@ def config(name: str) -> dict[str, Any]:
     return json.loads((CONFIGS / f"{name}.json").read_text())
 
 
-def machine(*totals: int, cc: tuple[int, int] = (8, 9), ram: int = 64 * GIB,
-            free: list[int] | None = None) -> Inventory:
-    gpus = tuple(Gpu(i, "NVIDIA GPU", f"GPU-{i}", total, (free or list(totals))[i], 0, cc)
-                 for i, total in enumerate(totals))
-    return Inventory(gpu=GpuProbe(gpus, "550.54.15", "12.4"), memory=MemoryProbe(ram, ram), disk=None,
-                     docker=None, ollama=None)
+def machine(
+    *totals: int, cc: tuple[int, int] = (8, 9), ram: int = 64 * GIB, free: list[int] | None = None
+) -> Inventory:
+    gpus = tuple(
+        Gpu(i, "NVIDIA GPU", f"GPU-{i}", total, (free or list(totals))[i], 0, cc) for i, total in enumerate(totals)
+    )
+    return Inventory(
+        gpu=GpuProbe(gpus, "550.54.15", "12.4"), memory=MemoryProbe(ram, ram), disk=None, docker=None, ollama=None
+    )
 
 
 def vllm(*args: str, gpus: Any = "all") -> VllmDeployment:
@@ -66,8 +69,9 @@ def test_qwen25_7b_bf16_32k_fits_one_24gb_gpu() -> None:
 
 
 def test_qwen25_7b_bf16_does_not_fit_16gb() -> None:
-    [finding] = fit_findings("qwen", vllm("--max-model-len", "32768"), ModelInfo(config("Qwen2.5-7B-Instruct")),
-                                     machine(GB16))
+    [finding] = fit_findings(
+        "qwen", vllm("--max-model-len", "32768"), ModelInfo(config("Qwen2.5-7B-Instruct")), machine(GB16)
+    )
     assert finding.level is Level.FAIL and "does not fit" in finding.message
     assert "quantized" in finding.remedy
     assert "--max-model-len" not in finding.remedy  # the weights alone leave no room: no context helps
@@ -94,8 +98,9 @@ def test_more_gpus_are_suggested_when_tensor_parallel_would_fit() -> None:
 
 
 def test_tensor_parallel_over_two_80gb_gpus() -> None:
-    fit = fit_deployment("llama", vllm("--tensor-parallel-size", "2"), ModelInfo(config("Llama-3.1-8B")),
-                         machine(GB80, GB80, cc=(8, 0)))
+    fit = fit_deployment(
+        "llama", vllm("--tensor-parallel-size", "2"), ModelInfo(config("Llama-3.1-8B")), machine(GB80, GB80, cc=(8, 0))
+    )
     assert fit.level is Level.OK
     assert fit.estimate.where == "GPU 0,1" and fit.estimate.available == int(0.9 * GB80) * 2
 
@@ -116,13 +121,16 @@ def test_lower_utilization_and_fp8_cache_are_read_from_args() -> None:
     assert fp8.estimate.kv_cache == 8192 * 65_536
 
 
-@pytest.mark.parametrize(("deployment", "inventory", "expected"), [
-    (vllm(), machine(), "none was found"),
-    (vllm(gpus=3), machine(GB24, GB24), "asks for 3 GPUs"),
-    (vllm(gpus=(1,)), machine(GB24), "asks for GPU 1"),
-    (vllm("-tp", "2"), machine(GB24), "needs 2 GPUs"),
-    (vllm(), machine(GB24, free=[GB24 // 3]), "--gpu-memory-utilization 0.33"),
-])
+@pytest.mark.parametrize(
+    ("deployment", "inventory", "expected"),
+    [
+        (vllm(), machine(), "none was found"),
+        (vllm(gpus=3), machine(GB24, GB24), "asks for 3 GPUs"),
+        (vllm(gpus=(1,)), machine(GB24), "asks for GPU 1"),
+        (vllm("-tp", "2"), machine(GB24), "needs 2 GPUs"),
+        (vllm(), machine(GB24, free=[GB24 // 3]), "--gpu-memory-utilization 0.33"),
+    ],
+)
 def test_vllm_cannot_start(deployment: VllmDeployment, inventory: Inventory, expected: str) -> None:
     [finding] = fit_findings("v", deployment, ModelInfo(config("Qwen3-0.6B")), inventory)
     assert finding.level is Level.FAIL
@@ -161,16 +169,25 @@ def test_transformers_on_gpu_or_in_ram() -> None:
     assert on_gpu.estimate.needed == int(on_gpu.estimate.weights * 1.2)
     in_ram = fit_deployment("t", spec, info, machine(ram=3 * GIB))
     assert in_ram.estimate.where == "RAM" and in_ram.level is Level.FAIL
-    fp32 = fit_deployment("t", TransformersDeployment(engine="transformers", model="m", dtype="float32"), info,
-                          machine(ram=8 * GIB))
+    fp32 = fit_deployment(
+        "t", TransformersDeployment(engine="transformers", model="m", dtype="float32"), info, machine(ram=8 * GIB)
+    )
     assert fp32.estimate.weights == 2 * on_gpu.estimate.weights and "half precision" in fp32.findings[0].remedy
-    missing = fit_deployment("t", TransformersDeployment(engine="transformers", model="m", device="cuda:1"), info,
-                             machine(GB24))
+    missing = fit_deployment(
+        "t", TransformersDeployment(engine="transformers", model="m", device="cuda:1"), info, machine(GB24)
+    )
     assert missing.level is Level.FAIL
 
 
-QWEN3_GGUF = GgufInfo(file_bytes=522_000_000, architecture="qwen3", layers=28, kv_heads=8, key_length=128,
-                      value_length=128, context_length=40_960)
+QWEN3_GGUF = GgufInfo(
+    file_bytes=522_000_000,
+    architecture="qwen3",
+    layers=28,
+    kv_heads=8,
+    key_length=128,
+    value_length=128,
+    context_length=40_960,
+)
 
 
 def test_ollama_default_context_and_placement() -> None:
@@ -185,8 +202,15 @@ def test_ollama_default_context_and_placement() -> None:
 
 
 def test_ollama_split_warns_and_too_big_fails() -> None:
-    big = GgufInfo(file_bytes=20 * GIB, architecture="llama", layers=32, kv_heads=8, key_length=128,
-                   value_length=128, context_length=131_072)
+    big = GgufInfo(
+        file_bytes=20 * GIB,
+        architecture="llama",
+        layers=32,
+        kv_heads=8,
+        key_length=128,
+        value_length=128,
+        context_length=131_072,
+    )
     spec = OllamaDeployment(engine="ollama", model="m", parameters={"num_ctx": 8192})
     split = fit_deployment("o", spec, ModelInfo(gguf=big), machine(GB16))
     assert split.estimate.where == "GPU 0 + RAM" and split.level is Level.WARN
@@ -215,8 +239,7 @@ def test_requirements() -> None:
 
 
 def test_requirements_join_the_fit_findings() -> None:
-    spec = VllmDeployment(engine="vllm", model="m", args=("--max-model-len", "4096"),
-                          requires=Requirements(min_gpus=2))
+    spec = VllmDeployment(engine="vllm", model="m", args=("--max-model-len", "4096"), requires=Requirements(min_gpus=2))
     findings = fit_findings("v", spec, ModelInfo(config("Qwen3-0.6B")), machine(GB24))
     assert [f.level for f in findings] == [Level.OK, Level.FAIL]
 
@@ -241,8 +264,10 @@ def test_render_fits_shows_where_and_longest_context() -> None:
     from provision.report.hardware import render_hardware
 
     inventory = machine(GB24)
-    fits = [fit_deployment("llama", vllm(), ModelInfo(config("Llama-3.1-8B")), inventory),
-            fit_deployment("chat", OllamaDeployment(engine="ollama", model="m"), None, inventory)]
+    fits = [
+        fit_deployment("llama", vllm(), ModelInfo(config("Llama-3.1-8B")), inventory),
+        fit_deployment("chat", OllamaDeployment(engine="ollama", model="m"), None, inventory),
+    ]
     with console().capture() as captured:
         render_hardware(inventory, fits)
     text = captured.get()
@@ -281,8 +306,9 @@ def test_llama_131k_bf16_does_not_fit_one_l4_and_the_longest_context_is_what_the
     assert (usable - weights - 2 * GIB) / per_token <= est.max_context_len <= (usable - weights) / per_token
     assert 25_000 < est.max_context_len < 41_000
     assert f"--max-model-len {est.max_context_len}" in fit.findings[0].remedy
-    at_longest = fit_deployment("llama", vllm("--max-model-len", str(est.max_context_len)),
-                                ModelInfo(config("Llama-3.1-8B")), on("L4"))
+    at_longest = fit_deployment(
+        "llama", vllm("--max-model-len", str(est.max_context_len)), ModelInfo(config("Llama-3.1-8B")), on("L4")
+    )
     assert at_longest.level is not Level.FAIL
 
 
@@ -316,8 +342,9 @@ def test_bfloat16_on_a_gpu_before_ampere_fails_and_auto_does_not() -> None:
 
 
 def test_requirements_are_judged_against_the_target() -> None:
-    spec = VllmDeployment(engine="vllm", model="m", args=("--max-model-len", "4096"),
-                          requires=Requirements(min_compute_capability=9.0))
+    spec = VllmDeployment(
+        engine="vllm", model="m", args=("--max-model-len", "4096"), requires=Requirements(min_compute_capability=9.0)
+    )
     info = ModelInfo(config("Qwen3-0.6B"))
     assert fit_deployment("q", spec, info, on("L4")).level is Level.FAIL
     assert fit_deployment("q", spec, info, on("H100")).level is Level.OK
@@ -332,15 +359,17 @@ def cpu_vllm(*args: str, env: dict[str, str] | None = None) -> VllmDeployment:
 
 def test_cpu_vllm_needs_weights_plus_the_kv_space_it_is_given() -> None:
     info = ModelInfo(config("Qwen3-0.6B"))
-    fit = fit_deployment("c", cpu_vllm("--max-model-len", "8192", env={"VLLM_CPU_KVCACHE_SPACE": "2"}), info,
-                         machine(ram=16 * GIB))
+    fit = fit_deployment(
+        "c", cpu_vllm("--max-model-len", "8192", env={"VLLM_CPU_KVCACHE_SPACE": "2"}), info, machine(ram=16 * GIB)
+    )
     est = fit.estimate
     assert fit.level is Level.OK and est.where == "RAM" and est.available == 16 * GIB
     assert est.kv_cache == 2 * GIB and est.needed == est.weights + 2 * GIB + est.overhead
     per_token = kv_bytes_per_token(model_shape(info.config), 2)
     assert est.max_context_len == 2 * GIB // per_token // 128 * 128  # whole 128-token CPU blocks
-    tight = fit_deployment("c", cpu_vllm("--max-model-len", "8192", env={"VLLM_CPU_KVCACHE_SPACE": "2"}), info,
-                           machine(ram=4 * GIB))
+    tight = fit_deployment(
+        "c", cpu_vllm("--max-model-len", "8192", env={"VLLM_CPU_KVCACHE_SPACE": "2"}), info, machine(ram=4 * GIB)
+    )
     assert tight.level is Level.FAIL and "VLLM_CPU_KVCACHE_SPACE" in tight.findings[0].remedy
 
 
@@ -353,8 +382,9 @@ def test_cpu_vllm_context_longer_than_the_kv_space_fails() -> None:
 
 def test_cpu_vllm_gets_the_containers_default_kv_space() -> None:
     # provision starts a gpus: 0 container with VLLM_CPU_KVCACHE_SPACE=4 when env sets none
-    fit = fit_deployment("c", cpu_vllm("--max-model-len", "4096"), ModelInfo(config("Qwen3-0.6B")),
-                         ram_only(64 * GIB, 63 * GIB))
+    fit = fit_deployment(
+        "c", cpu_vllm("--max-model-len", "4096"), ModelInfo(config("Qwen3-0.6B")), ram_only(64 * GIB, 63 * GIB)
+    )
     assert fit.estimate is not None and fit.estimate.kv_cache == 4 * GIB
 
 
@@ -384,8 +414,9 @@ def test_smallest_listed_gpu_that_fits() -> None:
     order = [g.name for g in by_memory()]
     assert name in order
     assert fit_deployment("llama", vllm(), info, on(name)).level is not Level.FAIL
-    assert all(fit_deployment("llama", vllm(), info, on(smaller)).level is Level.FAIL
-               for smaller in order[:order.index(name)])
+    assert all(
+        fit_deployment("llama", vllm(), info, on(smaller)).level is Level.FAIL for smaller in order[: order.index(name)]
+    )
     two = smallest_gpu("llama", vllm("-tp", "2"), info, ram)
     assert two.endswith("x2") and order.index(two[:-2]) < order.index(name)
     assert smallest_gpu("c", cpu_vllm(), info, ram) is None  # runs without a GPU
@@ -393,8 +424,9 @@ def test_smallest_listed_gpu_that_fits() -> None:
 
 def test_encoder_deployments_have_no_kv_cache() -> None:
     info = ModelInfo(config("bert-base-embedding"))
-    local = fit_deployment("e", TransformersDeployment(engine="transformers", model="m", device="cpu"), info,
-                           machine(ram=4 * GIB))
+    local = fit_deployment(
+        "e", TransformersDeployment(engine="transformers", model="m", device="cpu"), info, machine(ram=4 * GIB)
+    )
     est = local.estimate
     assert local.level is Level.OK and est.kv_cache == 0 and est.context_len == 512
     assert est.weights == 109_482_240 * 4 and est.needed == est.weights + est.overhead

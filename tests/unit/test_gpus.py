@@ -53,10 +53,18 @@ def test_capabilities_follow_compute_capability() -> None:
     assert find_gpu("V100").compute_capability == (7, 0)
 
 
-@pytest.mark.parametrize(("text", "count", "memory"), [
-    ("40GiB", 1, 40 * GIB), ("40G", 1, 40 * GIB), ("40", 1, 40 * GIB), ("24GB", 1, 24 * 10**9),
-    ("23034MiBx2", 2, 23034 * MIB), ("0.5TiB", 1, 512 * GIB), ("80gb x 4", 4, 80 * 10**9),
-])
+@pytest.mark.parametrize(
+    ("text", "count", "memory"),
+    [
+        ("40GiB", 1, 40 * GIB),
+        ("40G", 1, 40 * GIB),
+        ("40", 1, 40 * GIB),
+        ("24GB", 1, 24 * 10**9),
+        ("23034MiBx2", 2, 23034 * MIB),
+        ("0.5TiB", 1, 512 * GIB),
+        ("80gb x 4", 4, 80 * 10**9),
+    ],
+)
 def test_vram_sizes(text: str, count: int, memory: int) -> None:
     target = vram_target(text)
     assert (target.count, target.memory_bytes, target.compute_capability) == (count, memory, None)
@@ -72,8 +80,9 @@ def test_target_inventory_has_free_gpus_and_this_machines_ram() -> None:
     ram = MemoryProbe(64 * GIB, 60 * GIB)
     inventory = target_inventory(gpu_target("L4x2"), ram)
     assert [g.index for g in inventory.gpus] == [0, 1]
-    assert all(g.memory_free == g.memory_total == 23034 * MIB and g.compute_capability == (8, 9)
-               for g in inventory.gpus)
+    assert all(
+        g.memory_free == g.memory_total == 23034 * MIB and g.compute_capability == (8, 9) for g in inventory.gpus
+    )
     assert inventory.memory is ram and inventory.docker is None and inventory.disk is None
     assert "planned, not probed" in inventory.findings[0].message
 

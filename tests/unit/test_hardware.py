@@ -74,8 +74,10 @@ def fake_pynvml(gpus: list[dict[str, Any]] | None = None, *, init_error: str | N
     module.nvmlDeviceGetName = lambda handle: devices[handle]["name"].encode()  # older bindings: bytes
     module.nvmlDeviceGetUUID = lambda handle: f"GPU-{handle:08d}"
     module.nvmlDeviceGetMemoryInfo = lambda handle: types.SimpleNamespace(
-        total=devices[handle]["total"], free=devices[handle]["free"],
-        used=devices[handle]["total"] - devices[handle]["free"])
+        total=devices[handle]["total"],
+        free=devices[handle]["free"],
+        used=devices[handle]["total"] - devices[handle]["free"],
+    )
     module.nvmlDeviceGetCudaComputeCapability = capability
     return module
 
@@ -176,8 +178,9 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs (needs root, as in CI; a failed mount fails the test)."""
     mount = tmp_path / "small"
     mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                            check=False, capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=False, capture_output=True, text=True
+    )
     if result.returncode != 0:
         pytest.fail(f"cannot mount a tmpfs here: {result.stderr.strip()}")
     try:
@@ -204,8 +207,12 @@ INFO = {"ServerVersion": "28.3.0", "Runtimes": {"runc": {}, "nvidia": {"path": "
 
 class _DockerHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        body = json.dumps(self.server.info if self.path.endswith("/info") else  # type: ignore[attr-defined]
-                          {"ApiVersion": "1.41", "Version": "28.3.0"}).encode()
+        body = json.dumps(
+            self.server.info
+            if self.path.endswith("/info")
+            # type: ignore[attr-defined]
+            else {"ApiVersion": "1.41", "Version": "28.3.0"}
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -240,8 +247,11 @@ def test_docker_on_a_unix_socket_with_nvidia_runtime(docker_socket: Any, monkeyp
 
 
 def test_docker_cdi_devices_count_as_gpu_support(docker_socket: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    docker_socket.info = {"ServerVersion": "28.3.0", "Runtimes": {"runc": {}},
-                          "DiscoveredDevices": [{"Source": "cdi", "ID": "nvidia.com/gpu=all"}]}
+    docker_socket.info = {
+        "ServerVersion": "28.3.0",
+        "Runtimes": {"runc": {}},
+        "DiscoveredDevices": [{"Source": "cdi", "ID": "nvidia.com/gpu=all"}],
+    }
     monkeypatch.setenv("DOCKER_HOST", f"unix://{docker_socket.server_address}")
     probe = probe_docker()
     assert probe.cdi_devices == ("nvidia.com/gpu=all",) and probe.nvidia
@@ -290,15 +300,19 @@ def test_ollama_unreachable_is_a_finding() -> None:
     assert not probe.reachable and "ollama serve" in probe.findings[0].remedy
 
 
-@pytest.mark.parametrize(("configured", "env", "expected"), [
-    (None, None, "http://127.0.0.1:11434"),
-    (None, "0.0.0.0:11434", "http://127.0.0.1:11434"),
-    (None, "gpu-box", "http://gpu-box:11434"),
-    ("http://10.0.0.5:8080/", "ignored:1", "http://10.0.0.5:8080"),
-    ("https://ollama.example.com", None, "https://ollama.example.com:443"),
-])
-def test_resolve_ollama_host(configured: str | None, env: str | None, expected: str,
-                             monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("configured", "env", "expected"),
+    [
+        (None, None, "http://127.0.0.1:11434"),
+        (None, "0.0.0.0:11434", "http://127.0.0.1:11434"),
+        (None, "gpu-box", "http://gpu-box:11434"),
+        ("http://10.0.0.5:8080/", "ignored:1", "http://10.0.0.5:8080"),
+        ("https://ollama.example.com", None, "https://ollama.example.com:443"),
+    ],
+)
+def test_resolve_ollama_host(
+    configured: str | None, env: str | None, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if env is None:
         monkeypatch.delenv("OLLAMA_HOST", raising=False)
     else:
@@ -310,8 +324,13 @@ def test_resolve_ollama_host(configured: str | None, env: str | None, expected: 
 
 
 def _inventory(gpus: tuple[Gpu, ...], docker: DockerProbe | None) -> Inventory:
-    return Inventory(gpu=GpuProbe(gpus, "550.54.15", "12.4"), memory=MemoryProbe(64 * 2**30, 60 * 2**30),
-                     disk=None, docker=docker, ollama=None)
+    return Inventory(
+        gpu=GpuProbe(gpus, "550.54.15", "12.4"),
+        memory=MemoryProbe(64 * 2**30, 60 * 2**30),
+        disk=None,
+        docker=docker,
+        ollama=None,
+    )
 
 
 def test_gpus_without_docker_nvidia_runtime_warn() -> None:
@@ -331,20 +350,29 @@ def test_collect_inventory_on_this_machine(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_check_hardware_imports_no_heavy_client(tmp_path: Path) -> None:
-    code = ("import sys; from provision.hardware import collect_inventory; "
-            "from provision.report.hardware import render_hardware; render_hardware(collect_inventory()); "
-            "heavy = {'torch', 'transformers', 'docker', 'httpx', 'pydantic'} & set(sys.modules); "
-            "assert not heavy, heavy")
+    code = (
+        "import sys; from provision.hardware import collect_inventory; "
+        "from provision.report.hardware import render_hardware; render_hardware(collect_inventory()); "
+        "heavy = {'torch', 'transformers', 'docker', 'httpx', 'pydantic'} & set(sys.modules); "
+        "assert not heavy, heavy"
+    )
     env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/none.sock"}
-    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env,
-                            cwd=Path(__file__).parents[2])
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).parents[2],
+    )
     assert result.returncode == 0, result.stderr
 
 
 def test_inventory_json_round_trips(monkeypatch: pytest.MonkeyPatch) -> None:
     gpus = tuple(Gpu(i, "NVIDIA A100-SXM4-80GB", f"GPU-{i}", GB80, GB80 - 2**30, 2**30, (8, 0)) for i in range(2))
-    docker = DockerProbe(reachable=True, host="unix:///var/run/docker.sock", server_version="28.3.0",
-                         runtimes=("nvidia", "runc"))
+    docker = DockerProbe(
+        reachable=True, host="unix:///var/run/docker.sock", server_version="28.3.0", runtimes=("nvidia", "runc")
+    )
     document = json.loads(json.dumps(hardware_dict(_inventory(gpus, docker))))
     assert document["level"] == "OK"
     machine = document["machine"]
@@ -356,8 +384,11 @@ def test_inventory_json_round_trips(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_render_shows_gpus_and_remedies() -> None:
     gpu = Gpu(0, "NVIDIA GeForce RTX 4090", "GPU-0", GB24, GB24, 0, (8, 9))
-    unreachable = DockerProbe(reachable=False, host="unix:///x.sock", findings=(
-        hardware.Finding(Level.WARN, "docker", "Docker engine not reachable", "start dockerd"),))
+    unreachable = DockerProbe(
+        reachable=False,
+        host="unix:///x.sock",
+        findings=(hardware.Finding(Level.WARN, "docker", "Docker engine not reachable", "start dockerd"),),
+    )
     with console().capture() as captured:
         render_hardware(_inventory((gpu,), unreachable))
     text = captured.get()

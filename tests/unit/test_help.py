@@ -42,8 +42,9 @@ def test_help_matches_its_snapshot(command: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     assert path.exists(), f"no snapshot {path}: run PROVISION_UPDATE_SNAPSHOTS=1 python -m pytest {__file__}"
-    assert text == path.read_text(encoding="utf-8"), \
+    assert text == path.read_text(encoding="utf-8"), (
         f"`provision {command} --help` changed: review, then PROVISION_UPDATE_SNAPSHOTS=1 python -m pytest {__file__}"
+    )
 
 
 def test_no_snapshot_of_a_command_that_is_gone() -> None:
@@ -62,8 +63,9 @@ def test_help_has_a_purpose_examples_and_the_exit_codes(command: str) -> None:
     assert all(len(line) <= 80 for line in text.splitlines()), "help wider than 80 columns"
     purpose = text.split("\n\n")[1].strip()  # after "Usage: ..."
     assert purpose.endswith(".") and purpose.count(". ") == 0, f"purpose is not one sentence: {purpose!r}"
-    examples = re.findall(r"^  \$ provision\b", text, flags=re.MULTILINE) + \
-        re.findall(r"^  \$ eval ", text, flags=re.MULTILINE)
+    examples = re.findall(r"^  \$ provision\b", text, flags=re.MULTILINE) + re.findall(
+        r"^  \$ eval ", text, flags=re.MULTILINE
+    )
     assert 2 <= len(examples) <= 3, f"expected 2-3 examples, found {len(examples)}"
     codes = text.split("Exit codes:\n", 1)[1]
     for code, meaning in TABLE.items():

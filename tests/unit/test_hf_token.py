@@ -25,8 +25,14 @@ print(json.dumps({"hub": build_hf_headers().get("authorization"), "ours": implic
 
 def tokens(env: dict[str, str]) -> tuple[str | None, str | None]:
     """(the bearer token huggingface_hub would send, provision's implicit token)."""
-    result = subprocess.run([sys.executable, "-c", PROBE], env={**os.environ, **env}, cwd=REPO_ROOT,
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        env={**os.environ, **env},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     seen = json.loads(result.stdout)
     hub = seen["hub"].removeprefix("Bearer ") if seen["hub"] else None
     return hub, seen["ours"]
@@ -43,8 +49,9 @@ def tokens(env: dict[str, str]) -> tuple[str | None, str | None]:
         ({"HF_HUB_DISABLE_IMPLICIT_TOKEN": "1", "HF_TOKEN": "hf_env"}, "hf_file", None),
     ],
 )
-def test_same_token_as_huggingface_hub(tmp_path: Path, env: dict[str, str], token_file: str | None,
-                                       expected: str | None) -> None:
+def test_same_token_as_huggingface_hub(
+    tmp_path: Path, env: dict[str, str], token_file: str | None, expected: str | None
+) -> None:
     env = {key: value.format(tmp=tmp_path) for key, value in env.items()}
     env["HF_HOME"] = str(tmp_path / "hf-home")
     if token_file is not None:

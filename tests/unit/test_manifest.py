@@ -167,7 +167,9 @@ def test_minimal_manifest_has_defaults() -> None:
 
 
 def test_merge_keys_are_allowed_and_explicit_keys_win() -> None:
-    text = "version: 1\nmodels:\n  a: &base {source: hf://o/a, revision: main}\n  b:\n    <<: *base\n    revision: dev\n"
+    text = (
+        "version: 1\nmodels:\n  a: &base {source: hf://o/a, revision: main}\n  b:\n    <<: *base\n    revision: dev\n"
+    )
     manifest = parse_manifest(text, env={})
     assert manifest.models["b"].source == "hf://o/a"
     assert manifest.models["b"].revision == "dev"
@@ -183,7 +185,9 @@ def test_gpu_requests(gpus: str, expected: object) -> None:
 
 
 def _endpoint(value: str, env: dict[str, str]) -> str | None:
-    return parse_manifest(f"version: 1\nsettings:\n  huggingface: {{endpoint: '{value}'}}\n", env=env).settings.huggingface.endpoint
+    return parse_manifest(
+        f"version: 1\nsettings:\n  huggingface: {{endpoint: '{value}'}}\n", env=env
+    ).settings.huggingface.endpoint
 
 
 @pytest.mark.parametrize(
@@ -255,8 +259,9 @@ smoke_test: {max_tokens: 64, temperature: 0.2, top_p: 0.9}
     assert manifest.smoke_test.max_tokens == 64  # the shared settings are not changed
 
 
-@pytest.mark.parametrize(("models_dir", "expected"), [("../models", "models"), ("store", "conf/store"),
-                                                      (None, "conf/models")])
+@pytest.mark.parametrize(
+    ("models_dir", "expected"), [("../models", "models"), ("store", "conf/store"), (None, "conf/models")]
+)
 def test_model_dir_is_relative_to_the_manifest(tmp_path: Path, models_dir: str | None, expected: str) -> None:
     path = tmp_path / "conf" / "m.yaml"
     path.parent.mkdir()
@@ -275,8 +280,10 @@ def test_model_dir_refuses_unsafe_names(tmp_path: Path) -> None:
             manifest.model_dir(name)
 
 
-@pytest.mark.parametrize(("name", "lock"), [("dev.yaml", "dev.lock.json"), ("provision.yml", "provision.lock.json"),
-                                            ("a.b.yaml", "a.b.lock.json")])
+@pytest.mark.parametrize(
+    ("name", "lock"),
+    [("dev.yaml", "dev.lock.json"), ("provision.yml", "provision.lock.json"), ("a.b.yaml", "a.b.lock.json")],
+)
 def test_lock_path_is_beside_the_manifest(tmp_path: Path, name: str, lock: str) -> None:
     path = tmp_path / name
     path.write_text("version: 1\n", encoding="utf-8")
@@ -290,15 +297,48 @@ def test_a_parsed_manifest_has_no_path() -> None:
 
 # -- fuzz: any input is a Manifest or a ManifestError, never a crash -------------------------
 
-FIELD_NAMES = ["version", "settings", "models", "deployments", "smoke_test", "source", "engine", "model",
-               "include", "exclude", "revision", "port", "gpus", "messages", "role", "content", "max_tokens",
-               "top_p", "models_dir", "huggingface", "token", "api_key", "expect", "a", "b", "../x"]
-leaves = (st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
-          | st.sampled_from(["hf://o/a", "ollama://q:1", "vllm", "ollama", "openai", "all", "${NOPE}", "${X:-1}", "$$"]))
+FIELD_NAMES = [
+    "version",
+    "settings",
+    "models",
+    "deployments",
+    "smoke_test",
+    "source",
+    "engine",
+    "model",
+    "include",
+    "exclude",
+    "revision",
+    "port",
+    "gpus",
+    "messages",
+    "role",
+    "content",
+    "max_tokens",
+    "top_p",
+    "models_dir",
+    "huggingface",
+    "token",
+    "api_key",
+    "expect",
+    "a",
+    "b",
+    "../x",
+]
+leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=20)
+    | st.sampled_from(["hf://o/a", "ollama://q:1", "vllm", "ollama", "openai", "all", "${NOPE}", "${X:-1}", "$$"])
+)
 yamlable = st.recursive(
     leaves,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.sampled_from(FIELD_NAMES) | st.text(max_size=8) | st.integers(), inner, max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(FIELD_NAMES) | st.text(max_size=8) | st.integers(), inner, max_size=5)
+    ),
     max_leaves=30,
 )
 manifest_like = st.fixed_dictionaries(
@@ -335,11 +375,32 @@ def test_fuzz_yaml_data(data: object) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["{[a]: b}", "version: 1\nmodels:\n  ? {a: 1}\n  : b\n", "a: &x [*x]", "a: &x {b: *x}", "\x00", "version: 1\n\x07",
-     "version: 1\n---\nversion: 1\n", "!!python/object:os.system {}", "version: 1\n1: x\n", "version: 1\n~: x\n",
-     "version: 1\nmodels: {1: {source: hf://o/a}}\n"],
-    ids=["list-key", "mapping-key", "recursive-list", "recursive-map", "nul", "bell", "two-documents", "python-tag",
-         "int-key", "null-key", "int-model-name"],
+    [
+        "{[a]: b}",
+        "version: 1\nmodels:\n  ? {a: 1}\n  : b\n",
+        "a: &x [*x]",
+        "a: &x {b: *x}",
+        "\x00",
+        "version: 1\n\x07",
+        "version: 1\n---\nversion: 1\n",
+        "!!python/object:os.system {}",
+        "version: 1\n1: x\n",
+        "version: 1\n~: x\n",
+        "version: 1\nmodels: {1: {source: hf://o/a}}\n",
+    ],
+    ids=[
+        "list-key",
+        "mapping-key",
+        "recursive-list",
+        "recursive-map",
+        "nul",
+        "bell",
+        "two-documents",
+        "python-tag",
+        "int-key",
+        "null-key",
+        "int-model-name",
+    ],
 )
 def test_hostile_yaml_is_a_manifest_error(text: str) -> None:
     with pytest.raises(ManifestError) as caught:
@@ -347,12 +408,15 @@ def test_hostile_yaml_is_a_manifest_error(text: str) -> None:
     assert caught.value.line is not None
 
 
-@pytest.mark.parametrize(("text", "suggestion"), [
-    ("models:\n  q: {source: hf://a/b, revison: main}\n", "'revision'"),
-    ("models:\n  q: {source: hf://a/b}\ndeployments:\n  c: {engine: vllm, model: q, imgae: x}\n", "'image'"),
-    ("settings: {huggingface: {endpont: x}}\n", "'endpoint'"),
-    ("smoke_test: {max_token: 3}\n", "'max_tokens'"),
-])
+@pytest.mark.parametrize(
+    ("text", "suggestion"),
+    [
+        ("models:\n  q: {source: hf://a/b, revison: main}\n", "'revision'"),
+        ("models:\n  q: {source: hf://a/b}\ndeployments:\n  c: {engine: vllm, model: q, imgae: x}\n", "'image'"),
+        ("settings: {huggingface: {endpont: x}}\n", "'endpoint'"),
+        ("smoke_test: {max_token: 3}\n", "'max_tokens'"),
+    ],
+)
 def test_a_misspelt_key_gets_a_did_you_mean_hint(text: str, suggestion: str) -> None:
     with pytest.raises(ManifestError) as caught:
         parse_manifest("version: 1\n" + text, file="m.yaml", env={})
@@ -361,8 +425,10 @@ def test_a_misspelt_key_gets_a_did_you_mean_hint(text: str, suggestion: str) -> 
 
 def test_an_unset_secret_loads_and_is_reported_only_when_used() -> None:
     # destroy and plan never read the key, so they work without it (issue 14, defect 7)
-    text = ("version: 1\nmodels:\n  m: {source: 'file:///x'}\ndeployments:\n  d:\n    engine: vllm\n    model: m\n"
-            "    image: 'i:1'\n    api_key: '${UNSET_KEY_FOR_TEST}'\n")
+    text = (
+        "version: 1\nmodels:\n  m: {source: 'file:///x'}\ndeployments:\n  d:\n    engine: vllm\n    model: m\n"
+        "    image: 'i:1'\n    api_key: '${UNSET_KEY_FOR_TEST}'\n"
+    )
     manifest = parse_manifest(text, env={})
     with pytest.raises(ManifestError, match="UNSET_KEY_FOR_TEST is not set"):
         manifest.deployments["d"].api_key.get_secret_value()  # type: ignore[union-attr]

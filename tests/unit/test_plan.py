@@ -16,8 +16,9 @@ def _local(*files: RemoteFile, sizes: dict[str, int] | None = None) -> dict[str,
     return {f.path: LocalFile(f.path, sizes.get(f.path, f.size)) for f in files}
 
 
-def _plan(local: dict[str, LocalFile], *, first_time: bool = False, reason: str = "",
-          stale: frozenset[str] = frozenset()) -> Action:
+def _plan(
+    local: dict[str, LocalFile], *, first_time: bool = False, reason: str = "", stale: frozenset[str] = frozenset()
+) -> Action:
     return plan_files("m", wanted=WANTED, local=local, first_time=first_time, reason_if_changed=reason, stale=stale)
 
 
@@ -88,7 +89,9 @@ def test_extra_local_files_do_not_matter() -> None:
 def test_orphans_are_deleted_in_name_order() -> None:
     actions = plan_orphans("model", {"zeta": {}, "alpha": {}, "kept": {}}, {"kept", "new"})
     assert [(a.kind, a.name, a.change) for a in actions] == [
-        ("model", "alpha", Change.DELETE), ("model", "zeta", Change.DELETE)]
+        ("model", "alpha", Change.DELETE),
+        ("model", "zeta", Change.DELETE),
+    ]
     assert all(a.reason == "no longer in the manifest" for a in actions)
 
 
@@ -97,12 +100,14 @@ def test_no_orphans() -> None:
 
 
 def test_plan_totals() -> None:
-    plan = Plan((
-        Action("model", "a", Change.CREATE, "new", download_bytes=10),
-        Action("model", "b", Change.UPDATE, "moved", download_bytes=5),
-        Action("model", "c", Change.NOOP, "present"),
-        Action("deployment", "d", Change.DELETE, "gone"),
-    ))
+    plan = Plan(
+        (
+            Action("model", "a", Change.CREATE, "new", download_bytes=10),
+            Action("model", "b", Change.UPDATE, "moved", download_bytes=5),
+            Action("model", "c", Change.NOOP, "present"),
+            Action("deployment", "d", Change.DELETE, "gone"),
+        )
+    )
     assert plan.counts() == {"create": 1, "update": 1, "replace": 0, "no change": 1, "delete": 1}
     assert plan.has_changes
     assert plan.download_bytes == 15
@@ -123,7 +128,8 @@ def test_empty_plan() -> None:
 
 def test_every_file_here_but_not_in_the_lock_is_an_update_with_nothing_to_fetch() -> None:
     # an apply killed between placing the last file and writing the lock
-    action = plan_files("m", wanted=WANTED, local=_local(*WANTED), first_time=False, reason_if_changed="",
-                        in_lock=False)
+    action = plan_files(
+        "m", wanted=WANTED, local=_local(*WANTED), first_time=False, reason_if_changed="", in_lock=False
+    )
     assert (action.change, action.files, action.download_bytes) == (Change.UPDATE, (), 0)
     assert "not in the lock" in action.reason

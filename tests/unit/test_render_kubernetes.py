@@ -43,18 +43,22 @@ def manifest_text(deployments: str, models: str = "  m: {source: hf://org/model}
 
 
 def hf_lock(size: int = 1000, revision: str = "main", files: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"spec": {"source": "hf://org/model", "revision": revision, "include": None, "exclude": None},
-            "resolved": COMMIT,
-            "files": files if files is not None else {"config.json": {"size": 10, "sha256": SHA},
-                                                     "model.safetensors": {"size": size, "sha256": "b" * 64}}}
+    return {
+        "spec": {"source": "hf://org/model", "revision": revision, "include": None, "exclude": None},
+        "resolved": COMMIT,
+        "files": files
+        if files is not None
+        else {"config.json": {"size": 10, "sha256": SHA}, "model.safetensors": {"size": size, "sha256": "b" * 64}},
+    }
 
 
 def url(scheme: str, spec: Any, resolved: str, path: str) -> str:
     return f"https://hub.example/{spec.location}/resolve/{resolved}/{path}"
 
 
-def do_render(deployments: str, lock: dict[str, Any] | None = None, options: RenderOptions | None = None,
-              **kwargs: str) -> Rendered:
+def do_render(
+    deployments: str, lock: dict[str, Any] | None = None, options: RenderOptions | None = None, **kwargs: str
+) -> Rendered:
     manifest = parse_manifest(manifest_text(deployments, **kwargs), env={"SECRET": CANARY})
     return render(manifest, {"m": hf_lock()} if lock is None else lock, options or RenderOptions(), url)
 
@@ -120,12 +124,17 @@ def test_device_ids_are_refused() -> None:
 
 # -- the vLLM container --------------------------------------------------------------------
 def test_image_and_args_are_the_local_containers(tmp_path: Path) -> None:
-    text = manifest_text("  chat: {engine: vllm, model: m, gpus: 1, image: 'vllm/vllm-openai:v0.11.0', "
-                         "served_model_name: qwen, args: [--max-model-len, '4096']}\n")
+    text = manifest_text(
+        "  chat: {engine: vllm, model: m, gpus: 1, image: 'vllm/vllm-openai:v0.11.0', "
+        "served_model_name: qwen, args: [--max-model-len, '4096']}\n"
+    )
     (tmp_path / "m.yaml").write_text(text)
     manifest = load_manifest(tmp_path / "m.yaml")
-    local = desired_spec("chat", manifest.deployments["chat"],  # type: ignore[arg-type]
-                         DeployContext(manifest, {"m": tmp_path / "models" / "m"}))
+    local = desired_spec(
+        "chat",
+        manifest.deployments["chat"],  # type: ignore[arg-type]
+        DeployContext(manifest, {"m": tmp_path / "models" / "m"}),
+    )
     container = vllm_container(render(manifest, {"m": hf_lock()}, RenderOptions(), url))
     assert container["image"] == "vllm/vllm-openai:v0.11.0"
     assert container["args"] == list(local.command)
@@ -176,10 +185,19 @@ def test_the_files_plan_is_exactly_the_locked_files_at_the_locked_commit() -> No
     plan = json.loads(data["files.json"])
     assert plan["target"] == "/models/m"
     assert plan["files"] == [
-        {"path": "config.json", "size": 10, "sha256": SHA,
-         "url": f"https://hub.example/org/model/resolve/{COMMIT}/config.json"},
-        {"path": "model.safetensors", "size": 1000, "sha256": "b" * 64,
-         "url": f"https://hub.example/org/model/resolve/{COMMIT}/model.safetensors"}]
+        {
+            "path": "config.json",
+            "size": 10,
+            "sha256": SHA,
+            "url": f"https://hub.example/org/model/resolve/{COMMIT}/config.json",
+        },
+        {
+            "path": "model.safetensors",
+            "size": 1000,
+            "sha256": "b" * 64,
+            "url": f"https://hub.example/org/model/resolve/{COMMIT}/model.safetensors",
+        },
+    ]
     assert data["fetch_files.py"] == (Path(__file__).parents[2] / "provision/render/fetch_files.py").read_text()
 
 
@@ -192,8 +210,10 @@ def test_the_service_is_cluster_ip_on_the_deployments_port() -> None:
 
 # -- secrets -------------------------------------------------------------------------------
 def test_secrets_are_references_and_the_create_commands_name_no_value() -> None:
-    rendered = do_render("  chat: {engine: vllm, model: m, gpus: 1, api_key: '${SECRET}', env: {TOK: '${SECRET}'}}\n",
-                         settings="  huggingface: {token: '${SECRET}'}\n")
+    rendered = do_render(
+        "  chat: {engine: vllm, model: m, gpus: 1, api_key: '${SECRET}', env: {TOK: '${SECRET}'}}\n",
+        settings="  huggingface: {token: '${SECRET}'}\n",
+    )
     container = vllm_container(rendered)
     key = next(e for e in container["env"] if e["name"] == "VLLM_API_KEY")
     assert key["valueFrom"]["secretKeyRef"] == {"name": "chat-api-key", "key": "api-key"}
@@ -201,8 +221,9 @@ def test_secrets_are_references_and_the_create_commands_name_no_value() -> None:
     step_env = find(rendered, "Deployment")["spec"]["template"]["spec"]["initContainers"][0]["env"]
     assert step_env[0]["valueFrom"]["secretKeyRef"]["name"] == "provision-huggingface-token"
     commands = {s.name: s.command("llm") for s in rendered.secrets}
-    assert commands["chat-api-key"] == ('kubectl -n llm create secret generic chat-api-key '
-                                        '--from-literal=api-key="$VLLM_API_KEY"')
+    assert commands["chat-api-key"] == (
+        'kubectl -n llm create secret generic chat-api-key --from-literal=api-key="$VLLM_API_KEY"'
+    )
     assert commands["chat-env"].endswith('--from-literal=TOK="$TOK"')
     everything = stream(rendered.objects) + json.dumps(commands)
     assert CANARY not in everything
@@ -218,12 +239,15 @@ def test_unlocked_or_changed_models_exit_2_with_the_hint() -> None:
         do_render(VLLM, lock={"m": hf_lock(revision="v2")})
 
 
-@pytest.mark.parametrize(("files", "error"), [
-    ({"x": {"size": 1, "sha256": "nothex"}}, LockError),
-    ({"x": {"size": -1, "sha256": SHA}}, LockError),
-    ({"../escape": {"size": 1, "sha256": SHA}}, LockError),
-    ({}, LockError),
-])
+@pytest.mark.parametrize(
+    ("files", "error"),
+    [
+        ({"x": {"size": 1, "sha256": "nothex"}}, LockError),
+        ({"x": {"size": -1, "sha256": SHA}}, LockError),
+        ({"../escape": {"size": 1, "sha256": SHA}}, LockError),
+        ({}, LockError),
+    ],
+)
 def test_a_malformed_lock_is_refused(files: dict[str, Any], error: type[Exception]) -> None:
     with pytest.raises(error):
         do_render(VLLM, lock={"m": hf_lock(files=files)})
@@ -234,7 +258,8 @@ def test_engines_without_cluster_objects_and_local_models_are_skipped() -> None:
         "  local: {engine: transformers, model: m}\n"
         "  api: {engine: openai, base_url: 'https://api.example', served_model: x}\n"
         "  disk: {engine: vllm, model: f, gpus: 1}\n",
-        models="  m: {source: hf://org/model}\n  f: {source: 'file:///data/ft'}\n")
+        models="  m: {source: hf://org/model}\n  f: {source: 'file:///data/ft'}\n",
+    )
     assert rendered.objects == ()
     skipped = dict(rendered.skipped)
     assert set(skipped) == {"deployment.local", "deployment.api", "deployment.disk", "model.m", "model.f"}
@@ -243,8 +268,11 @@ def test_engines_without_cluster_objects_and_local_models_are_skipped() -> None:
 
 def test_ollama_gets_its_own_volume_and_a_pull_step_that_checks_the_digest() -> None:
     digest = "7df6b6e09427" + "c" * 52
-    rendered = do_render("  chat: {engine: ollama, model: q}\n", models="  q: {source: 'ollama://qwen3:0.6b'}\n",
-                         lock={"q": {"spec": {"source": "ollama://qwen3:0.6b"}, "digest": digest}})
+    rendered = do_render(
+        "  chat: {engine: ollama, model: q}\n",
+        models="  q: {source: 'ollama://qwen3:0.6b'}\n",
+        lock={"q": {"spec": {"source": "ollama://qwen3:0.6b"}, "digest": digest}},
+    )
     pod = find(rendered, "Deployment")["spec"]["template"]["spec"]
     assert pod["volumes"] == [{"name": "ollama", "persistentVolumeClaim": {"claimName": "ollama-chat"}}]
     script = pod["initContainers"][0]["command"][2]
@@ -273,16 +301,21 @@ def test_labels_and_a_spec_hash_that_moves_only_with_the_spec() -> None:
 
 
 # -- schema --------------------------------------------------------------------------------
-EVERYTHING = ("  chat: {engine: vllm, model: m, gpus: 2, api_key: '${SECRET}', env: {A: b}, shm_size: 8g}\n"
-              "  tiny: {engine: vllm, model: m, gpus: 0, port: 9000}\n"
-              "  olla: {engine: ollama, model: q}\n")
+EVERYTHING = (
+    "  chat: {engine: vllm, model: m, gpus: 2, api_key: '${SECRET}', env: {A: b}, shm_size: 8g}\n"
+    "  tiny: {engine: vllm, model: m, gpus: 0, port: 9000}\n"
+    "  olla: {engine: ollama, model: q}\n"
+)
 
 
 @pytest.mark.parametrize("version", ["1.30.0", kubernetes_validate.latest_version()])
 def test_every_object_passes_strict_schema_validation(version: str) -> None:
-    rendered = do_render(EVERYTHING, options=RenderOptions(namespace="llm", storage_class="ssd"),
-                         models="  m: {source: hf://org/model}\n  q: {source: 'ollama://qwen3:0.6b'}\n",
-                         lock={"m": hf_lock(), "q": {"spec": {"source": "ollama://qwen3:0.6b"}, "digest": "d" * 64}})
+    rendered = do_render(
+        EVERYTHING,
+        options=RenderOptions(namespace="llm", storage_class="ssd"),
+        models="  m: {source: hf://org/model}\n  q: {source: 'ollama://qwen3:0.6b'}\n",
+        lock={"m": hf_lock(), "q": {"spec": {"source": "ollama://qwen3:0.6b"}, "digest": "d" * 64}},
+    )
     assert {o.kind for o in rendered.objects} == {"Deployment", "Service", "PersistentVolumeClaim", "ConfigMap"}
     for obj in rendered.objects:
         parsed = yaml.safe_load(to_yaml(obj))
@@ -291,8 +324,16 @@ def test_every_object_passes_strict_schema_validation(version: str) -> None:
 
 
 def test_strict_validation_can_fail() -> None:
-    bad = KubeObject("Service", "x", {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"},
-                                      "spec": {"ports": [{"port": 1}], "bogus": True}})
+    bad = KubeObject(
+        "Service",
+        "x",
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "x"},
+            "spec": {"ports": [{"port": 1}], "bogus": True},
+        },
+    )
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(yaml.safe_load(to_yaml(bad)), "1.30.0", strict=True)
 

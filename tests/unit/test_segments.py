@@ -18,17 +18,19 @@ MiB = 1 << 20
 
 
 def covers(ranges: list[Range], size: int) -> bool:
-    return ranges[0].start == 0 and ranges[-1].end == size and all(
-        a.end == b.start for a, b in pairwise(ranges))
+    return ranges[0].start == 0 and ranges[-1].end == size and all(a.end == b.start for a, b in pairwise(ranges))
 
 
-@pytest.mark.parametrize(("size", "most", "parts"), [
-    (16 * MiB, 16, 2),  # ranges of at least MIN_RANGE
-    (256 * MiB, 16, 16),
-    (256 * MiB, 4, 4),
-    (100 * MiB + 7, 16, 12),
-    (16 * MiB, 1, 1),
-])
+@pytest.mark.parametrize(
+    ("size", "most", "parts"),
+    [
+        (16 * MiB, 16, 2),  # ranges of at least MIN_RANGE
+        (256 * MiB, 16, 16),
+        (256 * MiB, 4, 4),
+        (100 * MiB + 7, 16, 12),
+        (16 * MiB, 1, 1),
+    ],
+)
 def test_plan_splits_into_at_most_n_ranges_of_at_least_min(size: int, most: int, parts: int) -> None:
     ranges = segments.plan(size, most)
     assert len(ranges) == parts
@@ -88,25 +90,30 @@ def slot(body: bytes) -> bytes:
     return (body + b"\n" + hashlib.sha256(body).hexdigest().encode() + b"\n").ljust(4096, b"\0")
 
 
-@pytest.mark.parametrize("body", [
-    b"not json",
-    b"[]",
-    b'{"version": 2, "seq": 1, "size": 30, "ranges": [[0, 30, 0]]}',
-    b'{"version": 1, "seq": 1, "size": 31, "ranges": [[0, 31, 0]]}',  # another file's size
-    b'{"version": 1, "seq": "1", "size": 30, "ranges": [[0, 30, 0]]}',
-    b'{"version": 1, "seq": 1, "size": 30, "ranges": []}',
-    b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, 0], [12, 30, 12]]}',  # a gap
-    b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 20, 0], [10, 30, 10]]}',  # an overlap
-    b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, 11], [10, 30, 10]]}',  # done past its end
-    b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, 10], [10, 30, 29]]}',  # past what is on disk
-    b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, 5.5], [10, 30, 10]]}',
-    b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, true], [10, 30, 10]]}',
-    b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 20, 0]]}',  # does not reach the end
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        b'{"version": 2, "seq": 1, "size": 30, "ranges": [[0, 30, 0]]}',
+        b'{"version": 1, "seq": 1, "size": 31, "ranges": [[0, 31, 0]]}',  # another file's size
+        b'{"version": 1, "seq": "1", "size": 30, "ranges": [[0, 30, 0]]}',
+        b'{"version": 1, "seq": 1, "size": 30, "ranges": []}',
+        b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, 0], [12, 30, 12]]}',  # a gap
+        b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 20, 0], [10, 30, 10]]}',  # an overlap
+        b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, 11], [10, 30, 10]]}',  # done past its end
+        b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, 10], [10, 30, 29]]}',  # past what is on disk
+        b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, 5.5], [10, 30, 10]]}',
+        b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, true], [10, 30, 10]]}',
+        b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 20, 0]]}',  # does not reach the end
+    ],
+)
 def test_a_record_we_would_not_have_written_is_refused(body: bytes) -> None:
     good = b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, 10], [10, 30, 20]]}'
-    assert segments.parse_record(slot(good) + slot(b""), size=30, on_disk=20) == (1, [Range(0, 10, 10),
-                                                                                       Range(10, 30, 20)])
+    assert segments.parse_record(slot(good) + slot(b""), size=30, on_disk=20) == (
+        1,
+        [Range(0, 10, 10), Range(10, 30, 20)],
+    )
     assert segments.parse_record(slot(body) + slot(b""), size=30, on_disk=20) is None
 
 
@@ -162,4 +169,6 @@ def test_ranges_with_no_byte_yet_are_valid_on_an_empty_partial() -> None:
     # a kill before the first byte lands: the partial is empty, every range still at its start
     fresh = b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, 0], [10, 20, 10], [20, 30, 20]]}'
     assert segments.parse_record(slot(b"") + slot(fresh), size=30, on_disk=0) == (
-        1, [Range(0, 10, 0), Range(10, 20, 10), Range(20, 30, 20)])
+        1,
+        [Range(0, 10, 0), Range(10, 20, 10), Range(20, 30, 20)],
+    )

@@ -38,8 +38,14 @@ class FakeClock:
 class ScriptedClient:
     """Yields events at scripted (fake) times; ``tokens`` is what ``count_tokens`` answers."""
 
-    def __init__(self, clock: FakeClock, script: list[tuple[float, ChatEvent]], *,
-                 tokens: int | None = None, error: Exception | None = None) -> None:
+    def __init__(
+        self,
+        clock: FakeClock,
+        script: list[tuple[float, ChatEvent]],
+        *,
+        tokens: int | None = None,
+        error: Exception | None = None,
+    ) -> None:
         self.clock, self.script, self.tokens, self.error = clock, script, tokens, error
         self.closed = False
 
@@ -126,8 +132,12 @@ def test_token_count_falls_back_to_tokenizer_then_chunks() -> None:
 
 def test_run_one_computes_metrics_with_an_injected_clock() -> None:
     clock = FakeClock()
-    script = [(0.25, ChatEvent(text="")), (1.0, ChatEvent(text="The")), (1.5, ChatEvent(text=" capital")),
-              (3.0, ChatEvent(text=" is Paris", finish_reason="length"))]
+    script = [
+        (0.25, ChatEvent(text="")),
+        (1.0, ChatEvent(text="The")),
+        (1.5, ChatEvent(text=" capital")),
+        (3.0, ChatEvent(text=" is Paris", finish_reason="length")),
+    ]
     client = ScriptedClient(clock, script, tokens=5)
     result = run_one("d", client, SETTINGS, engine="openai", clock=clock)
     assert result.passed, result.reason
@@ -156,8 +166,11 @@ def test_run_one_streams_text_to_the_callback() -> None:
         ([(0.1, ChatEvent(text=" \n", finish_reason="stop"))], {}, "empty answer (finish reason: stop)"),
         ([(0.1, ChatEvent(text="London"))], {"expect": "(?i)paris"}, "does not match expect /(?i)paris/: 'London'"),
         ([(2.0, ChatEvent(text="Paris"))], {"max_ttft": 1.0}, "TTFT 2.000 s is over max_ttft 1 s"),
-        ([(0.1, ChatEvent(text="a")), (1.1, ChatEvent(text="b"))], {"min_tokens_per_s": 5},
-         "1.0 tokens/s is under min_tokens_per_s 5"),
+        (
+            [(0.1, ChatEvent(text="a")), (1.1, ChatEvent(text="b"))],
+            {"min_tokens_per_s": 5},
+            "1.0 tokens/s is under min_tokens_per_s 5",
+        ),
         ([(0.1, ChatEvent(text="ab"))], {"min_tokens_per_s": 5}, "too few tokens (1) to measure tokens/s"),
     ],
 )
@@ -270,8 +283,9 @@ def test_junit_has_one_testcase_per_deployment_and_survives_control_characters(t
     from provision.report.smoke import smoke_dict, write_junit
 
     results = [
-        SmokeResult("api", "openai", True, ttft=0.1, output_tokens=5, token_source="server", total_s=1.0,
-                    text="ok\x01 <b>"),
+        SmokeResult(
+            "api", "openai", True, ttft=0.1, output_tokens=5, token_source="server", total_s=1.0, text="ok\x01 <b>"
+        ),
         SmokeResult("local", "transformers", False, "401 Unauthorized: the API key was rejected", total_s=0.2),
     ]
     write_junit(results, tmp_path / "out" / "smoke.xml")
@@ -279,8 +293,10 @@ def test_junit_has_one_testcase_per_deployment_and_survives_control_characters(t
     suite = root.find("testsuite")
     assert suite is not None and (suite.get("tests"), suite.get("failures")) == ("2", "1")
     cases = suite.findall("testcase")
-    assert [(c.get("classname"), c.get("name")) for c in cases] == [("smoke.openai", "api"),
-                                                                     ("smoke.transformers", "local")]
+    assert [(c.get("classname"), c.get("name")) for c in cases] == [
+        ("smoke.openai", "api"),
+        ("smoke.transformers", "local"),
+    ]
     assert cases[0].find("failure") is None
     assert cases[0].findtext("system-out") == "ok <b>"
     failure = cases[1].find("failure")

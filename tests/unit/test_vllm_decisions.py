@@ -21,8 +21,10 @@ from provision.manifest import parse_manifest
 
 
 def _manifest(tmp_path: Path, extra: str = "", gpus: str = "0"):  # type: ignore[no-untyped-def]
-    text = ("version: 1\nmodels:\n  m: {source: 'file:///x'}\ndeployments:\n  d:\n    engine: vllm\n    model: m\n"
-            f"    image: provision/vllm-cpu:0.32.0\n    gpus: {gpus}\n{extra}")
+    text = (
+        "version: 1\nmodels:\n  m: {source: 'file:///x'}\ndeployments:\n  d:\n    engine: vllm\n    model: m\n"
+        f"    image: provision/vllm-cpu:0.32.0\n    gpus: {gpus}\n{extra}"
+    )
     manifest = parse_manifest(text, file=str(tmp_path / "m.yaml"))
     manifest._path = tmp_path / "m.yaml"
     return manifest
@@ -44,11 +46,14 @@ def test_the_manifest_kv_cache_space_wins(tmp_path: Path) -> None:
     assert desired.environment[CPU_KVCACHE_ENV] == "1"
 
 
-@pytest.mark.parametrize("extra, gpus", [
-    ("    args: ['--kv-cache-memory-bytes', '2G']\n", "0"),
-    ("    args: ['--kv_cache_memory_bytes=2G']\n", "0"),
-    ("", "all"),
-])
+@pytest.mark.parametrize(
+    "extra, gpus",
+    [
+        ("    args: ['--kv-cache-memory-bytes', '2G']\n", "0"),
+        ("    args: ['--kv_cache_memory_bytes=2G']\n", "0"),
+        ("", "all"),
+    ],
+)
 def test_no_default_with_vllms_own_setting_or_on_gpus(tmp_path: Path, extra: str, gpus: str) -> None:
     assert CPU_KVCACHE_ENV not in _desired(tmp_path, extra, gpus).environment
 
@@ -77,18 +82,24 @@ def test_adoption_never_touches_a_foreign_container_and_creates_when_none(tmp_pa
 
 # -- defect 3: the root cause, not the last 20 lines ----------------------------------------------
 # The shape of vLLM 0.32's log when the engine core fails (worker lines carry a prefix).
-ENGINE_FAILURE = "\n".join([
-    "INFO 12-01 21:00:00 [api_server.py:1] vLLM API server version 0.32.0",
-    *[f"INFO 12-01 21:00:01 [config.py:{i}] setting {i}" for i in range(30)],
-    "(EngineCore_DP0 pid=80) ERROR 12-01 21:00:05 [core.py:700] EngineCore failed to start.",
-    "(EngineCore_DP0 pid=80) ERROR 12-01 21:00:05 [core.py:700] Traceback (most recent call last):",
-    *[f"(EngineCore_DP0 pid=80) ERROR 12-01 21:00:05 [core.py:700]   File \"/x/f{i}.py\", line {i}, in g"
-      for i in range(25)],
-    ("(EngineCore_DP0 pid=80) ERROR 12-01 21:00:05 [core.py:700] ValueError: No available memory for the cache "
-    "blocks. Try increasing `VLLM_CPU_KVCACHE_SPACE`."),
-    *[f"(APIServer pid=1) frame {i}" for i in range(30)],
-    "(APIServer pid=1) RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}",
-])
+ENGINE_FAILURE = "\n".join(
+    [
+        "INFO 12-01 21:00:00 [api_server.py:1] vLLM API server version 0.32.0",
+        *[f"INFO 12-01 21:00:01 [config.py:{i}] setting {i}" for i in range(30)],
+        "(EngineCore_DP0 pid=80) ERROR 12-01 21:00:05 [core.py:700] EngineCore failed to start.",
+        "(EngineCore_DP0 pid=80) ERROR 12-01 21:00:05 [core.py:700] Traceback (most recent call last):",
+        *[
+            f'(EngineCore_DP0 pid=80) ERROR 12-01 21:00:05 [core.py:700]   File "/x/f{i}.py", line {i}, in g'
+            for i in range(25)
+        ],
+        (
+            "(EngineCore_DP0 pid=80) ERROR 12-01 21:00:05 [core.py:700] ValueError: No available memory for the cache "
+            "blocks. Try increasing `VLLM_CPU_KVCACHE_SPACE`."
+        ),
+        *[f"(APIServer pid=1) frame {i}" for i in range(30)],
+        "(APIServer pid=1) RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}",
+    ]
+)
 
 
 def test_the_excerpt_shows_the_first_error_and_the_exception_that_ends_its_traceback() -> None:

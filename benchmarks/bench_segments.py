@@ -43,6 +43,7 @@ from _common import (
     make_files,
     one_model_manifest,
     provision_cmd,
+    replace_section,
     run_measured,
     start_server,
     verdict,
@@ -237,19 +238,6 @@ def section(rows: list[Row], config: Config) -> Section:
             ]
         )
     return out
-
-
-def replace_section(report: Path, markdown: str) -> None:
-    """Put this section in REPORT.md in place of its previous version (or at the end), others untouched."""
-    text = report.read_text() if report.exists() else ""
-    title = markdown.splitlines()[0]
-    if title in text:
-        before, _, after = text.partition(title)
-        rest = after.split("\n## ", 1)
-        text = before + markdown + ("\n## " + rest[1] if len(rest) > 1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + markdown
-    report.write_text(text)
 
 
 def main() -> None:

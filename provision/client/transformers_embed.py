@@ -8,7 +8,8 @@ Pooling is what the model says. A sentence-transformers folder describes it::
                                               _lasttoken: which one
     <model_dir>/sentence_bert_config.json     max_seq_length: the length inputs are cut to
 
-Without those files, the default is what sentence-transformers applies to a plain transformers
+A ``1_Pooling/config.json`` without ``modules.json`` (sentence-transformers would ignore it)
+still sets the mode, not normalized. Without any of those files, the default is what sentence-transformers applies to a plain transformers
 model: mean pooling over the non-padding tokens, not normalized; for decoder-only
 architectures (``*ForCausalLM`` configs with a pooling module are embedders such as
 Qwen3-Embedding) the last token. Inputs longer than the maximum length (sentence_bert_config,
@@ -54,7 +55,7 @@ class Pooling:
     mode: str  # one of POOLING_MODES
     normalize: bool
     max_length: int | None  # from sentence_bert_config.json
-    source: str  # "sentence-transformers" or "default"
+    source: str  # "sentence-transformers", "1_Pooling" (its config without modules.json) or "default"
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -69,6 +70,10 @@ def _read_json(path: Path, what: str) -> Any:
 def read_pooling(model_dir: Path, config: dict[str, Any]) -> Pooling:
     """How to pool this model's token vectors, from its sentence-transformers files or the default."""
     modules_file = model_dir / "modules.json"
+    if not modules_file.is_file() and (model_dir / "1_Pooling" / "config.json").is_file():
+        # A pooling config without modules.json (an include pattern that missed it): the model's
+        # own word on pooling beats the generic default, which would mean-pool a CLS model.
+        return Pooling(_pooling_mode(model_dir / "1_Pooling"), normalize=False, max_length=None, source="1_Pooling")
     if not modules_file.is_file():
         causal = any(str(a).endswith("ForCausalLM") for a in config.get("architectures") or ())
         if causal:
@@ -92,15 +97,7 @@ def read_pooling(model_dir: Path, config: dict[str, Any]) -> Pooling:
                 f"{modules_file}: pooling path {folder!r} leaves the model folder",
                 hint="the model folder is damaged or hostile",
             )
-        settings = _read_json(model_dir / folder / "config.json", "pooling config")
-        chosen = [key for key in _POOLING_KEYS if isinstance(settings, dict) and settings.get(key) is True]
-        if len(chosen) != 1 or _POOLING_KEYS[chosen[0]] is None:
-            raise DeploymentError(
-                f"{model_dir / folder / 'config.json'} sets {', '.join(chosen) or 'no pooling mode'}; "
-                f"provision pools with exactly one of {', '.join(POOLING_MODES)}",
-                hint="fix the pooling config, or remove modules.json to use mean pooling",
-            )
-        mode = str(_POOLING_KEYS[chosen[0]])
+        mode = _pooling_mode(model_dir / folder)
     max_length = None
     bert_config = model_dir / "sentence_bert_config.json"
     if bert_config.is_file():
@@ -127,6 +124,19 @@ def passes(lengths: Sequence[int], max_length: int, budget: int) -> list[list[in
         else:
             out.append([index])
     return out
+
+
+def _pooling_mode(folder: Path) -> str:
+    """The one pooling mode ``folder/config.json`` (sentence_transformers.models.Pooling) sets."""
+    settings = _read_json(folder / "config.json", "pooling config")
+    chosen = [key for key in _POOLING_KEYS if isinstance(settings, dict) and settings.get(key) is True]
+    if len(chosen) != 1 or _POOLING_KEYS[chosen[0]] is None:
+        raise DeploymentError(
+            f"{folder / 'config.json'} sets {', '.join(chosen) or 'no pooling mode'}; "
+            f"provision pools with exactly one of {', '.join(POOLING_MODES)}",
+            hint="fix the pooling config (one mode set to true)",
+        )
+    return str(_POOLING_KEYS[chosen[0]])
 
 
 def pool(hidden: Any, mask: Any, mode: str) -> Any:

@@ -105,3 +105,13 @@ def test_passes_go_longest_first_and_cover_every_text_once() -> None:
     assert groups == [[5], [1, 3], [2, 0, 4]]  # 1000 alone (over budget even cut); 2 x 40 = 80; 3 x 12 = 36
     assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
     assert passes([], max_length=512, budget=100) == []
+
+
+def test_a_bert_folder_without_st_files_is_mean_pooled_and_a_lone_pooling_config_still_counts(tmp_path: Path) -> None:
+    bert = {"model_type": "bert", "architectures": ["BertModel"]}
+    plain = read_pooling(tmp_path, bert)
+    assert (plain.mode, plain.normalize, plain.source) == ("mean", False, "default")
+    (tmp_path / "1_Pooling").mkdir()  # bge's CLS config, but modules.json left out by an include pattern
+    (tmp_path / "1_Pooling" / "config.json").write_text('{"pooling_mode_cls_token": true}')
+    lone = read_pooling(tmp_path, bert)
+    assert (lone.mode, lone.normalize, lone.source) == ("cls", False, "1_Pooling")

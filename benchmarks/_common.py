@@ -76,8 +76,10 @@ class Section:
         return "\n".join(lines) + "\n"
 
 
-def replace_section(report: Path, markdown: str) -> None:
-    """Put this section in REPORT.md in place of its previous version (or at the end), others untouched."""
+def replace_section(report: Path, section: Section) -> None:
+    """Print ``section`` and put it in REPORT.md in place of its previous version (or at the end), others untouched."""
+    markdown = section.markdown()
+    print(markdown)
     text = report.read_text() if report.exists() else ""
     title = markdown.splitlines()[0]
     if title in text:

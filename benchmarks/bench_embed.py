@@ -178,9 +178,7 @@ def main() -> None:
         f"the end: {load}. The machine is shared with other work: both paths share its noise, the ratio is "
         "what to read.",
     )
-    markdown = result.markdown()
-    print(markdown)
-    replace_section(args.out, markdown)
+    replace_section(args.out, result)
 
 
 if __name__ == "__main__":

@@ -260,9 +260,7 @@ def main() -> None:
         f"{time.strftime('%Y-%m-%d')}, {(time.monotonic() - started) / 60:.1f} min; {header}; "
         f"`python -c pass` took {startup:.2f} s at the start (a quiet machine: ~0.02 s).",
     )
-    markdown = result.markdown()
-    print(markdown)
-    replace_section(args.out, markdown)
+    replace_section(args.out, result)
 
 
 if __name__ == "__main__":

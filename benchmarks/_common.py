@@ -76,6 +76,21 @@ class Section:
         return "\n".join(lines) + "\n"
 
 
+def replace_section(report: Path, section: Section) -> None:
+    """Print ``section`` and put it in REPORT.md in place of its previous version (or at the end), others untouched."""
+    markdown = section.markdown()
+    print(markdown)
+    text = report.read_text() if report.exists() else ""
+    title = markdown.splitlines()[0]
+    if title in text:
+        before, _, after = text.partition(title)
+        rest = after.split("\n## ", 1)
+        text = before + markdown + ("\n## " + rest[1] if len(rest) > 1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + markdown
+    report.write_text(text)
+
+
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "**MISS**"
 

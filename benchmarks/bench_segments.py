@@ -43,6 +43,7 @@ from _common import (
     make_files,
     one_model_manifest,
     provision_cmd,
+    replace_section,
     run_measured,
     start_server,
     verdict,
@@ -239,19 +240,6 @@ def section(rows: list[Row], config: Config) -> Section:
     return out
 
 
-def replace_section(report: Path, markdown: str) -> None:
-    """Put this section in REPORT.md in place of its previous version (or at the end), others untouched."""
-    text = report.read_text() if report.exists() else ""
-    title = markdown.splitlines()[0]
-    if title in text:
-        before, _, after = text.partition(title)
-        rest = after.split("\n## ", 1)
-        text = before + markdown + ("\n## " + rest[1] if len(rest) > 1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + markdown
-    report.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -272,9 +260,7 @@ def main() -> None:
         f"{time.strftime('%Y-%m-%d')}, {(time.monotonic() - started) / 60:.1f} min; {header}; "
         f"`python -c pass` took {startup:.2f} s at the start (a quiet machine: ~0.02 s).",
     )
-    markdown = result.markdown()
-    print(markdown)
-    replace_section(args.out, markdown)
+    replace_section(args.out, result)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 
 Sections (each module's docstring says what it measures and how): download throughput and
 peak RSS (bench_download.py), ranged downloads on a capped hub vs aria2c (bench_segments.py), no-op apply, verify and resume (bench_files.py), CLI start-up
-and smoke-test overhead (bench_cli.py). Servers are the loopback fakes of tests/fakes/;
+and smoke-test overhead (bench_cli.py), embedding throughput in-process vs transformers
+(bench_embed.py). Servers are the loopback fakes of tests/fakes/;
 generated data lives in a temp folder, removed at the end. ``--quick`` shrinks every size and
 runs once, to check the script itself; its numbers mean little.
 
@@ -29,6 +30,7 @@ sys.path.insert(0, str(REPO_ROOT))  # the fakes are imported as tests.fakes.*
 
 import bench_cli
 import bench_download
+import bench_embed
 import bench_files
 import bench_segments
 
@@ -57,6 +59,7 @@ def main() -> None:
             ranged,
             *bench_files.sections(config),
             *bench_cli.sections(config),
+            *bench_embed.sections(config),
         ]
         plot = out.with_suffix(".png")
         bench_download.plot(rows, plot)

@@ -8,12 +8,18 @@ Pooling is what the model says. A sentence-transformers folder describes it::
                                               _lasttoken: which one
     <model_dir>/sentence_bert_config.json     max_seq_length: the length inputs are cut to
 
-Without those files, the default is what sentence-transformers applies to a plain transformers
+A ``1_Pooling/config.json`` without ``modules.json`` (sentence-transformers would ignore it)
+still sets the mode, not normalized. Without any of those files, the default is what sentence-transformers applies to a plain transformers
 model: mean pooling over the non-padding tokens, not normalized; for decoder-only
 architectures (``*ForCausalLM`` configs with a pooling module are embedders such as
 Qwen3-Embedding) the last token. Inputs longer than the maximum length (sentence_bert_config,
 else the tokenizer's ``model_max_length``, else the config's ``max_position_embeddings``) are
 cut to it, and :class:`~provision.client.base.Embeddings` lists which were.
+
+Texts go through the model longest first, in passes of at most ``BATCH`` x the maximum length
+tokens (padding included), as sentence-transformers sorts them: the peak memory of a pass is
+that of ``BATCH`` texts at the maximum length, and a batch of short texts is one pass, not one
+per 32 texts (on 2 CPU cores eight passes of 32 short texts took twice as long as one of 256).
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ _POOLING_KEYS: dict[str, str | None] = {
     "pooling_mode_mean_sqrt_len_tokens": None,
     "pooling_mode_weightedmean_tokens": None,
 }
-BATCH = 32  # texts per forward pass
+BATCH = 32  # texts per forward pass at the maximum length; shorter texts fill a pass with more
 _LAST_TOKEN_TYPES = ("qwen2", "qwen3", "mistral", "llama")  # decoder-only: the last token sees the whole text
 _MAX_SANE_LENGTH = 1 << 20  # tokenizers without a limit say 1e30
 
@@ -49,7 +55,7 @@ class Pooling:
     mode: str  # one of POOLING_MODES
     normalize: bool
     max_length: int | None  # from sentence_bert_config.json
-    source: str  # "sentence-transformers" or "default"
+    source: str  # "sentence-transformers", "1_Pooling" (its config without modules.json) or "default"
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -64,6 +70,10 @@ def _read_json(path: Path, what: str) -> Any:
 def read_pooling(model_dir: Path, config: dict[str, Any]) -> Pooling:
     """How to pool this model's token vectors, from its sentence-transformers files or the default."""
     modules_file = model_dir / "modules.json"
+    if not modules_file.is_file() and (model_dir / "1_Pooling" / "config.json").is_file():
+        # A pooling config without modules.json (an include pattern that missed it): the model's
+        # own word on pooling beats the generic default, which would mean-pool a CLS model.
+        return Pooling(_pooling_mode(model_dir / "1_Pooling"), normalize=False, max_length=None, source="1_Pooling")
     if not modules_file.is_file():
         causal = any(str(a).endswith("ForCausalLM") for a in config.get("architectures") or ())
         if causal:
@@ -87,15 +97,7 @@ def read_pooling(model_dir: Path, config: dict[str, Any]) -> Pooling:
                 f"{modules_file}: pooling path {folder!r} leaves the model folder",
                 hint="the model folder is damaged or hostile",
             )
-        settings = _read_json(model_dir / folder / "config.json", "pooling config")
-        chosen = [key for key in _POOLING_KEYS if isinstance(settings, dict) and settings.get(key) is True]
-        if len(chosen) != 1 or _POOLING_KEYS[chosen[0]] is None:
-            raise DeploymentError(
-                f"{model_dir / folder / 'config.json'} sets {', '.join(chosen) or 'no pooling mode'}; "
-                f"provision pools with exactly one of {', '.join(POOLING_MODES)}",
-                hint="fix the pooling config, or remove modules.json to use mean pooling",
-            )
-        mode = str(_POOLING_KEYS[chosen[0]])
+        mode = _pooling_mode(model_dir / folder)
     max_length = None
     bert_config = model_dir / "sentence_bert_config.json"
     if bert_config.is_file():
@@ -109,6 +111,32 @@ def read_pooling(model_dir: Path, config: dict[str, Any]) -> Pooling:
         max_length=max_length,
         source="sentence-transformers",
     )
+
+
+def passes(lengths: Sequence[int], max_length: int, budget: int) -> list[list[int]]:
+    """Indexes of the texts of each forward pass (pure): longest first, each pass at most ``budget``
+    tokens once padded to its longest text (cut to ``max_length``), at least one text per pass."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    out: list[list[int]] = []
+    for index in order:
+        if out and (len(out[-1]) + 1) * min(lengths[out[-1][0]], max_length) <= budget:
+            out[-1].append(index)
+        else:
+            out.append([index])
+    return out
+
+
+def _pooling_mode(folder: Path) -> str:
+    """The one pooling mode ``folder/config.json`` (sentence_transformers.models.Pooling) sets."""
+    settings = _read_json(folder / "config.json", "pooling config")
+    chosen = [key for key in _POOLING_KEYS if isinstance(settings, dict) and settings.get(key) is True]
+    if len(chosen) != 1 or _POOLING_KEYS[chosen[0]] is None:
+        raise DeploymentError(
+            f"{folder / 'config.json'} sets {', '.join(chosen) or 'no pooling mode'}; "
+            f"provision pools with exactly one of {', '.join(POOLING_MODES)}",
+            hint="fix the pooling config (one mode set to true)",
+        )
+    return str(_POOLING_KEYS[chosen[0]])
 
 
 def pool(hidden: Any, mask: Any, mode: str) -> Any:
@@ -178,12 +206,12 @@ class TransformersEmbedder:
 
         lengths = [len(ids) for ids in self._tokenizer(list(texts), truncation=False)["input_ids"]]
         truncated = tuple(i for i, n in enumerate(lengths) if n > self.max_length)
-        vectors: list[list[float]] = []
+        vectors: list[list[float]] = [[] for _ in texts]
         tokens = 0
         with torch.inference_mode():
-            for start in range(0, len(texts), BATCH):
+            for indexes in passes(lengths, self.max_length, BATCH * self.max_length):
                 batch = self._tokenizer(
-                    list(texts[start : start + BATCH]),
+                    [texts[i] for i in indexes],
                     padding=True,
                     truncation=True,
                     max_length=self.max_length,
@@ -193,7 +221,8 @@ class TransformersEmbedder:
                 pooled = pool(hidden, batch["attention_mask"], self.pooling.mode).float()
                 if self.pooling.normalize:
                     pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-                vectors += pooled.cpu().tolist()
+                for i, vector in zip(indexes, pooled.cpu().tolist(), strict=True):
+                    vectors[i] = vector
                 tokens += int(batch["attention_mask"].sum())
         return Embeddings(
             vectors,

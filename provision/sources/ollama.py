@@ -1,6 +1,6 @@
 """``ollama://name:tag``: models an Ollama server holds, pulled through the official client.
 
-Protocol served (Ollama's HTTP API, see notes/protocols.md):
+Protocol served (Ollama's HTTP API, see docs/protocols.md, "Ollama"):
 
 - observe: one ``GET /api/tags`` for every ``ollama://`` model of the manifest; each entry
   gives the model's name (``name:tag``, ``latest`` added) and its manifest ``digest``.

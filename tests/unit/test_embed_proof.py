@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from provision.client.base import Embeddings
-from provision.client.transformers_embed import read_pooling
+from provision.client.transformers_embed import passes, read_pooling
 from provision.errors import DeploymentError
 from provision.manifest import EmbedProbe
 from provision.smoke_embed import judge_embeddings, pair_cosines
@@ -91,3 +91,27 @@ def test_a_pooling_mode_provision_cannot_apply_is_refused(tmp_path: Path) -> Non
     (tmp_path / "modules.json").write_text("{not json")
     with pytest.raises(DeploymentError, match="cannot read modules.json"):
         read_pooling(tmp_path, {})
+
+
+def test_short_texts_share_one_pass_and_long_ones_keep_the_old_bound() -> None:
+    assert passes([20] * 256, max_length=256, budget=32 * 256) == [list(range(256))]  # 256 x 20 tokens: one pass
+    at_limit = passes([300] * 70, max_length=256, budget=32 * 256)  # cut to 256: 32 texts a pass, as before
+    assert [len(p) for p in at_limit] == [32, 32, 6]
+
+
+def test_passes_go_longest_first_and_cover_every_text_once() -> None:
+    lengths = [5, 40, 12, 40, 3, 1000]
+    groups = passes(lengths, max_length=512, budget=100)
+    assert groups == [[5], [1, 3], [2, 0, 4]]  # 1000 alone (over budget even cut); 2 x 40 = 80; 3 x 12 = 36
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    assert passes([], max_length=512, budget=100) == []
+
+
+def test_a_bert_folder_without_st_files_is_mean_pooled_and_a_lone_pooling_config_still_counts(tmp_path: Path) -> None:
+    bert = {"model_type": "bert", "architectures": ["BertModel"]}
+    plain = read_pooling(tmp_path, bert)
+    assert (plain.mode, plain.normalize, plain.source) == ("mean", False, "default")
+    (tmp_path / "1_Pooling").mkdir()  # bge's CLS config, but modules.json left out by an include pattern
+    (tmp_path / "1_Pooling" / "config.json").write_text('{"pooling_mode_cls_token": true}')
+    lone = read_pooling(tmp_path, bert)
+    assert (lone.mode, lone.normalize, lone.source) == ("cls", False, "1_Pooling")

@@ -30,7 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 BROKEN = sorted((REPO_ROOT / "tests" / "manifests" / "broken").glob("*.yaml"))
 HEADER = re.compile(r"^# expect: (\d+) (\S+) (.+)$")
 
-# The shape of DESIGN.md's example; secrets come from the environment.
+# The shape of manifests/dev.yaml (the course's manifest); secrets come from the environment.
 DESIGN_EXAMPLE = """\
 version: 1
 settings:

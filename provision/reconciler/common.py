@@ -1,4 +1,4 @@
-"""What the reconciler's parts share: a run's options and results, one step's outcome.
+"""What the reconciler's parts share: their inputs, a run's options and results, one step's outcome.
 
 Apart from the facade (:mod:`provision.reconciler`) because the parts build these too, and the
 facade imports the parts.
@@ -13,7 +13,22 @@ from pathlib import Path
 
 from ..errors import ProvisionError
 from ..files import Snapshot
+from ..lock import LockFile
+from ..manifest import Manifest
 from ..plan import Action, Change, Kind, Plan
+from ..progress import Progress
+from ..state import State
+
+
+class Part:
+    """What each part of the reconciler works on: one manifest, its lock (shared, so that a
+    model's new entry is what its deployment sees), this machine's state, the progress sink."""
+
+    def __init__(self, manifest: Manifest, state: State, lock: LockFile, progress: Progress) -> None:
+        self.manifest = manifest
+        self.state = state
+        self.lock = lock
+        self.progress = progress
 
 
 @dataclass(frozen=True)

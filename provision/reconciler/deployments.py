@@ -13,25 +13,16 @@ from typing import TYPE_CHECKING, Any
 from ..deployments import decide, deploy, remove
 from ..deployments.base import DeployContext, DeploymentRecord
 from ..errors import EngineUnavailableError, ManifestError, ProvisionError
-from ..lock import LockFile
-from ..manifest import Deployment, Manifest
+from ..manifest import Deployment
 from ..plan import Action, Change
-from ..progress import Progress
-from ..state import State
-from .common import Outcome, PlanResult, not_planned, run_step
+from .common import Outcome, Part, PlanResult, not_planned, run_step
 
 if TYPE_CHECKING:
     from ..smoke import SmokeJob
 
 
-class DeploymentReconciler:
+class DeploymentReconciler(Part):
     """The deployments of one manifest."""
-
-    def __init__(self, manifest: Manifest, state: State, lock: LockFile, progress: Progress) -> None:
-        self.manifest = manifest
-        self.state = state
-        self.lock = lock
-        self.progress = progress
 
     def context(self, on_status: Callable[[str, str], None] | None = None) -> DeployContext:
         """What a backend may know now: read again after the models, it carries the new lock."""

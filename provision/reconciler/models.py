@@ -28,17 +28,14 @@ from ..repair import placed_stats, to_refetch
 from ..sources import FILE_SCHEMES, file_source, server_source
 from ..sources.base import FileSource, ServerSource
 from ..state import State
-from .common import Outcome, PlanResult, RunOptions, not_planned, run_step, size_of
+from .common import Outcome, Part, PlanResult, RunOptions, not_planned, run_step, size_of
 
 
-class ModelReconciler:
+class ModelReconciler(Part):
     """The models of one manifest; sources are opened on first use and closed with it."""
 
     def __init__(self, manifest: Manifest, state: State, lock: LockFile, progress: Progress) -> None:
-        self.manifest = manifest
-        self.state = state
-        self.lock = lock
-        self.progress = progress
+        super().__init__(manifest, state, lock, progress)
         self._file_sources: dict[str, FileSource] = {}
         self._server_sources: dict[str, ServerSource] = {}
 

@@ -71,7 +71,7 @@ def import_floor() -> float:
     return time.perf_counter() - started
 
 
-IMPORTS = "import provision.cli, provision.engine, provision.report, provision.deployments.vllm, docker"
+IMPORTS = "import provision.cli, provision.reconciler, provision.report, provision.deployments.vllm, docker"
 
 
 def docker_calls() -> list[tuple[str, float]]:
@@ -96,17 +96,17 @@ def docker_calls() -> list[tuple[str, float]]:
 
 def in_process_noop(manifest_path: Path, repeat: int) -> list[tuple[float, int, float]]:
     """(total seconds, Docker requests, seconds in them) per in-process plan + apply."""
-    from provision.engine import Engine
     from provision.manifest import load_manifest
+    from provision.reconciler import Reconciler
 
     calls = docker_calls()
     rows = []
     for _ in range(repeat):
         calls.clear()
         started = time.perf_counter()
-        with Engine(load_manifest(manifest_path)) as engine:
-            planned = engine.plan()
-            result = engine.apply(planned=planned)
+        with Reconciler(load_manifest(manifest_path)) as reconciler:
+            planned = reconciler.plan()
+            result = reconciler.apply(planned=planned)
         total = time.perf_counter() - started
         assert result.ok and not planned.plan.has_changes, "the re-apply was not a no-op"
         rows.append((total, len(calls), sum(s for _, s in calls)))

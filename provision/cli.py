@@ -1,4 +1,4 @@
-"""The ``provision`` command: parse arguments, call the engine, render, map errors to exit codes.
+"""The ``provision`` command: parse arguments, call the reconciler, render, map errors to exit codes.
 
 Exit codes are the same for every command: one table, in :mod:`provision.exitcodes`. The
 help's layout (summaries, examples, option groups) is :mod:`provision.cli_help`.
@@ -177,7 +177,7 @@ def _run_options(
     verify: bool = False,
     yes: bool = False,
 ) -> Any:
-    from .engine import RunOptions
+    from .reconciler import RunOptions
 
     return RunOptions(only=only, update=update, locked=locked, force=force, verify=verify, yes=yes)
 
@@ -208,12 +208,12 @@ def _plan(
     manifest: Path | None, only: tuple[str, ...], update: bool, locked: bool, detailed_exitcode: bool, as_json: bool
 ) -> int:
     from .credentials import token_routes
-    from .engine import Engine
+    from .reconciler import Reconciler
     from .report import action_dict, print_json, render_plan
 
-    with Engine(_load(manifest)) as engine:
-        result = engine.plan(_run_options(only, update, locked))
-        routes = token_routes(engine.manifest)
+    with Reconciler(_load(manifest)) as reconciler:
+        result = reconciler.plan(_run_options(only, update, locked))
+        routes = token_routes(reconciler.manifest)
     if as_json:
         print_json(
             {
@@ -258,27 +258,27 @@ def apply(
     """Make this machine match the manifest: download, pull, start; idempotent and resumable."""
     from dataclasses import replace
 
-    from .engine import Engine
+    from .reconciler import Reconciler
     from .report import outcome_dict, print_json, render_outcomes
 
     loaded = _load(manifest)
     progress = _progress(as_json)
-    with Engine(loaded, progress=progress) as engine:
+    with Reconciler(loaded, progress=progress) as reconciler:
         options = _run_options(only, update, locked, force, verify_all, yes)
-        planned = engine.plan(options)
+        planned = reconciler.plan(options)
         orphans = planned.orphan_models()
         if orphans and not yes and not as_json and sys.stdin.isatty():
             options = replace(
                 options, yes=click.confirm(f"Remove models no longer in the manifest ({', '.join(orphans)})?")
             )
         # Fit checks need the machine's inventory (NVML, Docker, Ollama probes): only when a
-        # deployment is part of the change. The disk check always runs, in the engine.
+        # deployment is part of the change. The disk check always runs, in the reconciler.
         if not force and planned.plan.has_changes and any(a.kind == "deployment" for a in planned.plan.actions):
             from .preflight import enforce, run_preflight
 
-            enforce(run_preflight(engine, planned))
+            enforce(run_preflight(reconciler, planned))
         with progress:
-            result = engine.apply(options, planned=planned)
+            result = reconciler.apply(options, planned=planned)
     if as_json:
         print_json(
             {
@@ -298,7 +298,7 @@ def apply(
 @_handle_errors
 def status(manifest: Path | None, as_json: bool) -> None:
     """What is applied on this machine (offline; state lives in $PROVISION_STATE_DIR)."""
-    from .engine import Engine
+    from .reconciler import Reconciler
     from .report import console, literal, print_json
     from .report.status import render_status
     from .state import State
@@ -313,11 +313,11 @@ def status(manifest: Path | None, as_json: bool) -> None:
             for path in manifests or ["(nothing applied yet)"]:
                 console().print(f"  {literal(path)}")
         return
-    with Engine(_load(manifest)) as engine:
-        rows = engine.status()
-        servers = engine.servers()
+    with Reconciler(_load(manifest)) as reconciler:
+        rows = reconciler.status()
+        servers = reconciler.servers()
     if as_json:
-        print_json({"resources": rows, "servers": servers})
+        print_json({"resources": [row.as_dict() for row in rows], "servers": [vars(server) for server in servers]})
     else:
         render_status(rows, servers)
 
@@ -328,15 +328,15 @@ def status(manifest: Path | None, as_json: bool) -> None:
 @_handle_errors
 def verify(manifest: Path | None, as_json: bool) -> None:
     """Re-hash downloaded files against the lock file, offline; exit 1 on any problem."""
-    from .engine import Engine
+    from .reconciler import Reconciler
     from .report import print_json
     from .report.verify import render_verify, verify_dict
 
-    with Engine(_load(manifest)) as engine:
-        problems = engine.verify()
-        unlocked = engine.unlocked_models()
-        checked = sum(len(e.get("files", {})) for e in engine.lock.models.values())
-        lock_path = engine.manifest.lock_path
+    with Reconciler(_load(manifest)) as reconciler:
+        problems = reconciler.verify()
+        unlocked = reconciler.unlocked_models()
+        checked = sum(len(e.get("files", {})) for e in reconciler.lock.models.values())
+        lock_path = reconciler.manifest.lock_path
     if as_json:
         print_json(verify_dict(problems, unlocked, checked, lock_path))
     else:
@@ -352,11 +352,11 @@ def verify(manifest: Path | None, as_json: bool) -> None:
 @_handle_errors
 def destroy(manifest: Path | None, only: tuple[str, ...], yes: bool, as_json: bool) -> None:
     """Remove what provision created for this manifest (only that)."""
-    from .engine import Engine
+    from .reconciler import Reconciler
     from .report import console, outcome_dict, print_json, render_outcomes, render_plan
 
-    with Engine(_load(manifest)) as engine:  # secrets resolve on use: removing needs none
-        destroy_plan = engine.destroy_plan(only)
+    with Reconciler(_load(manifest)) as reconciler:  # secrets resolve on use: removing needs none
+        destroy_plan = reconciler.destroy_plan(only)
         if not destroy_plan.actions:
             if as_json:
                 print_json({"ok": True, "outcomes": []})
@@ -372,7 +372,7 @@ def destroy(manifest: Path | None, only: tuple[str, ...], yes: bool, as_json: bo
                     hint="pass --yes to remove without asking",
                 )
             click.confirm("Remove these?", abort=True)
-        result = engine.destroy(destroy_plan)
+        result = reconciler.destroy(destroy_plan)
     if as_json:
         print_json({"ok": result.ok, "outcomes": [outcome_dict(o) for o in result.outcomes]})
     else:
@@ -414,12 +414,16 @@ def check_hardware(manifest: Path | None, gpu: str | None, vram: str | None, lis
         fits: tuple = ()
         findings: tuple = ()
     else:
-        from .engine import Engine
         from .preflight import preflight_for, run_preflight
+        from .reconciler import Reconciler
 
         loaded = _load(manifest)
-        with Engine(loaded) as engine:
-            report = preflight_for(engine, target) if target else run_preflight(engine, engine.plan(_run_options(())))
+        with Reconciler(loaded) as reconciler:
+            report = (
+                preflight_for(reconciler, target)
+                if target
+                else run_preflight(reconciler, reconciler.plan(_run_options(())))
+            )
         inventory, fits, findings = report.inventory, report.fits, report.findings
     if as_json:
         print_json(hardware_dict(inventory, fits, findings, target))
@@ -446,14 +450,14 @@ def smoke_test(
 
     TARGET is a manifest, or a deployment name; with no manifest, the one applied last here.
     """
-    from .engine import Engine
+    from .reconciler import Reconciler
     from .report import print_json
     from .report.smoke import StreamPrinter, print_smoke, smoke_dict, write_junit
     from .smoke import run_many
 
     manifest_path, names = _smoke_target(target, names)
-    with Engine(_load(manifest_path)) as engine:
-        jobs = engine.smoke_jobs(names)
+    with Reconciler(_load(manifest_path)) as reconciler:
+        jobs = reconciler.smoke_jobs(names)
     if not jobs:
         raise ProvisionError("the manifest declares no deployment to test", hint="add one under `deployments:`")
     printer = StreamPrinter(prefix=len(jobs) > 1) if (show or len(jobs) == 1) and not as_json else None

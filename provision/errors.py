@@ -24,7 +24,7 @@ ProvisionError                      exit 1 unless noted
 └── RenderError                     exit 2: no lock yet, or a field with no meaning in the target
 ```
 
-Backends raise these, never bare ``KeyError``/``ValueError``; the CLI maps them to one
+Sources and deployment backends raise these, never bare ``KeyError``/``ValueError``; the CLI maps them to one
 line plus the hint (a traceback only with ``PROVISION_DEBUG=1``).
 """
 

@@ -32,6 +32,11 @@ class Snapshot:
     files: tuple[RemoteFile, ...]
 
 
+def is_full_commit(revision: str) -> bool:
+    """A 40-hex commit id: immutable, so a lock pinning one never needs re-resolving."""
+    return len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
+
+
 def select_files(
     files: list[RemoteFile],
     include: tuple[str, ...] | None,

@@ -13,13 +13,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .engine import Engine, PlanResult, RunOptions
 from .errors import PreflightError, ProvisionError
 from .estimate import parse_vllm_args
 from .fit import DeploymentFit, ModelInfo, check_disk, fit_deployment
 from .gpus import Target, by_memory, model_inventory, planned_inventory
 from .hardware import Finding, Inventory, Level, MemoryProbe, collect_inventory
 from .plan import Plan
+from .reconciler import PlanResult, Reconciler, RunOptions
 from .sources import FILE_SCHEMES
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -50,9 +50,9 @@ def _weights_bytes(sizes: list[tuple[str, int]]) -> int | None:
     return total or None
 
 
-def model_info(engine: Engine, name: str, planned: PlanResult) -> ModelInfo:
+def model_info(reconciler: Reconciler, name: str, planned: PlanResult) -> ModelInfo:
     """What the estimator needs about one model, fetching at most its config.json."""
-    manifest = engine.manifest
+    manifest = reconciler.manifest
     spec = manifest.models[name]
     model_dir = manifest.model_dir(name)
     if spec.scheme not in FILE_SCHEMES:
@@ -61,7 +61,7 @@ def model_info(engine: Engine, name: str, planned: PlanResult) -> ModelInfo:
     sizes = (
         [(f.path, f.size) for f in snapshot.files]
         if snapshot
-        else [(path, meta["size"]) for path, meta in engine.lock.models.get(name, {}).get("files", {}).items()]
+        else [(path, meta["size"]) for path, meta in reconciler.lock.models.get(name, {}).get("files", {}).items()]
     )
     ggufs = sorted(model_dir.glob("*.gguf")) if model_dir.is_dir() else []
     if spec.scheme == "file" and not ggufs:
@@ -74,12 +74,12 @@ def model_info(engine: Engine, name: str, planned: PlanResult) -> ModelInfo:
             return ModelInfo(gguf=read_gguf(ggufs[0]))
         except Exception:  # noqa: BLE001 - an unreadable header is an unknown estimate, not a crash
             return ModelInfo(weights_bytes=ggufs[0].stat().st_size)
-    config = _read_config(engine, name, snapshot)
+    config = _read_config(reconciler, name, snapshot)
     return ModelInfo(config=config, weights_bytes=_weights_bytes(sizes))
 
 
-def _read_config(engine: Engine, name: str, snapshot: Any) -> dict[str, Any] | None:
-    manifest = engine.manifest
+def _read_config(reconciler: Reconciler, name: str, snapshot: Any) -> dict[str, Any] | None:
+    manifest = reconciler.manifest
     spec = manifest.models[name]
     path = manifest.model_dir(name) / "config.json"
     if spec.scheme == "file" and not path.exists():
@@ -91,7 +91,7 @@ def _read_config(engine: Engine, name: str, snapshot: Any) -> dict[str, Any] | N
             from .ownership import check_usable, mark
 
             model_dir = manifest.model_dir(name)
-            source = engine.file_source(spec.scheme)
+            source = reconciler.file_source(spec.scheme)
             try:
                 # placed like any other file: only in a folder provision may write, marked first
                 check_usable(model_dir, manifest.path, name, adopt=spec.adopt, recorded_path=None)
@@ -106,32 +106,42 @@ def _read_config(engine: Engine, name: str, snapshot: Any) -> dict[str, Any] | N
     return data if isinstance(data, dict) else None
 
 
-def _planned_deployments(engine: Engine, planned: PlanResult) -> list[str]:
+def disk_finding(plan: Plan, free: int | None, models_dir: Path) -> Finding | None:
+    """The one disk check (``apply``, ``check-hardware``): room at ``models_dir`` for the bytes
+    the plan fetches there (:attr:`~provision.plan.Plan.disk_bytes`); None when it fetches nothing."""
+    needed = plan.disk_bytes
+    return check_disk(needed, free, str(models_dir)) if needed else None
+
+
+def _planned_deployments(reconciler: Reconciler, planned: PlanResult) -> list[str]:
     """The manifest's deployments the plan covers, planned or not (its blockers are findings)."""
     named = {a.name for a in planned.plan.actions if a.kind == "deployment"}
     named |= {o.action.name for o in planned.failures if o.action.kind == "deployment"}
-    return [name for name in engine.manifest.deployments if name in named]
+    return [name for name in reconciler.manifest.deployments if name in named]
 
 
 def run_preflight(
-    engine: Engine, planned: PlanResult, *, inventory: Inventory | None = None, deployments: list[str] | None = None
+    reconciler: Reconciler,
+    planned: PlanResult,
+    *,
+    inventory: Inventory | None = None,
+    deployments: list[str] | None = None,
 ) -> PreflightReport:
     """Every deployment's estimate and fit (``deployments``: those the plan covers), and the disk."""
-    manifest = engine.manifest
+    manifest = reconciler.manifest
     inventory = inventory or collect_inventory(
         models_dir=manifest.models_dir, ollama_host=manifest.settings.ollama.host
     )
     fits = []
-    for name in deployments if deployments is not None else _planned_deployments(engine, planned):
+    for name in deployments if deployments is not None else _planned_deployments(reconciler, planned):
         spec = manifest.deployments[name]
         model = getattr(spec, "model", None)
-        info = model_info(engine, model, planned) if model else None
+        info = model_info(reconciler, model, planned) if model else None
         fit = fit_deployment(name, spec, info, inventory)
         fits.append(replace(fit, smallest_gpu=smallest_gpu(name, spec, info, inventory.memory)))
-    download = sum(a.download_bytes for a in planned.plan.actions if a.kind == "model")
-    findings = []
-    if download and inventory.disk is not None:  # no disk probe: planning for another machine
-        findings.append(check_disk(download, inventory.disk.free, str(manifest.models_dir)))
+    probe = inventory.disk  # None: planning for another machine, whose disk is not known
+    disk = disk_finding(planned.plan, probe.free, manifest.models_dir) if probe is not None else None
+    findings = [disk] if disk is not None else []
     # A model or deployment that could not even be planned (hub unreachable, engine missing)
     # cannot be judged: say so rather than leave it out.
     # A failed preflight of the backend itself (no NVIDIA runtime, port taken) is a FAIL.
@@ -148,14 +158,16 @@ def run_preflight(
     return PreflightReport(inventory, tuple(fits), tuple(findings))
 
 
-def preflight_for(engine: Engine, target: Target) -> PreflightReport:
+def preflight_for(reconciler: Reconciler, target: Target) -> PreflightReport:
     """Every deployment against ``target``'s GPUs: only the models are planned (their sizes and
     config.json); this machine's drivers, Docker, images and ports are not asked."""
-    manifest = engine.manifest
+    manifest = reconciler.manifest
     used = {getattr(spec, "model", None) for spec in manifest.deployments.values()}
     models = tuple(name for name, spec in manifest.models.items() if name in used and spec.scheme in FILE_SCHEMES)
-    planned = engine.plan(RunOptions(only=models)) if models else PlanResult(Plan(()))
-    return run_preflight(engine, planned, inventory=planned_inventory(target), deployments=list(manifest.deployments))
+    planned = reconciler.plan(RunOptions(only=models)) if models else PlanResult(Plan(()))
+    return run_preflight(
+        reconciler, planned, inventory=planned_inventory(target), deployments=list(manifest.deployments)
+    )
 
 
 def _gpu_count(spec: Any) -> int | None:

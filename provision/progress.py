@@ -1,6 +1,6 @@
-"""The progress sink the engine reports to; :mod:`provision.report` renders it.
+"""The progress sink the reconciler reports to; :mod:`provision.report` renders it.
 
-Backends and the engine never print: they call a :class:`Progress`. The CLI passes a rich
+Sources, deployment backends and the reconciler never print: they call a :class:`Progress`. The CLI passes a rich
 implementation on a terminal and :class:`NullProgress` for ``--json`` or when not a TTY.
 """
 

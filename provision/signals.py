@@ -2,7 +2,7 @@
 
 The first signal sets :data:`CANCELLED` (download workers check it at every chunk and stop,
 keeping their partial files for the rerun to resume) and raises :class:`Interrupted` in the
-main thread, which unwinds through the engine: the progress display stops, the run lock is
+main thread, which unwinds through the reconciler: the progress display stops, the run lock is
 released and the CLI reports the interrupt (a JSON document with ``--json``) and exits
 ``128 + signal`` (130 for SIGINT, 143 for SIGTERM). Should the unwinding take longer than
 :data:`GRACE_SECONDS` (a worker stuck in a silent read, a library call that does not return),

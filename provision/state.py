@@ -114,7 +114,7 @@ class State:
     """Records of what provision created, keyed by manifest path. Never holds secrets.
 
     Read as untrusted input: a wrong type or an unsafe path is :class:`InvalidStateError`
-    (exit 2) naming the file, entry and field; the engine still never deletes or hashes a
+    (exit 2) naming the file, entry and field; the reconciler still never deletes or hashes a
     path because a record said so (it derives paths from the manifest).
     """
 

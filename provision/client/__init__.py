@@ -135,8 +135,8 @@ def connect(manifest: str | os.PathLike[str] | Manifest | None = None, deploymen
     With one deployment in the manifest, ``deployment`` may be left out. Raises UsageError for
     an unknown deployment, DeploymentError for one not applied on this machine.
     """
-    from ..engine import Engine
     from ..manifest import Manifest, load_manifest
+    from ..reconciler import Reconciler
 
     if isinstance(manifest, Manifest):
         loaded = manifest
@@ -145,8 +145,8 @@ def connect(manifest: str | os.PathLike[str] | Manifest | None = None, deploymen
         loaded = load_manifest(path or None)
     name = _choose(loaded, deployment)
     spec = loaded.deployments[name]
-    with Engine(loaded) as engine:
-        ctx = engine.deploy_context()
+    with Reconciler(loaded) as reconciler:
+        ctx = reconciler.deploy_context()
     if spec.engine != "openai" and name not in ctx.records:  # a hosted API has nothing to apply
         raise DeploymentError(
             f"deployment {name} is not applied on this machine",

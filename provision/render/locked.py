@@ -52,7 +52,7 @@ def _expected_spec(spec: ModelSpec) -> dict[str, Any]:
         from ..sources.ollama import canonical_name
 
         return {"source": f"ollama://{canonical_name(spec.location)}"}
-    from ..engine import lock_spec
+    from ..plan import lock_spec
     from ..sources.huggingface import HuggingFaceSource
     from ..sources.modelscope import ModelScopeSource
 

@@ -9,11 +9,11 @@ detail goes below its table, one ``name: detail`` line each, where it wraps at s
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from rich.padding import Padding
 from rich.table import Table
 
+from ..reconciler.inspection import DeploymentStatus, ModelStatus, ServerStatus, StatusRow
 from . import console, err_console, literal
 from .text import shorten_middle, shorten_words
 
@@ -51,10 +51,10 @@ def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], fl
     return table
 
 
-def render_status(rows: list[dict[str, Any]], servers: Iterable[dict[str, Any]] = ()) -> None:
+def render_status(rows: Sequence[StatusRow], servers: Iterable[ServerStatus] = ()) -> None:
     width = console().width
-    models = [r for r in rows if r["kind"] == "model"]
-    deployments = [r for r in rows if r["kind"] == "deployment"]
+    models = [r for r in rows if isinstance(r, ModelStatus)]
+    deployments = [r for r in rows if isinstance(r, DeploymentStatus)]
     if models:
         console().print(
             _table(
@@ -62,11 +62,11 @@ def render_status(rows: list[dict[str, Any]], servers: Iterable[dict[str, Any]] 
                 ("model", "source", "applied", "state", "revision"),
                 [
                     (
-                        r["name"],
-                        r.get("source") or "",
-                        "yes" if r.get("applied") else "no",
-                        r.get("state", ""),
-                        str(r.get("resolved") or "")[:_REVISION_WIDTH],
+                        r.name,
+                        r.source or "",
+                        "yes" if r.applied else "no",
+                        r.state or "",
+                        str(r.resolved or "")[:_REVISION_WIDTH],
                     )
                     for r in models
                 ],
@@ -82,11 +82,11 @@ def render_status(rows: list[dict[str, Any]], servers: Iterable[dict[str, Any]] 
                 ("deployment", "engine", "model", "applied", "state"),
                 [
                     (
-                        r["name"],
-                        r.get("engine", ""),
-                        r.get("model") or "-",
-                        "yes" if r.get("applied") else "no",
-                        r.get("state", ""),
+                        r.name,
+                        r.engine,
+                        r.model or "-",
+                        "yes" if r.applied else "no",
+                        r.state,
                     )
                     for r in deployments
                 ],
@@ -96,28 +96,24 @@ def render_status(rows: list[dict[str, Any]], servers: Iterable[dict[str, Any]] 
         )
         _details(deployments, width)
     for server in servers:
-        if server["reachable"]:
-            console().print(
-                f"{server['server']}: {server['address']} reachable, version {server['version']}", markup=False
-            )
+        if server.reachable:
+            console().print(f"{server.server}: {server.address} reachable, version {server.version}", markup=False)
         else:
-            err_console().print(
-                f"{server['server']}: {server['address']} not reachable ({server['error']})", markup=False
-            )
+            err_console().print(f"{server.server}: {server.address} not reachable ({server.error})", markup=False)
 
 
-def _details(rows: Sequence[dict[str, Any]], width: int) -> None:
+def _details(rows: Sequence[ModelStatus | DeploymentStatus], width: int) -> None:
     """Each row's detail beside its name, wrapped at spaces (long words shortened to fit)."""
-    noted = [r for r in rows if r.get("detail")]
+    noted = [r for r in rows if r.detail]
     if not noted:
         return
-    name_width = min(max(len(r["name"]) for r in noted) + 1, _NAME_WIDTH + 1)
+    name_width = min(max(len(r.name) for r in noted) + 1, _NAME_WIDTH + 1)
     room = max(12, width - name_width - 4)
     grid = Table.grid(padding=(0, 1), pad_edge=False)
     grid.add_column(no_wrap=True, max_width=name_width)
     grid.add_column(max_width=room)
     for row in noted:
         grid.add_row(
-            literal(shorten_middle(row["name"], name_width - 1) + ":"), literal(shorten_words(str(row["detail"]), room))
+            literal(shorten_middle(row.name, name_width - 1) + ":"), literal(shorten_words(str(row.detail), room))
         )
     console().print(Padding(grid, (0, 0, 0, 2)))

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..manifest import Manifest
     from ..state import State
-    from .base import FileSource, ModelBackend
+    from .base import FileSource, ServerSource
 
 FILE_SCHEMES = ("hf", "ms", "file")
 
@@ -37,10 +37,10 @@ def file_source(scheme: str, manifest: Manifest) -> FileSource:
     raise KeyError(scheme)
 
 
-def model_backend(scheme: str, manifest: Manifest, state: State) -> ModelBackend:
-    """The backend for models a server holds (``ollama://``); it records ownership in ``state``."""
+def server_source(scheme: str, manifest: Manifest, state: State) -> ServerSource:
+    """The source of models a server holds (``ollama://``); it records ownership in ``state``."""
     if scheme == "ollama":
-        from .ollama import OllamaSource
+        from .ollama import OllamaServerSource
 
-        return OllamaSource(manifest, state)
+        return OllamaServerSource(manifest, state)
     raise KeyError(scheme)

@@ -1,7 +1,8 @@
-"""The protocol every file-based model source implements (hf://, ms://, file://).
+"""The protocols of model sources: :class:`FileSource` (hf://, ms://, file://: files placed in a
+model folder) and :class:`ServerSource` (ollama://: a server holds the model).
 
-A source resolves a manifest entry to a :class:`~provision.files.Snapshot` (network, for
-hubs) and places one file of it into a model folder, verified. The engine decides what to
+A file source resolves a manifest entry to a :class:`~provision.files.Snapshot` (network, for
+hubs) and places one file of it into a model folder, verified. The reconciler decides what to
 fetch (pure planning in :mod:`provision.plan`); sources never see CLI state.
 """
 
@@ -41,11 +42,7 @@ class FileSource(Protocol):
     def close(self) -> None: ...
 
 
-def is_full_commit(revision: str) -> bool:
-    return len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
-
-
-class ModelBackend(Protocol):
+class ServerSource(Protocol):
     """A model that is not a folder of files (``ollama://``): the server holds it.
 
     ``lock_entry`` is this model's entry in the lock file (or ``None``); ``apply`` returns

@@ -30,11 +30,10 @@ from ..errors import (
     RevisionNotFoundError,
     SourceError,
 )
-from ..files import RemoteFile, Snapshot, plural, select_files
+from ..files import RemoteFile, Snapshot, is_full_commit, plural, select_files
 from ..hosts import DEFAULT_CONNECTIONS_PER_HOST
 from ..listing import MalformedListingError, Pagination, checked_digest, checked_path, checked_size, shown
 from ..manifest import HuggingFaceSettings, ModelSpec
-from .base import is_full_commit
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 

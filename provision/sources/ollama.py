@@ -115,14 +115,14 @@ class Observed:
     error: ProvisionError | None = None
 
 
-class OllamaSource:
-    """The :class:`~provision.sources.base.ModelBackend` for ``ollama://`` models."""
+class OllamaServerSource:
+    """The :class:`~provision.sources.base.ServerSource` for ``ollama://`` models."""
 
     scheme: ClassVar[str] = "ollama"
 
     def __init__(self, manifest: Manifest, state: State) -> None:
         self._manifest = manifest
-        self._state = state  # the engine's: which models provision pulled here
+        self._state = state  # the reconciler's: which models provision pulled here
         self.host = ollama_host(manifest)
         self._client: ollama.Client | None = None
 
@@ -247,7 +247,7 @@ class OllamaSource:
         return lock_entry, record
 
     def _claim(self, name: str, spec: ModelSpec, model: str) -> None:
-        """Record the pull as ours before it starts: a kill after the pull but before the engine
+        """Record the pull as ours before it starts: a kill after the pull but before the reconciler
         writes the state would otherwise make the next apply adopt it, and destroy leave it."""
         self._state.update(
             self._manifest.path,

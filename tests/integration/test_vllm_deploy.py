@@ -346,18 +346,18 @@ def test_create_adopts_the_container_a_timed_out_create_left(manifest: Path, doc
     from docker.types import Mount
 
     from provision.deployments.vllm import CONTAINER_PORT, MOUNT_ROOT, desired_spec
-    from provision.engine import Engine
     from provision.manifest import load_manifest
+    from provision.reconciler import Reconciler
 
     port = free_port()
     write(manifest, port)
     assert apply(manifest).returncode == 0  # the model is placed and locked
     docker_client.containers.get(CNAME).remove(force=True)
     loaded = load_manifest(manifest)
-    with Engine(loaded) as engine:
-        planned = engine.plan()
+    with Reconciler(loaded) as reconciler:
+        planned = reconciler.plan()
         assert [a.change.value for a in planned.plan.actions if a.kind == "deployment"] == ["create"]
-        desired = desired_spec(DEP, loaded.deployments[DEP], engine.deploy_context())
+        desired = desired_spec(DEP, loaded.deployments[DEP], reconciler.deploy_context())
         left = docker_client.containers.create(
             "provision-test/vllm-fake:1",
             command=list(desired.command),
@@ -367,7 +367,7 @@ def test_create_adopts_the_container_a_timed_out_create_left(manifest: Path, doc
             ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", port)},
             mounts=[Mount(f"{MOUNT_ROOT}/tiny", desired.model_dir, type="bind", read_only=True)],
         )
-        result = engine.apply(planned=planned)
+        result = reconciler.apply(planned=planned)
     assert result.ok, [str(o.error) for o in result.outcomes if not o.ok]
     container = container_named(docker_client, CNAME)
     assert (container.id, container.status) == (left.id, "running")

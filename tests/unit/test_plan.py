@@ -69,7 +69,7 @@ def test_stale_file_of_the_same_size_is_fetched_again() -> None:
 def test_everything_present_is_a_noop() -> None:
     action = _plan(_local(*WANTED))
     assert action.change is Change.NOOP
-    assert not action.changes
+    assert action.is_noop
     assert (action.files, action.download_bytes) == ((), 0)
     assert "3 files present" in action.reason
 

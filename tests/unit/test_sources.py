@@ -1,10 +1,12 @@
-"""The one list of source schemes and its parser (provision/sources/__init__.py)."""
+"""The one list of source schemes, its parser (provision/sources/__init__.py) and the state's use of it."""
 
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from provision.sources import FILE_SCHEMES, HUB_SCHEMES, SOURCE_SCHEMES, parse_source
+from provision.state import ManifestRecords
 
 
 @pytest.mark.parametrize(
@@ -41,3 +43,10 @@ def test_a_source_outside_the_list_says_what_is_accepted(source: str, message: s
 def test_the_lists_agree() -> None:
     assert set(HUB_SCHEMES) < set(FILE_SCHEMES) < set(SOURCE_SCHEMES)
     assert set(SOURCE_SCHEMES) - set(FILE_SCHEMES) == {"ollama"}  # the one kept by a server
+
+
+@pytest.mark.parametrize("source", ["0", "s3://bucket/model", ""])
+def test_a_state_record_from_no_known_source_is_refused(source: str) -> None:
+    """Else a tampered record reached the source lookup as an unknown scheme (a KeyError)."""
+    with pytest.raises(ValidationError, match="unknown source"):
+        ManifestRecords.model_validate({"models": {"m": {"source": source}}})

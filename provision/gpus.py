@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .errors import ManifestError
-from .hardware import Finding, Gpu, GpuProbe, Inventory, Level, MemoryProbe, probe_memory
+
+if TYPE_CHECKING:  # the manifest imports this module for `gpus:`; probing stays out of its start-up
+    from .hardware import Inventory, MemoryProbe
 
 GIB = 2**30
 MIB = 2**20
@@ -240,11 +242,15 @@ def parse_target(*, gpu: str | None, vram: str | None) -> Target | None:
 
 def planned_inventory(target: Target) -> Inventory:
     """The target's GPUs with this machine's RAM (the only probe a target run makes)."""
+    from .hardware import probe_memory
+
     return target_inventory(target, probe_memory())
 
 
 def target_inventory(target: Target, memory: MemoryProbe) -> Inventory:
     """An inventory of the target's GPUs (all free) and ``memory`` (RAM: this machine's)."""
+    from .hardware import Finding, Gpu, GpuProbe, Inventory, Level
+
     name = target.model.title if target.model else f"{target.memory_bytes / GIB:.1f} GiB GPU"
     gpus = tuple(
         Gpu(i, name, f"target-{i}", target.memory_bytes, target.memory_bytes, 0, target.compute_capability)

@@ -96,7 +96,7 @@ def docker_calls() -> list[tuple[str, float]]:
 
 def in_process_noop(manifest_path: Path, repeat: int) -> list[tuple[float, int, float]]:
     """(total seconds, Docker requests, seconds in them) per in-process plan + apply."""
-    from provision.manifest import load_manifest
+    from provision.manifest_loader import load_manifest
     from provision.reconciler import Reconciler
 
     calls = docker_calls()

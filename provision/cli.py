@@ -80,11 +80,9 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 
 
 def _load(path: Path | None) -> Any:
-    from .manifest import DEFAULT_MANIFEST, load_manifest
+    from .manifest_loader import load_manifest
 
-    if path is None:
-        path = Path(os.environ.get("PROVISION_MANIFEST", DEFAULT_MANIFEST))
-    return load_manifest(path)
+    return load_manifest(path)  # None: $PROVISION_MANIFEST, else ./provision.yaml
 
 
 def _progress(as_json: bool) -> Any:
@@ -125,10 +123,10 @@ def init(model_refs: tuple[str, ...], output: Path | None, as_json: bool) -> Non
     """
     from .files import plural
     from .init import EXAMPLE_REF, parse_refs, starter_manifest, write_new
-    from .manifest import DEFAULT_MANIFEST
+    from .manifest_loader import default_manifest_path
     from .report import console, print_json
 
-    path = output or Path(os.environ.get("PROVISION_MANIFEST", DEFAULT_MANIFEST))
+    path = output or default_manifest_path()
     models = parse_refs(model_refs or (EXAMPLE_REF,))
     write_new(path, starter_manifest(models, file=str(path)))
     if as_json:
@@ -298,12 +296,13 @@ def apply(
 @_handle_errors
 def status(manifest: Path | None, as_json: bool) -> None:
     """What is applied on this machine (offline; state lives in $PROVISION_STATE_DIR)."""
+    from .manifest_loader import default_manifest_path
     from .reconciler import Reconciler
     from .report import console, literal, print_json
     from .report.status import render_status
     from .state import State
 
-    if manifest is None and not Path(os.environ.get("PROVISION_MANIFEST", "provision.yaml")).exists():
+    if manifest is None and not default_manifest_path().exists():
         state = State()
         manifests = state.manifests()
         if as_json:
@@ -521,23 +520,15 @@ def chat(
     sys.exit(code)
 
 
-def _smoke_target(target: str | None, names: tuple[str, ...]) -> tuple[Path | None, tuple[str, ...]]:
+def _smoke_target(target: str | None, names: tuple[str, ...]) -> tuple[Path, tuple[str, ...]]:
     """``smoke-test [MANIFEST] [NAME...]``: a first argument that is no file is a name."""
     if target is not None and (Path(target).is_file() or target.endswith((".yaml", ".yml"))):
         return Path(target), names
     if target is not None:
         names = (target, *names)
-    if os.environ.get("PROVISION_MANIFEST") or Path("provision.yaml").exists():
-        return None, names
-    from .state import State
+    from .manifest_loader import manifest_or_last_applied
 
-    last = State().last_applied
-    if last is None:
-        raise ProvisionError(
-            "no manifest given and nothing applied on this machine yet",
-            hint="run `provision apply MANIFEST` first, or pass the manifest",
-        )
-    return Path(last), names
+    return manifest_or_last_applied(), names
 
 
 @main.group(cls=ProvisionSubgroup)

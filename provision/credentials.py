@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 
 from .errors import ManifestError
-from .manifest import Manifest, SecretReference
+from .manifest import Manifest
+from .manifest_loader import SecretReference
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""GPUs you may not have: a built-in table, and ``--gpu NAME[xN]`` / ``--vram SIZE[xN]`` targets.
+"""GPU requests: a deployment's ``gpus:`` (:func:`parse_gpu_request`), and GPUs you may not have,
+a built-in table and ``--gpu NAME[xN]`` / ``--vram SIZE[xN]`` targets (:func:`parse_target`).
 
 ``check-hardware --gpu L4x2`` judges a manifest against two L4s instead of this machine: the
 target becomes an :class:`~provision.hardware.Inventory` whose GPUs are the table's entries
@@ -22,9 +23,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from .errors import ManifestError
-from .hardware import Finding, Gpu, GpuProbe, Inventory, Level, MemoryProbe, probe_memory
+
+if TYPE_CHECKING:  # the manifest imports this module for `gpus:`; probing stays out of its start-up
+    from .hardware import Inventory, MemoryProbe
 
 GIB = 2**30
 MIB = 2**20
@@ -147,6 +151,27 @@ class Target:
     model: GpuModel | None = None
 
 
+GpuRequest = Literal["all"] | int | tuple[int, ...]  # a deployment's ``gpus:``: every GPU, how many, or which
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def parse_gpu_request(value: object) -> GpuRequest:
+    """A ``gpus:`` value: ``all``, a number of GPUs (a string of digits too, as ``${GPUS}`` gives) or
+    a list of device ids; ValueError (the message a manifest shows) for anything else."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    if value == "all":
+        return "all"
+    if isinstance(value, int) and _is_count(value):
+        return value
+    if isinstance(value, (list, tuple)) and all(map(_is_count, value)):
+        return tuple(value)
+    raise ValueError(f"expected 'all', a number of GPUs or a list of device ids, not {value!r}")
+
+
 _COUNT = re.compile(r"^(?P<what>.+?)\s*[x×*]\s*(?P<count>\d+)$", re.IGNORECASE)
 _SIZE = re.compile(r"^(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[GMT]i?B?)?$", re.IGNORECASE)
 _UNITS = {
@@ -217,11 +242,15 @@ def parse_target(*, gpu: str | None, vram: str | None) -> Target | None:
 
 def planned_inventory(target: Target) -> Inventory:
     """The target's GPUs with this machine's RAM (the only probe a target run makes)."""
+    from .hardware import probe_memory
+
     return target_inventory(target, probe_memory())
 
 
 def target_inventory(target: Target, memory: MemoryProbe) -> Inventory:
     """An inventory of the target's GPUs (all free) and ``memory`` (RAM: this machine's)."""
+    from .hardware import Finding, Gpu, GpuProbe, Inventory, Level
+
     name = target.model.title if target.model else f"{target.memory_bytes / GIB:.1f} GiB GPU"
     gpus = tuple(
         Gpu(i, name, f"target-{i}", target.memory_bytes, target.memory_bytes, 0, target.compute_capability)

@@ -17,10 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from .errors import UsageError
-from .manifest import ModelSpec
+from .sources import HUB_SCHEMES, parse_source
 
 EXAMPLE_REF = "hf://Qwen/Qwen3-0.6B"
 _UNSAFE = re.compile(r"[^a-z0-9._-]+")
@@ -35,7 +33,7 @@ class StarterModel:
 
     @property
     def scheme(self) -> str:
-        return self.source.partition("://")[0]
+        return parse_source(self.source)[0]
 
     @property
     def deployment(self) -> str:
@@ -51,13 +49,11 @@ def parse_refs(refs: Sequence[str]) -> list[StarterModel]:
     taken: set[str] = set()
     for ref in refs:
         try:
-            ModelSpec(source=ref)
-        except ValidationError as exc:
-            message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            scheme, location = parse_source(ref)
+        except ValueError as exc:
             raise UsageError(
-                f"MODEL_REF {ref!r}: {message}", hint=f"e.g. provision init {EXAMPLE_REF} ollama://qwen3:0.6b"
+                f"MODEL_REF {ref!r}: {exc}", hint=f"e.g. provision init {EXAMPLE_REF} ollama://qwen3:0.6b"
             ) from None
-        scheme, _, location = ref.partition("://")
         base = _safe_name(location) or "model"
         name = base if base not in taken else _unique(f"{base}-{scheme}", taken)
         taken.add(name)
@@ -115,7 +111,7 @@ def starter_manifest(models: Sequence[StarterModel], *, file: str = "provision.y
     lines = [_HEADER.format(file=file)]
     for model in models:
         lines.append(f"  {model.name}:\n    source: {_quoted(model.source)}\n")
-        if model.scheme in ("hf", "ms"):
+        if model.scheme in HUB_SCHEMES:
             lines.append(
                 "    # revision: main                # a branch, tag or commit; the lock file pins it\n"
                 '    # include: ["*.json", "*.safetensors", "tokenizer*"]\n'

@@ -1,20 +1,18 @@
-"""The manifest (version 1): typed models, ``${ENV}`` references, the checks that need no network.
+"""The manifest (version 1) as typed models, and the checks on it that need no network.
 
-Loading is strict: duplicate keys, unknown keys, wrong types, malformed or unset ``${VAR}``
-references, unsafe names and dangling references are :class:`~provision.errors.ManifestError`
-naming the file, the line and the field. Reading and YAML are bounded (:mod:`.yaml_loader`),
-references parsed by :mod:`.references`. Secrets (``token``, ``api_key``) are ``SecretStr`` so
-they never show up in a repr, a dump or an error message; a referenced one is resolved when
-it is used (:class:`SecretReference`), so an unused deployment's key is never demanded.
+Every model is strict: unknown keys and wrong types are errors, and a cross-reference error
+(a dangling model, a port clash, an unsafe name) carries the path of its field
+(:class:`FieldError`) so that :mod:`provision.manifest_loader`, which reads the YAML, can name
+the file and the line. Secrets (``token``, ``api_key``) are ``SecretStr`` so they never show
+up in a repr, a dump or an error message.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -22,30 +20,20 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from .errors import ManifestError
+from .gpus import GpuRequest, parse_gpu_request
 from .hosts import DEFAULT_CONNECTIONS_PER_HOST
-from .manifest_checks import models_dir_problem, ollama_name_problem, port_conflicts
-from .references import (
-    ReferenceSyntaxError,
-    Template,
-    UnsetVariable,
-    has_references,
-    parse_template,
-    render,
-    variables,
-)
-from .yaml_loader import load_yaml, read_manifest_text
+from .manifest_checks import port_conflicts
+from .sources import parse_source
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 _NAME_RE = re.compile(NAME_PATTERN)
-SOURCE_SCHEMES = ("hf", "ms", "ollama", "file")
-DEFAULT_MANIFEST = "provision.yaml"
+FieldPath = tuple[str | int, ...]  # e.g. ("deployments", "chat", "port"); list items are ints
 
 
 class _Strict(BaseModel):
@@ -102,27 +90,17 @@ class ModelSpec(_Strict):
     @field_validator("source")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
-        scheme, sep, rest = value.partition("://")
-        if not sep or scheme not in SOURCE_SCHEMES or not rest:
-            raise ValueError(
-                f"unknown source {value!r}: expected one of " + ", ".join(f"{s}://..." for s in SOURCE_SCHEMES)
-            )
-        if scheme in ("hf", "ms") and not re.match(r"^[\w.-]+/[\w.-]+$", rest):
-            raise ValueError(f"{value!r}: expected {scheme}://owner/name")
-        if scheme in ("hf", "ms") and ".." in rest.split("/"):
-            raise ValueError(f"{value!r}: '..' is not a repository name")
-        if scheme == "ollama" and (problem := ollama_name_problem(rest)):
-            raise ValueError(problem)
+        parse_source(value)
         return value
 
     @property
     def scheme(self) -> str:
-        return self.source.partition("://")[0]
+        return parse_source(self.source)[0]
 
     @property
     def location(self) -> str:
         """What follows ``scheme://``: a repo id, an Ollama name or a path."""
-        return self.source.partition("://")[2]
+        return parse_source(self.source)[1]
 
 
 # -- smoke test ----------------------------------------------------------------------------
@@ -196,13 +174,6 @@ class _DeploymentBase(_Strict):
         return value
 
 
-GpuRequest = Literal["all"] | int | tuple[int, ...]
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
 class VllmDeployment(_DeploymentBase):
     engine: Literal["vllm"]
     model: str
@@ -221,13 +192,8 @@ class VllmDeployment(_DeploymentBase):
 
     @field_validator("gpus", mode="before")
     @classmethod
-    def _gpu_request(cls, value: Any) -> Any:
-        # One clear message instead of pydantic's one error per member of the union.
-        if isinstance(value, str) and value.isdigit():  # e.g. from ${GPUS}
-            return int(value)
-        if value == "all" or _is_count(value) or (isinstance(value, (list, tuple)) and all(map(_is_count, value))):
-            return value
-        raise ValueError(f"expected 'all', a number of GPUs or a list of device ids, not {value!r}")
+    def _gpu_request(cls, value: Any) -> GpuRequest:
+        return parse_gpu_request(value)  # one clear message instead of pydantic's one per member of the union
 
 
 class TransformersDeployment(_DeploymentBase):
@@ -260,13 +226,13 @@ Deployment = Annotated[
     VllmDeployment | TransformersDeployment | OllamaDeployment | OpenAIDeployment,
     Field(discriminator="engine"),
 ]
-_DEPLOYMENT_BY_ENGINE: dict[str, type[BaseModel]] = {
+DEPLOYMENT_BY_ENGINE: dict[str, type[BaseModel]] = {
     "vllm": VllmDeployment,
     "transformers": TransformersDeployment,
     "ollama": OllamaDeployment,
     "openai": OpenAIDeployment,
 }
-ENGINES = tuple(_DEPLOYMENT_BY_ENGINE)
+ENGINES = tuple(DEPLOYMENT_BY_ENGINE)
 
 
 class Manifest(_Strict):
@@ -277,7 +243,7 @@ class Manifest(_Strict):
     smoke_test: SmokeTestSettings = SmokeTestSettings()
 
     _path: Path | None = PrivateAttr(default=None)
-    _lines: dict[tuple, int] = PrivateAttr(default_factory=dict)  # field path -> line, for later errors
+    _lines: dict[FieldPath, int] = PrivateAttr(default_factory=dict)  # field path -> line, for later errors
     _file: str = PrivateAttr(default="<manifest>")
 
     @field_validator("models", "deployments", mode="before")
@@ -287,7 +253,7 @@ class Manifest(_Strict):
             if not isinstance(name, str):
                 kind = {bool: "a boolean", type(None): "null"}.get(type(name), f"a {type(name).__name__}")
                 written = "null" if name is None else str(name).lower() if isinstance(name, bool) else str(name)
-                raise _RefError(
+                raise FieldError(
                     (str(info.field_name), written),
                     f"the name {written} is {kind} in YAML, not a string",
                     hint=f'quote it, as in "{written}":, or use a name that starts with a letter',
@@ -301,7 +267,7 @@ class Manifest(_Strict):
             try:
                 _check_name(name)
             except ValueError as exc:
-                raise _RefError((str(info.field_name), name), str(exc)) from None
+                raise FieldError((str(info.field_name), name), str(exc)) from None
         return value
 
     @model_validator(mode="after")
@@ -312,14 +278,14 @@ class Manifest(_Strict):
                 continue
             if model not in self.models:
                 known = ", ".join(sorted(self.models)) or "none"
-                raise _RefError(("deployments", name, "model"), f"unknown model {model!r} (models: {known})")
+                raise FieldError(("deployments", name, "model"), f"unknown model {model!r} (models: {known})")
             if dep.engine == "ollama" and self.models[model].scheme not in ("ollama", "file"):
-                raise _RefError(
+                raise FieldError(
                     ("deployments", name, "model"),
                     f"engine ollama needs an ollama:// model or a file:// GGUF, not {self.models[model].source}",
                 )
             if dep.engine in ("vllm", "transformers") and self.models[model].scheme == "ollama":
-                raise _RefError(
+                raise FieldError(
                     ("deployments", name, "model"),
                     f"engine {dep.engine} needs files on disk; {model!r} is an Ollama model",
                 )
@@ -327,17 +293,17 @@ class Manifest(_Strict):
             (name, dep.bind, dep.port) for name, dep in self.deployments.items() if isinstance(dep, VllmDeployment)
         )
         if clash:
-            raise _RefError(
+            raise FieldError(
                 ("deployments", clash[0], "port"),
                 clash[1],
                 hint="give each deployment its own `port:` (or distinct `bind:` addresses)",
             )
         return self
 
-    def error(self, field: tuple, message: str, *, hint: str) -> ManifestError:
+    def error(self, field: FieldPath, message: str, *, hint: str) -> ManifestError:
         """A ManifestError at ``field`` (a path such as ``("settings", "models_dir")``), with its line."""
         return ManifestError(
-            message, file=self._file, line=_nearest_line(self._lines, field), field=_dotted(field), hint=hint
+            message, file=self._file, line=nearest_line(self._lines, field), field=dotted(field), hint=hint
         )
 
     # -- derived paths ---------------------------------------------------------------------
@@ -375,227 +341,24 @@ class Manifest(_Strict):
         return self.smoke_test.model_copy(update=changed)
 
 
-class _RefError(ValueError):
+class FieldError(ValueError):
     """A cross-reference error with the path of the offending field."""
 
-    def __init__(self, loc: tuple[str, ...], message: str, *, hint: str | None = None) -> None:
+    def __init__(self, loc: FieldPath, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
         self.loc = loc
         self.hint = hint
 
 
-# -- ${ENV} references ----------------------------------------------------------------------
-
-
-def _is_secret(path: tuple) -> bool:
-    """settings.<hub>.token and deployments.<name>.api_key."""
-    return len(path) == 3 and (path[0], path[2]) in {("settings", "token"), ("deployments", "api_key")}
-
-
-class SecretReference(SecretStr):
-    """A secret (``token``, ``api_key``) kept as its ``${VAR}`` template and resolved on use.
-
-    So a manifest loads, validates and plans without the secrets of deployments that are not
-    used (the hosted API's key is needed by its smoke test, not by ``plan``). A missing
-    variable is reported then, as a ManifestError naming the file, line and field.
-    """
-
-    def __init__(
-        self, template: Template, *, env: Mapping[str, str] | None, file: str, line: int | None, field: str
-    ) -> None:
-        super().__init__("")
-        self._template = template
-        self._env = env  # None: os.environ at the time of use
-        self._where = (file, line, field)
-
-    @property
-    def variables(self) -> tuple[str, ...]:
-        return variables(self._template)
-
-    def get_secret_value(self) -> str:
-        try:
-            return render(self._template, os.environ if self._env is None else self._env)
-        except UnsetVariable as exc:
-            file, line, field = self._where
-            raise _unset(exc, file=file, line=line, field=field) from None
-
-    def _display(self) -> str:
-        return "**********"
-
-    def __eq__(self, other: object) -> bool:  # by template: comparing must not need the value
-        return isinstance(other, SecretReference) and other._template == self._template
-
-    def __hash__(self) -> int:
-        return hash(self._template)
-
-    def __len__(self) -> int:
-        return len(self.get_secret_value())
-
-
-def _unset(exc: UnsetVariable, *, file: str, line: int | None, field: str) -> ManifestError:
-    state = "is empty" if exc.empty else "is not set"
-    return ManifestError(
-        f"environment variable {exc.name} {state}",
-        file=file,
-        line=line,
-        field=field,
-        hint=f"export {exc.name}=... before running, or write ${{{exc.name}:-default}} for an optional value",
-    )
-
-
-def _expand(value: Any, path: tuple, env: Mapping[str, str] | None, lines: dict[tuple, int], file: str) -> Any:
-    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string (see provision.references);
-    secrets become :class:`SecretReference` s, resolved when used."""
-    if isinstance(value, dict):
-        return {k: _expand(v, path + (k,), env, lines, file) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand(v, path + (i,), env, lines, file) for i, v in enumerate(value)]
-    if not isinstance(value, str) or "$" not in value:
-        return value
-    line, field = _nearest_line(lines, path), _dotted(path)
-    try:
-        template = parse_template(value)
-    except ReferenceSyntaxError as exc:
-        raise ManifestError(
-            str(exc), file=file, line=line, field=field, hint="write ${VAR} or ${VAR:-default}; $$ is a literal $"
-        ) from None
-    if _is_secret(path) and has_references(template):
-        return SecretReference(template, env=env, file=file, line=line, field=field)
-    try:
-        return render(template, os.environ if env is None else env)
-    except UnsetVariable as exc:
-        raise _unset(exc, file=file, line=line, field=field) from None
-
-
-def _dotted(path: tuple) -> str:
+def dotted(path: FieldPath) -> str:
+    """How errors name a field: ``deployments.chat.args[2]``."""
     return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in path).replace(".[", "[")
 
 
-def _nearest_line(lines: dict[tuple, int], path: tuple) -> int | None:
+def nearest_line(lines: dict[FieldPath, int], path: FieldPath) -> int | None:
+    """The line of ``path``, else of the nearest field around it that has one."""
     while path:
         if path in lines:
             return lines[path]
         path = path[:-1]
     return lines.get(())
-
-
-def _unknown_field_hint(loc: tuple) -> str | None:
-    """'did you mean ...?' for a misspelt key, from the fields of the model it sits in.
-
-    ``loc`` is pydantic's raw location: names of dict entries and, for deployments, the
-    engine tag appear in it, which is how the right model is found.
-    """
-    model: Any = Manifest
-    for key in loc[:-1]:
-        fields = getattr(model, "model_fields", None)
-        if fields is not None and key in fields:
-            model = _model_in(fields[key].annotation)
-        elif key in ENGINES:
-            model = _DEPLOYMENT_BY_ENGINE[key]
-        # else: the name of a dict entry (a model or deployment name): the model stays
-    fields = getattr(model, "model_fields", None)
-    if not fields:
-        return None
-    import difflib
-
-    close = difflib.get_close_matches(str(loc[-1]), list(fields), n=1, cutoff=0.6)
-    known = ", ".join(fields)
-    return f"did you mean {close[0]!r}? (fields here: {known})" if close else f"fields here: {known}"
-
-
-def _model_in(annotation: Any) -> Any:
-    """The pydantic model inside ``X``, ``X | None``, ``dict[str, X]`` or ``tuple[X, ...]``."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _pydantic_message(error: Any) -> str:  # a pydantic ErrorDetails
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        return "unknown field"
-    if kind == "union_tag_invalid":
-        return f"unknown engine {error['input'].get('engine')!r}: expected one of {', '.join(ENGINES)}"
-    if kind == "union_tag_not_found":
-        return f"missing field 'engine': one of {', '.join(ENGINES)}"
-    if kind == "missing":
-        return "missing required field"
-    if kind in ("tuple_type", "list_type"):
-        return "expected a list"
-    if kind in ("dict_type", "model_type", "model_attributes_type"):
-        return "expected a mapping (key: value lines)"
-    if kind == "literal_error" and error["loc"] == ("version",):
-        return f"unsupported manifest version {error['input']!r}: this provision reads version 1"
-    message = str(error.get("msg", "invalid value"))
-    return message.removeprefix("Value error, ")
-
-
-def _clean_loc(loc: tuple) -> tuple:
-    # pydantic inserts the discriminator tag ("vllm") and union member names into locations.
-    return tuple(p for p in loc if p not in ENGINES and not str(p).startswith(("tuple[", "function-")))
-
-
-def parse_manifest(text: str, *, file: str = "<manifest>", env: Mapping[str, str] | None = None) -> Manifest:
-    """Parse manifest text. ``file`` is used in error messages only; ``env`` (default: the
-    process environment, read when a reference is resolved) fills ``${VAR}`` references."""
-    data, lines = load_yaml(text, file=file)
-    if data is None:
-        raise ManifestError("the manifest is empty", file=file, line=1, hint="start with `version: 1`")
-    if not isinstance(data, dict):
-        raise ManifestError(
-            "the manifest must be a mapping", file=file, line=lines.get((), 1), hint="start with `version: 1`"
-        )
-    data = _expand(data, (), env, lines, file)
-    try:
-        manifest = Manifest.model_validate(data)
-        manifest._lines, manifest._file = lines, file
-        return manifest
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        hint = "see the manifest reference in README.md"
-        if isinstance(first.get("ctx", {}).get("error"), _RefError):
-            ref: _RefError = first["ctx"]["error"]
-            loc, message, hint = ref.loc, str(ref), ref.hint or hint
-        else:
-            loc, message = _clean_loc(first["loc"]), _pydantic_message(first)
-            if first["type"] == "union_tag_invalid":
-                loc += ("engine",)  # point at the bad value, not at the deployment
-        more = len(exc.errors()) - 1
-        suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-        if first["type"] == "extra_forbidden":
-            hint = _unknown_field_hint(first["loc"]) or hint
-        raise ManifestError(
-            message + suffix,
-            file=file,
-            line=_nearest_line(lines, loc),
-            field=_dotted(loc),
-            hint=hint,
-        ) from None
-
-
-def load_manifest(path: str | os.PathLike[str] | None = None) -> Manifest:
-    """Load and validate a manifest file (default: ./provision.yaml)."""
-    file = Path(path if path is not None else DEFAULT_MANIFEST)
-    manifest = parse_manifest(read_manifest_text(file), file=str(file))
-    manifest._path = file.resolve()
-    if problem := models_dir_problem(manifest.models_dir):
-        raise manifest.error(
-            ("settings", "models_dir"),
-            problem,
-            hint="point settings.models_dir at a folder of its own, e.g. `models_dir: models`",
-        )
-    from .sources.local import containment_problem  # needs the manifest's folder, known only now
-
-    for name, spec in manifest.models.items():
-        if problem := containment_problem(manifest, spec):
-            raise ManifestError(
-                problem,
-                file=str(file),
-                field=f"models.{name}.source",
-                hint="point `source:` at the model's own folder, or move models_dir out of it",
-            )
-    return manifest

@@ -29,10 +29,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from .errors import ConcurrencyError, InvalidStateError, StateError
+from .sources import FILE_SCHEMES, SOURCE_SCHEMES
 
 STATE_VERSION = 1
 _Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=200)]
-_FILE_SCHEMES = ("hf", "ms", "file")
 
 
 def state_dir() -> Path:
@@ -94,7 +94,10 @@ class ManifestRecords(_Strict):
             source = record.get("source")
             if not isinstance(source, str):
                 raise ValueError(f"model {name!a}: a record needs a string `source`")  # noqa: TRY004 - pydantic wants ValueError
-            if source.partition("://")[0] in _FILE_SCHEMES:
+            scheme = source.partition("://")[0]
+            if scheme not in SOURCE_SCHEMES:  # no source provision knows could have written it
+                raise ValueError(f"model {name!a}: unknown source {source!a}")
+            if scheme in FILE_SCHEMES:
                 try:
                     FileModelRecord.model_validate(record)
                 except ValidationError as exc:

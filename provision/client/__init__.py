@@ -20,10 +20,9 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self, overload
 
-from ..errors import DeploymentError, ProvisionError, UsageError
+from ..errors import DeploymentError, UsageError
 from ..manifest import ChatMessage
 from .base import ChatEvent, Embeddings, EngineClient, check_sampling, request_settings
 
@@ -31,7 +30,7 @@ if TYPE_CHECKING:
     from ..deployments.base import DeployContext
     from ..manifest import Manifest, SmokeTestSettings
 
-__all__ = ["ChatEvent", "Client", "Embeddings", "check_sampling", "connect", "default_manifest", "open_engine"]
+__all__ = ["ChatEvent", "Client", "Embeddings", "check_sampling", "connect", "open_engine"]
 
 # engine name -> the module whose open_client(name, spec, ctx) makes its client; imported on use.
 CLIENTS = {
@@ -112,37 +111,20 @@ class Client:
             )
 
 
-def default_manifest() -> Path | None:
-    """The manifest used when none is given: $PROVISION_MANIFEST, ./provision.yaml, else the
-    one applied last on this machine. ``None`` means the first two (``load_manifest`` reads them)."""
-    from ..manifest import DEFAULT_MANIFEST
-    from ..state import State
-
-    if os.environ.get("PROVISION_MANIFEST") or Path(DEFAULT_MANIFEST).exists():
-        return None
-    last = State().last_applied
-    if last is None:
-        raise ProvisionError(
-            "no manifest given and nothing applied on this machine yet",
-            hint="run `provision apply MANIFEST` first, or pass the manifest",
-        )
-    return Path(last)
-
-
 def connect(manifest: str | os.PathLike[str] | Manifest | None = None, deployment: str | None = None) -> Client:
     """A client for ``deployment`` of ``manifest`` (a path or a loaded Manifest; None: as the CLI).
 
     With one deployment in the manifest, ``deployment`` may be left out. Raises UsageError for
     an unknown deployment, DeploymentError for one not applied on this machine.
     """
-    from ..manifest import Manifest, load_manifest
+    from ..manifest import Manifest
+    from ..manifest_loader import load_manifest, manifest_or_last_applied
     from ..reconciler import Reconciler
 
     if isinstance(manifest, Manifest):
         loaded = manifest
     else:
-        path = manifest if manifest is not None else default_manifest() or os.environ.get("PROVISION_MANIFEST")
-        loaded = load_manifest(path or None)
+        loaded = load_manifest(manifest if manifest is not None else manifest_or_last_applied())
     name = _choose(loaded, deployment)
     spec = loaded.deployments[name]
     with Reconciler(loaded) as reconciler:

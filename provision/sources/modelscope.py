@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote, quote_plus, urlencode
 
-from ..download import ApiResponse, Downloader, RetryPolicy
+from ..download import ApiResponse, Downloader
 from ..errors import (
     GatedRepoError,
     IntegrityError,
@@ -46,6 +46,7 @@ from ..files import RemoteFile, Snapshot, plural, select_files
 from ..hosts import DEFAULT_CONNECTIONS_PER_HOST
 from ..listing import MalformedListingError, checked_digest, checked_path, checked_size, shown
 from ..manifest import ModelScopeSettings, ModelSpec
+from ..retry import RetryPolicy
 
 DEFAULT_ENDPOINT = "https://www.modelscope.cn"
 # The hub silently truncates a recursive listing at this many entries (modelscope-hub's

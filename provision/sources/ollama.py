@@ -40,13 +40,14 @@ from ..hardware import resolve_ollama_host
 from ..manifest import Manifest, ModelSpec
 from ..manifest_checks import OLLAMA_DEFAULT_HOST, OLLAMA_DEFAULT_NAMESPACE, OLLAMA_NAME_RULES, split_ollama_name
 from ..plan import Action, Change
+from ..retry import RetryPolicy
 from ..state import State
 
 if TYPE_CHECKING:
     import ollama
 
 SERVE_HINT = "start it with `ollama serve`, or set settings.ollama.host / $OLLAMA_HOST"
-PULL_ATTEMPTS = 3
+PULL_RETRY = RetryPolicy(attempts=3)  # a cut pull resumes where it stopped: waits 0.5 s, then 1 s
 
 
 def canonical_name(raw: str, *, resource: str | None = None) -> str:
@@ -261,7 +262,7 @@ class OllamaServerSource:
         import ollama
 
         last = ""
-        for attempt in range(1, PULL_ATTEMPTS + 1):
+        for attempt in range(1, PULL_RETRY.attempts + 1):
             try:
                 for part in self.client.pull(model, stream=True):
                     if part.digest and part.total:
@@ -285,10 +286,10 @@ class OllamaServerSource:
                 raise unreachable(self.host, exc) from None
             except httpx.TransportError as exc:  # cut or stalled mid-stream: the next pull resumes
                 last = f"{type(exc).__name__}: {exc}"
-            if attempt < PULL_ATTEMPTS:
-                time.sleep(0.5 * attempt)
+            if attempt < PULL_RETRY.attempts:
+                time.sleep(PULL_RETRY.delay(attempt))
         raise DownloadError(
-            f"pulling {model} failed {PULL_ATTEMPTS} times; last error: {last}",
+            f"pulling {model} failed {PULL_RETRY.attempts} times; last error: {last}",
             resource=name,
             hint="run `provision apply` again: Ollama keeps the layers it has and resumes",
         )

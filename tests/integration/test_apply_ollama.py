@@ -234,7 +234,8 @@ def test_create_from_gguf_uploads_once_and_destroy_deletes_it(tmp_path: Path, fa
 def test_the_created_model_answers_a_streamed_chat(tmp_path: Path, fake: FakeOllama) -> None:
     from provision.client import open_engine
     from provision.deployments.base import DeployContext
-    from provision.manifest import SmokeTestSettings, load_manifest
+    from provision.manifest import SmokeTestSettings
+    from provision.manifest_loader import load_manifest
 
     tiny_gguf(tmp_path / "tiny.gguf")
     manifest = write_manifest(tmp_path, GGUF_BODY, host=fake.url)

@@ -19,7 +19,8 @@ from provision.deployments.base import DeployContext
 from provision.deployments.openai import OpenAIBackend
 from provision.deployments.transformers import TransformersBackend
 from provision.errors import DeploymentError
-from provision.manifest import ChatMessage, SmokeTestSettings, parse_manifest
+from provision.manifest import ChatMessage, SmokeTestSettings
+from provision.manifest_loader import parse_manifest
 from provision.plan import Change
 from provision.smoke import SmokeJob, run_job, run_one
 from tests.fakes._server import free_port

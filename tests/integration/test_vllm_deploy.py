@@ -147,7 +147,7 @@ def test_apply_creates_a_ready_container_that_streams_a_chat(manifest: Path, doc
 
     from provision.client import open_engine
     from provision.deployments.base import DeployContext
-    from provision.manifest import load_manifest
+    from provision.manifest_loader import load_manifest
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VLLM_API_KEY", KEY)  # secrets resolve on use: set while the client is made
@@ -346,7 +346,7 @@ def test_create_adopts_the_container_a_timed_out_create_left(manifest: Path, doc
     from docker.types import Mount
 
     from provision.deployments.vllm import CONTAINER_PORT, MOUNT_ROOT, desired_spec
-    from provision.manifest import load_manifest
+    from provision.manifest_loader import load_manifest
     from provision.reconciler import Reconciler
 
     port = free_port()

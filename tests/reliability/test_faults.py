@@ -35,7 +35,7 @@ BAD = {"config.json": b'{"hidden_size": 8}', "weights.bin": payload(300_000, 11)
 GOOD = {"config.json": b"{}", "model.safetensors": payload(500_000, 12)}
 MODELS = "  bad: {source: hf://org/bad}\n  good: {source: hf://org/good}\n"
 TIMEOUT_ENV = {"PROVISION_HTTP_TIMEOUT": "1"}
-ATTEMPTS = 5  # provision.download.RetryPolicy.attempts: failures in a row without progress
+ATTEMPTS = 5  # provision.retry.RetryPolicy.attempts: failures in a row without progress
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from provision.errors import ManifestError
-from provision.manifest import SecretReference, load_manifest, parse_manifest
+from provision.manifest_loader import SecretReference, load_manifest, parse_manifest
 from provision.yaml_loader import MAX_MANIFEST_BYTES, MAX_NODES
 from tests.cli import REPO_ROOT, run_cli
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from provision.errors import ManifestError
-from provision.manifest import load_manifest, parse_manifest
+from provision.manifest_loader import load_manifest, parse_manifest
 from tests.cli import run_cli
 from tests.fakes.hf_hub import FakeHFHub
 

@@ -1,11 +1,22 @@
-"""The GPU table and the --gpu / --vram targets."""
+"""The GPU table, the --gpu / --vram targets, and a deployment's `gpus:` request."""
 
 from __future__ import annotations
 
 import pytest
 
 from provision.errors import ManifestError
-from provision.gpus import GIB, GPUS, MIB, by_memory, find_gpu, gpu_target, target_inventory, vram_target
+from provision.gpus import (
+    GIB,
+    GPUS,
+    MIB,
+    GpuRequest,
+    by_memory,
+    find_gpu,
+    gpu_target,
+    parse_gpu_request,
+    target_inventory,
+    vram_target,
+)
 from provision.hardware import MemoryProbe
 
 
@@ -90,3 +101,17 @@ def test_target_inventory_has_free_gpus_and_this_machines_ram() -> None:
 def test_by_memory_is_ascending() -> None:
     sizes = [g.memory_bytes for g in by_memory()]
     assert sizes == sorted(sizes) and len(sizes) == len(GPUS)
+
+
+@pytest.mark.parametrize(
+    ("value", "request_"),
+    [("all", "all"), (0, 0), (2, 2), ("2", 2), ([0, 3], (0, 3)), ((1,), (1,)), ([], ())],
+)
+def test_a_gpus_value_is_all_a_count_or_device_ids(value: object, request_: GpuRequest) -> None:
+    assert parse_gpu_request(value) == request_
+
+
+@pytest.mark.parametrize("value", [True, -1, "two", "²", "ALL", [0, -1], [True], 1.5, None, {"count": 1}])
+def test_any_other_gpus_value_is_one_clear_error(value: object) -> None:
+    with pytest.raises(ValueError, match="expected 'all', a number of GPUs or a list of device ids, not "):
+        parse_gpu_request(value)

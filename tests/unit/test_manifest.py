@@ -16,15 +16,8 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from provision.errors import ManifestError
-from provision.manifest import (
-    Manifest,
-    OllamaDeployment,
-    OpenAIDeployment,
-    TransformersDeployment,
-    VllmDeployment,
-    load_manifest,
-    parse_manifest,
-)
+from provision.manifest import Manifest, OllamaDeployment, OpenAIDeployment, TransformersDeployment, VllmDeployment
+from provision.manifest_loader import load_manifest, parse_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BROKEN = sorted((REPO_ROOT / "tests" / "manifests" / "broken").glob("*.yaml"))

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from provision.deployments.base import DeployContext
 from provision.deployments.vllm import desired_spec
 from provision.errors import LockError, RenderError
-from provision.manifest import load_manifest, parse_manifest
+from provision.manifest_loader import load_manifest, parse_manifest
 from provision.render.kubernetes import (
     FETCH_IMAGE,
     SPEC_HASH,

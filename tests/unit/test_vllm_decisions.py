@@ -17,7 +17,7 @@ from provision.deployments.vllm import (
     adoption,
     desired_spec,
 )
-from provision.manifest import parse_manifest
+from provision.manifest_loader import parse_manifest
 
 
 def _manifest(tmp_path: Path, extra: str = "", gpus: str = "0"):  # type: ignore[no-untyped-def]

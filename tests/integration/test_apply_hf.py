@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.apply_support import BIG, OTHER_FILES, TINY_FILES, assert_tiny_placed, lock_of, payload
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes.hf_hub import FakeCDN, FakeHFHub
 
 TOKEN = "hf_canary_TOKEN_5a1f0c"  # a canary: must never appear in output, state or lock

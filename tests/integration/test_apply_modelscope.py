@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.apply_support import BIG, OTHER_FILES, TINY_FILES, assert_tiny_placed, lock_of, payload
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes.modelscope_hub import ESCAPE_BODY, FakeModelScopeHub
 
 TOKEN = "ms_canary_TOKEN_7c2e91"  # a canary: must never appear in output, state, lock or at the CDN

@@ -11,7 +11,7 @@ from pathlib import Path
 import ollama
 import pytest
 
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes.ollama_server import FakeOllama
 
 

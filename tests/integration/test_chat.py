@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes._server import free_port
 from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.vllm_server import FakeVLLM

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from provision.gpus import GPUS
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 
 CONFIGS = Path(__file__).resolve().parents[1] / "fixtures" / "configs"
 GIB = 2**30

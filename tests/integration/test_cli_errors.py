@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 
 BROKEN = Path(__file__).resolve().parents[1] / "manifests" / "broken"
 CASES = [

@@ -14,7 +14,7 @@ import pytest
 
 import provision
 from provision.errors import DeploymentError, UsageError
-from tests.cli import REPO_ROOT, run_cli
+from tests.cli_runner import REPO_ROOT, run_cli
 from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.vllm_server import FakeVLLM
 from tests.tiny_model import tiny_model_dir  # noqa: F401 - a fixture

@@ -11,7 +11,7 @@ import pytest
 
 import provision
 from provision.errors import DeploymentError, UsageError
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.embed_models import cls_model_dir, minilm_dir  # noqa: F401 - fixtures
 from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.vllm_server import FakeVLLM

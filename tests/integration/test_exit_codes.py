@@ -14,7 +14,7 @@ import pytest
 
 from provision import exitcodes
 from provision.cli import main
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes.vllm_server import FakeVLLM
 
 BROKEN = Path(__file__).resolve().parents[1] / "manifests" / "broken" / "unknown-engine.yaml"

@@ -11,7 +11,7 @@ import httpx
 import ollama
 import pytest
 
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 
 
 def wait_for(url: str, container: object, seconds: float = 60) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.apply_support import hub_manifest, lock_of, payload
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes.hf_hub import FakeHFHub
 from tests.fakes.proxy import FakeProxy
 

@@ -24,7 +24,7 @@ import yaml
 
 from provision.render.kubernetes import FETCH_IMAGE
 from tests.apply_support import TINY_FILES, lock_of
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes.docker_env import build_python_image, ensure_engine
 from tests.fakes.hf_hub import FakeCDN, FakeHFHub
 from tests.fakes.modelscope_hub import FakeModelScopeHub

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import REPO_ROOT, run_cli
+from tests.cli_runner import REPO_ROOT, run_cli
 from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.vllm_server import FakeVLLM
 from tests.tiny_model import tiny_model_dir  # noqa: F401 - a fixture

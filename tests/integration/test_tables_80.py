@@ -16,7 +16,7 @@ import pytest
 from rich.cells import cell_len
 
 from tests.apply_support import TINY_FILES
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes.hf_hub import FakeHFHub
 from tests.fakes.vllm_server import FakeVLLM
 from tests.integration.test_terminal import run_in_terminal

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes._server import free_port
 from tests.real_vllm import IMAGE, SERVER_ARGS, SERVER_ENV, client_checks, converted_smollm2, ensure_image, request
 

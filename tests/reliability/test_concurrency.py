@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.cli import run_cli, start_cli
+from tests.cli_runner import run_cli, start_cli
 from tests.fakes.hf_hub import FakeHFHub
 from tests.reliability._support import (
     hf_settings,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes.hf_hub import FakeHFHub
 from tests.reliability._support import (
     hf_settings,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes._server import Recorded, Request
 from tests.fakes.hf_hub import Blob, FakeHFHub, Faults
 from tests.reliability._support import (

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import run_cli, start_cli
+from tests.cli_runner import run_cli, start_cli
 from tests.reliability._support import (
     KillableHFHub,
     KillableMSHub,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes._server import free_port
 from tests.fakes.hf_hub import FakeHFHub
 from tests.fakes.modelscope_hub import FakeModelScopeHub

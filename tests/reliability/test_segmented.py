@@ -18,7 +18,7 @@ import pytest
 
 from provision import segments
 from provision.download import CHUNK_SIZE
-from tests.cli import run_cli, start_cli
+from tests.cli_runner import run_cli, start_cli
 from tests.fakes.hf_hub import FakeCDN, FakeHFHub
 from tests.reliability._support import (
     KillableHFHub,

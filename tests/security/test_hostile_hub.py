@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.apply_support import lock_of
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes.hf_hub import FakeHFHub
 from tests.fakes.hostile_hub import HostileHFHub, HostileMSHub
 from tests.security._support import (

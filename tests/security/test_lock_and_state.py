@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.apply_support import lock_of
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes.hf_hub import FakeHFHub
 from tests.security._support import GOOD_FILES, exited_cleanly, invoke, json_of, tree
 

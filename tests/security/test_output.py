@@ -14,7 +14,7 @@ import pytest
 from provision.files import human_bytes
 from provision.report import literal, print_json, printable
 from tests.apply_support import hub_manifest, payload
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes.hf_hub import Blob, FakeHFHub, RepoFile
 
 ESC_NAME = "evil\x1b]0;pwned\x07\x1b[2J.bin"  # sets the terminal title, clears the screen

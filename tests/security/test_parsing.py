@@ -17,7 +17,7 @@ import pytest
 from provision.errors import ManifestError
 from provision.manifest import SecretReference, load_manifest, parse_manifest
 from provision.yaml_loader import MAX_MANIFEST_BYTES, MAX_NODES
-from tests.cli import REPO_ROOT, run_cli
+from tests.cli_runner import REPO_ROOT, run_cli
 
 HANG_LIMIT = 30  # seconds before a run counts as hung
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.apply_support import hub_manifest, partial_sizes, payload
-from tests.cli import REPO_ROOT, run_cli, start_cli
+from tests.cli_runner import REPO_ROOT, run_cli, start_cli
 from tests.fakes.hf_hub import FakeHFHub
 
 BIG = payload(6 << 20, 11)

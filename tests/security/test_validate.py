@@ -13,7 +13,7 @@ import pytest
 
 from provision.errors import ManifestError
 from provision.manifest import load_manifest, parse_manifest
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes.hf_hub import FakeHFHub
 
 

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.apply_support import OTHER_FILES, TINY_FILES, hub_manifest, kill_when_partial, lock_of, payload
+from tests.apply_support import OTHER_FILES, TINY_FILES, hub_manifest, kill_when_partial, payload
 from tests.cli_runner import run_cli, start_cli
 from tests.fakes.hf_hub import FakeHFHub
 from tests.fakes.modelscope_hub import FakeModelScopeHub
+from tests.manifest_files import lock_of
 
 
 @dataclass

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.apply_support import BIG, OTHER_FILES, TINY_FILES, assert_tiny_placed, lock_of, payload
+from tests.apply_support import BIG, OTHER_FILES, TINY_FILES, assert_tiny_placed, payload
 from tests.cli_runner import run_cli
 from tests.fakes.modelscope_hub import ESCAPE_BODY, FakeModelScopeHub
+from tests.manifest_files import lock_of
 
 TOKEN = "ms_canary_TOKEN_7c2e91"  # a canary: must never appear in output, state, lock or at the CDN
 

@@ -23,11 +23,12 @@ import pytest
 import yaml
 
 from provision.render.kubernetes import FETCH_IMAGE
-from tests.apply_support import TINY_FILES, lock_of
+from tests.apply_support import TINY_FILES
 from tests.cli_runner import run_cli
 from tests.fakes.docker_env import build_python_image, ensure_engine
 from tests.fakes.hf_hub import FakeCDN, FakeHFHub
 from tests.fakes.modelscope_hub import FakeModelScopeHub
+from tests.manifest_files import lock_of
 
 TOKEN = "hub-token-canary-3c9e1b7a"
 API_KEY = "api-key-canary-77d2e0c4"

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.apply_support import lock_of
 from tests.cli_runner import run_cli
 from tests.fakes.hf_hub import FakeHFHub
+from tests.manifest_files import lock_of
 from tests.security._support import GOOD_FILES, exited_cleanly, invoke, json_of, tree
 
 FILES = {**GOOD_FILES, "extra.txt": b"extra"}

@@ -13,7 +13,7 @@ import pytest
 
 from tests.cli_runner import run_cli
 from tests.fakes.hf_hub import FakeHFHub
-from tests.manifest_files import lock_of
+from tests.manifest_files import lock_of, lock_path, write_manifest
 from tests.security._support import GOOD_FILES, exited_cleanly, invoke, json_of, tree
 
 FILES = {**GOOD_FILES, "extra.txt": b"extra"}
@@ -27,12 +27,11 @@ def hub() -> Any:
 
 
 def _manifest(tmp_path: Path, hub: FakeHFHub, extra: str = "") -> Path:
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(
+    return write_manifest(
+        tmp_path,
         f"version: 1\nsettings:\n  models_dir: models\n  huggingface: {{endpoint: '{hub.url}'}}\n"
-        f"models:\n  good: {{source: 'hf://org/good'{extra}}}\n"
+        f"models:\n  good: {{source: 'hf://org/good'{extra}}}\n",
     )
-    return manifest
 
 
 def _applied(tmp_path: Path, hub: FakeHFHub) -> Path:
@@ -46,7 +45,7 @@ def test_lock_path_outside_the_folder_is_exit_2_and_never_hashed_or_deleted(tmp_
     manifest = _applied(tmp_path, hub)
     victim = tmp_path / "victim.txt"
     victim.write_bytes(b"precious")
-    lock_file = manifest.with_name("m.lock.json")
+    lock_file = lock_path(manifest)
     lock = json.loads(lock_file.read_text())
     lock["models"]["good"]["files"]["../../victim.txt"] = {"size": 8, "sha256": "0" * 64}
     lock_file.write_text(json.dumps(lock))
@@ -77,7 +76,7 @@ def test_lock_path_outside_the_folder_is_exit_2_and_never_hashed_or_deleted(tmp_
 )
 def test_lock_wrong_type_is_exit_2_naming_the_field(tmp_path: Path, hub: FakeHFHub, field: str, value: Any) -> None:
     manifest = _applied(tmp_path, hub)
-    lock_file = manifest.with_name("m.lock.json")
+    lock_file = lock_path(manifest)
     lock = json.loads(lock_file.read_text())
     lock["models"]["good"]["files"]["config.json"][field] = value
     lock_file.write_text(json.dumps(lock))
@@ -88,7 +87,7 @@ def test_lock_wrong_type_is_exit_2_naming_the_field(tmp_path: Path, hub: FakeHFH
 
 def test_lock_resolved_cannot_steer_urls(tmp_path: Path, hub: FakeHFHub) -> None:
     manifest = _applied(tmp_path, hub)
-    lock_file = manifest.with_name("m.lock.json")
+    lock_file = lock_path(manifest)
     lock = json.loads(lock_file.read_text())
     lock["models"]["good"]["resolved"] = "../../../evil"
     lock_file.write_text(json.dumps(lock))

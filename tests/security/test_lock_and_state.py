@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from provision import exitcodes
 from tests.cli_runner import run_cli
 from tests.fakes.hf_hub import FakeHFHub
 from tests.manifest_files import lock_of, lock_path, write_manifest
@@ -83,6 +85,41 @@ def test_lock_wrong_type_is_exit_2_naming_the_field(tmp_path: Path, hub: FakeHFH
     result = invoke("verify", str(manifest))
     assert result.exit_code == 2 and exited_cleanly(result, 2)
     assert f"files.config.json.{field}" in result.output and "'good'" in result.output, result.output
+
+
+SPOILED: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    # a wrong type, as a bad merge or a hand edit leaves it: (spoil the entry, the message's field)
+    "files-a-string": (
+        lambda entry: entry.update(files="config.json"),
+        "field files: Input should be a valid dictionary",
+    ),
+    "size-a-string": (
+        lambda entry: entry["files"]["config.json"].update(size="12"),
+        "field files.config.json.size: Input should be a valid integer",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", ["apply", "status", "verify"])
+@pytest.mark.parametrize("spoil", sorted(SPOILED))
+def test_a_spoiled_lock_is_exit_2_naming_the_lock_file(
+    tmp_path: Path, hub: FakeHFHub, command: str, spoil: str
+) -> None:
+    manifest = _applied(tmp_path, hub)
+    lock = lock_of(manifest)
+    change, message = SPOILED[spoil]
+    change(lock["models"]["good"])
+    lock_path(manifest).write_text(json.dumps(lock))
+    spoiled = lock_path(manifest).read_bytes()
+    gets = hub.file_gets()
+    result = run_cli(command, manifest)
+    assert result.returncode == exitcodes.USAGE, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: {lock_path(manifest)}: entry 'good', {message}",
+        "  hint: restore the lock file from version control, or delete it and run `provision apply --update`",
+    ]
+    assert lock_path(manifest).read_bytes() == spoiled, "a lock that cannot be read is never rewritten"
+    assert hub.file_gets() == gets
 
 
 def test_lock_resolved_cannot_steer_urls(tmp_path: Path, hub: FakeHFHub) -> None:

@@ -13,6 +13,7 @@ import functools
 import gc
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,7 +46,7 @@ def _handle_errors(func: F) -> F:
                 return func(*args, **kwargs)
         except ProvisionError as exc:
             if os.environ.get(DEBUG_ENV):
-                raise
+                traceback.print_exc()  # and then the usual line and exit code: a script sees the same status
             err_console().print(f"[red]error:[/] {literal(exc)}", soft_wrap=True)
             if exc.hint:
                 err_console().print(f"  hint: {literal(exc.hint)}", soft_wrap=True)

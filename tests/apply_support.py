@@ -9,20 +9,15 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 from provision import segments
+from tests.manifest_files import write_manifest
 
 
 def payload(n: int, seed: int) -> bytes:
     """``n`` deterministic bytes that differ per ``seed`` (so a mix-up is visible)."""
     block = hashlib.sha256(str(seed).encode()).digest()
     return block * (n // 32) + block[: n % 32]
-
-
-def lock_of(manifest: Path) -> dict[str, Any]:
-    """The lock file written beside ``manifest``."""
-    return json.loads(manifest.with_name(manifest.name.rsplit(".", 1)[0] + ".lock.json").read_text())
 
 
 def kill_when_partial(process: subprocess.Popen[str], partial_dir: Path, *, at_least: int, timeout: float = 30) -> int:
@@ -96,9 +91,8 @@ def hub_manifest(tmp_path: Path, endpoint: str, scheme: str = "hf", **repos: str
     """``tmp_path/m.yaml``: models under ``models/``, the hub at ``endpoint``, one model per
     ``name=repo`` from ``scheme://``."""
     models = "".join(f"  {name}: {{source: '{scheme}://{repo}'}}\n" for name, repo in repos.items())
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(
+    return write_manifest(
+        tmp_path,
         f"version: 1\nsettings:\n  models_dir: models\n"
-        f"  {_SETTINGS_KEY[scheme]}: {{endpoint: '{endpoint}'}}\nmodels:\n{models}"
+        f"  {_SETTINGS_KEY[scheme]}: {{endpoint: '{endpoint}'}}\nmodels:\n{models}",
     )
-    return manifest

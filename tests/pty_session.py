@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Mapping
 
-from tests.cli import REPO_ROOT
+from tests.cli_runner import REPO_ROOT
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

@@ -279,13 +279,17 @@ class ModelReconciler(Part):
             target = inside(model_dir, path)  # a link in the folder must not lead the unlink out
             if target is not None:
                 target.unlink(missing_ok=True)
+        locked = self.lock.models.get(action.name) or {}
+        pinned = locked.get("files", {}) if locked.get("resolved") == snapshot.resolved else {}
         files = {}
         for file in snapshot.files:
             # A file an earlier, killed run placed was verified then but not hashed now: when the
             # hub published no sha256 (small git files), hash it so the lock always pins one.
             sha256 = digests.get(file.path) or file.sha256 or sha256_file(model_dir / file.path)
             entry = {"size": file.size, "sha256": sha256}
-            if file.git_sha1 and not file.sha256:
+            # Such a file keeps its git sha1, also when fetched again from the lock (which has
+            # both): a re-fetch must not rewrite the lock (an LFS file's is its pointer's: left out).
+            if file.git_sha1 and (not file.sha256 or pinned.get(file.path, {}).get("git_sha1") == file.git_sha1):
                 entry["git_sha1"] = file.git_sha1
             files[file.path] = entry
         source = self.file_source(self.manifest.models[action.name].scheme)

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.apply_support import OTHER_FILES, TINY_FILES, hub_manifest, kill_when_partial, lock_of, payload
-from tests.cli import run_cli, start_cli
+from tests.apply_support import OTHER_FILES, TINY_FILES, hub_manifest, kill_when_partial, payload
+from tests.cli_runner import run_cli, start_cli
 from tests.fakes.hf_hub import FakeHFHub
 from tests.fakes.modelscope_hub import FakeModelScopeHub
+from tests.manifest_files import lock_of, lock_path
 
 
 @dataclass
@@ -117,9 +118,9 @@ def test_files_placed_before_the_lock_was_written_get_locked(tmp_path: Path, hub
     records the files (no download), so the lock pins them and verify checks them."""
     manifest = hub.manifest(tmp_path, tiny="org/tiny")
     assert run_cli("apply", manifest).returncode == 0
-    lock_path = manifest.with_name("m.lock.json")
+    lock_file = lock_path(manifest)
     written = lock_of(manifest)
-    lock_path.unlink()  # what the killed run would have left: every file, no lock
+    lock_file.unlink()  # what the killed run would have left: every file, no lock
     gets = hub.server.file_gets()
 
     plan = run_cli("plan", manifest, "--detailed-exitcode")

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.apply_support import BIG, OTHER_FILES, TINY_FILES, assert_tiny_placed, lock_of, payload
-from tests.cli import run_cli
+from tests.apply_support import BIG, OTHER_FILES, TINY_FILES, assert_tiny_placed, payload
+from tests.cli_runner import run_cli
 from tests.fakes.modelscope_hub import ESCAPE_BODY, FakeModelScopeHub
+from tests.manifest_files import lock_of, lock_path, write_manifest
 
 TOKEN = "ms_canary_TOKEN_7c2e91"  # a canary: must never appear in output, state, lock or at the CDN
 
@@ -32,16 +33,16 @@ def hub() -> Iterator[FakeModelScopeHub]:
         yield server
 
 
-def write_manifest(tmp_path: Path, hub: FakeModelScopeHub, models: str) -> Path:
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(
+def ms_manifest(tmp_path: Path, hub: FakeModelScopeHub, models: str) -> Path:
+    """``tmp_path/m.yaml``: ``models`` from ``hub``, placed under ``models/``, the token from $MODELSCOPE_API_TOKEN."""
+    return write_manifest(
+        tmp_path,
         "version: 1\n"
         "settings:\n"
         "  models_dir: models\n"
         f"  modelscope: {{endpoint: '{hub.url}', token: '${{MODELSCOPE_API_TOKEN:-}}'}}\n"
-        f"models:\n{models}"
+        f"models:\n{models}",
     )
-    return manifest
 
 
 def files_under(root: Path) -> set[str]:
@@ -49,7 +50,7 @@ def files_under(root: Path) -> set[str]:
 
 
 def test_first_apply_downloads_verifies_and_locks(tmp_path: Path, hub: FakeModelScopeHub) -> None:
-    manifest = write_manifest(tmp_path, hub, TINY)
+    manifest = ms_manifest(tmp_path, hub, TINY)
     plan = run_cli("plan", manifest)
     assert plan.returncode == 0, plan.stderr
     assert "3.2 MiB" in plan.stdout  # bytes to download
@@ -69,7 +70,7 @@ def test_first_apply_downloads_verifies_and_locks(tmp_path: Path, hub: FakeModel
 
 def test_path_escape_in_listing_is_refused_and_nothing_written(tmp_path: Path, hub: FakeModelScopeHub) -> None:
     hub.faults.escape_path = True
-    manifest = write_manifest(tmp_path, hub, "  tiny: {source: ms://org/tiny}\n")
+    manifest = ms_manifest(tmp_path, hub, "  tiny: {source: ms://org/tiny}\n")
     before = files_under(tmp_path)
     result = run_cli("apply", manifest)
     assert result.returncode == 1
@@ -83,7 +84,7 @@ def test_path_escape_in_listing_is_refused_and_nothing_written(tmp_path: Path, h
 
 
 def test_moved_revision_ignored_until_update_and_locked_refuses(tmp_path: Path, hub: FakeModelScopeHub) -> None:
-    manifest = write_manifest(tmp_path, hub, TINY)
+    manifest = ms_manifest(tmp_path, hub, TINY)
     assert run_cli("apply", manifest).returncode == 0
     old = lock_of(manifest)["models"]["tiny"]["resolved"]
     new_weights = payload(len(BIG), 77)  # same size, other content: must still be fetched
@@ -111,7 +112,7 @@ def test_moved_revision_ignored_until_update_and_locked_refuses(tmp_path: Path, 
 
 
 def test_change_outside_include_is_not_a_move(tmp_path: Path, hub: FakeModelScopeHub) -> None:
-    manifest = write_manifest(tmp_path, hub, TINY)
+    manifest = ms_manifest(tmp_path, hub, TINY)
     assert run_cli("apply", manifest).returncode == 0
     old = lock_of(manifest)["models"]["tiny"]["resolved"]
     hub.add_revision("org/tiny", "master", {**TINY_FILES, "README.md": b"# edited"})
@@ -129,7 +130,7 @@ def test_change_outside_include_is_not_a_move(tmp_path: Path, hub: FakeModelScop
     ],
 )
 def test_hub_errors_are_one_line_with_a_hint(tmp_path: Path, hub: FakeModelScopeHub, source: str, message: str) -> None:
-    manifest = write_manifest(tmp_path, hub, f"  bad:\n    source: {source}\n  other: {{source: ms://org/other}}\n")
+    manifest = ms_manifest(tmp_path, hub, f"  bad:\n    source: {source}\n  other: {{source: ms://org/other}}\n")
     result = run_cli("apply", manifest)
     assert result.returncode == 1
     assert message in result.stderr and "hint:" in result.stderr and "Traceback" not in result.stderr
@@ -140,7 +141,7 @@ def test_hub_errors_are_one_line_with_a_hint(tmp_path: Path, hub: FakeModelScope
 def test_transient_errors_are_retried(tmp_path: Path, hub: FakeModelScopeHub) -> None:
     hub.faults.status_5xx = 2
     hub.faults.drop_after_bytes = 1 << 20
-    manifest = write_manifest(tmp_path, hub, TINY)
+    manifest = ms_manifest(tmp_path, hub, TINY)
     result = run_cli("apply", manifest)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "models" / "tiny" / "model.safetensors").read_bytes() == BIG
@@ -149,7 +150,7 @@ def test_transient_errors_are_retried(tmp_path: Path, hub: FakeModelScopeHub) ->
 def test_private_repo_token_reaches_the_hub_only(tmp_path: Path) -> None:
     with FakeModelScopeHub(redirect=True) as hub:
         hub.add_repo("org/private", TINY_FILES, token=TOKEN)
-        manifest = write_manifest(tmp_path, hub, "  private: {source: ms://org/private}\n")
+        manifest = ms_manifest(tmp_path, hub, "  private: {source: ms://org/private}\n")
         denied = run_cli("apply", manifest)
         assert denied.returncode == 1 and "MODELSCOPE_API_TOKEN" in denied.stderr
         result = run_cli("apply", manifest, "--json", env={"MODELSCOPE_API_TOKEN": TOKEN})
@@ -159,7 +160,7 @@ def test_private_repo_token_reaches_the_hub_only(tmp_path: Path) -> None:
         assert leaked == [], "the token must not follow a redirect to the CDN (header or cookie)"
     everything = result.stdout + result.stderr + denied.stdout + denied.stderr
     for path in [
-        manifest.with_name("m.lock.json"),
+        lock_path(manifest),
         *(tmp_path / "state").rglob("*"),
         *(tmp_path / "models").rglob("*"),
     ]:
@@ -170,7 +171,7 @@ def test_private_repo_token_reaches_the_hub_only(tmp_path: Path) -> None:
 
 def test_modelscope_sdk_accepts_a_provision_made_folder(tmp_path: Path, hub: FakeModelScopeHub) -> None:
     """The SDK's own snapshot_download into our folder lists once, re-hashes and keeps every file."""
-    manifest = write_manifest(tmp_path, hub, TINY)
+    manifest = ms_manifest(tmp_path, hub, TINY)
     assert run_cli("apply", manifest).returncode == 0
     from modelscope import snapshot_download
 
@@ -199,7 +200,7 @@ def test_files_with_identical_content_download_side_by_side(tmp_path: Path, hub:
             "c/__init__.py": b"",
         },
     )
-    manifest = write_manifest(tmp_path, hub, "  dupes: {source: ms://org/dupes}\n")
+    manifest = ms_manifest(tmp_path, hub, "  dupes: {source: ms://org/dupes}\n")
     result = run_cli("apply", manifest)
     assert result.returncode == 0, result.stderr
     model_dir = tmp_path / "models" / "dupes"

@@ -11,8 +11,9 @@ from pathlib import Path
 import ollama
 import pytest
 
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes.ollama_server import FakeOllama
+from tests.manifest_files import lock_of, write_manifest
 
 
 @pytest.fixture()
@@ -22,15 +23,10 @@ def fake() -> Iterator[FakeOllama]:
         yield server
 
 
-def write_manifest(tmp_path: Path, body: str, *, host: str | None) -> Path:
-    manifest = tmp_path / "m.yaml"
+def ollama_manifest(tmp_path: Path, body: str, *, host: str | None) -> Path:
+    """``tmp_path/m.yaml``: ``body`` (models, deployments) with the Ollama server at ``host``."""
     settings = f"settings: {{ollama: {{host: '{host}'}}}}\n" if host else ""
-    manifest.write_text(f"version: 1\n{settings}{body}")
-    return manifest
-
-
-def lock_of(manifest: Path) -> dict:
-    return json.loads(manifest.with_name("m.lock.json").read_text())["models"]
+    return write_manifest(tmp_path, f"version: 1\n{settings}{body}")
 
 
 def state_of(tmp_path: Path, kind: str = "models") -> dict:
@@ -64,12 +60,12 @@ QWEN = "models:\n  qwen: {source: 'ollama://qwen3:0.6b'}\n"
 
 # -- pull, no-op, names --------------------------------------------------------
 def test_pull_locks_the_manifest_digest_and_records_ownership(tmp_path: Path, fake: FakeOllama) -> None:
-    manifest = write_manifest(tmp_path, QWEN, host=fake.url)
+    manifest = ollama_manifest(tmp_path, QWEN, host=fake.url)
     result = run_cli("apply", manifest)
     assert result.returncode == 0, result.stderr
     assert "qwen3:0.6b" in fake.local and fake.count("POST", "/api/pull") == 1
     digest = fake.registry["qwen3:0.6b"].digest
-    assert lock_of(manifest)["qwen"] == {"spec": {"source": "ollama://qwen3:0.6b"}, "digest": digest}
+    assert lock_of(manifest)["models"]["qwen"] == {"spec": {"source": "ollama://qwen3:0.6b"}, "digest": digest}
     record = state_of(tmp_path)["qwen"]
     assert (record["model"], record["digest"], record["created"]) == ("qwen3:0.6b", digest, True)
     status = run_cli("status", manifest, "--json")
@@ -79,7 +75,7 @@ def test_pull_locks_the_manifest_digest_and_records_ownership(tmp_path: Path, fa
 
 def test_second_apply_is_one_tags_call_and_no_pull(tmp_path: Path, fake: FakeOllama) -> None:
     fake.registry_add("llama3:8b")
-    manifest = write_manifest(tmp_path, QWEN + "  llama: {source: 'ollama://llama3:8b'}\n", host=fake.url)
+    manifest = ollama_manifest(tmp_path, QWEN + "  llama: {source: 'ollama://llama3:8b'}\n", host=fake.url)
     assert run_cli("apply", manifest).returncode == 0
     before = len(fake.requests)
     started = time.monotonic()
@@ -94,19 +90,19 @@ def test_second_apply_is_one_tags_call_and_no_pull(tmp_path: Path, fake: FakeOll
 
 def test_name_and_name_latest_are_the_same_model(tmp_path: Path, fake: FakeOllama) -> None:
     fake.registry_add("qwen3")
-    manifest = write_manifest(tmp_path, "models:\n  q: {source: 'ollama://qwen3'}\n", host=fake.url)
+    manifest = ollama_manifest(tmp_path, "models:\n  q: {source: 'ollama://qwen3'}\n", host=fake.url)
     assert run_cli("apply", manifest).returncode == 0
     assert "qwen3:latest" in fake.local
-    assert lock_of(manifest)["q"]["spec"] == {"source": "ollama://qwen3:latest"}
+    assert lock_of(manifest)["models"]["q"]["spec"] == {"source": "ollama://qwen3:latest"}
 
-    write_manifest(tmp_path, "models:\n  q: {source: 'ollama://library/qwen3:latest'}\n", host=fake.url)
+    ollama_manifest(tmp_path, "models:\n  q: {source: 'ollama://library/qwen3:latest'}\n", host=fake.url)
     result = run_cli("apply", manifest)
     assert result.returncode == 0 and "no changes" in result.stdout
     assert fake.count("POST", "/api/pull") == 1
 
 
 def test_ollama_host_without_scheme_is_accepted(tmp_path: Path, fake: FakeOllama) -> None:
-    manifest = write_manifest(tmp_path, QWEN, host=None)
+    manifest = ollama_manifest(tmp_path, QWEN, host=None)
     result = run_cli("apply", manifest, env={"OLLAMA_HOST": fake.url.removeprefix("http://")})
     assert result.returncode == 0, result.stderr
     assert "qwen3:0.6b" in fake.local
@@ -114,27 +110,27 @@ def test_ollama_host_without_scheme_is_accepted(tmp_path: Path, fake: FakeOllama
 
 # -- drift ---------------------------------------------------------------------
 def test_moved_tag_is_ignored_until_update(tmp_path: Path, fake: FakeOllama) -> None:
-    manifest = write_manifest(tmp_path, QWEN, host=fake.url)
+    manifest = ollama_manifest(tmp_path, QWEN, host=fake.url)
     assert run_cli("apply", manifest).returncode == 0
-    old = lock_of(manifest)["qwen"]["digest"]
+    old = lock_of(manifest)["models"]["qwen"]["digest"]
     new = fake.registry_move("qwen3:0.6b", [b"GGUF new weights", b"license"])
 
     assert run_cli("apply", manifest).returncode == 0
-    assert lock_of(manifest)["qwen"]["digest"] == old and fake.count("POST", "/api/pull") == 1
+    assert lock_of(manifest)["models"]["qwen"]["digest"] == old and fake.count("POST", "/api/pull") == 1
 
     result = run_cli("apply", manifest, "--update")
     assert result.returncode == 0, result.stderr
     assert fake.count("POST", "/api/pull") == 2
-    assert lock_of(manifest)["qwen"]["digest"] == new == fake.local["qwen3:0.6b"].manifest.digest
+    assert lock_of(manifest)["models"]["qwen"]["digest"] == new == fake.local["qwen3:0.6b"].manifest.digest
     assert state_of(tmp_path)["qwen"]["created"] is True
 
 
 def test_server_digest_drift_is_reported_refused_when_locked_and_relocked_on_update(
     tmp_path: Path, fake: FakeOllama
 ) -> None:
-    manifest = write_manifest(tmp_path, QWEN, host=fake.url)
+    manifest = ollama_manifest(tmp_path, QWEN, host=fake.url)
     assert run_cli("apply", manifest).returncode == 0
-    old = lock_of(manifest)["qwen"]["digest"]
+    old = lock_of(manifest)["models"]["qwen"]["digest"]
     new = fake.registry_move("qwen3:0.6b", [b"GGUF newer", b"license"])
     ollama.Client(host=fake.url).pull("qwen3:0.6b")  # the user pulls the new version by hand
     pulls = fake.count("POST", "/api/pull")
@@ -142,7 +138,7 @@ def test_server_digest_drift_is_reported_refused_when_locked_and_relocked_on_upd
     action = planned(manifest)["model.qwen"]
     assert action["change"] == "no change" and "drift" in action["reason"]
     assert run_cli("apply", manifest).returncode == 0
-    assert lock_of(manifest)["qwen"]["digest"] == old
+    assert lock_of(manifest)["models"]["qwen"]["digest"] == old
 
     refused = run_cli("apply", manifest, "--locked")
     assert refused.returncode == 1
@@ -150,11 +146,11 @@ def test_server_digest_drift_is_reported_refused_when_locked_and_relocked_on_upd
 
     assert run_cli("apply", manifest, "--update").returncode == 0
     assert fake.count("POST", "/api/pull") == pulls + 1
-    assert lock_of(manifest)["qwen"]["digest"] == new
+    assert lock_of(manifest)["models"]["qwen"]["digest"] == new
 
 
 def test_locked_refuses_a_model_the_lock_lacks(tmp_path: Path, fake: FakeOllama) -> None:
-    manifest = write_manifest(tmp_path, QWEN, host=fake.url)
+    manifest = ollama_manifest(tmp_path, QWEN, host=fake.url)
     result = run_cli("apply", manifest, "--locked")
     assert result.returncode == 1 and "not in the lock" in result.stderr
     assert fake.count("POST", "/api/pull") == 0
@@ -163,26 +159,26 @@ def test_locked_refuses_a_model_the_lock_lacks(tmp_path: Path, fake: FakeOllama)
 # -- ownership -----------------------------------------------------------------
 def test_destroy_deletes_what_it_pulled_and_leaves_the_users_model(tmp_path: Path, fake: FakeOllama) -> None:
     users = fake.preinstall("llama3:8b")
-    manifest = write_manifest(
+    manifest = ollama_manifest(
         tmp_path, QWEN + "  llama: {source: 'ollama://llama3'}\n  mine: {source: 'ollama://llama3:8b'}\n", host=fake.url
     )
     fake.registry_add("llama3")
     assert run_cli("apply", manifest).returncode == 0
     assert fake.count("POST", "/api/pull") == 2  # qwen3:0.6b and llama3:latest, not the user's llama3:8b
-    assert lock_of(manifest)["mine"]["digest"] == users
+    assert lock_of(manifest)["models"]["mine"]["digest"] == users
     assert state_of(tmp_path)["mine"]["created"] is False
 
     result = run_cli("destroy", manifest, "--yes")
     assert result.returncode == 0, result.stderr
     assert set(fake.local) == {"llama3:8b"}
     assert fake.local["llama3:8b"].manifest.digest == users
-    assert lock_of(manifest) == {}
+    assert lock_of(manifest)["models"] == {}
 
 
 def test_a_removed_model_is_deleted_on_the_next_apply_with_yes(tmp_path: Path, fake: FakeOllama) -> None:
-    manifest = write_manifest(tmp_path, QWEN, host=fake.url)
+    manifest = ollama_manifest(tmp_path, QWEN, host=fake.url)
     assert run_cli("apply", manifest).returncode == 0
-    write_manifest(tmp_path, "models: {}\n", host=fake.url)
+    ollama_manifest(tmp_path, "models: {}\n", host=fake.url)
     kept = run_cli("apply", manifest)  # no terminal to ask on: kept until --yes (issue 12, item 12)
     assert kept.returncode == 1 and "--yes" in kept.stderr
     assert fake.local != {}
@@ -201,7 +197,7 @@ GGUF_BODY = (
 
 def test_create_from_gguf_uploads_once_and_destroy_deletes_it(tmp_path: Path, fake: FakeOllama) -> None:
     tiny_gguf(tmp_path / "tiny.gguf")
-    manifest = write_manifest(tmp_path, GGUF_BODY, host=fake.url)
+    manifest = ollama_manifest(tmp_path, GGUF_BODY, host=fake.url)
     result = run_cli("apply", manifest)
     assert result.returncode == 0, result.stderr
     created = fake.local["provision/chat:latest"]
@@ -215,13 +211,15 @@ def test_create_from_gguf_uploads_once_and_destroy_deletes_it(tmp_path: Path, fa
     assert fake.count("POST", "/api/create") == 1
 
     # A second deployment of the same file: the server has the blob, so no upload.
-    write_manifest(tmp_path, GGUF_BODY + "  chat2: {engine: ollama, model: tiny, system: Be verbose.}\n", host=fake.url)
+    ollama_manifest(
+        tmp_path, GGUF_BODY + "  chat2: {engine: ollama, model: tiny, system: Be verbose.}\n", host=fake.url
+    )
     assert run_cli("apply", manifest).returncode == 0
     assert fake.local["provision/chat2:latest"].system == "Be verbose."
     assert fake.count("POST", "/api/blobs/") == 1 and fake.count("HEAD", "/api/blobs/") == 2
 
     # A changed system prompt creates the model again.
-    write_manifest(tmp_path, GGUF_BODY.replace("Be brief.", "Be terse."), host=fake.url)
+    ollama_manifest(tmp_path, GGUF_BODY.replace("Be brief.", "Be terse."), host=fake.url)
     assert run_cli("apply", manifest).returncode == 0
     assert fake.local["provision/chat:latest"].system == "Be terse."
     assert "provision/chat2:latest" not in fake.local  # chat2 left the manifest
@@ -238,7 +236,7 @@ def test_the_created_model_answers_a_streamed_chat(tmp_path: Path, fake: FakeOll
     from provision.manifest_loader import load_manifest
 
     tiny_gguf(tmp_path / "tiny.gguf")
-    manifest = write_manifest(tmp_path, GGUF_BODY, host=fake.url)
+    manifest = ollama_manifest(tmp_path, GGUF_BODY, host=fake.url)
     assert run_cli("apply", manifest).returncode == 0
     loaded = load_manifest(manifest)
     chat = open_engine("chat", loaded.deployments["chat"], DeployContext(loaded, {}))
@@ -253,7 +251,7 @@ def test_the_created_model_answers_a_streamed_chat(tmp_path: Path, fake: FakeOll
 def test_a_model_provision_did_not_create_is_not_overwritten(tmp_path: Path, fake: FakeOllama) -> None:
     tiny_gguf(tmp_path / "tiny.gguf")
     fake.preinstall("provision/chat:latest")
-    manifest = write_manifest(tmp_path, GGUF_BODY, host=fake.url)
+    manifest = ollama_manifest(tmp_path, GGUF_BODY, host=fake.url)
     result = run_cli("apply", manifest)
     assert result.returncode == 1
     assert "provision did not create" in result.stderr and "ollama rm" in result.stderr
@@ -262,7 +260,7 @@ def test_a_model_provision_did_not_create_is_not_overwritten(tmp_path: Path, fak
 
 # -- bad input -----------------------------------------------------------------
 def test_server_not_running_names_the_host_and_how_to_start_it(tmp_path: Path) -> None:
-    manifest = write_manifest(
+    manifest = ollama_manifest(
         tmp_path, QWEN + "deployments:\n  chat: {engine: ollama, model: qwen}\n", host="http://127.0.0.1:9"
     )
     result = run_cli("apply", manifest)
@@ -273,7 +271,7 @@ def test_server_not_running_names_the_host_and_how_to_start_it(tmp_path: Path) -
 
 @pytest.mark.parametrize("name", ["-qwen3", "a/b/c/d", "qwen3:0.6b:x", "qwen 3", "team.x/qwen3"])
 def test_invalid_name_is_caught_before_any_pull(tmp_path: Path, fake: FakeOllama, name: str) -> None:
-    manifest = write_manifest(tmp_path, f"models:\n  bad: {{source: 'ollama://{name}'}}\n" + QWEN[8:], host=fake.url)
+    manifest = ollama_manifest(tmp_path, f"models:\n  bad: {{source: 'ollama://{name}'}}\n" + QWEN[8:], host=fake.url)
     result = run_cli("apply", manifest)
     # The manifest itself is refused (as `validate` does, issue 12 item 14): file:line, field, exit 2.
     assert result.returncode == 2
@@ -283,27 +281,27 @@ def test_invalid_name_is_caught_before_any_pull(tmp_path: Path, fake: FakeOllama
 
 
 def test_unknown_model_reports_the_registry_error(tmp_path: Path, fake: FakeOllama) -> None:
-    manifest = write_manifest(tmp_path, "models:\n  nope: {source: 'ollama://nope:1b'}\n" + QWEN[8:], host=fake.url)
+    manifest = ollama_manifest(tmp_path, "models:\n  nope: {source: 'ollama://nope:1b'}\n" + QWEN[8:], host=fake.url)
     result = run_cli("apply", manifest)
     assert result.returncode == 1
     assert "registry has no model nope:1b" in result.stderr and "file does not exist" in result.stderr
     assert "hint:" in result.stderr and "Traceback" not in result.stderr
-    assert "nope" not in lock_of(manifest) and "qwen" in lock_of(manifest)
+    assert "nope" not in lock_of(manifest)["models"] and "qwen" in lock_of(manifest)["models"]
 
 
 def test_interrupted_pull_is_retried_and_resumes(tmp_path: Path, fake: FakeOllama) -> None:
     fake.faults.drop_pull_after_lines = 4  # mid-way through the first layer
-    manifest = write_manifest(tmp_path, QWEN, host=fake.url)
+    manifest = ollama_manifest(tmp_path, QWEN, host=fake.url)
     result = run_cli("apply", manifest)
     assert result.returncode == 0, result.stderr
     assert fake.count("POST", "/api/pull") == 2
-    assert lock_of(manifest)["qwen"]["digest"] == fake.registry["qwen3:0.6b"].digest
+    assert lock_of(manifest)["models"]["qwen"]["digest"] == fake.registry["qwen3:0.6b"].digest
 
 
 def test_a_pull_that_keeps_failing_gives_up_with_a_hint_then_resumes(tmp_path: Path, fake: FakeOllama) -> None:
     fake.faults.drop_pull_after_lines = 3
     fake.faults.drop_pull_times = 100
-    manifest = write_manifest(tmp_path, QWEN, host=fake.url)
+    manifest = ollama_manifest(tmp_path, QWEN, host=fake.url)
     result = run_cli("apply", manifest)
     assert result.returncode == 1
     assert "failed 3 times" in result.stderr and "RemoteProtocolError" in result.stderr
@@ -317,7 +315,7 @@ def test_a_pull_that_keeps_failing_gives_up_with_a_hint_then_resumes(tmp_path: P
 
 def test_non_gguf_file_is_refused_before_anything_is_created(tmp_path: Path, fake: FakeOllama) -> None:
     (tmp_path / "tiny.gguf").write_bytes(b"PK\x03\x04 a zip, not a GGUF")
-    manifest = write_manifest(tmp_path, GGUF_BODY, host=fake.url)
+    manifest = ollama_manifest(tmp_path, GGUF_BODY, host=fake.url)
     result = run_cli("apply", manifest)
     assert result.returncode == 1
     assert "is not a GGUF file" in result.stderr and "hint:" in result.stderr
@@ -325,7 +323,7 @@ def test_non_gguf_file_is_refused_before_anything_is_created(tmp_path: Path, fak
 
 
 def test_missing_gguf_file_is_named(tmp_path: Path, fake: FakeOllama) -> None:
-    manifest = write_manifest(tmp_path, GGUF_BODY, host=fake.url)
+    manifest = ollama_manifest(tmp_path, GGUF_BODY, host=fake.url)
     result = run_cli("apply", manifest)
     assert result.returncode == 1
     assert f"{tmp_path / 'tiny.gguf'} does not exist" in result.stderr and "Traceback" not in result.stderr
@@ -334,7 +332,7 @@ def test_missing_gguf_file_is_named(tmp_path: Path, fake: FakeOllama) -> None:
 
 def test_status_shows_present_missing_drift_and_the_server(tmp_path: Path, fake: FakeOllama) -> None:
     fake.registry_add("llama3:8b")
-    manifest = write_manifest(tmp_path, QWEN + "  other: {source: 'ollama://llama3:8b'}\n", host=fake.url)
+    manifest = ollama_manifest(tmp_path, QWEN + "  other: {source: 'ollama://llama3:8b'}\n", host=fake.url)
     assert run_cli("apply", manifest, "--only", "qwen").returncode == 0
     fake.registry_move("qwen3:0.6b", [b"GGUF newer"])
     ollama.Client(host=fake.url).pull("qwen3:0.6b")  # the server's copy drifts from the lock
@@ -345,6 +343,6 @@ def test_status_shows_present_missing_drift_and_the_server(tmp_path: Path, fake:
     [server] = report["servers"]
     assert server["reachable"] and server["version"] == fake.version and server["address"] == fake.url
 
-    down = write_manifest(tmp_path, QWEN, host="http://127.0.0.1:9")
+    down = ollama_manifest(tmp_path, QWEN, host="http://127.0.0.1:9")
     result = run_cli("status", down)
     assert result.returncode == 0 and "not reachable" in result.stderr

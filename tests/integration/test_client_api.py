@@ -14,9 +14,10 @@ import pytest
 
 import provision
 from provision.errors import DeploymentError, UsageError
-from tests.cli import REPO_ROOT, run_cli
+from tests.cli_runner import REPO_ROOT, run_cli
 from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.vllm_server import FakeVLLM
+from tests.manifest_files import write_manifest
 from tests.tiny_model import tiny_model_dir  # noqa: F401 - a fixture
 
 QUESTION = [{"role": "user", "content": "one two three"}]
@@ -31,10 +32,10 @@ def served_folder(tmp_path: Path) -> Path:
 
 def test_hosted_api_streams_pieces_and_returns_a_whole_string(tmp_path: Path) -> None:
     with FakeVLLM(served_folder(tmp_path), ["served-chat"]) as server:
-        manifest = tmp_path / "m.yaml"
-        manifest.write_text(
+        manifest = write_manifest(
+            tmp_path,
             f"version: 1\ndeployments:\n  api: {{engine: openai, base_url: '{server.base_url}', "
-            "served_model: served-chat}\nsmoke_test: {max_tokens: 16, top_k: 4}\n"
+            "served_model: served-chat}\nsmoke_test: {max_tokens: 16, top_k: 4}\n",
         )
         with provision.connect(manifest, "api") as client:
             assert list(client.chat(QUESTION)) == ["one", " two", " three"]
@@ -56,11 +57,11 @@ def test_hosted_api_streams_pieces_and_returns_a_whole_string(tmp_path: Path) ->
 def test_ollama_streams_pieces_and_returns_a_whole_string(tmp_path: Path) -> None:
     with FakeOllama() as ollama:
         ollama.registry_add("qwen3:0.6b")
-        manifest = tmp_path / "m.yaml"
-        manifest.write_text(
+        manifest = write_manifest(
+            tmp_path,
             f"version: 1\nsettings: {{ollama: {{host: '{ollama.url}'}}}}\n"
             "models: {qwen: {source: 'ollama://qwen3:0.6b'}}\n"
-            "deployments: {pulled: {engine: ollama, model: qwen}}\n"
+            "deployments: {pulled: {engine: ollama, model: qwen}}\n",
         )
         assert run_cli("apply", manifest).returncode == 0
         client = provision.connect(manifest)  # the only deployment
@@ -72,10 +73,10 @@ def test_ollama_streams_pieces_and_returns_a_whole_string(tmp_path: Path) -> Non
 
 
 def test_transformers_streams_the_same_text_it_returns_whole(tmp_path: Path, tiny_model_dir: Path) -> None:  # noqa: F811
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(
+    manifest = write_manifest(
+        tmp_path,
         f"version: 1\nsettings: {{models_dir: models}}\nmodels: {{tiny: {{source: 'file://{tiny_model_dir}'}}}}\n"
-        "deployments: {local: {engine: transformers, model: tiny, device: cpu}}\n"
+        "deployments: {local: {engine: transformers, model: tiny, device: cpu}}\n",
     )
     assert run_cli("apply", manifest).returncode == 0
     with provision.connect(manifest, "local") as client:
@@ -91,10 +92,10 @@ def test_transformers_streams_the_same_text_it_returns_whole(tmp_path: Path, tin
 
 
 def test_connect_errors_are_provisions(tmp_path: Path) -> None:
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(
+    manifest = write_manifest(
+        tmp_path,
         "version: 1\nmodels: {qwen: {source: 'ollama://qwen3:0.6b'}}\n"
-        "deployments:\n  a: {engine: ollama, model: qwen}\n  b: {engine: ollama, model: qwen}\n"
+        "deployments:\n  a: {engine: ollama, model: qwen}\n  b: {engine: ollama, model: qwen}\n",
     )
     with pytest.raises(UsageError, match="has 2 deployments: say which") as caught:
         provision.connect(manifest)
@@ -119,13 +120,14 @@ def test_the_readme_example_runs(tmp_path: Path, tiny_model_dir: Path) -> None: 
     the same names: the hosted API is the vLLM stand-in, the local model the tiny one."""
     example = readme_example()
     with FakeVLLM(served_folder(tmp_path), ["deepseek-chat"], api_key="sk-readme") as server:
-        manifest = tmp_path / "dev.yaml"
-        manifest.write_text(
+        manifest = write_manifest(
+            tmp_path,
             f"version: 1\nsettings: {{models_dir: models}}\nmodels: {{tiny: {{source: 'file://{tiny_model_dir}'}}}}\n"
             "deployments:\n"
             f"  deepseek-api: {{engine: openai, base_url: '{server.base_url}', served_model: deepseek-chat,"
             " api_key: '${DEEPSEEK_API_KEY}'}\n"
-            "  deepseek-local: {engine: transformers, model: tiny, device: cpu}\n"
+            "  deepseek-local: {engine: transformers, model: tiny, device: cpu}\n",
+            name="dev.yaml",
         )
         env = {"DEEPSEEK_API_KEY": "sk-readme"}
         assert run_cli("apply", manifest, env=env).returncode == 0

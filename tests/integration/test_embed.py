@@ -11,10 +11,11 @@ import pytest
 
 import provision
 from provision.errors import DeploymentError, UsageError
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.embed_models import cls_model_dir, minilm_dir  # noqa: F401 - fixtures
 from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.vllm_server import FakeVLLM
+from tests.manifest_files import write_manifest
 
 SENTENCE = "A man is playing a guitar on the stage."
 
@@ -24,11 +25,11 @@ def cosine(a: list[float], b: list[float]) -> float:
 
 
 def local_manifest(tmp_path: Path, folder: Path, extra: str = "") -> Path:
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(
+    manifest = write_manifest(
+        tmp_path,
         "version: 1\nsettings: {models_dir: models}\n"
         f"models: {{enc: {{source: 'file://{folder}'}}}}\n"
-        f"deployments: {{vectors: {{engine: transformers, model: enc, task: embed, device: cpu{extra}}}}}\n"
+        f"deployments: {{vectors: {{engine: transformers, model: enc, task: embed, device: cpu{extra}}}}}\n",
     )
     assert run_cli("apply", manifest).returncode == 0
     return manifest
@@ -128,12 +129,12 @@ def test_ollama_embeds_with_truncate_false_and_proves_it(tmp_path: Path) -> None
         ollama.registry_add("qwen3:0.6b")
         ollama.embedding_models["all-minilm:latest"] = 48
         ollama.embed_context = 20
-        manifest = tmp_path / "m.yaml"
-        manifest.write_text(
+        manifest = write_manifest(
+            tmp_path,
             f"version: 1\nsettings: {{ollama: {{host: '{ollama.url}'}}}}\n"
             "models: {minilm: {source: 'ollama://all-minilm'}, qwen: {source: 'ollama://qwen3:0.6b'}}\n"
             "deployments:\n  vectors: {engine: ollama, model: minilm, task: embed, expect_dimension: 48}\n"
-            "  chatty: {engine: ollama, model: qwen, task: embed}\n"
+            "  chatty: {engine: ollama, model: qwen, task: embed}\n",
         )
         assert run_cli("apply", manifest).returncode == 0
         with provision.connect(manifest, "vectors") as client:
@@ -155,11 +156,11 @@ def test_ollama_embeds_with_truncate_false_and_proves_it(tmp_path: Path) -> None
 def test_openai_compatible_embeddings_and_a_server_without_them(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     with FakeVLLM(tmp_path, ["e5"], embedding_dimension=24) as pooling, FakeVLLM(tmp_path, ["e5"]) as chat_only:
-        manifest = tmp_path / "m.yaml"
-        manifest.write_text(
+        manifest = write_manifest(
+            tmp_path,
             "version: 1\ndeployments:\n"
             f"  hosted: {{engine: openai, base_url: '{pooling.base_url}', served_model: e5, task: embed}}\n"
-            f"  missing: {{engine: openai, base_url: '{chat_only.base_url}', served_model: e5, task: embed}}\n"
+            f"  missing: {{engine: openai, base_url: '{chat_only.base_url}', served_model: e5, task: embed}}\n",
         )
         with provision.connect(manifest, "hosted") as client:
             result = client.embeddings(["alpha beta", "gamma"])
@@ -194,11 +195,11 @@ def test_vllm_task_embed_runs_the_pooling_runner_and_proves_it(tmp_path: Path) -
     name = f"embed-{os.getpid()}"
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "config.json").write_text("{}")
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(
+    manifest = write_manifest(
+        tmp_path,
         "version: 1\nsettings: {models_dir: models}\nmodels: {enc: {source: 'file://src'}}\n"
         f"deployments:\n  {name}: {{engine: vllm, model: enc, task: embed, image: '{image}', port: {free_port()},"
-        " gpus: 0, startup_timeout: 60, expect_dimension: 32}\n"
+        " gpus: 0, startup_timeout: 60, expect_dimension: 32}\n",
     )
     try:
         assert run_cli("apply", manifest, timeout=180).returncode == 0

@@ -14,8 +14,9 @@ import pytest
 
 from provision import exitcodes
 from provision.cli import main
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes.vllm_server import FakeVLLM
+from tests.manifest_files import write_manifest
 
 BROKEN = Path(__file__).resolve().parents[1] / "manifests" / "broken" / "unknown-engine.yaml"
 
@@ -31,11 +32,9 @@ def manifest(tmp_path: Path) -> Path:
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "config.json").write_text('{"hidden_size": 8}', encoding="utf-8")
     (tmp_path / "src" / "weights.bin").write_bytes(bytes(range(256)) * 8)
-    path = tmp_path / "m.yaml"
-    path.write_text(
-        "version: 1\nsettings: {models_dir: models}\nmodels:\n  tiny: {source: file://src}\n", encoding="utf-8"
+    return write_manifest(
+        tmp_path, "version: 1\nsettings: {models_dir: models}\nmodels:\n  tiny: {source: file://src}\n"
     )
-    return path
 
 
 @pytest.fixture
@@ -103,8 +102,9 @@ def test_apply(manifest: Path, env: dict[str, str]) -> None:
     assert not (manifest.parent / "models").exists(), "a usage error changes nothing"
     _expect(run_cli("apply", manifest, "--locked", env=env), exitcodes.FAILED)  # not in the lock: refused
     _expect(run_cli("apply", manifest, env=env), exitcodes.OK)
-    missing = manifest.with_name("missing.yaml")
-    missing.write_text("version: 1\nmodels:\n  gone: {source: file://nowhere}\n", encoding="utf-8")
+    missing = write_manifest(
+        manifest.parent, "version: 1\nmodels:\n  gone: {source: file://nowhere}\n", name="missing.yaml"
+    )
     _expect(run_cli("apply", missing, env=env), exitcodes.FAILED)
 
 
@@ -150,20 +150,20 @@ def test_check_hardware(manifest: Path, env: dict[str, str]) -> None:
     needy = manifest.read_text(encoding="utf-8") + (
         "deployments:\n  chat: {engine: transformers, model: tiny, requires: {min_gpus: 64}}\n"
     )
-    manifest.write_text(needy, encoding="utf-8")
+    write_manifest(manifest.parent, needy)
     _expect(run_cli("check-hardware", manifest, env=env), exitcodes.FAILED)
 
 
 def test_smoke_test(tmp_path: Path, env: dict[str, str]) -> None:
     (tmp_path / "config.json").write_text("{}", encoding="utf-8")
     with FakeVLLM(tmp_path, ["qwen3"]) as server:
-        path = tmp_path / "s.yaml"
-        path.write_text(
+        path = write_manifest(
+            tmp_path,
             "version: 1\nmodels:\n  tiny: {source: file://absent}\ndeployments:\n"
             f"  api: {{engine: openai, base_url: '{server.base_url}', served_model: qwen3}}\n"
             "  local: {engine: transformers, model: tiny}\n"
             "smoke_test: {max_tokens: 8, timeout: 30}\n",
-            encoding="utf-8",
+            name="s.yaml",
         )
         _expect(run_cli("smoke-test", path, "api", env=env), exitcodes.OK)
         _expect(run_cli("smoke-test", path, "local", env=env), exitcodes.FAILED)  # no model folder

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.apply_support import hub_manifest, payload
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes.hf_hub import FakeHFHub
 
 FILES = {"config.json": b'{"hidden_size": 64}', "model.safetensors": payload(300_000, 7)}

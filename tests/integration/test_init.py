@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from tests.apply_support import TINY_FILES
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes.hf_hub import FakeHFHub
 from tests.fakes.ollama_server import FakeOllama
 

@@ -3,7 +3,6 @@ run Ollama: a published 127.0.0.1 port, reached through ``OLLAMA_HOST=host:port`
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -11,7 +10,8 @@ import httpx
 import ollama
 import pytest
 
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
+from tests.manifest_files import lock_of, write_manifest
 
 
 def wait_for(url: str, container: object, seconds: float = 60) -> None:
@@ -45,18 +45,18 @@ def test_apply_pulls_through_ollama_in_a_container(tmp_path: Path) -> None:
         port = container.attrs["NetworkSettings"]["Ports"]["11434/tcp"][0]["HostPort"]
         url = f"http://127.0.0.1:{port}"
         wait_for(url, container)
-        manifest = tmp_path / "m.yaml"
-        manifest.write_text(
+        manifest = write_manifest(
+            tmp_path,
             "version: 1\nmodels:\n  qwen: {source: 'ollama://qwen3:0.6b'}\n"
             "  mine: {source: 'ollama://llama3:8b'}\n"
-            "deployments:\n  chat: {engine: ollama, model: qwen}\n"
+            "deployments:\n  chat: {engine: ollama, model: qwen}\n",
         )
         env = {"OLLAMA_HOST": f"127.0.0.1:{port}"}
 
         result = run_cli("apply", manifest, env=env)
         assert result.returncode == 0, result.stderr
         listed = {m.model: m.digest for m in ollama.Client(host=url).list().models}
-        lock = json.loads(manifest.with_name("m.lock.json").read_text())["models"]
+        lock = lock_of(manifest)["models"]
         assert lock["qwen"]["digest"] == listed["qwen3:0.6b"]
         assert lock["mine"]["digest"] == listed["llama3:8b"]
 

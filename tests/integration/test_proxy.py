@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.apply_support import hub_manifest, lock_of, payload
-from tests.cli import run_cli
+from tests.apply_support import hub_manifest, payload
+from tests.cli_runner import run_cli
 from tests.fakes.hf_hub import FakeHFHub
 from tests.fakes.proxy import FakeProxy
+from tests.manifest_files import lock_of
 
 FILES = {"config.json": b'{"hidden_size": 64}', "model.safetensors": payload(300_000, 11)}
 PASSWORD = "proxy_canary_PASS_93b1"  # must never appear in output, state or lock

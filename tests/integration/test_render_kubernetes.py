@@ -23,11 +23,12 @@ import pytest
 import yaml
 
 from provision.render.kubernetes import FETCH_IMAGE
-from tests.apply_support import TINY_FILES, lock_of
-from tests.cli import run_cli
+from tests.apply_support import TINY_FILES
+from tests.cli_runner import run_cli
 from tests.fakes.docker_env import build_python_image, ensure_engine
 from tests.fakes.hf_hub import FakeCDN, FakeHFHub
 from tests.fakes.modelscope_hub import FakeModelScopeHub
+from tests.manifest_files import lock_of, write_manifest
 
 TOKEN = "hub-token-canary-3c9e1b7a"
 API_KEY = "api-key-canary-77d2e0c4"
@@ -48,15 +49,14 @@ class Hub:
             self.server.faults.corrupt = {path}
 
     def manifest(self, tmp_path: Path) -> Path:
-        path = tmp_path / "m.yaml"
-        path.write_text(
+        return write_manifest(
+            tmp_path,
             "version: 1\nsettings:\n  models_dir: models\n"
             f"  {SETTINGS[self.scheme]}: {{endpoint: '{self.server.url}', token: '${{HUB_TOKEN}}'}}\n"
             f"models:\n  tiny: {{source: '{self.scheme}://org/tiny'}}\n"
             "deployments:\n  chat: {engine: vllm, model: tiny, gpus: 1, api_key: '${API_KEY}'}\n"
-            "  local: {engine: transformers, model: tiny}\n"
+            "  local: {engine: transformers, model: tiny}\n",
         )
-        return path
 
 
 @pytest.fixture(params=["hf", "ms"])
@@ -247,8 +247,7 @@ def test_the_download_step_without_the_token_secret_fails_on_a_private_model(
     "args", [(), ("-o", "out", "--stdout"), ("--stdout", "--json"), ("--stdout", "--namespace", "A")]
 )
 def test_render_refuses_bad_command_lines_with_exit_2(tmp_path: Path, args: tuple[str, ...]) -> None:
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text("version: 1\n")
+    manifest = write_manifest(tmp_path, "version: 1\n")
     result = run_cli("render", "kubernetes", manifest, *args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr

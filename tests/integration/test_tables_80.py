@@ -16,10 +16,11 @@ import pytest
 from rich.cells import cell_len
 
 from tests.apply_support import TINY_FILES
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes.hf_hub import FakeHFHub
 from tests.fakes.vllm_server import FakeVLLM
 from tests.integration.test_terminal import run_in_terminal
+from tests.manifest_files import write_manifest
 
 LONG_REPO = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B-with-a-long-tail"
 _NUMBER = re.compile(r"^[(]?[-+]?[\d.,:/]+(ms|s|%|x)?[),.]?$")
@@ -34,8 +35,8 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict
     (root / "config.json").write_text("{}", encoding="utf-8")
     with FakeHFHub() as hub, FakeVLLM(root, ["qwen3"]) as api:
         hub.add_repo(LONG_REPO, TINY_FILES)
-        manifest = root / "m.yaml"
-        manifest.write_text(
+        manifest = write_manifest(
+            root,
             f"""version: 1
 settings: {{models_dir: models, huggingface: {{endpoint: '{hub.url}'}}}}
 models:
@@ -46,7 +47,6 @@ deployments:
   hosted-api-with-a-long-name: {{engine: openai, base_url: '{api.base_url}', served_model: qwen3}}
 smoke_test: {{max_tokens: 8, timeout: 30}}
 """,
-            encoding="utf-8",
         )
         env = {"PROVISION_STATE_DIR": str(root / "state"), "OLLAMA_HOST": "http://127.0.0.1:9"}
         assert run_cli("apply", manifest, "--only", "local-checkpoint", env=env).returncode == 0

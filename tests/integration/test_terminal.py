@@ -12,7 +12,7 @@ import termios
 from pathlib import Path
 
 from tests.apply_support import hub_manifest, payload
-from tests.cli import REPO_ROOT
+from tests.cli_runner import REPO_ROOT
 from tests.fakes.hf_hub import FakeHFHub
 
 FILES = {"config.json": b'{"hidden_size": 64}', "model.safetensors": payload(2 << 20, 5)}

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes._server import free_port
+from tests.manifest_files import write_manifest
 
 pytestmark = pytest.mark.docker
 
@@ -70,7 +71,8 @@ def foreign(docker_client) -> Iterator[Callable[..., object]]:  # type: ignore[n
 
 
 def write(manifest: Path, port: int, *, name: str = DEP, extra: str = "") -> Path:
-    manifest.write_text(
+    write_manifest(
+        manifest.parent,
         "version: 1\n"
         "settings: {models_dir: models}\n"
         "models:\n"
@@ -83,7 +85,8 @@ def write(manifest: Path, port: int, *, name: str = DEP, extra: str = "") -> Pat
         f"    port: {port}\n"
         "    gpus: 0\n"
         "    startup_timeout: 60\n"
-        f"{extra}"
+        f"{extra}",
+        name=manifest.name,
     )
     return manifest
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes._server import free_port
+from tests.manifest_files import write_manifest
 from tests.real_vllm import IMAGE, SERVER_ARGS, SERVER_ENV, client_checks, converted_smollm2, ensure_image, request
 
 # Each step may take minutes on a busy machine (a vfs copy of the 2.6 GB image per container).
@@ -30,7 +31,8 @@ START = 900  # startup_timeout: generous, the machine may be busy
 
 def write(manifest: Path, model: Path, port: int, *, args: list[str] = SERVER_ARGS, name: str = DEP) -> None:
     env = ", ".join(f"{k}: '{v}'" for k, v in SERVER_ENV.items())
-    manifest.write_text(
+    write_manifest(
+        manifest.parent,
         "version: 1\n"
         "settings: {models_dir: models}\n"
         "models:\n"
@@ -53,7 +55,8 @@ def write(manifest: Path, model: Path, port: int, *, args: list[str] = SERVER_AR
         "    - {role: user, content: 'What is the capital of France?'}\n"
         "  max_tokens: 32\n"
         "  temperature: 0\n"
-        "  timeout: 300\n"
+        "  timeout: 300\n",
+        name=manifest.name,
     )
 
 
@@ -120,8 +123,8 @@ def test_api_key_gives_401_without_it_and_passes_with_it(served: tuple[Path, int
 
 def test_the_openai_engine_against_the_same_server(served: tuple[Path, int], tmp_path: Path) -> None:
     _, port = served
-    hosted = tmp_path / "hosted.yaml"
-    hosted.write_text(
+    hosted = write_manifest(
+        tmp_path,
         "version: 1\n"
         "deployments:\n"
         "  remote:\n"
@@ -132,7 +135,8 @@ def test_the_openai_engine_against_the_same_server(served: tuple[Path, int], tmp
         "    expect: '(?i)paris'\n"
         "smoke_test:\n"
         "  messages: [{role: user, content: 'What is the capital of France?'}]\n"
-        "  max_tokens: 32\n  temperature: 0\n  timeout: 300\n"
+        "  max_tokens: 32\n  temperature: 0\n  timeout: 300\n",
+        name="hosted.yaml",
     )
     row = smoke(hosted, KEY)
     assert row["passed"], row

@@ -24,6 +24,7 @@ from tests.fakes._server import Recorded, Request
 from tests.fakes.hf_hub import FakeHFHub
 from tests.fakes.modelscope_hub import FakeModelScopeHub
 from tests.fakes.ollama_server import FakeOllama
+from tests.manifest_files import lock_path, write_manifest
 
 # Files huggingface_hub's own ``local_dir`` bookkeeping keeps (documented in the README).
 HF_BOOKKEEPING = ".cache/huggingface/"
@@ -31,10 +32,9 @@ HF_BOOKKEEPING = ".cache/huggingface/"
 TEMP_SUFFIXES = (".part", ".tmp", ".incomplete", ".lock")
 
 
-def write_manifest(tmp_path: Path, settings: str, models: str, extra: str = "") -> Path:
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(f"version: 1\nsettings:\n  models_dir: models\n{settings}models:\n{models}{extra}")
-    return manifest
+def models_manifest(tmp_path: Path, settings: str, models: str, extra: str = "") -> Path:
+    """``tmp_path/m.yaml``: ``models`` placed under ``models/``, with these ``settings`` lines."""
+    return write_manifest(tmp_path, f"version: 1\nsettings:\n  models_dir: models\n{settings}models:\n{models}{extra}")
 
 
 def hf_settings(url: str) -> str:
@@ -170,7 +170,7 @@ def read_json(path: Path) -> Any:
 
 def assert_bookkeeping_parses(manifest: Path, state_dir: Path) -> None:
     """Lock and state are whole JSON documents, with no temporary sibling left beside them."""
-    lock = manifest.with_name(manifest.stem + ".lock.json")
+    lock = lock_path(manifest)
     if lock.exists():
         assert read_json(lock)["version"] == 1
     state = state_dir / "state.json"

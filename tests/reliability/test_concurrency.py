@@ -6,14 +6,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.cli import run_cli, start_cli
+from tests.cli_runner import run_cli, start_cli
 from tests.fakes.hf_hub import FakeHFHub
+from tests.manifest_files import lock_of
 from tests.reliability._support import (
     hf_settings,
     leftovers,
+    models_manifest,
     payload,
-    read_json,
-    write_manifest,
 )
 
 FILES = {"config.json": b"{}", "model.safetensors": payload(4 << 20, 21)}
@@ -23,7 +23,7 @@ def test_second_apply_fails_fast_naming_the_holder(tmp_path: Path) -> None:
     with FakeHFHub() as hub:
         hub.add_repo("org/tiny", FILES)
         hub.faults.throttle_bps = 2 << 20  # the first apply holds the run lock for ~2 s
-        manifest = write_manifest(tmp_path, hf_settings(hub.url), "  tiny: {source: hf://org/tiny}\n")
+        manifest = models_manifest(tmp_path, hf_settings(hub.url), "  tiny: {source: hf://org/tiny}\n")
         first = start_cli("apply", manifest)
         partial = tmp_path / "models" / "tiny" / ".cache" / "provision" / "partial"
         deadline = time.monotonic() + 30
@@ -41,7 +41,7 @@ def test_second_apply_fails_fast_naming_the_holder(tmp_path: Path) -> None:
     assert run_cli("verify", manifest).returncode == 0
     assert (tmp_path / "models" / "tiny" / "model.safetensors").read_bytes() == FILES["model.safetensors"]
     assert leftovers(tmp_path / "models") == []
-    assert read_json(manifest.with_name("m.lock.json"))["models"]["tiny"]["files"].keys() == FILES.keys()
+    assert lock_of(manifest)["models"]["tiny"]["files"].keys() == FILES.keys()
     # the lock is free again: a third apply is a no-op
     again = run_cli("apply", manifest)
     assert again.returncode == 0 and "no changes" in again.stdout

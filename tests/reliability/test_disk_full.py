@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes.hf_hub import FakeHFHub
+from tests.manifest_files import lock_path
 from tests.reliability._support import (
     hf_settings,
     leftovers,
+    models_manifest,
     payload,
-    read_json,
-    write_manifest,
 )
 
 SIZE = "8m"
@@ -67,7 +67,7 @@ class BallastHub(FakeHFHub):
 def test_preflight_refuses_a_model_larger_than_the_disk(tmp_path: Path, small_disk: Path) -> None:
     with FakeHFHub() as hub:
         hub.add_repo("org/big", BIG)
-        manifest = write_manifest(tmp_path, hf_settings(hub.url), "  big: {source: hf://org/big}\n")
+        manifest = models_manifest(tmp_path, hf_settings(hub.url), "  big: {source: hf://org/big}\n")
         result = run_cli("apply", manifest)
         assert result.returncode == 1, result.stdout + result.stderr
         assert "not enough disk" in result.stderr and "12.0 MiB to download" in result.stderr, result.stderr
@@ -81,7 +81,7 @@ def test_disk_full_mid_download_fails_cleanly_then_resumes(tmp_path: Path, small
     with BallastHub(ballast, leave=2 << 20) as hub:
         hub.add_repo("org/fits", FITS)
         hub.faults.throttle_bps = 8 << 20  # the ballast lands while the body still streams
-        manifest = write_manifest(tmp_path, hf_settings(hub.url), "  fits: {source: hf://org/fits}\n")
+        manifest = models_manifest(tmp_path, hf_settings(hub.url), "  fits: {source: hf://org/fits}\n")
         result = run_cli("apply", manifest)
         assert hub.filled
         assert result.returncode == 1, result.stdout + result.stderr
@@ -89,11 +89,7 @@ def test_disk_full_mid_download_fails_cleanly_then_resumes(tmp_path: Path, small
         assert "Traceback" not in result.stderr
         model_dir = small_disk / "fits"
         assert not (model_dir / "model.safetensors").exists(), "a partial file was placed at the final path"
-        assert (
-            "fits" not in read_json(manifest.with_name("m.lock.json")).get("models", {})
-            if manifest.with_name("m.lock.json").exists()
-            else True
-        )
+        assert not lock_path(manifest).exists(), "the only model failed: there is nothing to lock"
         kept = sum(p.stat().st_size for p in model_dir.rglob("*.part"))
 
         os.unlink(ballast)  # room again

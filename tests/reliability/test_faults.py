@@ -19,16 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes._server import Recorded, Request
 from tests.fakes.hf_hub import Blob, FakeHFHub, Faults
+from tests.manifest_files import lock_of
 from tests.reliability._support import (
     hf_settings,
     leftovers,
+    models_manifest,
     orphans,
     payload,
-    read_json,
-    write_manifest,
 )
 
 BAD = {"config.json": b'{"hidden_size": 8}', "weights.bin": payload(300_000, 11)}
@@ -133,7 +133,7 @@ def assert_good_landed_and_bad_clean(tmp_path: Path, manifest: Path) -> None:
     for rel, data in BAD.items():
         target = models / "bad" / rel
         assert not target.exists() or target.read_bytes() == data
-    lock = read_json(manifest.with_name("m.lock.json"))
+    lock = lock_of(manifest)
     assert "good" in lock["models"] and "bad" not in lock["models"]
 
 
@@ -143,7 +143,7 @@ def recover(tmp_path: Path, manifest: Path, hub: FaultyHub) -> None:
     result = run_cli("apply", manifest)
     assert result.returncode == 0, result.stdout + result.stderr
     assert run_cli("verify", manifest).returncode == 0
-    lock = read_json(manifest.with_name("m.lock.json"))
+    lock = lock_of(manifest)
     for rel, data in BAD.items():
         assert (tmp_path / "models" / "bad" / rel).read_bytes() == data
     assert leftovers(tmp_path / "models") == [] and orphans(tmp_path / "models", lock) == []
@@ -163,7 +163,7 @@ TRANSIENT = {
 @pytest.mark.parametrize("fault", sorted(TRANSIENT))
 def test_transient_fault_is_retried_and_the_apply_succeeds(tmp_path: Path, hub: FaultyHub, fault: str) -> None:
     TRANSIENT[fault](hub.bad_faults)
-    manifest = write_manifest(tmp_path, hf_settings(hub.url), MODELS)
+    manifest = models_manifest(tmp_path, hf_settings(hub.url), MODELS)
     result = run_cli("apply", manifest, env=TIMEOUT_ENV)
     assert result.returncode == 0, result.stdout + result.stderr
     assert sum(hub.gets_of("org/bad", rel) for rel in BAD) > len(BAD), "no file of org/bad was retried"
@@ -190,7 +190,7 @@ def test_persistent_fault_gives_up_naming_the_file_and_spares_the_other_model(
 ) -> None:
     arm, symptom = PERSISTENT[fault]
     arm(hub.bad_faults)
-    manifest = write_manifest(tmp_path, hf_settings(hub.url), MODELS)
+    manifest = models_manifest(tmp_path, hf_settings(hub.url), MODELS)
     result = run_cli("apply", manifest, env=TIMEOUT_ENV)
     assert result.returncode == 1, result.stdout + result.stderr
     [line] = [line for line in result.stderr.splitlines() if "model.bad" in line]
@@ -206,7 +206,7 @@ def test_persistent_fault_gives_up_naming_the_file_and_spares_the_other_model(
 
 def test_a_corrupt_body_is_never_placed_and_the_other_model_lands(tmp_path: Path, hub: FaultyHub) -> None:
     hub.bad_faults.corrupt = {"weights.bin"}
-    manifest = write_manifest(tmp_path, hf_settings(hub.url), MODELS)
+    manifest = models_manifest(tmp_path, hf_settings(hub.url), MODELS)
     result = run_cli("apply", manifest)
     assert result.returncode == 1
     assert "weights.bin" in result.stderr and "sha256" in result.stderr and "Traceback" not in result.stderr

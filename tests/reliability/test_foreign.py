@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes._server import free_port
 from tests.fakes.ollama_server import FakeOllama
+from tests.manifest_files import write_manifest
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -49,7 +50,8 @@ def test_foreign_things_survive_every_command(tmp_path: Path) -> None:
         with FakeOllama() as ollama:
             ollama.registry_add("qwen3:0.6b")
             mine = ollama.preinstall("llama3:8b")
-            manifest.write_text(
+            write_manifest(
+                tmp_path,
                 "version: 1\n"
                 f"settings: {{models_dir: models, ollama: {{host: '{ollama.url}'}}}}\n"
                 "models:\n  tiny: {source: 'file://src'}\n  qwen: {source: 'ollama://qwen3:0.6b'}\n"
@@ -57,7 +59,7 @@ def test_foreign_things_survive_every_command(tmp_path: Path) -> None:
                 f"  {DEP}: {{engine: vllm, model: tiny, image: provision-test/vllm-fake:1, port: {free_port()},"
                 " gpus: 0, startup_timeout: 60}\n"
                 "  chat: {engine: ollama, model: qwen}\n"
-                "smoke_test: {max_tokens: 4, timeout: 30}\n"
+                "smoke_test: {max_tokens: 4, timeout: 30}\n",
             )
             for command in COMMANDS:
                 result = run_cli(*command, manifest, timeout=180)

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import run_cli, start_cli
+from tests.cli_runner import run_cli, start_cli
+from tests.manifest_files import lock_of
 from tests.reliability._support import (
     KillableHFHub,
     KillableMSHub,
@@ -34,12 +35,12 @@ from tests.reliability._support import (
     assert_no_stray_temp,
     hf_settings,
     leftovers,
+    models_manifest,
     ms_settings,
     ollama_settings,
     orphans,
     payload,
     read_json,
-    write_manifest,
 )
 
 pytestmark = pytest.mark.slow
@@ -146,7 +147,7 @@ def run_trials(
 
 def check_file_model(tmp_path: Path, manifest: Path) -> None:
     models = tmp_path / "models"
-    lock = read_json(manifest.with_name("m.lock.json"))
+    lock = lock_of(manifest)
     for rel, data in FILES.items():
         assert (models / "tiny" / rel).read_bytes() == data
         assert lock["models"]["tiny"]["files"][rel]["sha256"] == hashlib.sha256(data).hexdigest()
@@ -168,7 +169,7 @@ def test_hub_apply_survives_ten_kills(tmp_path: Path, scheme: str, seed: int) ->
     with hub_class() as hub:
         hub.add_repo("org/tiny", FILES)
         hub.faults.throttle_bps = THROTTLE
-        manifest = write_manifest(tmp_path, settings(hub.url), f"  tiny: {{source: {scheme}://org/tiny}}\n")
+        manifest = models_manifest(tmp_path, settings(hub.url), f"  tiny: {{source: {scheme}://org/tiny}}\n")
         model_dir = tmp_path / "models" / "tiny"
         run_trials(
             tmp_path,
@@ -191,7 +192,7 @@ def ollama() -> Iterator[KillableOllama]:
 
 
 def test_ollama_pull_survives_ten_kills(tmp_path: Path, ollama: KillableOllama, seed: int) -> None:
-    manifest = write_manifest(tmp_path, ollama_settings(ollama.url), "  qwen: {source: 'ollama://qwen3:0.6b'}\n")
+    manifest = models_manifest(tmp_path, ollama_settings(ollama.url), "  qwen: {source: 'ollama://qwen3:0.6b'}\n")
 
     def lines_left() -> int:
         """NDJSON lines a pull still streams: "bytes" for this source (see KillableOllama)."""
@@ -216,7 +217,7 @@ def test_ollama_pull_survives_ten_kills(tmp_path: Path, ollama: KillableOllama, 
     )
     digest = ollama.registry["qwen3:0.6b"].digest
     assert "qwen3:0.6b" in ollama.local and not ollama.partial
-    assert read_json(manifest.with_name("m.lock.json"))["models"]["qwen"]["digest"] == digest
+    assert lock_of(manifest)["models"]["qwen"]["digest"] == digest
     [entry] = read_json(tmp_path / "state" / "state.json")["manifests"].values()
     record = entry["models"]["qwen"]
     # provision pulled it: destroy must remove it, even when a kill hit right after the pull

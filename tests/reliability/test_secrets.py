@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes._server import free_port
 from tests.fakes.hf_hub import FakeHFHub
 from tests.fakes.modelscope_hub import FakeModelScopeHub
 from tests.fakes.vllm_server import FakeVLLM
+from tests.manifest_files import lock_path, write_manifest
 from tests.reliability._support import payload, secrets_in
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -61,8 +62,8 @@ def servers(tmp_path: Path) -> Iterator[tuple[FakeHFHub, FakeModelScopeHub, Fake
 def write(tmp_path: Path, hf: FakeHFHub, ms: FakeModelScopeHub, api: FakeVLLM) -> Path:
     (tmp_path / "src").mkdir(exist_ok=True)
     (tmp_path / "src" / "config.json").write_text(json.dumps({"max_position_embeddings": 512}))
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(
+    manifest = write_manifest(
+        tmp_path,
         "version: 1\n"
         "settings:\n"
         "  models_dir: models\n"
@@ -79,7 +80,7 @@ def write(tmp_path: Path, hf: FakeHFHub, ms: FakeModelScopeHub, api: FakeVLLM) -
         "    engine: vllm\n    model: tiny\n    image: provision-test/vllm-fake:1\n"
         f"    port: {free_port()}\n    gpus: 0\n    startup_timeout: 60\n"
         "    api_key: '${VLLM_API_KEY}'\n    args: [--max-model-len, '512']\n"
-        "smoke_test: {max_tokens: 8, timeout: 30}\n"
+        "smoke_test: {max_tokens: 8, timeout: 30}\n",
     )
     return manifest
 
@@ -120,7 +121,7 @@ def test_canaries_never_leak(tmp_path: Path, servers, docker_client) -> None:  #
     assert any(r.headers.get("authorization") == f"Bearer {CANARIES['HF_TOKEN']}" for r in hf.requests)
     text = "\n".join(seen + inspected)
     leaks = [(name, "output or inspect") for name, value in CANARIES.items() if value in text]
-    files = [manifest.with_name("m.lock.json"), *(tmp_path / "state").rglob("*")]
+    files = [lock_path(manifest), *(tmp_path / "state").rglob("*")]
     files += [p for p in (tmp_path / "models").rglob("*") if ".cache" in p.parts]  # bookkeeping we write
     leaks += secrets_in(files, list(CANARIES.values()))
     assert leaks == [], leaks

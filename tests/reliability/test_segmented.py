@@ -18,16 +18,16 @@ import pytest
 
 from provision import segments
 from provision.download import CHUNK_SIZE
-from tests.cli import run_cli, start_cli
+from tests.cli_runner import run_cli, start_cli
 from tests.fakes.hf_hub import FakeCDN, FakeHFHub
+from tests.manifest_files import lock_of
 from tests.reliability._support import (
     KillableHFHub,
     assert_final_paths_hold_only_good_bytes,
     hf_settings,
     leftovers,
+    models_manifest,
     payload,
-    read_json,
-    write_manifest,
 )
 
 pytestmark = pytest.mark.slow
@@ -45,7 +45,7 @@ def seed() -> int:
 
 
 def manifest_for(tmp_path: Path, url: str, extra_settings: str = "") -> Path:
-    return write_manifest(tmp_path, hf_settings(url) + extra_settings, "  tiny: {source: hf://org/tiny}\n")
+    return models_manifest(tmp_path, hf_settings(url) + extra_settings, "  tiny: {source: hf://org/tiny}\n")
 
 
 def big_gets(hub: FakeHFHub) -> list[str]:
@@ -66,7 +66,7 @@ def on_disk(model: Path) -> int:
 def assert_placed(tmp_path: Path) -> None:
     model = tmp_path / "models" / "tiny"
     assert (model / "model.safetensors").read_bytes() == BIG
-    lock = read_json(tmp_path / "m.lock.json")
+    lock = lock_of(tmp_path / "m.yaml")
     assert lock["models"]["tiny"]["files"]["model.safetensors"]["sha256"] == hashlib.sha256(BIG).hexdigest()
     assert leftovers(tmp_path / "models") == []  # no partial, no record, no record's temp
 

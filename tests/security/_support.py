@@ -12,6 +12,7 @@ from typing import Any
 from click.testing import CliRunner, Result
 
 from provision.cli import main
+from tests.apply_support import hub_manifest
 
 GOOD_FILES = {"config.json": b'{"good": true}', "weights.bin": b"w" * 5000}
 BAD_FILES = {"config.json": b'{"bad": 1}', "weights.bin": b"b" * 3000}
@@ -45,13 +46,7 @@ def outside(paths: set[str], *allowed: str) -> set[str]:
 def two_model_manifest(
     root: Path, endpoint: str, scheme: str, *, bad_repo: str = "evil/bad", good_repo: str = "org/good"
 ) -> Path:
-    key = {"hf": "huggingface", "ms": "modelscope"}[scheme]
-    manifest = root / "m.yaml"
-    manifest.write_text(
-        f"version: 1\nsettings:\n  models_dir: models\n  {key}: {{endpoint: '{endpoint}'}}\n"
-        f"models:\n  bad: {{source: '{scheme}://{bad_repo}'}}\n  good: {{source: '{scheme}://{good_repo}'}}\n"
-    )
-    return manifest
+    return hub_manifest(root, endpoint, scheme, bad=bad_repo, good=good_repo)
 
 
 def invoke(*args: str, env: Mapping[str, str] | None = None) -> Result:

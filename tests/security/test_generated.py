@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests.fakes.hostile_hub import HostileHFHub, HostileMSHub
+from tests.manifest_files import lock_path
 from tests.security._support import (
     BAD_FILES,
     GOOD_FILES,
@@ -259,7 +260,7 @@ def test_generated_lock_tampering(
     root = _case_dir(tmp_path)
     manifest = two_model_manifest(root, hf_hub.url, "hf")
     assert _apply(root, manifest).exit_code == 0
-    lock_file = root / "m.lock.json"
+    lock_file = lock_path(manifest)
     lock = json.loads(lock_file.read_text())
     model, where, value = tamper
     _tamper(lock, lock["models"][model], where, value, new_key)

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from tests.apply_support import lock_of
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes.hf_hub import FakeHFHub
 from tests.fakes.hostile_hub import HostileHFHub, HostileMSHub
+from tests.manifest_files import lock_of
 from tests.security._support import (
     BAD_FILES,
     GOOD_FILES,

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.apply_support import lock_of
-from tests.cli import run_cli
+from provision import exitcodes
+from tests.cli_runner import run_cli
 from tests.fakes.hf_hub import FakeHFHub
+from tests.manifest_files import lock_of, lock_path, write_manifest
 from tests.security._support import GOOD_FILES, exited_cleanly, invoke, json_of, tree
 
 FILES = {**GOOD_FILES, "extra.txt": b"extra"}
@@ -27,12 +29,11 @@ def hub() -> Any:
 
 
 def _manifest(tmp_path: Path, hub: FakeHFHub, extra: str = "") -> Path:
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(
+    return write_manifest(
+        tmp_path,
         f"version: 1\nsettings:\n  models_dir: models\n  huggingface: {{endpoint: '{hub.url}'}}\n"
-        f"models:\n  good: {{source: 'hf://org/good'{extra}}}\n"
+        f"models:\n  good: {{source: 'hf://org/good'{extra}}}\n",
     )
-    return manifest
 
 
 def _applied(tmp_path: Path, hub: FakeHFHub) -> Path:
@@ -46,7 +47,7 @@ def test_lock_path_outside_the_folder_is_exit_2_and_never_hashed_or_deleted(tmp_
     manifest = _applied(tmp_path, hub)
     victim = tmp_path / "victim.txt"
     victim.write_bytes(b"precious")
-    lock_file = manifest.with_name("m.lock.json")
+    lock_file = lock_path(manifest)
     lock = json.loads(lock_file.read_text())
     lock["models"]["good"]["files"]["../../victim.txt"] = {"size": 8, "sha256": "0" * 64}
     lock_file.write_text(json.dumps(lock))
@@ -77,7 +78,7 @@ def test_lock_path_outside_the_folder_is_exit_2_and_never_hashed_or_deleted(tmp_
 )
 def test_lock_wrong_type_is_exit_2_naming_the_field(tmp_path: Path, hub: FakeHFHub, field: str, value: Any) -> None:
     manifest = _applied(tmp_path, hub)
-    lock_file = manifest.with_name("m.lock.json")
+    lock_file = lock_path(manifest)
     lock = json.loads(lock_file.read_text())
     lock["models"]["good"]["files"]["config.json"][field] = value
     lock_file.write_text(json.dumps(lock))
@@ -86,9 +87,44 @@ def test_lock_wrong_type_is_exit_2_naming_the_field(tmp_path: Path, hub: FakeHFH
     assert f"files.config.json.{field}" in result.output and "'good'" in result.output, result.output
 
 
+SPOILED: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    # a wrong type, as a bad merge or a hand edit leaves it: (spoil the entry, the message's field)
+    "files-a-string": (
+        lambda entry: entry.update(files="config.json"),
+        "field files: Input should be a valid dictionary",
+    ),
+    "size-a-string": (
+        lambda entry: entry["files"]["config.json"].update(size="12"),
+        "field files.config.json.size: Input should be a valid integer",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", ["apply", "status", "verify"])
+@pytest.mark.parametrize("spoil", sorted(SPOILED))
+def test_a_spoiled_lock_is_exit_2_naming_the_lock_file(
+    tmp_path: Path, hub: FakeHFHub, command: str, spoil: str
+) -> None:
+    manifest = _applied(tmp_path, hub)
+    lock = lock_of(manifest)
+    change, message = SPOILED[spoil]
+    change(lock["models"]["good"])
+    lock_path(manifest).write_text(json.dumps(lock))
+    spoiled = lock_path(manifest).read_bytes()
+    gets = hub.file_gets()
+    result = run_cli(command, manifest)
+    assert result.returncode == exitcodes.USAGE, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: {lock_path(manifest)}: entry 'good', {message}",
+        "  hint: restore the lock file from version control, or delete it and run `provision apply --update`",
+    ]
+    assert lock_path(manifest).read_bytes() == spoiled, "a lock that cannot be read is never rewritten"
+    assert hub.file_gets() == gets
+
+
 def test_lock_resolved_cannot_steer_urls(tmp_path: Path, hub: FakeHFHub) -> None:
     manifest = _applied(tmp_path, hub)
-    lock_file = manifest.with_name("m.lock.json")
+    lock_file = lock_path(manifest)
     lock = json.loads(lock_file.read_text())
     lock["models"]["good"]["resolved"] = "../../../evil"
     lock_file.write_text(json.dumps(lock))

@@ -14,8 +14,9 @@ import pytest
 from provision.files import human_bytes
 from provision.report import literal, print_json, printable
 from tests.apply_support import hub_manifest, payload
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes.hf_hub import Blob, FakeHFHub, RepoFile
+from tests.manifest_files import write_manifest
 
 ESC_NAME = "evil\x1b]0;pwned\x07\x1b[2J.bin"  # sets the terminal title, clears the screen
 MARKUP_NAME = "[bold]w[/bold].bin"
@@ -64,8 +65,7 @@ def test_json_output_escapes_c1_controls(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_markup_in_a_manifest_value_does_not_crash_the_error_handler(tmp_path: Path) -> None:
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text('version: 1\nmodels: {}\ndeployments:\n  d: {engine: vllm, model: "[/]"}\n')
+    manifest = write_manifest(tmp_path, 'version: 1\nmodels: {}\ndeployments:\n  d: {engine: vllm, model: "[/]"}\n')
     result = run_cli("validate", manifest)
     assert result.returncode == 2, result.stderr
     assert "unknown model '[/]'" in result.stderr and "Traceback" not in result.stderr, result.stderr
@@ -74,8 +74,7 @@ def test_markup_in_a_manifest_value_does_not_crash_the_error_handler(tmp_path: P
 def test_markup_in_a_path_is_shown_literally(tmp_path: Path) -> None:
     folder = tmp_path / "[bold]red[i]"
     folder.mkdir()
-    manifest = folder / "m.yaml"
-    manifest.write_text("version: 1\nbogus: 1\n")
+    manifest = write_manifest(folder, "version: 1\nbogus: 1\n")
     result = run_cli("validate", manifest)
     assert result.returncode == 2
     assert f"{manifest}:2: bogus: unknown field" in result.stderr, result.stderr
@@ -108,11 +107,11 @@ def test_hub_file_names_are_shown_escaped_and_literal(tmp_path: Path) -> None:
 def test_the_plan_summary_counts_errors_and_shows_hints(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "config.json").write_text("{}")
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(
+    manifest = write_manifest(
+        tmp_path,
         "version: 1\nsettings: {models_dir: models}\nmodels:\n"
         "  good: {source: 'file://src'}\n  lost: {source: 'file://missing'}\n"
-        "  gone: {source: 'file://also-missing'}\n"
+        "  gone: {source: 'file://also-missing'}\n",
     )
     assert run_cli("apply", manifest, "--only", "good").returncode == 0
     result = run_cli("plan", manifest)
@@ -122,8 +121,7 @@ def test_the_plan_summary_counts_errors_and_shows_hints(tmp_path: Path) -> None:
 
 
 def test_a_failed_only_model_is_not_nothing_declared(tmp_path: Path) -> None:
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text("version: 1\nmodels:\n  lost: {source: 'file://missing'}\n")
+    manifest = write_manifest(tmp_path, "version: 1\nmodels:\n  lost: {source: 'file://missing'}\n")
     result = run_cli("plan", manifest)
     assert result.returncode == 1
     assert "nothing declared" not in result.stdout and "Plan: 1 error." in result.stdout, result.stdout

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes.hf_hub import FakeHFHub
+from tests.manifest_files import write_manifest
 from tests.security._support import GOOD_FILES, exited_cleanly, invoke, json_of, tree
 
 
@@ -24,11 +25,12 @@ def hub() -> Any:
 
 
 def _manifest(path: Path, hub: FakeHFHub, models: str, models_dir: str = "models") -> Path:
-    path.write_text(
+    return write_manifest(
+        path.parent,
         f"version: 1\nsettings:\n  models_dir: {models_dir}\n  huggingface: {{endpoint: '{hub.url}'}}\n"
-        f"models:\n{models}"
+        f"models:\n{models}",
+        name=path.name,
     )
-    return path
 
 
 GOOD = "  good: {source: 'hf://org/good'}\n"
@@ -100,8 +102,9 @@ def test_an_orphan_model_is_kept_without_yes_and_only_placed_files_go_with_it(tm
 
 def test_local_source_holding_models_dir_is_refused_by_validate(tmp_path: Path) -> None:
     (tmp_path / "w.bin").write_bytes(b"w")
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text("version: 1\nsettings: {models_dir: models}\nmodels:\n  me: {source: 'file://.'}\n")
+    manifest = write_manifest(
+        tmp_path, "version: 1\nsettings: {models_dir: models}\nmodels:\n  me: {source: 'file://.'}\n"
+    )
     for command in ("validate", "plan", "apply"):
         result = run_cli(command, manifest)
         assert result.returncode == 2, result.stdout + result.stderr
@@ -116,8 +119,9 @@ def test_local_links_out_of_the_source_are_refused_unless_followed(tmp_path: Pat
     secret = tmp_path / "secret"
     secret.write_bytes(b"shadow")
     (source / "leak").symlink_to(secret)
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text("version: 1\nsettings: {models_dir: models}\nmodels:\n  m: {source: 'file://ckpt'}\n")
+    manifest = write_manifest(
+        tmp_path, "version: 1\nsettings: {models_dir: models}\nmodels:\n  m: {source: 'file://ckpt'}\n"
+    )
     result = run_cli("apply", manifest)
     assert result.returncode == 1 and "leak" in result.stderr and "follow_symlinks" in result.stderr
     assert not (tmp_path / "models/m/leak").exists()

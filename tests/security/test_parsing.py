@@ -17,7 +17,8 @@ import pytest
 from provision.errors import ManifestError
 from provision.manifest_loader import SecretReference, load_manifest, parse_manifest
 from provision.yaml_loader import MAX_MANIFEST_BYTES, MAX_NODES
-from tests.cli import REPO_ROOT, run_cli
+from tests.cli_runner import REPO_ROOT, run_cli
+from tests.manifest_files import write_manifest
 
 HANG_LIMIT = 30  # seconds before a run counts as hung
 
@@ -47,8 +48,7 @@ def alias_bomb(levels: int = 9) -> str:
 
 
 def test_an_alias_bomb_is_refused(tmp_path: Path) -> None:
-    manifest = tmp_path / "bomb.yaml"
-    manifest.write_text(alias_bomb())
+    manifest = write_manifest(tmp_path, alias_bomb(), name="bomb.yaml")
     refused(manifest, f"more than {MAX_NODES} values", "aliases")
 
 
@@ -61,16 +61,16 @@ def test_the_budget_counts_alias_expansions_not_text(tmp_path: Path) -> None:
 
 
 def test_a_manifest_over_the_size_cap_is_refused(tmp_path: Path) -> None:
-    manifest = tmp_path / "huge.yaml"
     line = "# " + "x" * 1021 + "\n"
-    manifest.write_text("version: 1\n" + line * (MAX_MANIFEST_BYTES // len(line) + 2))
+    manifest = write_manifest(tmp_path, "version: 1\n" + line * (MAX_MANIFEST_BYTES // len(line) + 2), name="huge.yaml")
     assert manifest.stat().st_size > MAX_MANIFEST_BYTES
     refused(manifest, "1 MiB")
 
 
 def test_a_large_but_legal_manifest_still_loads(tmp_path: Path) -> None:
-    manifest = tmp_path / "comments.yaml"
-    manifest.write_text("version: 1\n" + ("# " + "x" * 1000 + "\n") * 900)  # ~0.9 MiB of comments
+    manifest = write_manifest(
+        tmp_path, "version: 1\n" + ("# " + "x" * 1000 + "\n") * 900, name="comments.yaml"
+    )  # ~0.9 MiB of comments
     started = time.monotonic()
     load_manifest(manifest)
     print(f"\n0.9 MiB manifest parsed in {time.monotonic() - started:.3f} s")
@@ -102,7 +102,7 @@ def test_a_symlink_loop_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_symlink_to_a_manifest_is_fine(tmp_path: Path) -> None:
-    (tmp_path / "real.yaml").write_text("version: 1\n")
+    write_manifest(tmp_path, "version: 1\n", name="real.yaml")
     (tmp_path / "link.yaml").symlink_to(tmp_path / "real.yaml")
     assert run_cli("validate", tmp_path / "link.yaml").returncode == 0
 
@@ -188,16 +188,14 @@ def test_an_unset_secret_is_an_error_only_when_used() -> None:
 def test_validate_plan_apply_destroy_need_no_secret(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "config.json").write_text("{}")
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(HOSTED)
+    manifest = write_manifest(tmp_path, HOSTED)
     for command in (("validate",), ("plan",), ("apply",), ("status",), ("destroy", "--yes")):
         result = run_cli(*command, manifest)
         assert result.returncode == 0, f"{command}: {result.stdout}{result.stderr}"
 
 
 def test_the_hosted_deployment_smoke_test_names_the_missing_secret(tmp_path: Path) -> None:
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(HOSTED.replace("  tiny: {source: 'file://src'}\n", "  {}\n"))
+    manifest = write_manifest(tmp_path, HOSTED.replace("  tiny: {source: 'file://src'}\n", "  {}\n"))
     result = run_cli("smoke-test", manifest)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "PROVISION_SECRET_NOT_SET_7C1D is not set" in result.stdout + result.stderr

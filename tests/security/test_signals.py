@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from tests.apply_support import hub_manifest, partial_sizes, payload
-from tests.cli import REPO_ROOT, run_cli, start_cli
+from tests.cli_runner import REPO_ROOT, run_cli, start_cli
 from tests.fakes.hf_hub import FakeHFHub
+from tests.manifest_files import write_manifest
 
 BIG = payload(6 << 20, 11)
 FILES = {"config.json": b'{"hidden_size": 64}', "model.safetensors": BIG}
@@ -200,8 +201,9 @@ def test_ctrl_c_at_the_destroy_prompt_is_an_interrupt_and_removes_nothing(tmp_pa
     source = tmp_path / "src"
     source.mkdir()
     (source / "weights.bin").write_bytes(b"w" * 1024)
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text("version: 1\nsettings: {models_dir: models}\nmodels:\n  m: {source: 'file://src'}\n")
+    manifest = write_manifest(
+        tmp_path, "version: 1\nsettings: {models_dir: models}\nmodels:\n  m: {source: 'file://src'}\n"
+    )
     assert run_cli("apply", manifest).returncode == 0
     session = Terminal("destroy", str(manifest))
     try:

@@ -13,14 +13,13 @@ import pytest
 
 from provision.errors import ManifestError
 from provision.manifest_loader import load_manifest, parse_manifest
-from tests.cli import run_cli
+from tests.cli_runner import run_cli
 from tests.fakes.hf_hub import FakeHFHub
+from tests.manifest_files import write_manifest
 
 
 def write(tmp_path: Path, body: str) -> Path:
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text("version: 1\n" + body)
-    return manifest
+    return write_manifest(tmp_path, "version: 1\n" + body)
 
 
 def rejected(manifest: Path, line: int, field: str, message: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.cli import REPO_ROOT
+from tests.cli_runner import REPO_ROOT
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import REPO_ROOT
+from tests.cli_runner import REPO_ROOT
 
 PROBE = """
 import json

@@ -30,6 +30,7 @@ from provision.render.kubernetes import (
     volume_size,
 )
 from provision.render.output import stream, to_yaml
+from tests.manifest_files import write_manifest
 
 CANARY = "canary-5f0c1d2e-never-rendered"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -128,8 +129,7 @@ def test_image_and_args_are_the_local_containers(tmp_path: Path) -> None:
         "  chat: {engine: vllm, model: m, gpus: 1, image: 'vllm/vllm-openai:v0.11.0', "
         "served_model_name: qwen, args: [--max-model-len, '4096']}\n"
     )
-    (tmp_path / "m.yaml").write_text(text)
-    manifest = load_manifest(tmp_path / "m.yaml")
+    manifest = load_manifest(write_manifest(tmp_path, text))
     local = desired_spec(
         "chat",
         manifest.deployments["chat"],  # type: ignore[arg-type]

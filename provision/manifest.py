@@ -201,6 +201,16 @@ class TransformersDeployment(_DeploymentBase):
     model: str
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    # task: embed. What the model card says, when the folder's sentence-transformers files do not
+    # (or are not downloaded): they win over the folder's files and the default (mean, not normalized).
+    pooling: Literal["cls", "mean", "max", "lasttoken"] | None = None
+    normalize: bool | None = None
+
+    @model_validator(mode="after")
+    def _pooling_is_for_embeddings(self) -> TransformersDeployment:
+        if self.task != "embed" and (self.pooling is not None or self.normalize is not None):
+            raise ValueError("pooling and normalize apply to task: embed only")
+        return self
 
 
 class OllamaDeployment(_DeploymentBase):

@@ -226,6 +226,8 @@ def open_client(name: str, spec: TransformersDeployment, ctx: DeployContext) -> 
     if spec.task == "embed":
         from .transformers_embed import TransformersEmbedder
 
-        return TransformersEmbedder(Path(model_dir), dtype=spec.dtype, device=spec.device)
+        return TransformersEmbedder(
+            Path(model_dir), dtype=spec.dtype, device=spec.device, pooling=spec.pooling, normalize=spec.normalize
+        )
     timeout = ctx.manifest.smoke_settings(name).timeout
     return TransformersClient(Path(model_dir), dtype=spec.dtype, device=spec.device, timeout=timeout)

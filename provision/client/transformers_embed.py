@@ -8,6 +8,7 @@ Pooling is what the model says. A sentence-transformers folder describes it::
                                               _lasttoken: which one
     <model_dir>/sentence_bert_config.json     max_seq_length: the length inputs are cut to
 
+A deployment's ``pooling:`` and ``normalize:`` (what the model card says) win over those files.
 A ``1_Pooling/config.json`` without ``modules.json`` (sentence-transformers would ignore it)
 still sets the mode, not normalized. Without any of those files, the default is what sentence-transformers applies to a plain transformers
 model: mean pooling over the non-padding tokens, not normalized; for decoder-only
@@ -55,7 +56,7 @@ class Pooling:
     mode: str  # one of POOLING_MODES
     normalize: bool
     max_length: int | None  # from sentence_bert_config.json
-    source: str  # "sentence-transformers", "1_Pooling" (its config without modules.json) or "default"
+    source: str  # "manifest", "sentence-transformers", "1_Pooling" (its config without modules.json) or "default"
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -67,8 +68,27 @@ def _read_json(path: Path, what: str) -> Any:
         ) from None
 
 
-def read_pooling(model_dir: Path, config: dict[str, Any]) -> Pooling:
-    """How to pool this model's token vectors, from its sentence-transformers files or the default."""
+def read_pooling(
+    model_dir: Path, config: dict[str, Any], *, mode: str | None = None, normalize: bool | None = None
+) -> Pooling:
+    """How to pool this model's token vectors: the manifest's ``pooling``/``normalize`` where set, else
+    the folder's sentence-transformers files, else the default."""
+    if mode is not None and not (model_dir / "modules.json").is_file():
+        # The manifest says it all: a folder without its pooling files (or a causal model with a
+        # pooling the card names) needs nothing else from the folder.
+        return Pooling(mode, normalize=bool(normalize), max_length=None, source="manifest")
+    found = _folder_pooling(model_dir, config)
+    if mode is None and normalize is None:
+        return found
+    return Pooling(
+        mode or found.mode,
+        normalize=found.normalize if normalize is None else normalize,
+        max_length=found.max_length,
+        source="manifest",
+    )
+
+
+def _folder_pooling(model_dir: Path, config: dict[str, Any]) -> Pooling:
     modules_file = model_dir / "modules.json"
     if not modules_file.is_file() and (model_dir / "1_Pooling" / "config.json").is_file():
         # A pooling config without modules.json (an include pattern that missed it): the model's
@@ -157,7 +177,15 @@ def pool(hidden: Any, mask: Any, mode: str) -> Any:
 class TransformersEmbedder:
     """An embedding model loaded in this process (at construction)."""
 
-    def __init__(self, model_dir: Path, *, dtype: str = "auto", device: str = "auto") -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        dtype: str = "auto",
+        device: str = "auto",
+        pooling: str | None = None,
+        normalize: bool | None = None,
+    ) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -173,7 +201,7 @@ class TransformersEmbedder:
             raise DeploymentError(
                 f"{self.model_dir / 'config.json'} is not a JSON object", hint="the folder is damaged"
             )
-        self.pooling = read_pooling(self.model_dir, config)
+        self.pooling = read_pooling(self.model_dir, config, mode=pooling, normalize=normalize)
         self.device = resolve_device(device)
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()

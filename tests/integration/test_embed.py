@@ -102,6 +102,25 @@ def test_a_cls_pooling_model_is_pooled_with_its_first_token(tmp_path: Path, cls_
     assert abs(math.sqrt(sum(x * x for x in ours)) - 1) > 1e-3  # no Normalize module: not normalized
 
 
+def test_the_manifest_pooling_reaches_a_folder_without_pooling_files(tmp_path: Path, cls_model_dir: Path) -> None:  # noqa: F811
+    import shutil
+
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    bare = tmp_path / "bare-bert"  # as bge-base-zh may come: no modules.json, no 1_Pooling
+    shutil.copytree(cls_model_dir, bare, ignore=shutil.ignore_patterns("modules.json", "1_Pooling"))
+    tokenizer = AutoTokenizer.from_pretrained(bare)
+    model = AutoModel.from_pretrained(bare).eval()
+    with torch.inference_mode():
+        cls = model(**tokenizer([SENTENCE], return_tensors="pt")).last_hidden_state[0, 0]
+    expected = torch.nn.functional.normalize(cls, dim=0).tolist()
+    with provision.connect(local_manifest(tmp_path, bare, ", pooling: cls, normalize: true"), "vectors") as client:
+        [ours] = client.embed([SENTENCE])
+    assert cosine(ours, expected) >= 0.9999
+    assert abs(math.sqrt(sum(x * x for x in ours)) - 1) < 1e-5
+
+
 def test_smoke_test_proves_the_real_model(tmp_path: Path, minilm_dir: Path) -> None:  # noqa: F811
     manifest = local_manifest(tmp_path, minilm_dir)
     result = run_cli("smoke-test", manifest, "--json", timeout=300)

@@ -77,6 +77,20 @@ def test_without_them_the_default_is_mean_or_last_token(tmp_path: Path) -> None:
         read_pooling(tmp_path, {"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"]})
 
 
+def test_the_manifest_pooling_wins_over_the_folder_and_the_default(tmp_path: Path) -> None:
+    bare = tmp_path / "bare"  # no sentence-transformers files: bge's card says CLS, then normalize
+    bare.mkdir()
+    pooling = read_pooling(bare, {"model_type": "bert"}, mode="cls", normalize=True)
+    assert (pooling.mode, pooling.normalize, pooling.source) == ("cls", True, "manifest")
+    st = tmp_path / "st"  # the folder says mean and 128 tokens: the manifest's mode wins, the length stays
+    st.mkdir()
+    write_st(st, {"pooling_mode_mean_tokens": True})
+    (st / "sentence_bert_config.json").write_text('{"max_seq_length": 128}')
+    pooling = read_pooling(st, {"model_type": "bert"}, mode="cls")
+    assert (pooling.mode, pooling.normalize, pooling.max_length) == ("cls", False, 128)
+    assert read_pooling(st, {"model_type": "bert"}, normalize=True).mode == "mean"  # only normalize set
+
+
 @pytest.mark.parametrize("path", ["../outside", "/etc"])
 def test_a_pooling_path_outside_the_folder_is_refused(tmp_path: Path, path: str) -> None:
     write_st(tmp_path, {"pooling_mode_mean_tokens": True}, path=path)

@@ -25,6 +25,7 @@ What each probe asks, and of whom:
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import shutil
@@ -39,7 +40,7 @@ DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 _DRIVER_REMEDY = "install the NVIDIA driver, then check that `nvidia-smi` lists the GPUs"
 
 
-class Level(str, enum.Enum):
+class Level(enum.StrEnum):
     OK = "OK"
     WARN = "WARN"
     FAIL = "FAIL"
@@ -142,10 +143,8 @@ def probe_gpus() -> GpuProbe:
             )
         )
     finally:
-        try:
+        with contextlib.suppress(pynvml.NVMLError):  # nothing to release
             pynvml.nvmlShutdown()
-        except pynvml.NVMLError:
-            pass  # nothing to release
     if not gpus:
         finding = Finding(
             Level.WARN,

@@ -246,11 +246,11 @@ def _line_map(node: yaml.Node | None, path: tuple = (), out: dict | None = None)
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 continue  # the constructor rejects it
-            key_path = path + (key_node.value,)
+            key_path = (*path, key_node.value)
             out[key_path] = key_node.start_mark.line + 1
             _line_map(value_node, key_path, out)
             out[key_path] = key_node.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _line_map(item, path + (index,), out)
+            _line_map(item, (*path, index), out)
     return out

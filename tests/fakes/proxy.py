@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import socket
 import socketserver
 import threading
@@ -81,10 +82,8 @@ def _relay(a: socket.socket, b: socket.socket) -> None:
             pass
         finally:
             for sock in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     other = threading.Thread(target=pump, args=(b, a), daemon=True)
     other.start()

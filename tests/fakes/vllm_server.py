@@ -58,6 +58,7 @@ spaces), one per token, so a test knows the text and the token count in advance.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -371,10 +372,8 @@ class FakeVLLM(FakeServer):
         ident = f"chatcmpl-{uuid.uuid4().hex}"
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            try:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client hung up mid-stream
                 self._stream(handler, record, ident, model, words, finish, usage if include_usage else None)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client hung up mid-stream
             return
         time.sleep(self.first_token_delay + self.token_delay * max(len(words) - 1, 0))
         message = {

@@ -70,7 +70,7 @@ def test_pull_unknown_model_fails_after_the_manifest_line(fake: FakeOllama, clie
     seen = []
     with pytest.raises(ollama.ResponseError) as err:
         for part in client.pull("nope:1b", stream=True):
-            seen.append(part.status)
+            seen.append(part.status)  # noqa: PERF401 - a loop keeps what came before the error
     assert seen == ["pulling manifest"]
     assert (err.value.error, err.value.status_code) == ("pull model manifest: file does not exist", -1)
 
@@ -229,7 +229,7 @@ def test_chat_error_mid_stream_raises_after_the_first_words(fake: FakeOllama, cl
     seen = []
     with pytest.raises(ollama.ResponseError) as err:
         for chunk in client.chat("qwen3:0.6b", messages=[{"role": "user", "content": "a b c"}], stream=True):
-            seen.append(chunk.message.content)
+            seen.append(chunk.message.content)  # noqa: PERF401 - a loop keeps what came before the error
     assert seen == ["a"] and err.value.status_code == -1
 
 

@@ -9,6 +9,7 @@ test says, not wherever the scheduler happened to be.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -102,10 +103,8 @@ class KillSwitch:
     def _fire(self) -> None:
         if self.pid is not None and self.fired_generation != self.generation:
             self.fired_generation = self.generation
-            try:
+            with contextlib.suppress(ProcessLookupError):  # it finished first: the trial tests a kill after completion
                 os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass  # it finished first: the trial then tests a kill after completion
 
 
 class _KillOnTraffic:

@@ -38,8 +38,7 @@ def refused(path: Path | str, *expected: str) -> str:
 def alias_bomb(levels: int = 9) -> str:
     """Each level is a list of ten aliases to the one before: 10**levels values from ~1 KiB."""
     lines = ["version: 1", "l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
-    for i in range(1, levels):
-        lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]")
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, levels)]
     return "\n".join(lines) + "\n"
 
 

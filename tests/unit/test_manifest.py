@@ -120,7 +120,11 @@ def test_a_wrong_value_does_not_echo_a_secret() -> None:
 
 
 def test_unset_variable_in_a_list_names_the_item() -> None:
-    text = "version: 1\nsmoke_test:\n  messages:\n    - {role: user, content: hi}\n    - {role: user, content: '${NOPE}'}\n"
+    text = (
+        "version: 1\nsmoke_test:\n  messages:\n"
+        "    - {role: user, content: hi}\n"
+        "    - {role: user, content: '${NOPE}'}\n"
+    )
     with pytest.raises(ManifestError) as caught:
         parse_manifest(text, file="m.yaml", env={})
     assert (caught.value.line, caught.value.field) == (5, "smoke_test.messages[1].content")
@@ -177,7 +181,10 @@ def test_merge_keys_are_allowed_and_explicit_keys_win() -> None:
 
 @pytest.mark.parametrize(("gpus", "expected"), [("all", "all"), ("0", 0), ("2", 2), ("[0, 1]", (0, 1)), ("'3'", 3)])
 def test_gpu_requests(gpus: str, expected: object) -> None:
-    text = f"version: 1\nmodels: {{a: {{source: hf://o/a}}}}\ndeployments: {{d: {{engine: vllm, model: a, gpus: {gpus}}}}}\n"
+    text = (
+        "version: 1\nmodels: {a: {source: hf://o/a}}\n"
+        f"deployments: {{d: {{engine: vllm, model: a, gpus: {gpus}}}}}\n"
+    )
     assert parse_manifest(text, env={}).deployments["d"].gpus == expected
 
 

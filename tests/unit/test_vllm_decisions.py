@@ -97,7 +97,10 @@ ENGINE_FAILURE = "\n".join(
             "blocks. Try increasing `VLLM_CPU_KVCACHE_SPACE`."
         ),
         *[f"(APIServer pid=1) frame {i}" for i in range(30)],
-        "(APIServer pid=1) RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}",
+        (
+            "(APIServer pid=1) RuntimeError: Engine core initialization failed. See root cause above. "
+            "Failed core proc(s): {}"
+        ),
     ]
 )
 

@@ -271,7 +271,10 @@ def _docker_info_unix(socket_path: str, timeout: float) -> dict[str, Any]:
         connection.close()
     if response.status != 200:
         raise OSError(f"HTTP {response.status}: {body[:200].decode(errors='replace')}")
-    return json.loads(body)
+    info = json.loads(body)
+    if not isinstance(info, dict):
+        raise ValueError("the engine's /info is not a JSON object")
+    return info
 
 
 def _docker_info_sdk(timeout: float) -> dict[str, Any]:

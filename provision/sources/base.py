@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ..files import RemoteFile, Snapshot
 from ..manifest import ModelSpec
@@ -59,15 +59,22 @@ class ModelBackend(Protocol):
         ...
 
     def plan(
-        self, name: str, spec: ModelSpec, observed: object, lock_entry: dict | None, *, update: bool, locked: bool
+        self,
+        name: str,
+        spec: ModelSpec,
+        observed: object,
+        lock_entry: dict[str, Any] | None,
+        *,
+        update: bool,
+        locked: bool,
     ) -> Action:
         """Pure decision; raises LockError when ``locked`` forbids the change."""
         ...
 
     def apply(
         self, action: Action, spec: ModelSpec, *, on_progress: Callable[[str, int, int], None]
-    ) -> tuple[dict, dict]: ...
+    ) -> tuple[dict[str, Any], dict[str, Any]]: ...
 
-    def remove(self, name: str, record: dict) -> None: ...
+    def remove(self, name: str, record: dict[str, Any]) -> None: ...
 
     def close(self) -> None: ...

@@ -146,7 +146,14 @@ class OllamaSource:
             return Observed(records=records, error=exc)
 
     def plan(
-        self, name: str, spec: ModelSpec, observed: object, lock_entry: dict | None, *, update: bool, locked: bool
+        self,
+        name: str,
+        spec: ModelSpec,
+        observed: object,
+        lock_entry: dict[str, Any] | None,
+        *,
+        update: bool,
+        locked: bool,
     ) -> Action:
         assert isinstance(observed, Observed)
         model = canonical_name(spec.location, resource=name)
@@ -212,7 +219,7 @@ class OllamaSource:
     # -- apply + remove -----------------------------------------------------------------------
     def apply(
         self, action: Action, spec: ModelSpec, *, on_progress: Callable[[str, int, int], None]
-    ) -> tuple[dict, dict]:
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         model: str = action.details["model"]
         digest = action.details.get("digest")
         if digest is None:
@@ -293,7 +300,7 @@ class OllamaSource:
             hint="run `provision apply` again: Ollama keeps the layers it has and resumes",
         )
 
-    def remove(self, name: str, record: dict) -> None:
+    def remove(self, name: str, record: dict[str, Any]) -> None:
         if not (record.get("created") and record.get("model")):
             return  # the user's model, adopted into the lock: never deleted
         host = record.get("host") or self.host

@@ -353,11 +353,11 @@ class FakeVLLM(FakeServer):
         field = "max_completion_tokens" if body.get("max_completion_tokens") else "max_tokens"
         requested = body.get(field)
         if requested is not None and requested > self.max_model_len:
-            message = (
+            refusal = (
                 f"{field}={requested} cannot be greater than max_model_len={self.max_model_len}. "
                 f"Please request fewer output tokens. (parameter={field}, value={requested})"
             )
-            self.send_json(handler, record, 400, self._error(message, "BadRequestError", 400, field))
+            self.send_json(handler, record, 400, self._error(refusal, "BadRequestError", 400, field))
             return
         limit = min(requested or self.max_model_len, self.max_model_len - prompt_tokens)
         words = reply[:limit]

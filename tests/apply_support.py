@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from provision import segments
+from tests.typed import json_object
 
 
 def payload(n: int, seed: int) -> bytes:
@@ -22,7 +23,7 @@ def payload(n: int, seed: int) -> bytes:
 
 def lock_of(manifest: Path) -> dict[str, Any]:
     """The lock file written beside ``manifest``."""
-    return json.loads(manifest.with_name(manifest.name.rsplit(".", 1)[0] + ".lock.json").read_text())
+    return json_object(manifest.with_name(manifest.name.rsplit(".", 1)[0] + ".lock.json"))
 
 
 def kill_when_partial(process: subprocess.Popen[str], partial_dir: Path, *, at_least: int, timeout: float = 30) -> int:

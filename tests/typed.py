@@ -20,3 +20,9 @@ def json_object(source: str | bytes | Path) -> dict[str, Any]:
     data = json.loads(source.read_text() if isinstance(source, Path) else source)
     assert isinstance(data, dict), f"expected a JSON object, got {type(data).__name__}"
     return data
+
+
+def instance(value: object, kind: type[T]) -> T:
+    """``value`` as a ``kind`` (a manifest's deployment of one engine, say); fails the test otherwise."""
+    assert isinstance(value, kind), f"expected a {kind.__name__}, got {type(value).__name__}"
+    return value

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from provision.errors import ManifestError
-from provision.manifest import SecretReference, load_manifest, parse_manifest
+from provision.manifest import OpenAIDeployment, SecretReference, load_manifest, parse_manifest
 from provision.yaml_loader import MAX_MANIFEST_BYTES, MAX_NODES
 from tests.cli import REPO_ROOT, run_cli
+from tests.typed import instance, known
 
 HANG_LIMIT = 30  # seconds before a run counts as hung
 
@@ -170,18 +171,16 @@ deployments:
 
 def test_an_unset_secret_is_an_error_only_when_used() -> None:
     manifest = parse_manifest(HOSTED, file="m.yaml", env={})
-    key = manifest.deployments["api"].api_key
+    key = instance(manifest.deployments["api"], OpenAIDeployment).api_key
     assert isinstance(key, SecretReference) and key.variables == ("PROVISION_SECRET_NOT_SET_7C1D",)
     assert "**********" in repr(manifest) and "sk-" not in repr(manifest) + repr(manifest.model_dump())
     with pytest.raises(ManifestError, match="PROVISION_SECRET_NOT_SET_7C1D is not set") as caught:
         key.get_secret_value()
     assert (caught.value.line, caught.value.field) == (11, "deployments.api.api_key")
-    assert (
-        parse_manifest(HOSTED, env={"PROVISION_SECRET_NOT_SET_7C1D": "sk-1"})
-        .deployments["api"]
-        .api_key.get_secret_value()
-        == "sk-1"
-    )  # type: ignore[union-attr]
+    hosted = instance(
+        parse_manifest(HOSTED, env={"PROVISION_SECRET_NOT_SET_7C1D": "sk-1"}).deployments["api"], OpenAIDeployment
+    )
+    assert known(hosted.api_key).get_secret_value() == "sk-1"
 
 
 def test_validate_plan_apply_destroy_need_no_secret(tmp_path: Path) -> None:

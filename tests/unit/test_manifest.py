@@ -25,6 +25,7 @@ from provision.manifest import (
     load_manifest,
     parse_manifest,
 )
+from tests.typed import instance
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BROKEN = sorted((REPO_ROOT / "tests" / "manifests" / "broken").glob("*.yaml"))
@@ -185,7 +186,7 @@ def test_gpu_requests(gpus: str, expected: object) -> None:
         "version: 1\nmodels: {a: {source: hf://o/a}}\n"
         f"deployments: {{d: {{engine: vllm, model: a, gpus: {gpus}}}}}\n"
     )
-    assert parse_manifest(text, env={}).deployments["d"].gpus == expected
+    assert instance(parse_manifest(text, env={}).deployments["d"], VllmDeployment).gpus == expected
 
 
 # -- ${ENV} references -----------------------------------------------------------------------
@@ -224,7 +225,7 @@ def test_reference_to_an_unset_variable_fails() -> None:
 
 def test_reference_value_is_typed_after_substitution() -> None:
     text = "version: 1\nmodels: {a: {source: hf://o/a}}\ndeployments: {d: {engine: vllm, model: a, port: '${PORT}'}}\n"
-    assert parse_manifest(text, env={"PORT": "9000"}).deployments["d"].port == 9000
+    assert instance(parse_manifest(text, env={"PORT": "9000"}).deployments["d"], VllmDeployment).port == 9000
 
 
 # -- secrets ---------------------------------------------------------------------------------
@@ -233,7 +234,7 @@ def test_reference_value_is_typed_after_substitution() -> None:
 def test_secrets_are_secretstr_and_never_shown() -> None:
     manifest = parse_manifest(DESIGN_EXAMPLE, env=SECRETS)
     token = manifest.settings.huggingface.token
-    api_key = manifest.deployments["deepseek-api"].api_key
+    api_key = instance(manifest.deployments["deepseek-api"], OpenAIDeployment).api_key
     assert isinstance(token, SecretStr) and token.get_secret_value() == "hf_secret_0001"
     assert isinstance(api_key, SecretStr) and api_key.get_secret_value() == "sk-secret-0003"
     shown = [repr(manifest), str(manifest), manifest.model_dump_json(), repr(manifest.model_dump())]

@@ -34,7 +34,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote, unquote
 
 from tests.fakes._server import FakeServer, Recorded, Request
@@ -145,7 +145,7 @@ class FakeModelScopeHub(FakeServer):
             return True
 
     # -- lifecycle: the CDN lives and dies with the hub ------------------------------
-    def start(self) -> FakeModelScopeHub:
+    def start(self) -> Self:
         if self.cdn is not None:
             self.cdn.start()
         super().start()

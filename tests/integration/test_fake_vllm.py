@@ -196,7 +196,7 @@ def test_container_serves_a_streamed_chat(tmp_path: Path, model_dir: Path) -> No
 
     docker_client = ensure_engine()
     image = build_vllm_image(client=docker_client)
-    container = docker_client.containers.run(
+    container = docker_client.containers.run(  # type: ignore[call-overload]  # (address, None) picks a free host port; the stubs want an int
         image,
         ["--model", "/models/tiny", "--served-model-name", "tiny", "--max-model-len", "1024"],
         detach=True,

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from tests.apply_support import payload  # noqa: F401 - re-exported for the suite
+from tests.apply_support import payload as payload  # re-exported for the suite
 from tests.fakes._server import Recorded, Request
 from tests.fakes.hf_hub import FakeHFHub
 from tests.fakes.modelscope_hub import FakeModelScopeHub
@@ -197,7 +197,7 @@ def leftovers(models_dir: Path) -> list[str]:
     return sorted(found)
 
 
-def orphans(models_dir: Path, lock: dict[str, Any], *, foreign: set[str] = frozenset()) -> list[str]:
+def orphans(models_dir: Path, lock: dict[str, Any], *, foreign: frozenset[str] | set[str] = frozenset()) -> list[str]:
     """Files under ``models_dir`` that no lock entry accounts for (HF bookkeeping and provision's
     ownership marker excepted)."""
     if not models_dir.exists():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,7 +47,7 @@ def test_the_models_own_dimension_is_the_default_expectation() -> None:
     assert judge_embeddings([PROBE], batch, expect_dimension=None) == "dimension 2, but the model's config says 384"
 
 
-def write_st(folder: Path, pooling: dict, *, path: str = "1_Pooling", normalize: bool = False) -> None:
+def write_st(folder: Path, pooling: dict[str, Any], *, path: str = "1_Pooling", normalize: bool = False) -> None:
     modules = [
         {"type": "sentence_transformers.models.Transformer", "path": ""},
         {"type": "sentence_transformers.models.Pooling", "path": path},

@@ -10,13 +10,13 @@ import pytest
 from provision.deployments.base import DeployContext
 from provision.deployments.container_logs import failure_excerpt
 from provision.deployments.vllm import (
-    CPU_KVCACHE_ENV,
     DEFAULT_CPU_KVCACHE_GIB,
     LABEL_SPEC_HASH,
     ContainerView,
     adoption,
     desired_spec,
 )
+from provision.estimate import CPU_KV_ENV as CPU_KVCACHE_ENV
 from provision.manifest import parse_manifest
 
 

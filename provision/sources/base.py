@@ -45,6 +45,9 @@ def is_full_commit(revision: str) -> bool:
     return len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
 
 
+Record = dict[str, Any]  # a lock entry or a state record, as JSON
+
+
 class ModelBackend(Protocol):
     """A model that is not a folder of files (``ollama://``): the server holds it.
 
@@ -59,22 +62,15 @@ class ModelBackend(Protocol):
         ...
 
     def plan(
-        self,
-        name: str,
-        spec: ModelSpec,
-        observed: object,
-        lock_entry: dict[str, Any] | None,
-        *,
-        update: bool,
-        locked: bool,
+        self, name: str, spec: ModelSpec, observed: object, lock_entry: Record | None, *, update: bool, locked: bool
     ) -> Action:
         """Pure decision; raises LockError when ``locked`` forbids the change."""
         ...
 
     def apply(
         self, action: Action, spec: ModelSpec, *, on_progress: Callable[[str, int, int], None]
-    ) -> tuple[dict[str, Any], dict[str, Any]]: ...
+    ) -> tuple[Record, Record]: ...
 
-    def remove(self, name: str, record: dict[str, Any]) -> None: ...
+    def remove(self, name: str, record: Record) -> None: ...
 
     def close(self) -> None: ...

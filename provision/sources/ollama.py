@@ -41,6 +41,7 @@ from ..manifest import Manifest, ModelSpec
 from ..manifest_checks import OLLAMA_DEFAULT_HOST, OLLAMA_DEFAULT_NAMESPACE, OLLAMA_NAME_RULES, split_ollama_name
 from ..plan import Action, Change
 from ..state import State
+from .base import Record
 
 if TYPE_CHECKING:
     import ollama
@@ -146,14 +147,7 @@ class OllamaSource:
             return Observed(records=records, error=exc)
 
     def plan(
-        self,
-        name: str,
-        spec: ModelSpec,
-        observed: object,
-        lock_entry: dict[str, Any] | None,
-        *,
-        update: bool,
-        locked: bool,
+        self, name: str, spec: ModelSpec, observed: object, lock_entry: Record | None, *, update: bool, locked: bool
     ) -> Action:
         assert isinstance(observed, Observed)
         model = canonical_name(spec.location, resource=name)
@@ -219,7 +213,7 @@ class OllamaSource:
     # -- apply + remove -----------------------------------------------------------------------
     def apply(
         self, action: Action, spec: ModelSpec, *, on_progress: Callable[[str, int, int], None]
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    ) -> tuple[Record, Record]:
         model: str = action.details["model"]
         digest = action.details.get("digest")
         if digest is None:
@@ -300,7 +294,7 @@ class OllamaSource:
             hint="run `provision apply` again: Ollama keeps the layers it has and resumes",
         )
 
-    def remove(self, name: str, record: dict[str, Any]) -> None:
+    def remove(self, name: str, record: Record) -> None:
         if not (record.get("created") and record.get("model")):
             return  # the user's model, adopted into the lock: never deleted
         host = record.get("host") or self.host

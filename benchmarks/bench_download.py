@@ -219,8 +219,8 @@ def plot(rows: list[Row], path: Path) -> None:
         xs = [i + (k - (len(kinds) - 1) / 2) * width for i in range(len(groups))]
         heights = [r.mib_s.median for r in picked]
         errors = [
-            [h - r.mib_s.min for h, r in zip(heights, picked)],
-            [r.mib_s.max - h for h, r in zip(heights, picked)],
+            [h - r.mib_s.min for h, r in zip(heights, picked, strict=True)],
+            [r.mib_s.max - h for h, r in zip(heights, picked, strict=True)],
         ]
         ax.bar(xs, heights, width, yerr=errors, capsize=2, label=name)
     ax.set_xticks(range(len(groups)), [f"{hub}\n{shape}" for hub, shape in groups])

@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from _common import REPO_ROOT
+
 sys.path.insert(0, str(REPO_ROOT))  # the fakes are imported as tests.fakes.*
 
 from tests.apply_support import hub_manifest, partial_sizes, payload

@@ -3,11 +3,11 @@
     python benchmarks/run.py [--quick] [--repeat N] [--out benchmarks/REPORT.md]
 
 Sections (each module's docstring says what it measures and how): download throughput and
-peak RSS (bench_download.py), ranged downloads on a capped hub vs aria2c (bench_segments.py), no-op apply, verify and resume (bench_files.py), CLI start-up
-and smoke-test overhead (bench_cli.py), embedding throughput in-process vs transformers
-(bench_embed.py). Servers are the loopback fakes of tests/fakes/;
-generated data lives in a temp folder, removed at the end. ``--quick`` shrinks every size and
-runs once, to check the script itself; its numbers mean little.
+peak RSS (bench_download.py), ranged downloads on a capped hub vs aria2c (bench_segments.py),
+no-op apply, verify and resume (bench_files.py), CLI start-up and smoke-test overhead (bench_cli.py),
+embedding throughput in-process vs transformers (bench_embed.py). Servers are the loopback fakes of
+tests/fakes/; generated data lives in a temp folder, removed at the end. ``--quick`` shrinks every size
+and runs once, to check the script itself; its numbers mean little.
 
 Targets are read from the table as PASS/MISS; nothing here fails a build: the machines are
 shared and noisy, so the report states the machine and its load.
@@ -74,8 +74,9 @@ def main() -> None:
             f"`python benchmarks/run.py {mode}` on {time.strftime('%Y-%m-%d')}, {minutes:.1f} min.",
             "",
             (
-                f"Machine: {header}. Every server is a loopback fake from `tests/fakes/` (Python, on the same cores as the "
-                "client being measured), so absolute numbers are bounded by the fake; compare the rows with each other."
+                f"Machine: {header}. Every server is a loopback fake from `tests/fakes/` (Python, on the same cores as "
+                "the client being measured), so absolute numbers are bounded by the fake; compare the rows with each "
+                "other."
             ),
             "",
             f"![download throughput per client]({os.path.relpath(plot, out.parent)})",

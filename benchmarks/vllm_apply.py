@@ -145,7 +145,7 @@ def main() -> None:
             noop = [cli("apply", str(manifest))[0] for _ in range(options.repeat)]
             print(f"  CLI wall: median {statistics.median(noop):.2f} s; of which imports: {floor:.2f} s")
             rows = in_process_noop(manifest, options.repeat)
-            total, count, docker = (statistics.median(col) for col in zip(*rows))
+            total, count, docker = (statistics.median(col) for col in zip(*rows, strict=True))
             print(
                 f"  in-process plan + apply: median {total * 1000:.0f} ms, {count:.0f} Docker requests "
                 f"taking {docker * 1000:.0f} ms; provision's own overhead {(total - docker) * 1000:.0f} ms"

@@ -12,8 +12,8 @@ itself, so it runs once with all its prompts):
   that many tokens: finish "length");
 - ``vllm bench serve`` inside the container (the installed vLLM's own benchmark):
   ``--backend openai-chat --dataset-name random`` with ``--random-input-len`` = the smoke
-  prompt's token count without the chat template's (both from the server's ``prompt_tokens``), ``--random-output-len`` = the
-  output length, ``--ignore-eos``, ``--max-concurrency 1``, ``--temperature 0``.
+  prompt's token count without the chat template's (both from the server's ``prompt_tokens``),
+  ``--random-output-len`` = the output length, ``--ignore-eos``, ``--max-concurrency 1``, ``--temperature 0``.
 
 Reported: medians of TTFT and TPOT over the runs, and provision's relative difference; the
 target (issue 14) is within 10%. Not a pass/fail test: machines are shared and noisy.
@@ -30,7 +30,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from _common import REPO_ROOT
+
 sys.path.insert(0, str(REPO_ROOT))
 
 from tests.fakes._server import free_port

@@ -16,13 +16,17 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from . import __version__, exitcodes
 from .cli_help import ProvisionGroup, ProvisionSubgroup
 from .errors import ProvisionError, UsageError
+
+if TYPE_CHECKING:
+    from .fit import DeploymentFit
+    from .hardware import Finding
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEBUG_ENV = "PROVISION_DEBUG"
@@ -411,8 +415,8 @@ def check_hardware(manifest: Path | None, gpu: str | None, vram: str | None, lis
     target = parse_target(gpu=gpu, vram=vram)
     if manifest is None:
         inventory = collect_inventory(models_dir=Path.cwd()) if target is None else planned_inventory(target)
-        fits: tuple = ()
-        findings: tuple = ()
+        fits: tuple[DeploymentFit, ...] = ()
+        findings: tuple[Finding, ...] = ()
     else:
         from .preflight import preflight_for, run_preflight
         from .reconciler import Reconciler

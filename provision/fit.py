@@ -152,7 +152,7 @@ def _fit_transformers(name: str, spec: Any, info: ModelInfo, inventory: Inventor
         return DeploymentFit(name, est, (missing,))
     remedy = (
         "load it in half precision (dtype: bfloat16 or float16)"
-        if spec.dtype in ("float32",)
+        if spec.dtype == "float32"
         else "use a smaller model, or free memory on that device"
     )
     return DeploymentFit(name, est, (judge(name, est, what, remedy),))

@@ -25,6 +25,7 @@ What each probe asks, and of whom:
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import shutil
@@ -39,7 +40,7 @@ DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 _DRIVER_REMEDY = "install the NVIDIA driver, then check that `nvidia-smi` lists the GPUs"
 
 
-class Level(str, enum.Enum):
+class Level(enum.StrEnum):
     OK = "OK"
     WARN = "WARN"
     FAIL = "FAIL"
@@ -142,10 +143,8 @@ def probe_gpus() -> GpuProbe:
             )
         )
     finally:
-        try:
+        with contextlib.suppress(pynvml.NVMLError):  # nothing to release
             pynvml.nvmlShutdown()
-        except pynvml.NVMLError:
-            pass  # nothing to release
     if not gpus:
         finding = Finding(
             Level.WARN,
@@ -272,7 +271,10 @@ def _docker_info_unix(socket_path: str, timeout: float) -> dict[str, Any]:
         connection.close()
     if response.status != 200:
         raise OSError(f"HTTP {response.status}: {body[:200].decode(errors='replace')}")
-    return json.loads(body)
+    info = json.loads(body)
+    if not isinstance(info, dict):
+        raise ValueError("the engine's /info is not a JSON object")
+    return info
 
 
 def _docker_info_sdk(timeout: float) -> dict[str, Any]:

@@ -119,9 +119,9 @@ def _expand(value: Any, path: FieldPath, env: Mapping[str, str] | None, lines: d
     """Replace ``${VAR}`` and ``${VAR:-default}`` in every string (see provision.references);
     secrets become :class:`SecretReference` s, resolved when used."""
     if isinstance(value, dict):
-        return {k: _expand(v, path + (k,), env, lines, file) for k, v in value.items()}
+        return {k: _expand(v, (*path, k), env, lines, file) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand(v, path + (i,), env, lines, file) for i, v in enumerate(value)]
+        return [_expand(v, (*path, i), env, lines, file) for i, v in enumerate(value)]
     if not isinstance(value, str) or "$" not in value:
         return value
     line, field = nearest_line(lines, path), dotted(path)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
 from .files import RemoteFile, is_full_commit, plural
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 Kind = Literal["model", "deployment"]
 
 
-class Change(str, Enum):
+class Change(StrEnum):
     CREATE = "create"
     UPDATE = "update"
     REPLACE = "replace"  # delete then create (e.g. a container whose spec changed)
@@ -136,7 +136,7 @@ def lock_spec(spec: ModelSpec, default_revision: str) -> dict[str, Any]:
     }
 
 
-class Resolve(str, Enum):
+class Resolve(StrEnum):
     """Why a file model's source is asked again instead of using the snapshot the lock pins."""
 
     NOT_LOCKED = "is not in the lock"

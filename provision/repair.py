@@ -87,7 +87,7 @@ def to_refetch(
             suspects.append((file, target))
     if suspects:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for (file, _), ok in zip(suspects, pool.map(lambda s: content_matches(s[1], s[0]), suspects)):
+            for (file, _), ok in zip(suspects, pool.map(lambda s: content_matches(s[1], s[0]), suspects), strict=True):
                 if not ok:
                     refetch.add(file.path)
     return refetch

@@ -49,7 +49,13 @@ def cancellable_sleep(seconds: float) -> None:
 _received: int | None = None
 _report_lock = threading.Lock()
 _reported = False
-_reporter: Callable[[int], None] = lambda signum: None
+
+
+def _report_nothing(signum: int) -> None:
+    """The reporter until `handling` installs the command's own."""
+
+
+_reporter: Callable[[int], None] = _report_nothing
 
 
 def signum_of(exc: BaseException) -> int:

@@ -93,7 +93,8 @@ class ManifestRecords(_Strict):
         for name, record in models.items():
             source = record.get("source")
             if not isinstance(source, str):
-                raise ValueError(f"model {name!a}: a record needs a string `source`")  # noqa: TRY004 - pydantic wants ValueError
+                # pydantic reports a ValueError as a validation error; a TypeError would escape it.
+                raise ValueError(f"model {name!a}: a record needs a string `source`")
             scheme = source.partition("://")[0]
             if scheme not in SOURCE_SCHEMES:  # no source provision knows could have written it
                 raise ValueError(f"model {name!a}: unknown source {source!a}")

@@ -20,7 +20,7 @@ import os
 import stat
 from collections.abc import Hashable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -28,7 +28,12 @@ from .errors import ManifestError
 
 MAX_MANIFEST_BYTES = 1 << 20  # 1 MiB; real manifests are a few KiB
 MAX_NODES = 10_000  # values, aliases expanded; manifests/dev.yaml has about 150
-_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+if TYPE_CHECKING:
+    _BaseLoader = yaml.SafeLoader  # libyaml's CSafeLoader has the same interface
+else:
+    _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# A field's path as pydantic reports it: mapping keys and list indexes.
+FieldPath = tuple[str | int, ...]
 _YAML_HINT = "fix the YAML at that line: check indentation, quotes and brackets"
 
 
@@ -113,11 +118,11 @@ def check_text_size(text: str, file: str) -> None:
 # -- YAML --------------------------------------------------------------------------------------
 
 
-class _LineLoader(_BaseLoader):  # type: ignore[valid-type,misc]
+class _LineLoader(_BaseLoader):
     """SafeLoader that rejects duplicate keys and keys that are not plain values."""
 
 
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         if key_node.tag == "tag:yaml.org,2002:merge":
@@ -141,7 +146,7 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool =
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def load_yaml(text: str, *, file: str) -> tuple[Any, dict[tuple, int]]:
+def load_yaml(text: str, *, file: str) -> tuple[Any, dict[FieldPath, int]]:
     """(data, field path -> line) of one YAML document; :class:`ManifestError` on bad YAML."""
     check_text_size(text, file)
     loader: _LineLoader | None = None
@@ -185,10 +190,10 @@ def _count_values(text: str, file: str) -> None:
         if isinstance(event, yaml.NodeEvent):
             count += 1
             if count > MAX_NODES:
-                raise _too_many(file, event.start_mark.line + 1)
+                raise _too_many(file, event.start_mark.line + 1 if event.start_mark else None)
 
 
-def _too_many(file: str, line: int) -> ManifestError:
+def _too_many(file: str, line: int | None) -> ManifestError:
     return ManifestError(
         f"the YAML holds more than {MAX_NODES} values (aliases count each time they repeat)",
         file=file,
@@ -233,7 +238,9 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
-def _line_map(node: yaml.Node | None, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+def _line_map(
+    node: yaml.Node | None, path: FieldPath = (), out: dict[FieldPath, int] | None = None
+) -> dict[FieldPath, int]:
     """Field path (as pydantic reports it) -> 1-based line of that field in the file.
 
     Bounded by :func:`_check_budget`, which ran first (and refused self-containing aliases).
@@ -246,11 +253,11 @@ def _line_map(node: yaml.Node | None, path: tuple = (), out: dict | None = None)
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 continue  # the constructor rejects it
-            key_path = path + (key_node.value,)
+            key_path = (*path, key_node.value)
             out[key_path] = key_node.start_mark.line + 1
             _line_map(value_node, key_path, out)
             out[key_path] = key_node.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _line_map(item, path + (index,), out)
+            _line_map(item, (*path, index), out)
     return out

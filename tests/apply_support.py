@@ -27,7 +27,7 @@ def kill_when_partial(process: subprocess.Popen[str], partial_dir: Path, *, at_l
     while True:
         sizes = partial_sizes(partial_dir)
         largest = max(sizes, key=sizes.__getitem__, default=None)
-        if largest is not None and sizes[largest] > at_least or time.monotonic() > deadline:
+        if (largest is not None and sizes[largest] > at_least) or time.monotonic() > deadline:
             break
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)

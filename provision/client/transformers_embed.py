@@ -10,12 +10,12 @@ Pooling is what the model says. A sentence-transformers folder describes it::
 
 A deployment's ``pooling:`` and ``normalize:`` (what the model card says) win over those files.
 A ``1_Pooling/config.json`` without ``modules.json`` (sentence-transformers would ignore it)
-still sets the mode, not normalized. Without any of those files, the default is what sentence-transformers applies to a plain transformers
-model: mean pooling over the non-padding tokens, not normalized; for decoder-only
-architectures (``*ForCausalLM`` configs with a pooling module are embedders such as
-Qwen3-Embedding) the last token. Inputs longer than the maximum length (sentence_bert_config,
-else the tokenizer's ``model_max_length``, else the config's ``max_position_embeddings``) are
-cut to it, and :class:`~provision.client.base.Embeddings` lists which were.
+still sets the mode, not normalized. Without any of those files, the default is what
+sentence-transformers applies to a plain transformers model: mean pooling over the non-padding
+tokens, not normalized; for decoder-only architectures (``*ForCausalLM`` configs with a pooling
+module are embedders such as Qwen3-Embedding) the last token. Inputs longer than the maximum
+length (sentence_bert_config, else the tokenizer's ``model_max_length``, else the config's
+``max_position_embeddings``) are cut to it, and :class:`~provision.client.base.Embeddings` lists which were.
 
 Texts go through the model longest first, in passes of at most ``BATCH`` x the maximum length
 tokens (padding included), as sentence-transformers sorts them: the peak memory of a pass is

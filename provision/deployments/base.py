@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Protocol, TypeAlias, TypeVar
 from ..manifest import Manifest
 from ..plan import Action
 
-JSON: TypeAlias = "str | int | float | bool | None | list[JSON] | dict[str, JSON]"
+JSON: TypeAlias = "str | int | float | bool | list[JSON] | dict[str, JSON] | None"
 # What a backend keeps in state for one deployment: JSON, no secrets, and ``engine`` naming the
 # backend that removes it. The rest is the backend's own (a container id, a served digest).
 DeploymentRecord: TypeAlias = Mapping[str, JSON]

@@ -482,20 +482,20 @@ class VllmBackend:
                 else:
                     container.start()
             else:
-                container = None
+                adopted: Container | None = None
                 for old in _ours(client, desired.public["manifest"], name):
-                    if container is None and old.name == desired.name and adoption(old, desired) == "reuse":
+                    if adopted is None and old.name == desired.name and adoption(old, desired) == "reuse":
                         # what a create that timed out left: this spec, never started
                         ctx.on_status(name, f"starting {old.name} ({old.id[:12]}), created for this spec earlier")
-                        container = client.containers.get(old.id)
-                        _start(container)
+                        adopted = client.containers.get(old.id)
+                        _start(adopted)
                         continue
                     ctx.on_status(name, f"removing the old container {old.name} ({old.id[:12]})")
                     _stop_and_remove(client, old.id)
-                if container is None:
-                    container = self._create(client, name, spec, desired, ctx)
+                container = adopted if adopted is not None else self._create(client, name, spec, desired, ctx)
             self._wait_ready(container, name, spec, desired, ctx)
-            container.update(restart_policy={"Name": spec.restart})
+            # The stubs list only "always" and "on-failure"; the Engine API also takes "no" and "unless-stopped".
+            container.update(restart_policy={"Name": spec.restart})  # type: ignore[arg-type]
         except NotFound as exc:
             raise DeploymentError(
                 f"container vanished while applying: {_explain(exc)}", hint="run `provision apply` again", resource=name
@@ -506,7 +506,7 @@ class VllmBackend:
                 resource=name,
                 hint=f"see `docker ps -a --filter name={desired.name}`",
             ) from None
-        return _record(desired, container.id)
+        return _record(desired, str(container.id))  # a created container has an id; the stubs allow None
 
     def _create(
         self, client: docker.DockerClient, name: str, spec: VllmDeployment, desired: ContainerSpec, ctx: DeployContext
@@ -604,7 +604,7 @@ class VllmBackend:
                 f"cannot pull {image}: {_explain(exc)}",
                 resource=name,
                 hint="check the image name and tag, and `docker login` for a private registry",
-            )
+            ) from None
 
     def _wait_ready(
         self, container: Container, name: str, spec: VllmDeployment, desired: ContainerSpec, ctx: DeployContext

@@ -6,6 +6,7 @@ runs them in the manifest's order after the models, and keeps their records in s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -55,10 +56,8 @@ class DeploymentReconciler(Part):
         for action in actions:
             spec = self.manifest.deployments.get(action.name)
             if spec is not None and action.change is not Change.DELETE and spec.model in changed_models:
-                try:
+                with contextlib.suppress(ProvisionError):  # keep the first decision; apply reports the failure
                     action = decide(action.name, spec, ctx)
-                except ProvisionError:
-                    pass  # keep the first decision; apply reports the failure
             replanned.append(action)
         return replanned
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ..files import RemoteFile, Snapshot
 from ..manifest import ModelSpec
@@ -42,6 +42,9 @@ class FileSource(Protocol):
     def close(self) -> None: ...
 
 
+Record = dict[str, Any]  # a lock entry or a state record, as JSON
+
+
 class ServerSource(Protocol):
     """A model that is not a folder of files (``ollama://``): the server holds it.
 
@@ -56,15 +59,15 @@ class ServerSource(Protocol):
         ...
 
     def plan(
-        self, name: str, spec: ModelSpec, observed: object, lock_entry: dict | None, *, update: bool, locked: bool
+        self, name: str, spec: ModelSpec, observed: object, lock_entry: Record | None, *, update: bool, locked: bool
     ) -> Action:
         """Pure decision; raises LockError when ``locked`` forbids the change."""
         ...
 
     def apply(
         self, action: Action, spec: ModelSpec, *, on_progress: Callable[[str, int, int], None]
-    ) -> tuple[dict, dict]: ...
+    ) -> tuple[Record, Record]: ...
 
-    def remove(self, name: str, record: dict) -> None: ...
+    def remove(self, name: str, record: Record) -> None: ...
 
     def close(self) -> None: ...

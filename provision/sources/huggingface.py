@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 from ..download import ApiResponse, Downloader
@@ -105,7 +105,7 @@ class HuggingFaceSource:
             )
         return Snapshot(spec.source, revision, commit, tuple(chosen))
 
-    def _remote_file(self, name: str, spec: ModelSpec, commit: str, entry: dict) -> RemoteFile:
+    def _remote_file(self, name: str, spec: ModelSpec, commit: str, entry: dict[str, Any]) -> RemoteFile:
         """One tree entry, every field checked (the listing is untrusted; see provision.listing)."""
         path = checked_path(entry.get("path"), resource=name)
         lfs = entry.get("lfs")
@@ -129,9 +129,9 @@ class HuggingFaceSource:
             raise SourceError(f"the hub did not return a commit for {repo}@{revision}", resource=name)
         return sha
 
-    def _tree(self, name: str, repo: str, revision: str, commit: str) -> list[dict]:
+    def _tree(self, name: str, repo: str, revision: str, commit: str) -> list[dict[str, Any]]:
         url: str | None = f"{self.endpoint}/api/models/{repo}/tree/{commit}?recursive=true&expand=false"
-        entries: list[dict] = []
+        entries: list[dict[str, Any]] = []
         pages = Pagination(url or "", resource=name)
         while url:
             response = self._api(name, url, repo, revision, credentials=pages.credentials(url))

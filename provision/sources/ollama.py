@@ -42,6 +42,7 @@ from ..manifest_checks import OLLAMA_DEFAULT_HOST, OLLAMA_DEFAULT_NAMESPACE, OLL
 from ..plan import Action, Change
 from ..retry import RetryPolicy
 from ..state import State
+from .base import Record
 
 if TYPE_CHECKING:
     import ollama
@@ -147,7 +148,7 @@ class OllamaServerSource:
             return Observed(records=records, error=exc)
 
     def plan(
-        self, name: str, spec: ModelSpec, observed: object, lock_entry: dict | None, *, update: bool, locked: bool
+        self, name: str, spec: ModelSpec, observed: object, lock_entry: Record | None, *, update: bool, locked: bool
     ) -> Action:
         assert isinstance(observed, Observed)
         model = canonical_name(spec.location, resource=name)
@@ -213,7 +214,7 @@ class OllamaServerSource:
     # -- apply + remove -----------------------------------------------------------------------
     def apply(
         self, action: Action, spec: ModelSpec, *, on_progress: Callable[[str, int, int], None]
-    ) -> tuple[dict, dict]:
+    ) -> tuple[Record, Record]:
         model: str = action.details["model"]
         digest = action.details.get("digest")
         if digest is None:
@@ -294,7 +295,7 @@ class OllamaServerSource:
             hint="run `provision apply` again: Ollama keeps the layers it has and resumes",
         )
 
-    def remove(self, name: str, record: dict) -> None:
+    def remove(self, name: str, record: Record) -> None:
         if not (record.get("created") and record.get("model")):
             return  # the user's model, adopted into the lock: never deleted
         host = record.get("host") or self.host

@@ -94,6 +94,7 @@ class FakeServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.requests: list[Recorded] = []
+        self._host = host
         self._httpd = _HTTPServer((host, port), _Handler)
         self._httpd.fake = self
         self._thread: threading.Thread | None = None
@@ -101,8 +102,7 @@ class FakeServer:
 
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"{self._scheme}://{host}:{port}"
+        return f"{self._scheme}://{self._host}:{self._httpd.server_port}"
 
     def use_tls(self, certfile: Path, keyfile: Path) -> Self:
         """Serve HTTPS with this certificate (call before ``start``); ``url`` says https."""
@@ -112,7 +112,7 @@ class FakeServer:
         self._scheme = "https"
         return self
 
-    def start(self) -> FakeServer:
+    def start(self) -> Self:
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self

@@ -25,7 +25,7 @@ import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import docker
@@ -171,10 +171,8 @@ def build_vllm_image(tag: str = DEFAULT_TAG, *, client: docker.DockerClient | No
                 ],
             )
         if stale:  # the previous build, now untagged: vfs keeps a full copy of each
-            try:
+            with suppress(APIError):  # still used by a container; docker image prune gets it later
                 client.images.remove(stale)
-            except APIError:
-                pass  # still used by a container; docker image prune gets it later
     return tag
 
 

@@ -116,7 +116,8 @@ class RepoFile:
 
     @property
     def pointer(self) -> bytes:
-        return f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.blob.sha256}\nsize {self.blob.size}\n".encode()
+        spec = "version https://git-lfs.github.com/spec/v1"
+        return f"{spec}\noid sha256:{self.blob.sha256}\nsize {self.blob.size}\n".encode()
 
     @property
     def oid(self) -> str:

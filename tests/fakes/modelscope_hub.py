@@ -34,7 +34,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote, unquote
 
 from tests.fakes._server import FakeServer, Recorded, Request
@@ -145,7 +145,7 @@ class FakeModelScopeHub(FakeServer):
             return True
 
     # -- lifecycle: the CDN lives and dies with the hub ------------------------------
-    def start(self) -> FakeModelScopeHub:
+    def start(self) -> Self:
         if self.cdn is not None:
             self.cdn.start()
         super().start()
@@ -202,7 +202,7 @@ class FakeModelScopeHub(FakeServer):
         dirs = {str(parent) for path in listed for parent in Path(path).parents if str(parent) not in (".", "..")}
         entries = [_tree_entry(d, revision) for d in sorted(dirs)]
         entries += [_blob_entry(path, blob, revision) for path, blob in sorted(listed.items())]
-        _envelope(self, handler, record, 200, {"Files": entries})
+        return _envelope(self, handler, record, 200, {"Files": entries})
 
     def _file(
         self,
@@ -224,7 +224,7 @@ class FakeModelScopeHub(FakeServer):
             location = f"{self.cdn.url}/objects/{blob.sha256}?path={quote(path)}&Expires={int(time.time()) + 3600}"
             self.cdn.publish(path, blob)
             return self.send(handler, record, 302, headers={"Location": location}, head_only=request.method == "HEAD")
-        serve_body(self, request, handler, record, path, blob, {})
+        return serve_body(self, request, handler, record, path, blob, {})
 
 
 class FakeMSCDN(FakeServer):
@@ -243,7 +243,7 @@ class FakeMSCDN(FakeServer):
         if found is None:
             return self.send(handler, record, 404, b"NoSuchKey")
         path, blob = found
-        serve_body(self.hub, request, handler, record, path, blob, {"X-Linked-ETag": f'"{blob.sha256}"'})
+        return serve_body(self.hub, request, handler, record, path, blob, {"X-Linked-ETag": f'"{blob.sha256}"'})
 
 
 def serve_body(
@@ -263,7 +263,8 @@ def serve_body(
         end = min(int(match[2]) + 1, blob.size) if match[2] else blob.size
         if start >= blob.size:
             headers["Content-Range"] = f"bytes */{blob.size}"
-            return FakeServer.send(handler, record, 416, headers=headers)
+            FakeServer.send(handler, record, 416, headers=headers)
+            return
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{blob.size}"
     headers["Content-Length"] = str(end - start)

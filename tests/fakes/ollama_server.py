@@ -55,7 +55,7 @@ try:
     from tests.fakes._server import FakeServer, Recorded, Request, text_vector
 except ImportError:  # run as a plain file; `python3 -I` leaves its folder off sys.path
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _server import FakeServer, Recorded, Request, text_vector
+    from _server import FakeServer, Recorded, Request, text_vector  # type: ignore[no-redef,import-not-found]
 
 DEFAULT_HOST = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"

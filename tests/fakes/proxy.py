@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import socket
 import socketserver
 import threading
@@ -81,10 +82,8 @@ def _relay(a: socket.socket, b: socket.socket) -> None:
             pass
         finally:
             for sock in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     other = threading.Thread(target=pump, args=(b, a), daemon=True)
     other.start()
@@ -116,8 +115,7 @@ class FakeProxy:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def __enter__(self) -> Self:
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()

@@ -58,6 +58,7 @@ spaces), one per token, so a test knows the text and the token count in advance.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -352,11 +353,11 @@ class FakeVLLM(FakeServer):
         field = "max_completion_tokens" if body.get("max_completion_tokens") else "max_tokens"
         requested = body.get(field)
         if requested is not None and requested > self.max_model_len:
-            message = (
+            refusal = (
                 f"{field}={requested} cannot be greater than max_model_len={self.max_model_len}. "
                 f"Please request fewer output tokens. (parameter={field}, value={requested})"
             )
-            self.send_json(handler, record, 400, self._error(message, "BadRequestError", 400, field))
+            self.send_json(handler, record, 400, self._error(refusal, "BadRequestError", 400, field))
             return
         limit = min(requested or self.max_model_len, self.max_model_len - prompt_tokens)
         words = reply[:limit]
@@ -371,10 +372,8 @@ class FakeVLLM(FakeServer):
         ident = f"chatcmpl-{uuid.uuid4().hex}"
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            try:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client hung up mid-stream
                 self._stream(handler, record, ident, model, words, finish, usage if include_usage else None)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client hung up mid-stream
             return
         time.sleep(self.first_token_delay + self.token_delay * max(len(words) - 1, 0))
         message = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ TOKEN = "hf_canary_TOKEN_5a1f0c"  # a canary: must never appear in output, state
 
 
 @pytest.fixture()
-def hub() -> FakeHFHub:
+def hub() -> Iterator[FakeHFHub]:
     with FakeHFHub() as server:
         server.add_repo("org/tiny", TINY_FILES)
         server.add_repo("org/other", OTHER_FILES)

@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import ollama
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from tests.cli_runner import run_cli
 from tests.fakes.ollama_server import FakeOllama
 from tests.manifest_files import lock_of, write_manifest
+from tests.typed import json_object, known
 
 
 @pytest.fixture()
@@ -29,13 +31,14 @@ def ollama_manifest(tmp_path: Path, body: str, *, host: str | None) -> Path:
     return write_manifest(tmp_path, f"version: 1\n{settings}{body}")
 
 
-def state_of(tmp_path: Path, kind: str = "models") -> dict:
-    data = json.loads((tmp_path / "state" / "state.json").read_text())
+def state_of(tmp_path: Path, kind: str = "models") -> dict[str, Any]:
+    data = json_object(tmp_path / "state" / "state.json")
     [entry] = data["manifests"].values()
-    return entry[kind]
+    records: dict[str, Any] = entry[kind]
+    return records
 
 
-def planned(manifest: Path, *args: str) -> dict[str, dict]:
+def planned(manifest: Path, *args: str) -> dict[str, dict[str, Any]]:
     result = run_cli("plan", manifest, "--json", *args)
     assert result.returncode == 0, result.stderr
     return {a["address"]: a for a in json.loads(result.stdout)["actions"]}
@@ -232,7 +235,7 @@ def test_create_from_gguf_uploads_once_and_destroy_deletes_it(tmp_path: Path, fa
 def test_the_created_model_answers_a_streamed_chat(tmp_path: Path, fake: FakeOllama) -> None:
     from provision.client import open_engine
     from provision.deployments.base import DeployContext
-    from provision.manifest import SmokeTestSettings
+    from provision.manifest import ChatMessage, SmokeTestSettings
     from provision.manifest_loader import load_manifest
 
     tiny_gguf(tmp_path / "tiny.gguf")
@@ -241,11 +244,11 @@ def test_the_created_model_answers_a_streamed_chat(tmp_path: Path, fake: FakeOll
     loaded = load_manifest(manifest)
     chat = open_engine("chat", loaded.deployments["chat"], DeployContext(loaded, {}))
     try:
-        events = list(chat.stream_chat(SmokeTestSettings(messages=({"role": "user", "content": "one two"},))))
+        events = list(chat.stream_chat(SmokeTestSettings(messages=(ChatMessage(role="user", content="one two"),))))
     finally:
         chat.close()
     assert "".join(e.text for e in events) == "one two" and events[-1].output_tokens == 2
-    assert fake.last_chat_request["model"] == "provision/chat:latest"
+    assert known(fake.last_chat_request)["model"] == "provision/chat:latest"
 
 
 def test_a_model_provision_did_not_create_is_not_overwritten(tmp_path: Path, fake: FakeOllama) -> None:

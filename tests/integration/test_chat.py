@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,7 +39,7 @@ def hosted_manifest(tmp_path: Path, base_url: str, extra: str = "") -> Path:
     )
 
 
-def messages_of(body: dict) -> list[tuple[str, str]]:
+def messages_of(body: dict[str, Any]) -> list[tuple[str, str]]:
     return [(m["role"], m["content"]) for m in body["messages"]]
 
 

@@ -120,6 +120,9 @@ def test_plan_detailed_exitcode_on_a_bad_manifest_is_1(state_env: dict[str, str]
     result = run_cli("plan", "--detailed-exitcode", path, env=state_env)
     assert result.returncode == exitcodes.FAILED
     assert result.stderr.splitlines() == [
-        f"error: {path}:7: deployments.d.engine: unknown engine 'tgi': expected one of vllm, transformers, ollama, openai",
+        (
+            f"error: {path}:7: deployments.d.engine: unknown engine 'tgi': "
+            "expected one of vllm, transformers, ollama, openai"
+        ),
         "  hint: see the manifest reference in README.md",
     ]

@@ -272,7 +272,7 @@ def test_corrupt_body_keeps_length_and_headers(hub: FakeHFHub, tmp_path: Path) -
     hub.faults.corrupt = {"model.safetensors"}
     got = read_tree(download(hub, tmp_path / "out"))["model.safetensors"]  # 2.4.0 does not check sha256
     want = FILES["model.safetensors"]
-    assert len(got) == len(want) and sum(a != b for a, b in zip(got, want)) == 1
+    assert len(got) == len(want) and sum(a != b for a, b in zip(got, want, strict=True)) == 1
     flipped = httpx.get(f"{hub.url}/{REPO}/resolve/main/model.safetensors", headers={"Range": "bytes=149999-150000"})
     assert flipped.content == want[149_999:150_000] + bytes([want[150_000] ^ 0xFF])  # same byte in any range
 

@@ -14,6 +14,7 @@ import ollama
 import pytest
 
 from tests.fakes.ollama_server import FakeOllama
+from tests.typed import known
 
 WEIGHTS = b"GGUF" + bytes(range(256)) * 16  # 4100 bytes
 
@@ -45,10 +46,10 @@ def test_pull_streams_progress_per_layer_then_lists_the_model(fake: FakeOllama, 
         assert len(lines) > 1
         assert {p.status for p in lines} == {f"pulling {layer[7:19]}"}
         assert {p.total for p in lines} == {len(fake.blobs[layer])}
-        completed = [p.completed for p in lines]
+        completed = [known(p.completed) for p in lines]
         assert completed == sorted(completed) and completed[0] == 0 and completed[-1] == lines[0].total
     [listed] = client.list().models
-    assert (listed.model, listed.digest, listed.details.format) == ("qwen3:0.6b", digest, "gguf")
+    assert (listed.model, listed.digest, known(listed.details).format) == ("qwen3:0.6b", digest, "gguf")
     assert fake.count("POST", "/api/pull") == 1
 
 
@@ -70,7 +71,7 @@ def test_pull_unknown_model_fails_after_the_manifest_line(fake: FakeOllama, clie
     seen = []
     with pytest.raises(ollama.ResponseError) as err:
         for part in client.pull("nope:1b", stream=True):
-            seen.append(part.status)
+            seen.append(part.status)  # noqa: PERF401 - a loop keeps what came before the error
     assert seen == ["pulling manifest"]
     assert (err.value.error, err.value.status_code) == ("pull model manifest: file does not exist", -1)
 
@@ -94,7 +95,7 @@ def test_dropped_pull_resumes_from_the_partial_layer(fake: FakeOllama, client: o
     with pytest.raises(httpx.RemoteProtocolError):
         for part in client.pull("qwen3:0.6b", stream=True):
             seen.append(part)  # noqa: PERF402 -- keep what arrived before the stream breaks
-    assert 0 < seen[-1].completed < len(WEIGHTS)
+    assert 0 < known(seen[-1].completed) < len(WEIGHTS)
     assert fake.partial[weights] == seen[-1].completed and not client.list().models
 
     resumed = list(client.pull("qwen3:0.6b", stream=True))
@@ -115,7 +116,8 @@ def test_registry_move_changes_the_digest_a_pull_installs(fake: FakeOllama, clie
 def test_show_and_delete_a_preinstalled_model(fake: FakeOllama, client: ollama.Client) -> None:
     fake.preinstall("llama3:8b")
     shown = client.show("llama3:8b")
-    assert (shown.details.family, shown.details.parameter_size) == ("llama3", "8B")
+    details = known(shown.details)
+    assert (details.family, details.parameter_size) == ("llama3", "8B")
 
     assert client.delete("llama3:8b").status == "success"
     assert client.list().models == [] and fake.blobs == {}
@@ -156,7 +158,7 @@ def test_create_from_an_uploaded_gguf_blob(fake: FakeOllama, client: ollama.Clie
     assert [m.model for m in client.list().models] == ["mine:latest"]
     shown = client.show("mine")
     assert shown.parameters == 'temperature 0.2\nstop "<|im_end|>"'
-    assert 'SYSTEM """Be brief."""' in shown.modelfile
+    assert 'SYSTEM """Be brief."""' in known(shown.modelfile)
 
 
 def test_create_with_a_missing_blob_is_400(client: ollama.Client) -> None:
@@ -195,8 +197,8 @@ def test_chat_streams_words_then_metrics_and_records_options(fake: FakeOllama, c
     assert [c.done for c in chunks] == [False, False, True]
     last = chunks[-1]
     assert (last.done_reason, last.eval_count, last.prompt_eval_count) == ("length", 2, 3)
-    assert last.total_duration >= last.eval_duration > 0 and last.load_duration > 0
-    assert last.prompt_eval_duration > 0
+    assert known(last.total_duration) >= known(last.eval_duration) > 0 and known(last.load_duration) > 0
+    assert known(last.prompt_eval_duration) > 0
     assert fake.last_chat_options == options
 
 
@@ -213,7 +215,7 @@ def test_chat_delays_slow_the_stream_down(fake: FakeOllama, client: ollama.Clien
     started = time.monotonic()
     chunks = list(client.chat("qwen3:0.6b", messages=[{"role": "user", "content": "a b c"}], stream=True))
     assert time.monotonic() - started >= 0.4  # lower bounds only: 0.2 + 2 × 0.1
-    assert chunks[-1].prompt_eval_duration >= 0.2e9 and chunks[-1].eval_duration >= 0.2e9
+    assert known(chunks[-1].prompt_eval_duration) >= 0.2e9 and known(chunks[-1].eval_duration) >= 0.2e9
 
 
 def test_chat_with_a_missing_model_is_404(client: ollama.Client) -> None:
@@ -229,7 +231,7 @@ def test_chat_error_mid_stream_raises_after_the_first_words(fake: FakeOllama, cl
     seen = []
     with pytest.raises(ollama.ResponseError) as err:
         for chunk in client.chat("qwen3:0.6b", messages=[{"role": "user", "content": "a b c"}], stream=True):
-            seen.append(chunk.message.content)
+            seen.append(chunk.message.content)  # noqa: PERF401 - a loop keeps what came before the error
     assert seen == ["a"] and err.value.status_code == -1
 
 
@@ -240,8 +242,8 @@ def test_runs_standalone_with_the_standard_library_only(tmp_path: Path) -> None:
     command = [sys.executable, "-I", "-S", str(script), "--port", "0", "--registry", "tiny:1b"]
     with subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         try:
-            url = proc.stdout.readline().strip()
-            assert url.startswith("http://127.0.0.1:"), proc.stderr.read()
+            url = known(proc.stdout).readline().strip()
+            assert url.startswith("http://127.0.0.1:"), known(proc.stderr).read()
             client = ollama.Client(host=url)
             assert client.pull("tiny:1b").status == "success"
             assert [m.model for m in client.list().models] == ["tiny:1b"]

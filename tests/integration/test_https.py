@@ -3,6 +3,7 @@ untrusted certificate fails at once with a hint instead of being retried."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ FILES = {"config.json": b'{"hidden_size": 64}', "model.safetensors": payload(300
 
 
 @pytest.fixture()
-def tls_hub(certificate: tuple[Path, Path]) -> FakeHFHub:
+def tls_hub(certificate: tuple[Path, Path]) -> Iterator[FakeHFHub]:
     with FakeHFHub().use_tls(*certificate) as hub:
         assert hub.url.startswith("https://")
         hub.add_repo("org/tiny", FILES)

@@ -32,7 +32,7 @@ def test_apply_pulls_through_ollama_in_a_container(tmp_path: Path) -> None:
 
     docker_client = ensure_engine()
     image = build_vllm_image(client=docker_client)  # Debian + python3; the fake is mounted in
-    container = docker_client.containers.run(
+    container = docker_client.containers.run(  # type: ignore[call-overload]  # (address, None) picks a free host port; the stubs want an int
         image,
         ["--host", "0.0.0.0", "--port", "11434", "--registry", "qwen3:0.6b", "--preinstall", "llama3:8b"],
         entrypoint=["python3", "/opt/fakes/ollama_server.py"],

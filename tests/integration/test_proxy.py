@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def proxy_env(**proxies: str) -> dict[str, str]:
 
 
 @pytest.fixture()
-def hub() -> FakeHFHub:
+def hub() -> Iterator[FakeHFHub]:
     with FakeHFHub() as server:
         server.add_repo("org/tiny", FILES)
         yield server
@@ -96,7 +97,8 @@ def _closed_port() -> int:
     """A loopback port nothing listens on (bound, then released)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def test_a_proxy_that_is_down_is_named_not_the_hub(tmp_path: Path, hub: FakeHFHub) -> None:

@@ -14,6 +14,7 @@ from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.vllm_server import FakeVLLM
 from tests.manifest_files import write_manifest
 from tests.tiny_model import tiny_model_dir  # noqa: F401 - a fixture
+from tests.typed import known
 
 KEY = "sk_canary_SMOKE_19ab"
 
@@ -50,7 +51,8 @@ def test_every_engine_in_one_run_with_json_and_junit(tmp_path: Path, tiny_model_
         assert report["passed"] is True and report["failed"] == 0 and set(rows) == {"local", "pulled", "hosted"}
         assert rows["hosted"]["token_source"] == "server" and rows["pulled"]["token_source"] == "server"
         assert api.chat_requests[-1]["top_k"] == 10 and api.chat_requests[-1]["repetition_penalty"] == 1.2
-        assert ollama.last_chat_options["repeat_penalty"] == 1.2 and ollama.last_chat_options["num_predict"] == 8
+        options = known(ollama.last_chat_options)
+        assert options["repeat_penalty"] == 1.2 and options["num_predict"] == 8
         suite = ET.parse(junit).getroot()
         cases = suite.iter("testcase")
         assert {c.get("name") for c in cases} == {"local", "pulled", "hosted"}

@@ -19,7 +19,7 @@ from provision.deployments.base import DeployContext
 from provision.deployments.openai import OpenAIBackend
 from provision.deployments.transformers import TransformersBackend
 from provision.errors import DeploymentError
-from provision.manifest import ChatMessage, SmokeTestSettings
+from provision.manifest import ChatMessage, OpenAIDeployment, SmokeTestSettings, TransformersDeployment
 from provision.manifest_loader import parse_manifest
 from provision.plan import Change
 from provision.smoke import SmokeJob, run_job, run_one
@@ -27,6 +27,7 @@ from tests.fakes._server import free_port
 from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.vllm_server import FakeVLLM
 from tests.tiny_model import tiny_model_dir  # noqa: F401 - a fixture
+from tests.typed import instance
 
 QUESTION = SmokeTestSettings(
     messages=(
@@ -102,7 +103,7 @@ def test_count_tokens_uses_the_model_tokenizer(tiny_chat: TransformersClient, ti
     ],
 )
 def test_invalid_sampling_values_are_refused_before_generate(
-    tiny_chat: TransformersClient, update: dict, message: str
+    tiny_chat: TransformersClient, update: dict[str, float], message: str
 ) -> None:
     settings = QUESTION.model_copy(update=update)  # model_copy skips validation, as overrides do
     with pytest.raises(DeploymentError, match="invalid smoke_test settings") as caught:
@@ -172,7 +173,7 @@ def test_transformers_backend_plans_nothing_and_names_a_missing_folder(
 ) -> None:
     backend = TransformersBackend()
     ctx = _context(tmp_path, TRANSFORMERS_MANIFEST, {"tiny": tmp_path / "absent"})
-    spec = ctx.manifest.deployments["local"]
+    spec = instance(ctx.manifest.deployments["local"], TransformersDeployment)
     action = backend.plan("local", spec, backend.observe("local", spec, ctx), ctx)
     assert action.change is Change.NOOP
     missing = tmp_path / "absent"
@@ -323,9 +324,10 @@ def test_openai_backend_has_nothing_to_provision_and_keeps_the_key_out(tmp_path:
     (tmp_path / "config.json").write_text("{}")
     with FakeVLLM(tmp_path, ["qwen3"], api_key="sk-secret") as server:
         ctx = _context(tmp_path, OPENAI_MANIFEST.replace("BASE", server.base_url), {})
-        spec = ctx.manifest.deployments["deepseek"]
+        spec = instance(ctx.manifest.deployments["deepseek"], OpenAIDeployment)
         backend = OpenAIBackend()
-        action = backend.plan("deepseek", spec, backend.observe("deepseek", spec, ctx), ctx)
+        backend.observe("deepseek", spec, ctx)  # a hosted API: nothing to observe
+        action = backend.plan("deepseek", spec, None, ctx)
         assert (action.change, action.reason) == (Change.NOOP, "hosted API: nothing to provision")
         record = backend.apply(action, spec, ctx)
         assert record == {"engine": "openai", "base_url": server.base_url}

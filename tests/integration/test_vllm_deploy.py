@@ -9,15 +9,22 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.cli_runner import run_cli
 from tests.fakes._server import free_port
 from tests.manifest_files import write_manifest
+from tests.typed import instance, known
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+    from docker.models.containers import Container
 
 pytestmark = pytest.mark.docker
 
@@ -28,7 +35,7 @@ CNAME = f"provision-{DEP}"
 
 
 @pytest.fixture(scope="module")
-def docker_client():  # type: ignore[no-untyped-def]
+def docker_client() -> DockerClient:
     from docker.errors import DockerException
 
     from tests.fakes.docker_env import build_vllm_image, ensure_engine
@@ -42,7 +49,7 @@ def docker_client():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture()
-def manifest(tmp_path: Path, docker_client) -> Iterator[Path]:  # type: ignore[no-untyped-def]
+def manifest(tmp_path: Path, docker_client: DockerClient) -> Iterator[Path]:
     """The manifest's path; every container labelled with it is removed afterwards."""
     path = tmp_path / "m.yaml"
     source = tmp_path / "src"
@@ -54,13 +61,13 @@ def manifest(tmp_path: Path, docker_client) -> Iterator[Path]:  # type: ignore[n
 
 
 @pytest.fixture()
-def foreign(docker_client) -> Iterator[Callable[..., object]]:  # type: ignore[no-untyped-def]
+def foreign(docker_client: DockerClient) -> Iterator[Callable[[str], Container]]:
     """Make containers provision did not create; removed afterwards."""
     from tests.fakes.docker_env import foreign_container
 
-    made = []
+    made: list[Container] = []
 
-    def make(name: str) -> object:
+    def make(name: str) -> Container:
         container = foreign_container(docker_client, name=name)
         made.append(container)
         return container
@@ -91,23 +98,25 @@ def write(manifest: Path, port: int, *, name: str = DEP, extra: str = "") -> Pat
     return manifest
 
 
-def container_named(client, name: str):  # type: ignore[no-untyped-def]
+def container_named(client: DockerClient, name: str) -> Container | None:
     found = client.containers.list(all=True, filters={"name": f"^/{name}$"})
     return found[0] if found else None
 
 
-def apply(manifest: Path, **env: str):  # type: ignore[no-untyped-def]
+def apply(manifest: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return run_cli("apply", manifest, env=env, timeout=180)
 
 
-def test_apply_creates_a_ready_container_that_streams_a_chat(manifest: Path, docker_client, tmp_path: Path) -> None:
+def test_apply_creates_a_ready_container_that_streams_a_chat(
+    manifest: Path, docker_client: DockerClient, tmp_path: Path
+) -> None:
     port = free_port()
     write(manifest, port, extra="    api_key: '${VLLM_API_KEY}'\n    args: [--max-model-len, '512']\n")
     result = apply(manifest, VLLM_API_KEY=KEY)
     assert result.returncode == 0, result.stderr
     assert f"deployment.{DEP}: create" in result.stdout
 
-    container = container_named(docker_client, CNAME)
+    container = known(container_named(docker_client, CNAME))
     attrs = container.attrs
     assert container.status == "running"
     assert attrs["Config"]["Cmd"] == [
@@ -149,6 +158,7 @@ def test_apply_creates_a_ready_container_that_streams_a_chat(manifest: Path, doc
     assert f"VLLM_API_KEY={KEY}" in attrs["Config"]["Env"]
 
     from provision.client import open_engine
+    from provision.client.openai import OpenAIClient
     from provision.deployments.base import DeployContext
     from provision.manifest_loader import load_manifest
 
@@ -160,27 +170,27 @@ def test_apply_creates_a_ready_container_that_streams_a_chat(manifest: Path, doc
         events = list(chat.stream_chat(loaded.smoke_settings(DEP)))
     finally:
         chat.close()
-    assert chat.base_url == f"http://127.0.0.1:{port}/v1"
+    assert instance(chat, OpenAIClient).base_url == f"http://127.0.0.1:{port}/v1"
     assert "".join(e.text for e in events)
     assert any(e.output_tokens for e in events)
 
 
-def test_reapply_noop_then_kill_restarts_then_args_change_replaces(manifest: Path, docker_client) -> None:
+def test_reapply_noop_then_kill_restarts_then_args_change_replaces(manifest: Path, docker_client: DockerClient) -> None:
     port = free_port()
     write(manifest, port)
     assert apply(manifest).returncode == 0
-    first = container_named(docker_client, CNAME).id
+    first = known(container_named(docker_client, CNAME)).id
 
     again = apply(manifest)
     assert again.returncode == 0 and "no changes" in again.stdout
-    assert container_named(docker_client, CNAME).id == first
+    assert known(container_named(docker_client, CNAME)).id == first
 
-    docker_client.containers.get(first).kill()
+    docker_client.containers.get(known(first)).kill()
     plan = run_cli("plan", manifest)
     assert "start the exited container" in plan.stdout
     restarted = apply(manifest)
     assert restarted.returncode == 0, restarted.stderr
-    container = container_named(docker_client, CNAME)
+    container = known(container_named(docker_client, CNAME))
     assert (container.id, container.status) == (first, "running")
 
     write(manifest, port, extra="    args: [--max-model-len, '256']\n")
@@ -188,13 +198,15 @@ def test_reapply_noop_then_kill_restarts_then_args_change_replaces(manifest: Pat
     assert "replace" in plan.stdout and "args" in plan.stdout
     replaced = apply(manifest)
     assert replaced.returncode == 0, replaced.stderr
-    container = container_named(docker_client, CNAME)
+    container = known(container_named(docker_client, CNAME))
     assert container.id != first and container.status == "running"
     assert container.attrs["Config"]["Cmd"][-2:] == ["--max-model-len", "256"]
     assert len(docker_client.containers.list(all=True, filters={"label": f"io.provision.manifest={manifest}"})) == 1
 
 
-def test_destroy_removes_ours_and_leaves_a_similar_name_alone(manifest: Path, docker_client, foreign) -> None:
+def test_destroy_removes_ours_and_leaves_a_similar_name_alone(
+    manifest: Path, docker_client: DockerClient, foreign: Callable[[str], Container]
+) -> None:
     write(manifest, free_port())
     assert apply(manifest).returncode == 0
     other = foreign(f"{CNAME}-x")
@@ -206,17 +218,21 @@ def test_destroy_removes_ours_and_leaves_a_similar_name_alone(manifest: Path, do
     assert other.status == "running"
 
 
-def test_a_foreign_container_with_our_name_makes_apply_refuse(manifest: Path, docker_client, foreign) -> None:
+def test_a_foreign_container_with_our_name_makes_apply_refuse(
+    manifest: Path, docker_client: DockerClient, foreign: Callable[[str], Container]
+) -> None:
     other = foreign(CNAME)
     write(manifest, free_port())
     result = apply(manifest)
     assert result.returncode == 1
     assert f"container {CNAME} already exists and was not created by provision" in result.stderr
     other.reload()
-    assert other.status == "running" and other.id == container_named(docker_client, CNAME).id
+    assert other.status == "running" and other.id == known(container_named(docker_client, CNAME)).id
 
 
-def test_gpus_without_nvidia_runtime_fails_in_preflight_and_leaves_nothing(manifest: Path, docker_client) -> None:
+def test_gpus_without_nvidia_runtime_fails_in_preflight_and_leaves_nothing(
+    manifest: Path, docker_client: DockerClient
+) -> None:
     # The premise: the engine the test setup starts (scripts/start-docker.sh) has no GPU runtime.
     assert "nvidia" not in docker_client.info().get("Runtimes", {}), "needs an engine without the NVIDIA runtime"
     write(manifest, free_port(), extra="    gpus: all\n")
@@ -228,17 +244,17 @@ def test_gpus_without_nvidia_runtime_fails_in_preflight_and_leaves_nothing(manif
     assert container_named(docker_client, CNAME) is None
 
 
-def test_a_crash_while_loading_reports_exit_code_and_log(manifest: Path, docker_client) -> None:
+def test_a_crash_while_loading_reports_exit_code_and_log(manifest: Path, docker_client: DockerClient) -> None:
     write(manifest, free_port(), extra="    env: {FAKE_VLLM_CRASH: '1'}\n")
     result = apply(manifest)
     assert result.returncode == 1
     assert "vLLM exited with code 1" in result.stderr
     assert "CUDA out of memory" in result.stderr
     # Stopped, not crash-looping: the restart policy is only set once vLLM is ready.
-    assert container_named(docker_client, CNAME).status == "exited"
+    assert known(container_named(docker_client, CNAME)).status == "exited"
 
 
-def test_a_busy_port_is_reported_before_creating(manifest: Path, docker_client) -> None:
+def test_a_busy_port_is_reported_before_creating(manifest: Path, docker_client: DockerClient) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
@@ -250,7 +266,7 @@ def test_a_busy_port_is_reported_before_creating(manifest: Path, docker_client) 
     assert container_named(docker_client, CNAME) is None
 
 
-def test_startup_timeout_is_respected_and_shows_the_log(manifest: Path, docker_client) -> None:
+def test_startup_timeout_is_respected_and_shows_the_log(manifest: Path, docker_client: DockerClient) -> None:
     write(manifest, free_port(), extra="    env: {FAKE_VLLM_STARTUP_DELAY: '60'}\n")
     manifest.write_text(manifest.read_text().replace("startup_timeout: 60", "startup_timeout: 3"))
     started = time.monotonic()
@@ -263,7 +279,7 @@ def test_startup_timeout_is_respected_and_shows_the_log(manifest: Path, docker_c
     assert "start the exited container" in plan.stdout  # killed, so the next apply tries again
 
 
-def test_a_missing_image_that_cannot_be_pulled_fails_in_preflight(manifest: Path, docker_client) -> None:
+def test_a_missing_image_that_cannot_be_pulled_fails_in_preflight(manifest: Path, docker_client: DockerClient) -> None:
     write(manifest, free_port())
     manifest.write_text(manifest.read_text().replace("vllm-fake:1", "does-not-exist:1"))
     result = apply(manifest)
@@ -272,7 +288,7 @@ def test_a_missing_image_that_cannot_be_pulled_fails_in_preflight(manifest: Path
     assert container_named(docker_client, CNAME) is None
 
 
-def test_api_key_in_args_is_refused(manifest: Path, docker_client) -> None:
+def test_api_key_in_args_is_refused(manifest: Path, docker_client: DockerClient) -> None:
     write(manifest, free_port(), extra=f"    args: [--api-key, {KEY}]\n")
     result = apply(manifest)
     assert result.returncode == 1
@@ -288,7 +304,7 @@ def test_an_unreachable_engine_names_docker_host_and_how_to_start_it(manifest: P
     assert "sudo systemctl start docker" in result.stderr
 
 
-def test_smoke_test_streams_through_the_container_with_the_key(manifest: Path, docker_client) -> None:
+def test_smoke_test_streams_through_the_container_with_the_key(manifest: Path, docker_client: DockerClient) -> None:
     write(manifest, free_port(), extra="    api_key: '${VLLM_API_KEY}'\n    expect: 'moon'\n")
     manifest.write_text(
         manifest.read_text() + "smoke_test:\n  messages: [{role: user, content: moon over water}]\n"
@@ -307,31 +323,33 @@ def test_smoke_test_streams_through_the_container_with_the_key(manifest: Path, d
     assert not row["passed"] and "401" in row["reason"]
 
 
-def test_a_new_model_revision_replaces_the_container_in_the_same_apply(manifest: Path, docker_client) -> None:
+def test_a_new_model_revision_replaces_the_container_in_the_same_apply(
+    manifest: Path, docker_client: DockerClient
+) -> None:
     write(manifest, free_port())
     assert apply(manifest).returncode == 0
-    first = container_named(docker_client, CNAME).id
+    first = known(container_named(docker_client, CNAME)).id
     (manifest.parent / "src" / "config.json").write_text(json.dumps({"max_position_embeddings": 1024}))
     result = apply(manifest)
     assert result.returncode == 0, result.stderr
     assert "model.tiny: update" in result.stdout and f"deployment.{DEP}: replace" in result.stdout
-    assert container_named(docker_client, CNAME).id != first
+    assert known(container_named(docker_client, CNAME)).id != first
     again = apply(manifest)
     assert again.returncode == 0 and "no changes" in again.stdout
 
 
-def test_destroy_removes_the_container_of_a_failed_apply(manifest: Path, docker_client) -> None:
+def test_destroy_removes_the_container_of_a_failed_apply(manifest: Path, docker_client: DockerClient) -> None:
     # A failed start records nothing in state; the container still carries provision's labels.
     write(manifest, free_port(), extra="    env: {FAKE_VLLM_CRASH: '1'}\n")
     assert apply(manifest).returncode == 1
-    assert container_named(docker_client, CNAME).status == "exited"
+    assert known(container_named(docker_client, CNAME)).status == "exited"
     result = run_cli("destroy", "--yes", manifest)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "nothing recorded" not in result.stdout
     assert container_named(docker_client, CNAME) is None
 
 
-def test_destroy_needs_no_secret(manifest: Path, docker_client) -> None:
+def test_destroy_needs_no_secret(manifest: Path, docker_client: DockerClient) -> None:
     write(manifest, free_port(), extra="    api_key: '${VLLM_API_KEY}'\n")
     assert apply(manifest, VLLM_API_KEY=KEY).returncode == 0
     env = {k: v for k, v in os.environ.items() if k != "VLLM_API_KEY"}
@@ -343,12 +361,13 @@ def test_destroy_needs_no_secret(manifest: Path, docker_client) -> None:
     assert "environment variable VLLM_API_KEY is not set" in planned.stdout + planned.stderr
 
 
-def test_create_adopts_the_container_a_timed_out_create_left(manifest: Path, docker_client) -> None:
+def test_create_adopts_the_container_a_timed_out_create_left(manifest: Path, docker_client: DockerClient) -> None:
     # docker-py gives up on a create after its timeout while the engine finishes it; the next
     # create then meets "name already in use" (409). provision must find it by name and use it.
     from docker.types import Mount
 
     from provision.deployments.vllm import CONTAINER_PORT, MOUNT_ROOT, desired_spec
+    from provision.manifest import VllmDeployment
     from provision.manifest_loader import load_manifest
     from provision.reconciler import Reconciler
 
@@ -360,7 +379,7 @@ def test_create_adopts_the_container_a_timed_out_create_left(manifest: Path, doc
     with Reconciler(loaded) as reconciler:
         planned = reconciler.plan()
         assert [a.change.value for a in planned.plan.actions if a.kind == "deployment"] == ["create"]
-        desired = desired_spec(DEP, loaded.deployments[DEP], reconciler.deploy_context())
+        desired = desired_spec(DEP, instance(loaded.deployments[DEP], VllmDeployment), reconciler.deploy_context())
         left = docker_client.containers.create(
             "provision-test/vllm-fake:1",
             command=list(desired.command),
@@ -372,5 +391,5 @@ def test_create_adopts_the_container_a_timed_out_create_left(manifest: Path, doc
         )
         result = reconciler.apply(planned=planned)
     assert result.ok, [str(o.error) for o in result.outcomes if not o.ok]
-    container = container_named(docker_client, CNAME)
+    container = known(container_named(docker_client, CNAME))
     assert (container.id, container.status) == (left.id, "running")

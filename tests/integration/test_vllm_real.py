@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -19,6 +20,11 @@ from tests.cli_runner import run_cli
 from tests.fakes._server import free_port
 from tests.manifest_files import write_manifest
 from tests.real_vllm import IMAGE, SERVER_ARGS, SERVER_ENV, client_checks, converted_smollm2, ensure_image, request
+from tests.typed import instance, json_object, known
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+    from docker.models.containers import Container
 
 # Each step may take minutes on a busy machine (a vfs copy of the 2.6 GB image per container).
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.real_vllm, pytest.mark.timeout(1800)]
@@ -61,7 +67,7 @@ def write(manifest: Path, model: Path, port: int, *, args: list[str] = SERVER_AR
 
 
 @pytest.fixture(scope="module")
-def docker_client():  # type: ignore[no-untyped-def]
+def docker_client() -> DockerClient:
     import docker
 
     from tests.fakes.docker_env import ensure_engine
@@ -72,7 +78,7 @@ def docker_client():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, docker_client) -> Iterator[tuple[Path, int]]:  # type: ignore[no-untyped-def]
+def served(tmp_path_factory: pytest.TempPathFactory, docker_client: DockerClient) -> Iterator[tuple[Path, int]]:
     """(manifest, port) of the applied deployment; every container it labelled is removed after."""
     folder = tmp_path_factory.mktemp("real-vllm")
     manifest, port = folder / "m.yaml", free_port()
@@ -84,15 +90,15 @@ def served(tmp_path_factory: pytest.TempPathFactory, docker_client) -> Iterator[
         container.remove(force=True)
 
 
-def container_named(client, name: str):  # type: ignore[no-untyped-def]
+def container_named(client: DockerClient, name: str) -> Container | None:
     found = client.containers.list(all=True, filters={"name": f"^/{name}$"})
     return found[0] if found else None
 
 
-def smoke(manifest: Path, key: str) -> dict:
+def smoke(manifest: Path, key: str) -> dict[str, Any]:
     result = run_cli("smoke-test", manifest, "--json", env={"VLLM_API_KEY": key}, timeout=400)
-    [row] = json.loads(result.stdout)["results"]
-    return row
+    [row] = json_object(result.stdout)["results"]
+    return instance(row, dict)
 
 
 def test_apply_then_smoke_test_names_paris(served: tuple[Path, int]) -> None:
@@ -104,12 +110,12 @@ def test_apply_then_smoke_test_names_paris(served: tuple[Path, int]) -> None:
     assert row["tpot"] is not None and row["ttft"] is not None
 
 
-def test_reapply_is_a_noop(served: tuple[Path, int], docker_client) -> None:  # type: ignore[no-untyped-def]
+def test_reapply_is_a_noop(served: tuple[Path, int], docker_client: DockerClient) -> None:
     manifest, _ = served
-    before = container_named(docker_client, CNAME).id
+    before = known(container_named(docker_client, CNAME)).id
     again = run_cli("apply", manifest, env={"VLLM_API_KEY": KEY}, timeout=300)
     assert again.returncode == 0 and "no changes" in again.stdout, again.stdout + again.stderr
-    assert container_named(docker_client, CNAME).id == before
+    assert known(container_named(docker_client, CNAME)).id == before
 
 
 def test_api_key_gives_401_without_it_and_passes_with_it(served: tuple[Path, int]) -> None:
@@ -149,8 +155,8 @@ def test_the_real_server_passes_the_client_checks(served: tuple[Path, int]) -> N
 
 
 def test_a_bad_argument_reports_vllms_reason_and_destroy_removes_it(
-    served: tuple[Path, int], docker_client, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    served: tuple[Path, int], docker_client: DockerClient, tmp_path: Path
+) -> None:
     manifest = tmp_path / "bad.yaml"
     name = f"bad-{os.getpid()}"
     write(manifest, converted_smollm2(), free_port(), args=[*SERVER_ARGS, "--no-such-flag"], name=name)
@@ -159,7 +165,7 @@ def test_a_bad_argument_reports_vllms_reason_and_destroy_removes_it(
         assert result.returncode == 1
         assert "vLLM exited with code" in result.stderr
         assert "unrecognized arguments: --no-such-flag" in result.stderr, result.stderr
-        assert container_named(docker_client, f"provision-{name}").status == "exited"
+        assert known(container_named(docker_client, f"provision-{name}")).status == "exited"
         # Destroy by label: the failed apply recorded nothing in state.
         gone = run_cli("destroy", "--yes", manifest, timeout=900)  # removing under vfs takes minutes
         assert gone.returncode == 0, gone.stdout + gone.stderr
@@ -169,15 +175,15 @@ def test_a_bad_argument_reports_vllms_reason_and_destroy_removes_it(
             container.remove(force=True)
 
 
-def test_an_args_change_replaces_then_destroy_removes(served: tuple[Path, int], docker_client) -> None:  # type: ignore[no-untyped-def]
+def test_an_args_change_replaces_then_destroy_removes(served: tuple[Path, int], docker_client: DockerClient) -> None:
     manifest, port = served
-    before = container_named(docker_client, CNAME).id
+    before = known(container_named(docker_client, CNAME)).id
     write(manifest, converted_smollm2(), port, args=["--max-model-len", "1024", "--enforce-eager"])
     plan = run_cli("plan", manifest, env={"VLLM_API_KEY": KEY})
     assert "replace" in plan.stdout and "args" in plan.stdout, plan.stdout
     replaced = run_cli("apply", manifest, env={"VLLM_API_KEY": KEY}, timeout=START + 300)
     assert replaced.returncode == 0, replaced.stdout + replaced.stderr
-    container = container_named(docker_client, CNAME)
+    container = known(container_named(docker_client, CNAME))
     assert container.id != before and container.status == "running"
     models = request(f"http://127.0.0.1:{port}", "GET", "/v1/models", key=KEY).body
     assert models["data"][0]["max_model_len"] == 1024

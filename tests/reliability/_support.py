@@ -9,6 +9,7 @@ test says, not wherever the scheduler happened to be.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from tests.apply_support import payload  # noqa: F401 - re-exported for the suite
+from tests.apply_support import payload as payload  # re-exported for the suite
 from tests.fakes._server import Recorded, Request
 from tests.fakes.hf_hub import FakeHFHub
 from tests.fakes.modelscope_hub import FakeModelScopeHub
@@ -102,10 +103,8 @@ class KillSwitch:
     def _fire(self) -> None:
         if self.pid is not None and self.fired_generation != self.generation:
             self.fired_generation = self.generation
-            try:
+            with contextlib.suppress(ProcessLookupError):  # it finished first: the trial tests a kill after completion
                 os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass  # it finished first: the trial then tests a kill after completion
 
 
 class _KillOnTraffic:
@@ -198,7 +197,7 @@ def leftovers(models_dir: Path) -> list[str]:
     return sorted(found)
 
 
-def orphans(models_dir: Path, lock: dict[str, Any], *, foreign: set[str] = frozenset()) -> list[str]:
+def orphans(models_dir: Path, lock: dict[str, Any], *, foreign: frozenset[str] | set[str] = frozenset()) -> list[str]:
     """Files under ``models_dir`` that no lock entry accounts for (HF bookkeeping and provision's
     ownership marker excepted)."""
     if not models_dir.exists():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -49,7 +49,7 @@ class MoreFaults(Faults):
 
     def take(self, name: str) -> bool:
         with self._lock:
-            left = getattr(self, name)
+            left: int = getattr(self, name)
             if left > 0:
                 setattr(self, name, left - 1)
             return left > 0
@@ -64,7 +64,7 @@ class FaultyHub(FakeHFHub):
         self._serving = threading.local()
         super().__init__()
 
-    @property  # type: ignore[override]
+    @property
     def faults(self) -> Faults:
         return self.bad_faults if getattr(self._serving, "bad", False) else self._healthy
 
@@ -149,20 +149,27 @@ def recover(tmp_path: Path, manifest: Path, hub: FaultyHub) -> None:
     assert leftovers(tmp_path / "models") == [] and orphans(tmp_path / "models", lock) == []
 
 
-TRANSIENT = {
-    "5xx": lambda f: setattr(f, "status_5xx", {"count": 3, "status": 502}),
-    "429-retry-after": lambda f: setattr(f, "retry_after", {"count": 2, "seconds": 1}),
-    "reset-mid-body": lambda f: (setattr(f, "resets", 2), setattr(f, "drop_after_bytes", 100_000)),
-    "reset-at-start": lambda f: setattr(f, "resets", 2),
-    "cut-mid-body": lambda f: (setattr(f, "drop_after_bytes", 120_000), setattr(f, "drop_times", 2)),
-    "short-body": lambda f: setattr(f, "short_bodies", 2),
-    "stall": lambda f: (setattr(f, "stalls", 1), setattr(f, "stall_for", 3)),
+def arm(faults: MoreFaults, settings: Mapping[str, object]) -> None:
+    """Set the named fault fields (e.g. ``{"resets": 2, "drop_after_bytes": 100_000}``)."""
+    for name, value in settings.items():
+        assert hasattr(faults, name), name
+        setattr(faults, name, value)
+
+
+TRANSIENT: dict[str, dict[str, object]] = {
+    "5xx": {"status_5xx": {"count": 3, "status": 502}},
+    "429-retry-after": {"retry_after": {"count": 2, "seconds": 1}},
+    "reset-mid-body": {"resets": 2, "drop_after_bytes": 100_000},
+    "reset-at-start": {"resets": 2},
+    "cut-mid-body": {"drop_after_bytes": 120_000, "drop_times": 2},
+    "short-body": {"short_bodies": 2},
+    "stall": {"stalls": 1, "stall_for": 3},
 }
 
 
 @pytest.mark.parametrize("fault", sorted(TRANSIENT))
 def test_transient_fault_is_retried_and_the_apply_succeeds(tmp_path: Path, hub: FaultyHub, fault: str) -> None:
-    TRANSIENT[fault](hub.bad_faults)
+    arm(hub.bad_faults, TRANSIENT[fault])
     manifest = models_manifest(tmp_path, hf_settings(hub.url), MODELS)
     result = run_cli("apply", manifest, env=TIMEOUT_ENV)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -173,13 +180,13 @@ def test_transient_fault_is_retried_and_the_apply_succeeds(tmp_path: Path, hub: 
     assert leftovers(tmp_path / "models") == []
 
 
-PERSISTENT = {
-    "5xx": (lambda f: setattr(f, "status_5xx", {"count": 1000, "status": 503}), "HTTP 503"),
-    "429-retry-after": (lambda f: setattr(f, "retry_after", {"count": 1000, "seconds": 0}), "HTTP 429"),
-    "reset": (lambda f: setattr(f, "resets", 1000), "connection"),
-    "truncated": (lambda f: (setattr(f, "drop_after_bytes", 0), setattr(f, "drop_times", None)), "body ended"),
-    "short-body": (lambda f: setattr(f, "short_bodies", 1000), "body ended"),
-    "stall": (lambda f: (setattr(f, "stalls", 1000), setattr(f, "stall_for", 2)), "timed out"),
+PERSISTENT: dict[str, tuple[dict[str, object], str]] = {
+    "5xx": ({"status_5xx": {"count": 1000, "status": 503}}, "HTTP 503"),
+    "429-retry-after": ({"retry_after": {"count": 1000, "seconds": 0}}, "HTTP 429"),
+    "reset": ({"resets": 1000}, "connection"),
+    "truncated": ({"drop_after_bytes": 0, "drop_times": None}, "body ended"),
+    "short-body": ({"short_bodies": 1000}, "body ended"),
+    "stall": ({"stalls": 1000, "stall_for": 2}, "timed out"),
 }
 
 
@@ -188,8 +195,8 @@ PERSISTENT = {
 def test_persistent_fault_gives_up_naming_the_file_and_spares_the_other_model(
     tmp_path: Path, hub: FaultyHub, fault: str
 ) -> None:
-    arm, symptom = PERSISTENT[fault]
-    arm(hub.bad_faults)
+    settings, symptom = PERSISTENT[fault]
+    arm(hub.bad_faults, settings)
     manifest = models_manifest(tmp_path, hf_settings(hub.url), MODELS)
     result = run_cli("apply", manifest, env=TIMEOUT_ENV)
     assert result.returncode == 1, result.stdout + result.stderr

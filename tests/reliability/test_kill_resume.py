@@ -157,7 +157,7 @@ def check_file_model(tmp_path: Path, manifest: Path) -> None:
 
 
 # scheme -> (hub fake, manifest settings, requests before the first file GET)
-HUBS = {
+HUBS: dict[str, tuple[type[KillableHFHub] | type[KillableMSHub], Callable[[str], str], int]] = {
     "hf": (KillableHFHub, hf_settings, 4),  # model info, tree listing, then the first file GETs
     "ms": (KillableMSHub, ms_settings, 3),  # the listing, then the first file GETs
 }

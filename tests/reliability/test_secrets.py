@@ -62,7 +62,7 @@ def servers(tmp_path: Path) -> Iterator[tuple[FakeHFHub, FakeModelScopeHub, Fake
 def write(tmp_path: Path, hf: FakeHFHub, ms: FakeModelScopeHub, api: FakeVLLM) -> Path:
     (tmp_path / "src").mkdir(exist_ok=True)
     (tmp_path / "src" / "config.json").write_text(json.dumps({"max_position_embeddings": 512}))
-    manifest = write_manifest(
+    return write_manifest(
         tmp_path,
         "version: 1\n"
         "settings:\n"
@@ -82,7 +82,6 @@ def write(tmp_path: Path, hf: FakeHFHub, ms: FakeModelScopeHub, api: FakeVLLM) -
         "    api_key: '${VLLM_API_KEY}'\n    args: [--max-model-len, '512']\n"
         "smoke_test: {max_tokens: 8, timeout: 30}\n",
     )
-    return manifest
 
 
 def test_canaries_never_leak(tmp_path: Path, servers, docker_client) -> None:  # type: ignore[no-untyped-def]

@@ -56,9 +56,9 @@ def test_lock_path_outside_the_folder_is_exit_2_and_never_hashed_or_deleted(tmp_
         assert result.returncode == 2, (command, result.stdout, result.stderr)
         assert "m.lock.json" in result.stderr and "'good'" in result.stderr and "files" in result.stderr
         assert "unsafe path" in result.stderr and "Traceback" not in result.stderr
-    for command in (("plan",), ("status",), ("destroy", "--yes")):
-        ran = invoke(command[0], str(manifest), *command[1:])
-        assert ran.exit_code == 2 and exited_cleanly(ran, 2) and "unsafe path" in ran.output, (command, ran.output)
+    for name, *extra in (("plan",), ("status",), ("destroy", "--yes")):
+        ran = invoke(name, str(manifest), *extra)
+        assert ran.exit_code == 2 and exited_cleanly(ran, 2) and "unsafe path" in ran.output, (name, ran.output)
     # the old exploit: an exclude change made apply delete the locked path
     manifest.write_text(manifest.read_text().replace("'hf://org/good'", "'hf://org/good', exclude: ['extra*']"))
     assert run_cli("apply", manifest).returncode == 2

@@ -93,9 +93,9 @@ def test_an_orphan_model_is_kept_without_yes_and_only_placed_files_go_with_it(tm
     assert result.returncode == 1 and "--yes" in result.stderr
     assert (tmp_path / "models/other/a.bin").exists()
 
-    result = invoke("apply", str(manifest), "--yes", "--json")
-    assert exited_cleanly(result, 0), result.output
-    outcome = next(o for o in json_of(result)["outcomes"] if o["name"] == "other")
+    invoked = invoke("apply", str(manifest), "--yes", "--json")
+    assert exited_cleanly(invoked, 0), invoked.output
+    outcome = next(o for o in json_of(invoked)["outcomes"] if o["name"] == "other")
     assert "my-results.csv" in outcome["reason"]
     assert sorted(p.name for p in (tmp_path / "models/other").iterdir()) == [".provision.json", "my-results.csv"]
 

@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 
 from provision.errors import ManifestError
+from provision.manifest import OpenAIDeployment
 from provision.manifest_loader import SecretReference, load_manifest, parse_manifest
 from provision.yaml_loader import MAX_MANIFEST_BYTES, MAX_NODES
 from tests.cli_runner import REPO_ROOT, run_cli
 from tests.manifest_files import write_manifest
+from tests.typed import instance, known
 
 HANG_LIMIT = 30  # seconds before a run counts as hung
 
@@ -39,8 +41,7 @@ def refused(path: Path | str, *expected: str) -> str:
 def alias_bomb(levels: int = 9) -> str:
     """Each level is a list of ten aliases to the one before: 10**levels values from ~1 KiB."""
     lines = ["version: 1", "l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
-    for i in range(1, levels):
-        lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]")
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, levels)]
     return "\n".join(lines) + "\n"
 
 
@@ -171,18 +172,16 @@ deployments:
 
 def test_an_unset_secret_is_an_error_only_when_used() -> None:
     manifest = parse_manifest(HOSTED, file="m.yaml", env={})
-    key = manifest.deployments["api"].api_key
+    key = instance(manifest.deployments["api"], OpenAIDeployment).api_key
     assert isinstance(key, SecretReference) and key.variables == ("PROVISION_SECRET_NOT_SET_7C1D",)
     assert "**********" in repr(manifest) and "sk-" not in repr(manifest) + repr(manifest.model_dump())
     with pytest.raises(ManifestError, match="PROVISION_SECRET_NOT_SET_7C1D is not set") as caught:
         key.get_secret_value()
     assert (caught.value.line, caught.value.field) == (11, "deployments.api.api_key")
-    assert (
-        parse_manifest(HOSTED, env={"PROVISION_SECRET_NOT_SET_7C1D": "sk-1"})
-        .deployments["api"]
-        .api_key.get_secret_value()
-        == "sk-1"
-    )  # type: ignore[union-attr]
+    hosted = instance(
+        parse_manifest(HOSTED, env={"PROVISION_SECRET_NOT_SET_7C1D": "sk-1"}).deployments["api"], OpenAIDeployment
+    )
+    assert known(hosted.api_key).get_secret_value() == "sk-1"
 
 
 def test_validate_plan_apply_destroy_need_no_secret(tmp_path: Path) -> None:

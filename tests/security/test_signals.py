@@ -31,7 +31,7 @@ THROTTLE = 1 << 20  # 1 MiB/s: the big file takes 6 s, so a signal lands mid-fil
 LATENCY_BOUND = 5.0  # seconds; generous on purpose (the target, 1 s, is printed)
 
 
-def wait_for_partial(partial_dir: Path, process: subprocess.Popen, timeout: float = 30) -> int:
+def wait_for_partial(partial_dir: Path, process: subprocess.Popen[str], timeout: float = 30) -> int:
     """Block until a partial file holds some bytes; return how many."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -44,7 +44,7 @@ def wait_for_partial(partial_dir: Path, process: subprocess.Popen, timeout: floa
     raise AssertionError(f"no partial file under {partial_dir} within {timeout} s")
 
 
-def interrupt(process: subprocess.Popen, signum: int) -> float:
+def interrupt(process: subprocess.Popen[str] | subprocess.Popen[bytes], signum: int) -> float:
     """Send ``signum``; return the seconds until the process exited."""
     sent = time.monotonic()
     process.send_signal(signum)

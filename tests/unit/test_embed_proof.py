@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,7 +47,7 @@ def test_the_models_own_dimension_is_the_default_expectation() -> None:
     assert judge_embeddings([PROBE], batch, expect_dimension=None) == "dimension 2, but the model's config says 384"
 
 
-def write_st(folder: Path, pooling: dict, *, path: str = "1_Pooling", normalize: bool = False) -> None:
+def write_st(folder: Path, pooling: dict[str, Any], *, path: str = "1_Pooling", normalize: bool = False) -> None:
     modules = [
         {"type": "sentence_transformers.models.Transformer", "path": ""},
         {"type": "sentence_transformers.models.Pooling", "path": path},
@@ -73,7 +74,7 @@ def test_pooling_comes_from_the_sentence_transformers_files(tmp_path: Path) -> N
 def test_without_them_the_default_is_mean_or_last_token(tmp_path: Path) -> None:
     assert read_pooling(tmp_path, {"model_type": "bert"}).mode == "mean"
     assert read_pooling(tmp_path, {"model_type": "qwen3"}).mode == "lasttoken"
-    with pytest.raises(DeploymentError, match="is a causal language model .*not an embedding model"):
+    with pytest.raises(DeploymentError, match=r"is a causal language model .*not an embedding model"):
         read_pooling(tmp_path, {"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"]})
 
 
@@ -103,7 +104,7 @@ def test_a_pooling_mode_provision_cannot_apply_is_refused(tmp_path: Path) -> Non
     with pytest.raises(DeploymentError, match="sets pooling_mode_weightedmean_tokens; provision pools with"):
         read_pooling(tmp_path, {})
     (tmp_path / "modules.json").write_text("{not json")
-    with pytest.raises(DeploymentError, match="cannot read modules.json"):
+    with pytest.raises(DeploymentError, match=r"cannot read modules\.json"):
         read_pooling(tmp_path, {})
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from huggingface_hub.utils import filter_repo_objects
+from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]  # a lazy export, not in __all__
 
 from provision.errors import SourceError
 from provision.files import RemoteFile, select_files
@@ -141,7 +141,9 @@ def test_patterns_are_case_sensitive() -> None:
 )
 def test_same_choice_as_huggingface_hub(include: tuple[str, ...] | None, exclude: tuple[str, ...] | None) -> None:
     expected = list(
-        filter_repo_objects(PATHS, allow_patterns=include and list(include), ignore_patterns=exclude and list(exclude))
+        filter_repo_objects(
+            PATHS, allow_patterns=list(include) if include else None, ignore_patterns=list(exclude) if exclude else None
+        )
     )
     assert _select(include, exclude) == expected
 

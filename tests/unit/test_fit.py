@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from provision.estimate import GIB, GgufInfo, kv_bytes_per_token, model_shape, weights_bytes
+from provision.estimate import GIB, GgufInfo, ModelShape, kv_bytes_per_token, model_shape, weights_bytes
 from provision.fit import (
     ModelInfo,
     check_disk,
@@ -24,6 +24,7 @@ from provision.manifest import (
     VllmDeployment,
 )
 from provision.report.hardware import fit_dict
+from tests.typed import json_object, known
 
 CONFIGS = Path(__file__).parent.parent / "fixtures" / "configs"
 GB24 = 25_757_220_864
@@ -36,7 +37,7 @@ def fit_findings(name: str, deployment: Any, info: ModelInfo | None, inventory: 
 
 
 def config(name: str) -> dict[str, Any]:
-    return json.loads((CONFIGS / f"{name}.json").read_text())
+    return json_object(CONFIGS / f"{name}.json")
 
 
 def machine(
@@ -50,6 +51,10 @@ def machine(
     )
 
 
+def shape(info: ModelInfo) -> ModelShape:
+    return known(model_shape(known(info.config)))
+
+
 def vllm(*args: str, gpus: Any = "all") -> VllmDeployment:
     return VllmDeployment(engine="vllm", model="m", args=args, gpus=gpus)
 
@@ -61,10 +66,10 @@ def test_qwen25_7b_bf16_32k_fits_one_24gb_gpu() -> None:
     info = ModelInfo(config("Qwen2.5-7B-Instruct"))
     fit = fit_deployment("qwen", vllm("--max-model-len", "32768"), info, machine(GB24))
     assert fit.level is Level.OK
-    est = fit.estimate
+    est = known(fit.estimate)
     assert est.where == "GPU 0" and est.available == int(0.9 * GB24)
     assert est.kv_cache == 57_344 * 32_768
-    assert est.needed == est.weights + est.kv_cache + est.overhead
+    assert est.needed == known(est.weights) + known(est.kv_cache) + known(est.overhead)
     assert est.max_context_len == 32_768  # more would fit, but not beyond the model's own 32k
 
 
@@ -81,13 +86,13 @@ def test_llama_default_context_fails_and_names_the_longest_that_fits() -> None:
     info = ModelInfo(config("Llama-3.1-8B"))
     fit = fit_deployment("llama", vllm(), info, machine(GB24))
     [finding] = fit.findings
-    est = fit.estimate
+    est = known(fit.estimate)
     assert finding.level is Level.FAIL and est.context_len == 131_072  # max_position_embeddings
-    longest = est.max_context_len
+    longest = known(est.max_context_len)
     assert longest % 16 == 0 and f"--max-model-len {longest}" in finding.remedy
-    per_token = kv_bytes_per_token(model_shape(info.config), 2)
-    assert est.weights + est.overhead + longest * per_token <= est.available
-    assert est.weights + est.overhead + (longest + 16) * per_token > est.available
+    per_token = kv_bytes_per_token(shape(info), 2)
+    base = known(est.weights) + known(est.overhead)
+    assert base + longest * per_token <= known(est.available) < base + (longest + 16) * per_token
     # and that length does fit when asked for
     assert fit_deployment("llama", vllm("--max-model-len", str(longest)), info, machine(GB24)).level is not Level.FAIL
 
@@ -102,13 +107,13 @@ def test_tensor_parallel_over_two_80gb_gpus() -> None:
         "llama", vllm("--tensor-parallel-size", "2"), ModelInfo(config("Llama-3.1-8B")), machine(GB80, GB80, cc=(8, 0))
     )
     assert fit.level is Level.OK
-    assert fit.estimate.where == "GPU 0,1" and fit.estimate.available == int(0.9 * GB80) * 2
+    assert known(fit.estimate).where == "GPU 0,1" and known(fit.estimate).available == int(0.9 * GB80) * 2
 
 
 def test_close_to_the_limit_warns() -> None:
     info = ModelInfo(config("Qwen2.5-7B-Instruct"))
-    needed = fit_deployment("q", vllm("--max-model-len", "32768"), info, machine(GB24)).estimate.needed
-    total = int(needed / 0.95 / 0.9)  # needed is 95% of usable
+    needed = known(fit_deployment("q", vllm("--max-model-len", "32768"), info, machine(GB24)).estimate).needed
+    total = int(known(needed) / 0.95 / 0.9)  # needed is 95% of usable
     [finding] = fit_findings("q", vllm("--max-model-len", "32768"), info, machine(total))
     assert finding.level is Level.WARN and "to spare" in finding.message
 
@@ -116,9 +121,9 @@ def test_close_to_the_limit_warns() -> None:
 def test_lower_utilization_and_fp8_cache_are_read_from_args() -> None:
     info = ModelInfo(config("Llama-3.1-8B"))
     low = fit_deployment("l", vllm("--gpu-memory-utilization", "0.5", "--max-model-len", "8192"), info, machine(GB24))
-    assert low.estimate.available == int(0.5 * GB24) and low.level is Level.FAIL
+    assert known(low.estimate).available == int(0.5 * GB24) and low.level is Level.FAIL
     fp8 = fit_deployment("l", vllm("--kv-cache-dtype", "fp8", "--max-model-len", "8192"), info, machine(GB24))
-    assert fp8.estimate.kv_cache == 8192 * 65_536
+    assert known(fp8.estimate).kv_cache == 8192 * 65_536
 
 
 @pytest.mark.parametrize(
@@ -142,9 +147,9 @@ def test_vllm_without_gpus_still_estimates_beside_the_blocker() -> None:
     fit = fit_deployment("v", vllm("--max-model-len", "8192"), info, machine())
     [finding] = fit.findings
     assert finding.level is Level.FAIL and "none was found" in finding.message
-    est = fit.estimate
-    assert est.weights == weights_bytes(info.config, "auto") and est.kv_cache == 131_072 * 8192
-    assert est.overhead > 0 and est.needed == est.weights + est.kv_cache + est.overhead
+    est = known(fit.estimate)
+    assert est.weights == weights_bytes(known(info.config), "auto") and est.kv_cache == 131_072 * 8192
+    assert known(est.overhead) > 0 and est.needed == known(est.weights) + known(est.kv_cache) + known(est.overhead)
     assert est.available is None and est.max_context_len is None
 
 
@@ -155,7 +160,7 @@ def test_unknown_model_warns() -> None:
 
 def test_real_weight_sizes_without_config_still_judge() -> None:
     fit = fit_deployment("v", vllm(), ModelInfo(weights_bytes=30 * GIB), machine(GB24))
-    assert fit.level is Level.WARN and fit.estimate.weights == 30 * GIB  # KV cache unknown without a config
+    assert fit.level is Level.WARN and known(fit.estimate).weights == 30 * GIB  # KV cache unknown without a config
 
 
 # -- transformers, Ollama, hosted ----------------------------------------------------------
@@ -165,14 +170,17 @@ def test_transformers_on_gpu_or_in_ram() -> None:
     info = ModelInfo(config("DeepSeek-R1-Distill-Qwen-1.5B"))
     spec = TransformersDeployment(engine="transformers", model="m", dtype="float16")
     on_gpu = fit_deployment("t", spec, info, machine(GB24))
-    assert on_gpu.estimate.where == "GPU 0" and on_gpu.level is Level.OK
-    assert on_gpu.estimate.needed == int(on_gpu.estimate.weights * 1.2)
+    assert known(on_gpu.estimate).where == "GPU 0" and on_gpu.level is Level.OK
+    assert known(on_gpu.estimate).needed == int(known(known(on_gpu.estimate).weights) * 1.2)
     in_ram = fit_deployment("t", spec, info, machine(ram=3 * GIB))
-    assert in_ram.estimate.where == "RAM" and in_ram.level is Level.FAIL
+    assert known(in_ram.estimate).where == "RAM" and in_ram.level is Level.FAIL
     fp32 = fit_deployment(
         "t", TransformersDeployment(engine="transformers", model="m", dtype="float32"), info, machine(ram=8 * GIB)
     )
-    assert fp32.estimate.weights == 2 * on_gpu.estimate.weights and "half precision" in fp32.findings[0].remedy
+    assert (
+        known(fp32.estimate).weights == 2 * known(known(on_gpu.estimate).weights)
+        and "half precision" in fp32.findings[0].remedy
+    )
     missing = fit_deployment(
         "t", TransformersDeployment(engine="transformers", model="m", device="cuda:1"), info, machine(GB24)
     )
@@ -193,12 +201,12 @@ QWEN3_GGUF = GgufInfo(
 def test_ollama_default_context_and_placement() -> None:
     spec = OllamaDeployment(engine="ollama", model="m")
     cpu = fit_deployment("o", spec, ModelInfo(gguf=QWEN3_GGUF), machine())
-    assert cpu.estimate.where == "RAM" and cpu.estimate.context_len == 4096 and cpu.level is Level.OK
-    assert cpu.estimate.needed == 522_000_000 + 28 * 8 * 256 * 2 * 4096
+    assert known(cpu.estimate).where == "RAM" and known(cpu.estimate).context_len == 4096 and cpu.level is Level.OK
+    assert known(cpu.estimate).needed == 522_000_000 + 28 * 8 * 256 * 2 * 4096
     # a "24 GB" card reports 23.99 GiB: under Ollama's 24 GiB tier, so still 4096
-    assert fit_deployment("o", spec, ModelInfo(gguf=QWEN3_GGUF), machine(GB24)).estimate.context_len == 4096
+    assert known(fit_deployment("o", spec, ModelInfo(gguf=QWEN3_GGUF), machine(GB24)).estimate).context_len == 4096
     two = fit_deployment("o", spec, ModelInfo(gguf=QWEN3_GGUF), machine(GB24, GB24))
-    assert two.estimate.where == "GPU 0,1" and two.estimate.context_len == 32_768
+    assert known(two.estimate).where == "GPU 0,1" and known(two.estimate).context_len == 32_768
 
 
 def test_ollama_split_warns_and_too_big_fails() -> None:
@@ -213,8 +221,8 @@ def test_ollama_split_warns_and_too_big_fails() -> None:
     )
     spec = OllamaDeployment(engine="ollama", model="m", parameters={"num_ctx": 8192})
     split = fit_deployment("o", spec, ModelInfo(gguf=big), machine(GB16))
-    assert split.estimate.where == "GPU 0 + RAM" and split.level is Level.WARN
-    assert split.estimate.context_len == 8192
+    assert known(split.estimate).where == "GPU 0 + RAM" and split.level is Level.WARN
+    assert known(split.estimate).context_len == 8192
     assert fit_deployment("o", spec, ModelInfo(gguf=big), machine(ram=8 * GIB)).level is Level.FAIL
 
 
@@ -271,7 +279,7 @@ def test_render_fits_shows_where_and_longest_context() -> None:
     with console().capture() as captured:
         render_hardware(inventory, fits)
     text = captured.get()
-    assert "llama" in text and "FAIL" in text and str(fits[0].estimate.max_context_len) in text
+    assert "llama" in text and "FAIL" in text and str(known(fits[0].estimate).max_context_len) in text
     assert "cannot estimate" in text
 
 
@@ -281,7 +289,7 @@ def test_render_fits_shows_where_and_longest_context() -> None:
 def on(gpu: str, count: int = 1) -> Inventory:
     from provision.gpus import find_gpu, model_inventory
 
-    return model_inventory(find_gpu(gpu), count, MemoryProbe(64 * GIB, 64 * GIB))
+    return model_inventory(known(find_gpu(gpu)), count, MemoryProbe(64 * GIB, 64 * GIB))
 
 
 def llama_by_hand() -> tuple[int, int]:
@@ -297,14 +305,15 @@ def llama_by_hand() -> tuple[int, int]:
 
 def test_llama_131k_bf16_does_not_fit_one_l4_and_the_longest_context_is_what_the_sizes_imply() -> None:
     fit = fit_deployment("llama", vllm(), ModelInfo(config("Llama-3.1-8B")), on("L4"))
-    est = fit.estimate
+    est = known(fit.estimate)
     assert fit.level is Level.FAIL and est.context_len == 131_072
     weights, per_token = llama_by_hand()
     usable = 0.9 * 23034 * 2**20  # vLLM's default share of what an L4 reports
     assert est.weights == weights
     # whatever the runtime overhead, it is under 2 GiB: the longest context lies between these
-    assert (usable - weights - 2 * GIB) / per_token <= est.max_context_len <= (usable - weights) / per_token
-    assert 25_000 < est.max_context_len < 41_000
+    longest = known(est.max_context_len)
+    assert (usable - weights - 2 * GIB) / per_token <= longest <= (usable - weights) / per_token
+    assert 25_000 < longest < 41_000
     assert f"--max-model-len {est.max_context_len}" in fit.findings[0].remedy
     at_longest = fit_deployment(
         "llama", vllm("--max-model-len", str(est.max_context_len)), ModelInfo(config("Llama-3.1-8B")), on("L4")
@@ -314,7 +323,7 @@ def test_llama_131k_bf16_does_not_fit_one_l4_and_the_longest_context_is_what_the
 
 def test_llama_131k_bf16_fits_one_h100() -> None:
     fit = fit_deployment("llama", vllm(), ModelInfo(config("Llama-3.1-8B")), on("H100"))
-    assert fit.level is Level.OK and fit.estimate.max_context_len == 131_072  # the model's own limit
+    assert fit.level is Level.OK and known(fit.estimate).max_context_len == 131_072  # the model's own limit
 
 
 def test_two_l4s_with_tensor_parallelism_fit_a_context_one_cannot() -> None:
@@ -322,11 +331,13 @@ def test_two_l4s_with_tensor_parallelism_fit_a_context_one_cannot() -> None:
     one = fit_deployment("llama", vllm("--max-model-len", "65536"), info, on("L4"))
     two = fit_deployment("llama", vllm("--max-model-len", "65536", "-tp", "2"), info, on("L4", 2))
     assert one.level is Level.FAIL and two.level is Level.OK
-    assert two.estimate.where == "GPU 0,1" and two.estimate.max_context_len > 2 * one.estimate.max_context_len
+    assert known(two.estimate).where == "GPU 0,1" and known(known(two.estimate).max_context_len) > 2 * known(
+        known(one.estimate).max_context_len
+    )
     # split as vLLM does: each GPU holds half of the 8 KV heads, and half of all but the norms
     weights, per_token = llama_by_hand()
-    assert two.estimate.kv_cache == per_token * 65_536
-    assert weights < two.estimate.weights < weights * 1.001
+    assert known(two.estimate).kv_cache == per_token * 65_536
+    assert weights < known(known(two.estimate).weights) < weights * 1.001
 
 
 def test_tensor_parallel_must_divide_the_attention_heads() -> None:
@@ -362,10 +373,10 @@ def test_cpu_vllm_needs_weights_plus_the_kv_space_it_is_given() -> None:
     fit = fit_deployment(
         "c", cpu_vllm("--max-model-len", "8192", env={"VLLM_CPU_KVCACHE_SPACE": "2"}), info, machine(ram=16 * GIB)
     )
-    est = fit.estimate
+    est = known(fit.estimate)
     assert fit.level is Level.OK and est.where == "RAM" and est.available == 16 * GIB
-    assert est.kv_cache == 2 * GIB and est.needed == est.weights + 2 * GIB + est.overhead
-    per_token = kv_bytes_per_token(model_shape(info.config), 2)
+    assert est.kv_cache == 2 * GIB and est.needed == known(est.weights) + 2 * GIB + known(est.overhead)
+    per_token = kv_bytes_per_token(shape(info), 2)
     assert est.max_context_len == 2 * GIB // per_token // 128 * 128  # whole 128-token CPU blocks
     tight = fit_deployment(
         "c", cpu_vllm("--max-model-len", "8192", env={"VLLM_CPU_KVCACHE_SPACE": "2"}), info, machine(ram=4 * GIB)
@@ -377,7 +388,7 @@ def test_cpu_vllm_context_longer_than_the_kv_space_fails() -> None:
     info = ModelInfo(config("Qwen3-0.6B"))  # 40960 tokens x 112 KiB > 1 GiB
     fit = fit_deployment("c", cpu_vllm(env={"VLLM_CPU_KVCACHE_SPACE": "1"}), info, machine(ram=64 * GIB))
     failed = [f for f in fit.findings if f.level is Level.FAIL]
-    assert failed and f"--max-model-len {fit.estimate.max_context_len}" in failed[0].remedy
+    assert failed and f"--max-model-len {known(fit.estimate).max_context_len}" in failed[0].remedy
 
 
 def test_cpu_vllm_gets_the_containers_default_kv_space() -> None:
@@ -385,14 +396,14 @@ def test_cpu_vllm_gets_the_containers_default_kv_space() -> None:
     fit = fit_deployment(
         "c", cpu_vllm("--max-model-len", "4096"), ModelInfo(config("Qwen3-0.6B")), ram_only(64 * GIB, 63 * GIB)
     )
-    assert fit.estimate is not None and fit.estimate.kv_cache == 4 * GIB
+    assert fit.estimate is not None and known(fit.estimate).kv_cache == 4 * GIB
 
 
 def test_cpu_vllm_without_kv_space_takes_most_of_ram() -> None:
     info = ModelInfo(config("Qwen3-0.6B"))
     unset = {"VLLM_CPU_KVCACHE_SPACE": ""}  # empty: vLLM's own share of RAM
     roomy = fit_deployment("c", cpu_vllm("--max-model-len", "4096", env=unset), info, ram_only(64 * GIB, 63 * GIB))
-    assert roomy.level is Level.WARN and roomy.estimate.needed == int(0.92 * 64 * GIB)
+    assert roomy.level is Level.WARN and known(roomy.estimate).needed == int(0.92 * 64 * GIB)
     assert "VLLM_CPU_KVCACHE_SPACE" in roomy.findings[0].remedy
     busy = fit_deployment("c", cpu_vllm("--max-model-len", "4096", env=unset), info, ram_only(64 * GIB, 40 * GIB))
     assert busy.level is Level.FAIL and "refuses to start" in busy.findings[0].message
@@ -417,7 +428,7 @@ def test_smallest_listed_gpu_that_fits() -> None:
     assert all(
         fit_deployment("llama", vllm(), info, on(smaller)).level is Level.FAIL for smaller in order[: order.index(name)]
     )
-    two = smallest_gpu("llama", vllm("-tp", "2"), info, ram)
+    two = known(smallest_gpu("llama", vllm("-tp", "2"), info, ram))
     assert two.endswith("x2") and order.index(two[:-2]) < order.index(name)
     assert smallest_gpu("c", cpu_vllm(), info, ram) is None  # runs without a GPU
 
@@ -427,11 +438,11 @@ def test_encoder_deployments_have_no_kv_cache() -> None:
     local = fit_deployment(
         "e", TransformersDeployment(engine="transformers", model="m", device="cpu"), info, machine(ram=4 * GIB)
     )
-    est = local.estimate
+    est = known(local.estimate)
     assert local.level is Level.OK and est.kv_cache == 0 and est.context_len == 512
-    assert est.weights == 109_482_240 * 4 and est.needed == est.weights + est.overhead
+    assert est.weights == 109_482_240 * 4 and est.needed == known(est.weights) + known(est.overhead)
     assert "activations" in local.findings[0].message
     served = fit_deployment("e", vllm(), info, on("T4"))
-    assert served.level is Level.OK and served.estimate.kv_cache == 0
-    assert served.estimate.weights == 109_482_240 * 2  # vLLM serves a float32 checkpoint in half precision
-    assert served.estimate.max_context_len == 512
+    assert served.level is Level.OK and known(served.estimate).kv_cache == 0
+    assert known(served.estimate).weights == 109_482_240 * 2  # vLLM serves a float32 checkpoint in half precision
+    assert known(served.estimate).max_context_len == 512

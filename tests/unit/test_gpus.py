@@ -9,6 +9,7 @@ from provision.gpus import (
     GIB,
     GPUS,
     MIB,
+    GpuModel,
     GpuRequest,
     by_memory,
     find_gpu,
@@ -18,6 +19,12 @@ from provision.gpus import (
     vram_target,
 )
 from provision.hardware import MemoryProbe
+from tests.typed import known
+
+
+def gpu(name: str) -> GpuModel:
+    """A GPU the table must know."""
+    return known(find_gpu(name))
 
 
 @pytest.mark.parametrize("text", ["RTX4090", "rtx 4090", "RTX-4090", "NVIDIA GeForce RTX 4090", "geforce_rtx4090"])
@@ -32,9 +39,9 @@ def test_every_name_and_alias_is_unique() -> None:
 
 def test_counts_and_aliases() -> None:
     target = gpu_target("A10Gx2")
-    assert (target.count, target.model.name) == (2, "A10G")
+    assert (target.count, known(target.model).name) == (2, "A10G")
     assert gpu_target("h100 x 8").count == 8
-    assert gpu_target("A100").model.name == "A100-80GB"
+    assert known(gpu_target("A100").model).name == "A100-80GB"
     with pytest.raises(ManifestError, match="count"):
         gpu_target("L4x0")
 
@@ -47,21 +54,21 @@ def test_unknown_name_is_bad_input_naming_the_known_ones() -> None:
 
 
 def test_memory_is_what_cuda_reports_where_recorded_else_the_spec() -> None:
-    assert find_gpu("L4").memory_bytes == 23034 * MIB  # nvidia-smi's total, not 24 GiB
-    assert find_gpu("H200").memory_bytes == 141 * GIB  # HBM, no record: the spec
+    assert gpu("L4").memory_bytes == 23034 * MIB  # nvidia-smi's total, not 24 GiB
+    assert gpu("H200").memory_bytes == 141 * GIB  # HBM, no record: the spec
     # data-center GDDR without a record loses ECC's 1/16, as the recorded L4/A10/L40S/T4 do
-    a10g = find_gpu("A10G")
+    a10g = gpu("A10G")
     assert a10g.memory_bytes == 24 * GIB * 15 // 16
-    assert abs(a10g.memory_bytes - find_gpu("A10").memory_bytes) < 16 * MIB
+    assert abs(a10g.memory_bytes - gpu("A10").memory_bytes) < 16 * MIB
     for recorded in (g for g in GPUS if g.reported_mib and g.gddr_ecc):
         assert recorded.reported_mib == pytest.approx(recorded.memory_gb * 1024 * 15 / 16, abs=16)
 
 
 def test_capabilities_follow_compute_capability() -> None:
-    assert (find_gpu("T4").bf16, find_gpu("T4").fp8) == (False, False)  # 7.5
-    assert (find_gpu("A100").bf16, find_gpu("A100").fp8) == (True, False)  # 8.0
-    assert (find_gpu("L4").bf16, find_gpu("L4").fp8) == (True, True)  # 8.9
-    assert find_gpu("V100").compute_capability == (7, 0)
+    assert (gpu("T4").bf16, gpu("T4").fp8) == (False, False)  # 7.5
+    assert (gpu("A100").bf16, gpu("A100").fp8) == (True, False)  # 8.0
+    assert (gpu("L4").bf16, gpu("L4").fp8) == (True, True)  # 8.9
+    assert gpu("V100").compute_capability == (7, 0)
 
 
 @pytest.mark.parametrize(

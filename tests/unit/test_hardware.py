@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socketserver
 import subprocess
 import sys
@@ -42,44 +43,62 @@ GB24 = 25_757_220_864  # what NVML reports for a "24 GB" RTX 4090: 24564 MiB
 GB80 = 85_899_345_920  # an "80 GB" A100: 81920 MiB
 
 
-def fake_pynvml(gpus: list[dict[str, Any]] | None = None, *, init_error: str | None = None) -> types.ModuleType:
-    """A stand-in for the ``pynvml`` module with the calls probe_gpus makes."""
-    module = types.ModuleType("pynvml")
+class FakeNVML(types.ModuleType):
+    """A stand-in for the ``pynvml`` module with the calls probe_gpus makes; ``calls`` logs init and shutdown."""
 
-    class NVMLError(Exception):
-        pass
+    def __init__(self, devices: list[dict[str, Any]], init_error: str | None) -> None:
+        super().__init__("pynvml")
+        self.calls: list[str] = []
+        self._devices = devices
+        self._init_error = init_error
 
-    for name in ("NVMLError_LibraryNotFound", "NVMLError_DriverNotLoaded", "NVMLError_NotSupported"):
-        setattr(module, name, type(name, (NVMLError,), {}))
-    module.NVMLError = NVMLError
-    module.calls = []
-    devices = gpus or []
+        class NVMLError(Exception):
+            pass
 
-    def init() -> None:
-        module.calls.append("init")
-        if init_error:
-            raise getattr(module, init_error)()
+        self.NVMLError = NVMLError
+        self.NVMLError_NotSupported = type("NVMLError_NotSupported", (NVMLError,), {})
+        for name in ("NVMLError_LibraryNotFound", "NVMLError_DriverNotLoaded"):
+            setattr(self, name, type(name, (NVMLError,), {}))
 
-    def capability(handle: int) -> tuple[int, int]:
-        if devices[handle].get("cc") is None:
-            raise module.NVMLError_NotSupported()
-        return devices[handle]["cc"]
+    def nvmlInit(self) -> None:
+        self.calls.append("init")
+        if self._init_error:
+            raise getattr(self, self._init_error)()
 
-    module.nvmlInit = init
-    module.nvmlShutdown = lambda: module.calls.append("shutdown")
-    module.nvmlSystemGetDriverVersion = lambda: "550.54.15"
-    module.nvmlSystemGetCudaDriverVersion_v2 = lambda: 12040
-    module.nvmlDeviceGetCount = lambda: len(devices)
-    module.nvmlDeviceGetHandleByIndex = lambda index: index
-    module.nvmlDeviceGetName = lambda handle: devices[handle]["name"].encode()  # older bindings: bytes
-    module.nvmlDeviceGetUUID = lambda handle: f"GPU-{handle:08d}"
-    module.nvmlDeviceGetMemoryInfo = lambda handle: types.SimpleNamespace(
-        total=devices[handle]["total"],
-        free=devices[handle]["free"],
-        used=devices[handle]["total"] - devices[handle]["free"],
-    )
-    module.nvmlDeviceGetCudaComputeCapability = capability
-    return module
+    def nvmlShutdown(self) -> None:
+        self.calls.append("shutdown")
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        return "550.54.15"
+
+    def nvmlSystemGetCudaDriverVersion_v2(self) -> int:
+        return 12040
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self._devices)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        return index
+
+    def nvmlDeviceGetName(self, handle: int) -> bytes:
+        return str(self._devices[handle]["name"]).encode()  # older bindings: bytes
+
+    def nvmlDeviceGetUUID(self, handle: int) -> str:
+        return f"GPU-{handle:08d}"
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int) -> types.SimpleNamespace:
+        device = self._devices[handle]
+        return types.SimpleNamespace(total=device["total"], free=device["free"], used=device["total"] - device["free"])
+
+    def nvmlDeviceGetCudaComputeCapability(self, handle: int) -> tuple[int, int]:
+        cc: tuple[int, int] | None = self._devices[handle].get("cc")
+        if cc is None:
+            raise self.NVMLError_NotSupported()
+        return cc
+
+
+def fake_pynvml(gpus: list[dict[str, Any]] | None = None, *, init_error: str | None = None) -> FakeNVML:
+    return FakeNVML(gpus or [], init_error)
 
 
 # -- GPUs ----------------------------------------------------------------------------------
@@ -156,7 +175,7 @@ def test_free_bytes_walks_up_to_an_existing_folder(tmp_path: Path, monkeypatch: 
         asked.append(Path(path))
         return types.SimpleNamespace(total=10, used=3, free=7)
 
-    monkeypatch.setattr(hardware.shutil, "disk_usage", disk_usage)
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)  # the module provision.hardware calls
     assert hardware.free_bytes(tmp_path / "models" / "not" / "yet") == 7
     assert asked == [tmp_path]
 
@@ -207,11 +226,9 @@ INFO = {"ServerVersion": "28.3.0", "Runtimes": {"runc": {}, "nvidia": {"path": "
 
 class _DockerHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
+        assert isinstance(self.server, _DockerServer)
         body = json.dumps(
-            self.server.info
-            if self.path.endswith("/info")
-            # type: ignore[attr-defined]
-            else {"ApiVersion": "1.41", "Version": "28.3.0"}
+            self.server.info if self.path.endswith("/info") else {"ApiVersion": "1.41", "Version": "28.3.0"}
         ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -223,15 +240,15 @@ class _DockerHandler(BaseHTTPRequestHandler):
         pass
 
 
+class _DockerServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    info: dict[str, Any] = INFO
+
+
 @pytest.fixture
-def docker_socket(tmp_path: Path) -> Iterator[socketserver.UnixStreamServer]:
+def docker_socket(tmp_path: Path) -> Iterator[_DockerServer]:
     """A Docker-engine stand-in answering ``GET /info`` on a unix socket."""
-
-    class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-        daemon_threads = True
-
-    server = Server(str(tmp_path / "docker.sock"), _DockerHandler)
-    server.info = INFO  # type: ignore[attr-defined]
+    server = _DockerServer(str(tmp_path / "docker.sock"), _DockerHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -239,14 +256,16 @@ def docker_socket(tmp_path: Path) -> Iterator[socketserver.UnixStreamServer]:
     server.server_close()
 
 
-def test_docker_on_a_unix_socket_with_nvidia_runtime(docker_socket: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_docker_on_a_unix_socket_with_nvidia_runtime(
+    docker_socket: _DockerServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{docker_socket.server_address}")
     probe = probe_docker()
     assert probe.reachable and probe.server_version == "28.3.0"
     assert probe.runtimes == ("nvidia", "runc") and probe.nvidia
 
 
-def test_docker_cdi_devices_count_as_gpu_support(docker_socket: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_docker_cdi_devices_count_as_gpu_support(docker_socket: _DockerServer, monkeypatch: pytest.MonkeyPatch) -> None:
     docker_socket.info = {
         "ServerVersion": "28.3.0",
         "Runtimes": {"runc": {}},

@@ -18,6 +18,7 @@ from pydantic import SecretStr
 from provision.errors import ManifestError
 from provision.manifest import Manifest, OllamaDeployment, OpenAIDeployment, TransformersDeployment, VllmDeployment
 from provision.manifest_loader import load_manifest, parse_manifest
+from tests.typed import instance
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BROKEN = sorted((REPO_ROOT / "tests" / "manifests" / "broken").glob("*.yaml"))
@@ -113,7 +114,11 @@ def test_a_wrong_value_does_not_echo_a_secret() -> None:
 
 
 def test_unset_variable_in_a_list_names_the_item() -> None:
-    text = "version: 1\nsmoke_test:\n  messages:\n    - {role: user, content: hi}\n    - {role: user, content: '${NOPE}'}\n"
+    text = (
+        "version: 1\nsmoke_test:\n  messages:\n"
+        "    - {role: user, content: hi}\n"
+        "    - {role: user, content: '${NOPE}'}\n"
+    )
     with pytest.raises(ManifestError) as caught:
         parse_manifest(text, file="m.yaml", env={})
     assert (caught.value.line, caught.value.field) == (5, "smoke_test.messages[1].content")
@@ -170,8 +175,11 @@ def test_merge_keys_are_allowed_and_explicit_keys_win() -> None:
 
 @pytest.mark.parametrize(("gpus", "expected"), [("all", "all"), ("0", 0), ("2", 2), ("[0, 1]", (0, 1)), ("'3'", 3)])
 def test_gpu_requests(gpus: str, expected: object) -> None:
-    text = f"version: 1\nmodels: {{a: {{source: hf://o/a}}}}\ndeployments: {{d: {{engine: vllm, model: a, gpus: {gpus}}}}}\n"
-    assert parse_manifest(text, env={}).deployments["d"].gpus == expected
+    text = (
+        "version: 1\nmodels: {a: {source: hf://o/a}}\n"
+        f"deployments: {{d: {{engine: vllm, model: a, gpus: {gpus}}}}}\n"
+    )
+    assert instance(parse_manifest(text, env={}).deployments["d"], VllmDeployment).gpus == expected
 
 
 # -- ${ENV} references -----------------------------------------------------------------------
@@ -210,7 +218,7 @@ def test_reference_to_an_unset_variable_fails() -> None:
 
 def test_reference_value_is_typed_after_substitution() -> None:
     text = "version: 1\nmodels: {a: {source: hf://o/a}}\ndeployments: {d: {engine: vllm, model: a, port: '${PORT}'}}\n"
-    assert parse_manifest(text, env={"PORT": "9000"}).deployments["d"].port == 9000
+    assert instance(parse_manifest(text, env={"PORT": "9000"}).deployments["d"], VllmDeployment).port == 9000
 
 
 # -- secrets ---------------------------------------------------------------------------------
@@ -219,7 +227,7 @@ def test_reference_value_is_typed_after_substitution() -> None:
 def test_secrets_are_secretstr_and_never_shown() -> None:
     manifest = parse_manifest(DESIGN_EXAMPLE, env=SECRETS)
     token = manifest.settings.huggingface.token
-    api_key = manifest.deployments["deepseek-api"].api_key
+    api_key = instance(manifest.deployments["deepseek-api"], OpenAIDeployment).api_key
     assert isinstance(token, SecretStr) and token.get_secret_value() == "hf_secret_0001"
     assert isinstance(api_key, SecretStr) and api_key.get_secret_value() == "sk-secret-0003"
     shown = [repr(manifest), str(manifest), manifest.model_dump_json(), repr(manifest.model_dump())]

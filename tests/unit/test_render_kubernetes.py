@@ -31,6 +31,7 @@ from provision.render.kubernetes import (
 )
 from provision.render.output import stream, to_yaml
 from tests.manifest_files import write_manifest
+from tests.typed import instance
 
 CANARY = "canary-5f0c1d2e-never-rendered"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -71,7 +72,7 @@ def find(rendered: Rendered, kind: str, name: str | None = None) -> dict[str, An
 
 
 def vllm_container(rendered: Rendered) -> dict[str, Any]:
-    return find(rendered, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return instance(find(rendered, "Deployment")["spec"]["template"]["spec"]["containers"][0], dict)
 
 
 VLLM = "  chat: {engine: vllm, model: m, gpus: 2, port: 8001}\n"

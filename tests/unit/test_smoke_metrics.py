@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from provision.client.base import ChatEvent
+from provision.client.base import ChatEvent, Embeddings, EngineClient
 from provision.errors import DeploymentError
 from provision.manifest import SmokeTestSettings
 from provision.smoke import (
@@ -35,7 +36,14 @@ class FakeClock:
         return self.now
 
 
-class ScriptedClient:
+class ChatClient:
+    """The part of an EngineClient a smoke test of chat does not use."""
+
+    def embed(self, texts: Sequence[str]) -> Embeddings:
+        raise AssertionError("a chat smoke test does not embed")
+
+
+class ScriptedClient(ChatClient):
     """Yields events at scripted (fake) times; ``tokens`` is what ``count_tokens`` answers."""
 
     def __init__(
@@ -174,7 +182,9 @@ def test_run_one_streams_text_to_the_callback() -> None:
         ([(0.1, ChatEvent(text="ab"))], {"min_tokens_per_s": 5}, "too few tokens (1) to measure tokens/s"),
     ],
 )
-def test_run_one_judges_answers_and_slos(script: list, kwargs: dict, reason: str) -> None:
+def test_run_one_judges_answers_and_slos(
+    script: list[tuple[float, ChatEvent]], kwargs: dict[str, Any], reason: str
+) -> None:
     clock = FakeClock()
     result = run_one("d", ScriptedClient(clock, script), SETTINGS, clock=clock, **kwargs)
     assert not result.passed
@@ -188,7 +198,7 @@ def test_an_error_mid_stream_is_a_failure_with_the_partial_metrics() -> None:
     result = run_one("d", client, SETTINGS, clock=clock)
     assert not result.passed
     assert result.reason == "the server failed mid-stream: Engine loop has died; see the server's log"
-    assert (result.text, result.ttft) == ("Par", pytest.approx(0.5))
+    assert result.text == "Par" and result.ttft == pytest.approx(0.5)
 
 
 def test_a_foreign_exception_becomes_a_one_line_reason() -> None:
@@ -198,7 +208,7 @@ def test_a_foreign_exception_becomes_a_one_line_reason() -> None:
     assert (result.passed, result.reason) == (False, "RuntimeError: first line")
 
 
-class HangingClient:
+class HangingClient(ChatClient):
     """Sends one chunk, then blocks until released: a server that stopped answering."""
 
     def __init__(self) -> None:
@@ -228,7 +238,7 @@ def test_the_timeout_bounds_a_client_that_hangs() -> None:
     assert elapsed < 5
 
 
-class SlowClient:
+class SlowClient(ChatClient):
     """Answers after ``delay`` real seconds."""
 
     def __init__(self, delay: float, text: str) -> None:
@@ -246,9 +256,13 @@ class SlowClient:
         self.closed = True
 
 
+def returning(client: EngineClient) -> Callable[[], EngineClient]:
+    return lambda: client
+
+
 def test_run_many_runs_concurrently_and_keeps_input_order() -> None:
     clients = [SlowClient(1.0, f"answer {i}") for i in range(3)]
-    jobs = [SmokeJob(f"d{i}", "openai", (lambda c=c: c), SETTINGS) for i, c in enumerate(clients)]
+    jobs = [SmokeJob(f"d{i}", "openai", returning(c), SETTINGS) for i, c in enumerate(clients)]
     started = time.monotonic()
     results = run_many(jobs, concurrency=4)
     elapsed = time.monotonic() - started

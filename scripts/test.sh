@@ -3,6 +3,10 @@
 # This is the README's test command; CI (.ci/run) runs it after scripts/demo.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${PROVISION_REAL_VLLM:-1}" = 0 ] && [ "${CI:-}" = true ]; then
+    echo "PROVISION_REAL_VLLM=0 is refused under CI=true: the real-vLLM tests are part of CI" >&2
+    exit 2
+fi
 
 # torch first: pinned so pip takes the CPU wheel where one is provided, not a multi-GB CUDA build.
 python -c "import torch" 2>/dev/null || pip install -q "torch==2.13.0"
@@ -30,10 +34,6 @@ fi
 # PROVISION_REAL_VLLM=0 leaves them out on a developer's machine; never under CI=true.
 real_vllm=()
 if [ "${PROVISION_REAL_VLLM:-1}" = 0 ]; then
-    if [ "${CI:-}" = true ]; then
-        echo "PROVISION_REAL_VLLM=0 is refused under CI=true: the real-vLLM tests are part of CI" >&2
-        exit 2
-    fi
     echo "PROVISION_REAL_VLLM=0: leaving out the real-vLLM tests (marker real_vllm)" >&2
     real_vllm=(-m "not real_vllm")
 else

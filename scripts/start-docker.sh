@@ -2,9 +2,12 @@
 # Make a Docker engine answer on this machine; do nothing if one already does.
 #
 # Used by CI and by the test setup (tests/fakes/docker_env.py). Installs Debian's
-# docker.io, iptables and debootstrap when missing, then starts dockerd with the vfs
-# storage driver (overlayfs is not available inside the containers CI runs in).
-# Environment: DOCKERD_LOG (default /tmp/dockerd.log), DOCKERD_TIMEOUT (default 60 s).
+# docker.io, iptables and debootstrap when missing, then starts dockerd with the storage
+# driver it picks itself: overlay2 where the kernel and file system allow it, else vfs.
+# vfs copies the whole image per container: for the 2.55 GB vLLM CPU image, `docker create`
+# took 83 s and `docker rm` 266 s here, against 6 s and 0.1 s with overlay2.
+# Environment: DOCKERD_LOG (default /tmp/dockerd.log), DOCKERD_TIMEOUT (default 60 s),
+# DOCKERD_STORAGE_DRIVER (e.g. vfs, where overlay2 starts but cannot mount).
 set -euo pipefail
 
 log=${DOCKERD_LOG:-/tmp/dockerd.log}
@@ -46,7 +49,8 @@ fi
 if ! pgrep -x dockerd >/dev/null 2>&1; then
     echo "starting dockerd (log: $log)" >&2
     # setsid: the engine outlives the test session or CI step that started it.
-    $sudo setsid sh -c "dockerd --storage-driver=vfs >>'$log' 2>&1 </dev/null &"
+    driver=${DOCKERD_STORAGE_DRIVER:+--storage-driver=$DOCKERD_STORAGE_DRIVER}
+    $sudo setsid sh -c "dockerd $driver >>'$log' 2>&1 </dev/null &"
 fi
 
 for _ in $(seq "$timeout"); do

@@ -255,7 +255,7 @@ class Downloader:
         part.parent.mkdir(parents=True, exist_ok=True)
         for attempt in (1, 2):
             hashes = None
-            if segments.should_split(file.size, self.hosts.connections):
+            if segments.is_large(file.size):
                 hashes = segmented.fetch_ranges(self, file, part, resource=resource, on_progress=on_progress)
             if hashes is None:  # small, or the server does not honour ranges: one stream
                 segmented.settle_to_prefix(part, file.size)

@@ -105,8 +105,8 @@ def fetch_ranges(
 class _Job:
     """One file's ranges: the workers that stream them, the ramp that says how many at once, and the hasher.
 
-    One lock (``_lock``, a condition) guards the ranges, the record, the hasher's queue and the
-    counters; a range's bytes are written and its ``done`` advanced by its own worker only.
+    One lock guards the ranges, the record, the hasher's queue and the counters; a range's bytes
+    are written and its ``done`` advanced by its own worker only.
     """
 
     def __init__(
@@ -123,7 +123,9 @@ class _Job:
         self.downloader, self.file, self.record, self.fd, self.ranges = downloader, file, record, fd, ranges
         self.resource, self.on_progress = resource, on_progress
         self.hashes = _download._Hashes(file)
-        self._lock = threading.Condition()
+        self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)  # no range is active any more
+        self._ready = threading.Condition(self._lock)  # bytes for the hasher
         self._ramp = segments.Ramp(downloader.hosts.connections)
         self._pending = deque(r for r in ranges if not r.finished)
         self._active = 0  # ranges handed to a worker and not yet ended
@@ -153,12 +155,12 @@ class _Job:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="range") as pool, self._lock:
                 self._dispatch(pool)
                 while self._active:
-                    self._lock.wait()
+                    self._idle.wait()
             errors = [e for f in self._futures if (e := f.exception()) is not None and not isinstance(e, _Stopped)]
         finally:
             with self._lock:
                 self._finished = True
-                self._lock.notify_all()
+                self._ready.notify()
                 self.record.save(self.ranges)
             hasher.join()
         if any(isinstance(e, _RangesIgnored) for e in errors):
@@ -180,6 +182,8 @@ class _Job:
         """
         ramp = self._ramp
         limit = len(self.ranges) if ramp.allowed >= ramp.most else ramp.allowed
+        if not self.probed.is_set():
+            limit = 1  # the probe alone, until it shows that the server honours ranges
         while self._pending and self._active < limit and not self.stop.is_set():
             r = self._pending.popleft()
             self._active += 1
@@ -195,18 +199,23 @@ class _Job:
             with self._lock:
                 self._active -= 1
                 self._dispatch(pool)
-                self._lock.notify_all()
+                if not self._active:
+                    self._idle.notify()
 
     def _fetch(self, pool: ThreadPoolExecutor, r: Range, *, probe: bool) -> None:
         """Fetch one range to its end, retrying it alone; a run of failures without progress is final."""
         downloader, failures = self.downloader, 0
         while not r.finished:
+            if self.stop.is_set():
+                raise _Stopped
             before = r.done
             try:
                 with downloader.get_body(self.file, r.done, r.end, resource=self.resource) as response:
                     if probe and not self.probed.is_set():
                         self._check_ranges_honoured(response)
-                        self.probed.set()
+                        with self._lock:
+                            self.probed.set()
+                            self._dispatch(pool)
                     self._stream(pool, response, r)
                 if not r.finished:
                     raise _download._Transient(f"range body ended at byte {r.done} of {r.start}-{r.end}")
@@ -218,8 +227,6 @@ class _Job:
                         resource=self.resource,
                     ) from None
                 downloader.sleep(downloader.retry.delay(failures, exc.retry_after))
-                if self.stop.is_set():
-                    raise _Stopped from None
 
     @staticmethod
     def _check_ranges_honoured(response: http.client.HTTPResponse) -> None:
@@ -259,7 +266,7 @@ class _Job:
                         if buffer is not own:
                             self._chunks.append((start, got, buffer))
                             buffer = own
-                        self._lock.notify_all()
+                        self._ready.notify()
                     if buffer is not own:
                         self._spare.append(buffer)
                 self.on_progress(got)
@@ -319,7 +326,7 @@ class _Hasher(threading.Thread):
             while True:
                 with job._lock:
                     while not job._chunks and job._hashed >= job._reach and not job._finished:
-                        job._lock.wait()
+                        job._ready.wait()
                     if job.stop.is_set() or (not job._chunks and job._hashed >= job._reach):
                         return  # a failed run keeps its bytes, not its hash
                     # queued chunks start at the reach of their time, so never before ``hashed``

@@ -55,9 +55,11 @@ class Range:
         return self.done >= self.end
 
 
-def should_split(size: int, connections: int, *, min_range: int = MIN_RANGE) -> bool:
-    """Whether a file is worth fetching as several ranges at once."""
-    return connections > 1 and size >= 2 * min_range
+def is_large(size: int, *, min_range: int = MIN_RANGE) -> bool:
+    """Whether a file goes the ranged way (:mod:`provision.segmented`): one stream, with its sha256
+    in a thread of its own, that :class:`Ramp` splits where more connections pay. Even with one
+    connection allowed, the hash beside the stream is worth its thread."""
+    return size >= 2 * min_range
 
 
 def plan(size: int, most: int, *, kept: int = 0, min_range: int = MIN_RANGE) -> list[Range]:

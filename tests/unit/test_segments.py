@@ -46,10 +46,9 @@ def test_plan_keeps_a_single_streams_prefix_as_one_finished_range() -> None:
     assert all(not r.finished for r in ranges[1:])
 
 
-def test_should_split_only_large_files_with_connections_to_spare() -> None:
-    assert segments.should_split(2 * segments.MIN_RANGE, 2)
-    assert not segments.should_split(2 * segments.MIN_RANGE - 1, 16)
-    assert not segments.should_split(1 << 30, 1)
+def test_only_files_of_two_ranges_or_more_go_the_ranged_way() -> None:
+    assert segments.is_large(2 * segments.MIN_RANGE)
+    assert not segments.is_large(2 * segments.MIN_RANGE - 1)
 
 
 def test_contiguous_end_stops_at_the_first_gap() -> None:

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from .download import Downloader, ProgressCallback, _Hashes
 
 _CATCH_UP_BLOCK = 1 << 20  # bytes read back from the page cache per step
-_BUFFERS = 16  # chunks per file that may wait in memory for the hasher (4 MiB)
+_BUFFERS = 8  # chunks per file that may wait in memory for the hasher (2 MiB)
 
 
 class _RangesIgnored(Exception):

@@ -33,7 +33,7 @@ MIN_RANGE = 8 << 20
 # they queue for the host's connections, and a slow connection then holds back less of the file.
 RANGES_PER_FILE = 16
 # A file starts as one stream; more connections only pay where each one is capped (see Ramp).
-PROBE_SECONDS = 0.2  # of streaming before a rate is trusted (a capped link shows its cap at once)
+PROBE_SECONDS = 0.1  # of streaming before a rate is trusted (a capped link shows its cap at once)
 SPLIT_AFTER_SECONDS = 1.0  # a stream due to finish sooner than this gains too little from a split
 GAIN = 1.3  # two streams must go this much faster than one before the rest start (capped: 2x; shared: 1x)
 RECORD_SUFFIX = ".ranges"

@@ -191,51 +191,52 @@ def test_split_cuts_a_running_range_at_the_files_own_boundaries() -> None:
     assert segments.split(Range(50 * MiB, size, 51 * MiB), size, 4) == [Range(50 * MiB, size, 51 * MiB)]
 
 
-def feed(ramp: segments.Ramp, rate: float, seconds: float, *, at: float, got: int, streaming: int) -> tuple[float, int]:
-    """Chunks arriving at ``rate`` bytes/s for ``seconds`` (every 10 ms); the time and bytes after."""
-    for _ in range(round(seconds / 0.01)):
-        at, got = at + 0.01, got + int(rate * 0.01)
+def feed(ramp: segments.Ramp, rate: float, probes: float, *, at: float, got: int, streaming: int) -> tuple[float, int]:
+    """Chunks arriving at ``rate`` bytes/s for ``probes`` probe windows (100 a window); the time and bytes after."""
+    step = segments.PROBE_SECONDS / 100
+    for _ in range(round(probes * 100)):
+        at, got = at + step, got + int(rate * step)
         ramp.observe(at, got, 1 << 40, streaming)
     return at, got
 
 
 def test_ramp_keeps_a_fast_stream_alone() -> None:
     ramp = segments.Ramp(16)
-    at, got, size = 0.0, 0, 512 * MiB
+    at, got, size, step = 0.0, 0, 512 * MiB, segments.PROBE_SECONDS / 20
     while got < size:  # 600 MiB/s: under SPLIT_AFTER_SECONDS from the end at every check
-        at, got = at + 0.01, got + 6 * MiB
-        assert ramp.observe(at, got, size - got, 1) == 1, at
+        at, got = at + step, got + int(600 * MiB * step)
+        assert ramp.observe(at, got, max(size - got, 0), 1) == 1, at
     slow = segments.Ramp(16)
-    feed(slow, 300 * MiB, 0.25, at=0.0, got=0, streaming=1)  # a TiB left: over a second even at 300 MiB/s
+    feed(slow, 300 * MiB, 1.5, at=0.0, got=0, streaming=1)  # a TiB left: over a second even at 300 MiB/s
     assert slow.allowed == 2
 
 
 def test_ramp_splits_a_slow_stream_and_widens_when_two_go_faster() -> None:
     ramp = segments.Ramp(16)
-    at, got = feed(ramp, 16 * MiB, 0.15, at=0.0, got=0, streaming=1)
+    at, got = feed(ramp, 16 * MiB, 0.75, at=0.0, got=0, streaming=1)
     assert ramp.allowed == 1  # not measured long enough yet
-    at, got = feed(ramp, 16 * MiB, 0.1, at=at, got=got, streaming=1)
-    assert ramp.allowed == 2  # 16 MiB/s with a TiB to go: try a second connection
     at, got = feed(ramp, 16 * MiB, 0.5, at=at, got=got, streaming=1)
+    assert ramp.allowed == 2  # 16 MiB/s with a TiB to go: try a second connection
+    at, got = feed(ramp, 16 * MiB, 3, at=at, got=got, streaming=1)
     assert ramp.allowed == 2  # the second is not receiving yet: no verdict
-    feed(ramp, 32 * MiB, 0.25, at=at, got=got, streaming=2)
+    feed(ramp, 32 * MiB, 1.5, at=at, got=got, streaming=2)
     assert ramp.allowed == 16  # two went twice as fast: each connection is capped
 
 
 def test_ramp_stays_at_two_when_a_second_connection_does_not_pay() -> None:
     ramp = segments.Ramp(16)
-    at, got = feed(ramp, 100 * MiB, 0.25, at=0.0, got=0, streaming=1)
+    at, got = feed(ramp, 100 * MiB, 1.5, at=0.0, got=0, streaming=1)
     assert ramp.allowed == 2
-    at, got = feed(ramp, 110 * MiB, 0.25, at=at, got=got, streaming=2)
+    at, got = feed(ramp, 110 * MiB, 1.5, at=at, got=got, streaming=2)
     assert ramp.allowed == 2
-    feed(ramp, 400 * MiB, 1.0, at=at, got=got, streaming=2)
+    feed(ramp, 400 * MiB, 5, at=at, got=got, streaming=2)
     assert ramp.allowed == 2  # settled
 
 
 def test_ramp_with_two_connections_goes_to_both_at_once_and_with_one_never_splits() -> None:
     two = segments.Ramp(2)
-    feed(two, MiB, 0.25, at=0.0, got=0, streaming=1)
+    feed(two, MiB, 1.5, at=0.0, got=0, streaming=1)
     assert two.allowed == 2
     one = segments.Ramp(1)
-    feed(one, MiB, 1.0, at=0.0, got=0, streaming=1)
+    feed(one, MiB, 5, at=0.0, got=0, streaming=1)
     assert one.allowed == 1

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from .download import Downloader, ProgressCallback, _Hashes
 
 _CATCH_UP_BLOCK = 1 << 20  # bytes read back from the page cache per step
-_BUFFERS = 8  # chunks per file that may wait in memory for the hasher (2 MiB)
+_BUFFERS = 8  # chunks per file that may wait in memory for the hasher (2 MiB): its lead on the stream
 
 
 class _RangesIgnored(Exception):
@@ -126,6 +126,7 @@ class _Job:
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)  # no range is active any more
         self._ready = threading.Condition(self._lock)  # bytes for the hasher
+        self._returned = threading.Condition(self._lock)  # the hasher gave a buffer back
         self._ramp = segments.Ramp(downloader.hosts.connections)
         self._pending = deque(r for r in ranges if not r.finished)
         self._active = 0  # ranges handed to a worker and not yet ended
@@ -276,15 +277,18 @@ class _Job:
                     self._streaming -= 1
 
     def _buffer(self) -> bytearray | None:
-        """A buffer the hasher may keep until it has hashed its bytes; None when it holds them all
-        (it is behind, and will read those bytes back from the page cache instead)."""
+        """A buffer the hasher may keep until it has hashed its bytes (the caller's chunk is at the
+        prefix's end). When the hasher holds them all, it is the bottleneck: wait for one rather
+        than make it read the bytes back later; None once the job stops."""
         with self._lock:
+            while not self._spare and self._buffers >= _BUFFERS:
+                if self.stop.is_set():
+                    return None
+                self._returned.wait(0.1)
             if self._spare:
                 return self._spare.pop()
-            if self._buffers < _BUFFERS:
-                self._buffers += 1
-                return bytearray(_download.CHUNK_SIZE)
-        return None
+            self._buffers += 1
+            return bytearray(_download.CHUNK_SIZE)
 
     def _grow(self, pool: ThreadPoolExecutor, r: Range) -> None:
         """Ask the ramp how many ranges may run; split ``r`` (ours, between chunks) when none wait.
@@ -338,6 +342,7 @@ class _Hasher(threading.Thread):
                     job._hashed += length
                     with job._lock:
                         job._spare.append(buffer)
+                        job._returned.notify()
                     continue
                 if block is None:
                     block = memoryview(bytearray(_CATCH_UP_BLOCK))

@@ -128,6 +128,7 @@ class _Job:
         self._ready = threading.Condition(self._lock)  # bytes for the hasher
         self._returned = threading.Condition(self._lock)  # the hasher gave a buffer back
         self._ramp = segments.Ramp(downloader.hosts.connections)
+        self._host = _download._origin(file.url or "")  # as the host's gate knows it
         self._pending = deque(r for r in ranges if not r.finished)
         self._active = 0  # ranges handed to a worker and not yet ended
         self._streaming = 0  # of those, how many are receiving bytes
@@ -296,10 +297,13 @@ class _Job:
         The shortened range and its new tail go into the record in one save, before any tail
         byte is asked for: a kill in between finds the old record, whose range covers the tail.
         """
-        before = self._ramp.allowed
-        allowed = self._ramp.observe(time.monotonic(), self._received, self._left, self._streaming)
+        before, hosts = self._ramp.allowed, self.downloader.hosts
+        proven = hosts.proven(self._host)
+        allowed = self._ramp.observe(time.monotonic(), self._received, self._left, self._streaming, proven=proven)
         if allowed <= before:
             return
+        if before == 2 and allowed == self._ramp.most and not proven:
+            hosts.prove(self._host)  # our trial: the host's other files skip theirs
         if not self._pending:  # split into every range at once: the ramp only says how many run
             pieces = segments.split(r, self.file.size, max(segments.RANGES_PER_FILE, self._ramp.most))
             at = next(i for i, each in enumerate(self.ranges) if each is r)

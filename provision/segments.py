@@ -97,8 +97,9 @@ class Ramp:
     request, bytes that arrive ahead of the hash (read back from the page cache later) and load
     on the server. So a file streams alone for ``probe`` seconds; if at that rate it would still
     take more than ``split_after`` seconds, a second range may start; only if the two together
-    go ``gain`` times as fast as the one did may up to ``most`` run. Pure: the caller passes the
-    clock and the byte counts.
+    go ``gain`` times as fast as the one did may up to ``most`` run. Once one file showed that
+    of a host (``proven``), another skips the trial. Pure: the caller passes the clock and the
+    byte counts.
     """
 
     def __init__(
@@ -116,9 +117,11 @@ class Ramp:
         self._single: float | None = None  # bytes per second of the one stream
         self._settled = self.most == 1
 
-    def observe(self, now: float, received: int, left: int, streaming: int) -> int:
+    def observe(self, now: float, received: int, left: int, streaming: int, *, proven: bool = False) -> int:
         """Ranges allowed at once, after ``received`` bytes in all by ``now`` with ``left`` to go
-        and ``streaming`` ranges receiving bytes."""
+        and ``streaming`` ranges receiving bytes; ``proven``: more connections paid on this host."""
+        if proven and self._single is not None and not self._settled:
+            self.allowed, self._settled = self.most, True  # split already: no trial of our own
         if self._settled or (self._single is not None and streaming < 2):
             self._mark = None  # a trial's window starts once both streams receive bytes
             return self.allowed

@@ -240,3 +240,16 @@ def test_ramp_with_two_connections_goes_to_both_at_once_and_with_one_never_split
     one = segments.Ramp(1)
     feed(one, MiB, 5, at=0.0, got=0, streaming=1)
     assert one.allowed == 1
+
+
+def test_ramp_skips_its_trial_once_the_host_proved_that_connections_are_capped() -> None:
+    ramp = segments.Ramp(16)
+    at, got = feed(ramp, 16 * MiB, 0.5, at=0.0, got=0, streaming=1)
+    assert ramp.observe(at + 0.001, got + 1, 1 << 40, 1, proven=True) == 1  # its own rate decides the split
+    at, got = feed(ramp, 16 * MiB, 1.5, at=at, got=got, streaming=1)
+    assert ramp.allowed == 2
+    assert ramp.observe(at + 0.001, got + 1, 1 << 40, 1, proven=True) == 16  # split, and no trial of its own
+    gate = HostGate(4)
+    assert not gate.proven(("http", "hub"))
+    gate.prove(("http", "hub"))
+    assert gate.proven(("http", "hub")) and not gate.proven(("http", "cdn"))

@@ -52,9 +52,10 @@ from .errors import (
 )
 from .files import RemoteFile
 from .hosts import DEFAULT_CONNECTIONS_PER_HOST, HostGate
+from .listing import origin
 from .retry import DEFAULT_RETRY, RetryPolicy, parse_retry_after
 from .signals import cancellable_sleep, check_cancelled
-from .transport import REDIRECT_STATUSES, ConnectionPool, Redirects, drop_credentials, http_timeout, origin
+from .transport import REDIRECT_STATUSES, ConnectionPool, Redirects, drop_credentials, http_timeout
 
 # 256 KiB: on ext4 with large folios, 1 MiB writes get 1 MiB folios, and on a VM whose idle
 # memory went back to the host (virtio-balloon page reporting) each new one costs a host fault:
@@ -220,7 +221,7 @@ class Downloader:
         part.parent.mkdir(parents=True, exist_ok=True)
         for attempt in (1, 2):
             hashes = None
-            if segments.should_split(file.size, self.hosts.connections):
+            if segments.is_large(file.size):
                 hashes = segmented.fetch_ranges(self, file, part, resource=resource, on_progress=on_progress)
             if hashes is None:  # small, or the server does not honour ranges: one stream
                 segmented.settle_to_prefix(part, file.size)

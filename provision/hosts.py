@@ -36,6 +36,7 @@ class HostGate:
         self._lock = threading.Lock()
         self._slots: dict[tuple[str, str], threading.BoundedSemaphore] = {}
         self._not_before: dict[tuple[str, str], float] = {}
+        self._proven: set[tuple[str, str]] = set()  # see segments.Ramp
 
     @contextmanager
     def slot(self, host: tuple[str, str]) -> Iterator[None]:
@@ -53,6 +54,15 @@ class HostGate:
     def pause_left(self, host: tuple[str, str]) -> float:
         with self._lock:
             return self._not_before.get(host, 0.0) - self._clock()
+
+    def proven(self, host: tuple[str, str]) -> bool:
+        """Whether a file showed that more connections to ``host`` go faster (each is capped)."""
+        with self._lock:
+            return host in self._proven
+
+    def prove(self, host: tuple[str, str]) -> None:
+        with self._lock:
+            self._proven.add(host)
 
     def back_off(self, host: tuple[str, str], seconds: float) -> None:
         """The host said wait ``seconds``: no request to it starts before then."""

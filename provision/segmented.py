@@ -1,16 +1,20 @@
 """Fetch one large file as several byte ranges over several connections at once.
 
 Mirrors and cross-border links cap each connection, so one stream per file is slow however
-many files run at once. Here a file is split (:func:`provision.segments.plan`) and each range
-is a bounded ``Range: bytes=a-b`` GET on its own connection, written at its own offset of the
-partial with ``pwrite``. The guarantees of the single stream stay:
+many files run at once; on a fast link, though, more connections only cost (the client's own
+writes and sha256 are the limit). So a file starts as one ranged stream, and
+:class:`provision.segments.Ramp` decides from its measured rate whether to split it
+(:func:`provision.segments.split`) and how many ranges run at once. Each range is a bounded
+``Range: bytes=a-b`` GET on its own connection, written at its own offset of the partial with
+``pwrite``. The guarantees of the single stream stay:
 
 - progress is persisted beside the partial (:mod:`provision.segments`), always after the bytes
   it names were written, so a kill -9 resumes every range from where its bytes reached the disk;
-- the sha256 grows over the contiguous prefix: bytes at the hash's position are hashed from
-  memory as they arrive, and bytes that arrived ahead of it are read back once (from the page
-  cache) when the prefix reaches them; with every range running at once that is mostly after
-  the last byte, so only the first range's bytes are never read twice;
+  a split shortens the running range and adds its tail in one record update, before the tail
+  is asked for;
+- the sha256 grows over the contiguous prefix, in its own thread: chunks that land at the
+  prefix's end are handed over in memory, and bytes that arrived ahead of it are read back once
+  (from the page cache) when the prefix reaches them;
 - a range that fails is retried alone, from its own ``done``; the others keep streaming;
 - the first range asked is the probe: only once it answers ``206`` with ``Accept-Ranges: bytes``
   do the other ranges start, and a ``200`` (or no ``Accept-Ranges``) sends the file back to the
@@ -24,7 +28,9 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +38,7 @@ from . import download as _download
 from . import segments
 from .errors import DownloadError
 from .files import RemoteFile
+from .listing import origin
 from .segments import Range
 from .signals import check_cancelled
 
@@ -40,7 +47,8 @@ if TYPE_CHECKING:
 
     from .download import Downloader, ProgressCallback, _Hashes
 
-_CATCH_UP_BLOCK = 1 << 20  # bytes read back per step, so no connection waits long on the hash
+_CATCH_UP_BLOCK = 1 << 20  # bytes read back from the page cache per step
+_BUFFERS = 8  # chunks per file that may wait in memory for the hasher (2 MiB): its lead on the stream
 
 
 class _RangesIgnored(Exception):
@@ -78,8 +86,8 @@ def fetch_ranges(
         # No record: a partial is a single stream's prefix; a record we cannot trust: start over.
         trusted = part.exists() and not segments.record_path(part).exists()
         kept = part.stat().st_size if trusted else 0
-        parts = max(segments.RANGES_PER_FILE, downloader.hosts.connections)
-        ranges = segments.plan(file.size, parts, kept=min(kept, file.size))
+        # One range to start with: the ramp splits it once more connections are shown to pay.
+        ranges = segments.plan(file.size, 1, kept=min(kept, file.size))
         fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | (0 if trusted else os.O_TRUNC), 0o644)
         os.ftruncate(fd, min(kept, file.size))  # a longer partial than the file is not ours
         os.close(fd)
@@ -96,6 +104,12 @@ def fetch_ranges(
 
 
 class _Job:
+    """One file's ranges: the workers that stream them, the ramp that says how many at once, and the hasher.
+
+    One lock guards the ranges, the record, the hasher's queue and the counters; a range's bytes
+    are written and its ``done`` advanced by its own worker only.
+    """
+
     def __init__(
         self,
         downloader: Downloader,
@@ -110,9 +124,26 @@ class _Job:
         self.downloader, self.file, self.record, self.fd, self.ranges = downloader, file, record, fd, ranges
         self.resource, self.on_progress = resource, on_progress
         self.hashes = _download._Hashes(file)
-        self.hashed = 0  # the hash covers bytes 0..hashed
-        self._hash_lock = threading.Lock()
-        self._record_lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)  # no range is active any more
+        self._ready = threading.Condition(self._lock)  # bytes for the hasher
+        self._returned = threading.Condition(self._lock)  # the hasher gave a buffer back
+        self._ramp = segments.Ramp(downloader.hosts.connections)
+        self._host = origin(file.url or "")  # as the host's gate knows it
+        self._pending = deque(r for r in ranges if not r.finished)
+        self._active = 0  # ranges handed to a worker and not yet ended
+        self._streaming = 0  # of those, how many are receiving bytes
+        self._received = 0  # bytes received by this run, and bytes still to come, for the ramp
+        self._left = sum(r.end - r.done for r in ranges)
+        self._futures: list[Future[None]] = []
+        # The hasher's side: bytes 0..reach are on disk unbroken, 0..hashed are hashed; chunks
+        # that landed at the reach wait in memory (start, length, buffer) so they are not read back.
+        self._reach = segments.contiguous_end(ranges, 0)
+        self._hashed = 0
+        self._chunks: deque[tuple[int, int, bytearray]] = deque()
+        self._spare: list[bytearray] = []  # buffers the hasher gave back
+        self._buffers = 0  # buffers made so far, at most _BUFFERS
+        self._finished = False  # no byte will arrive any more: the hasher ends at the reach
         self.probed = threading.Event()  # the first range proved that the server honours ranges
         self.stop = threading.Event()
 
@@ -120,46 +151,75 @@ class _Job:
         already = sum(r.done - r.start for r in self.ranges)
         if already:
             self.on_progress(already)
-        pending = [r for r in self.ranges if not r.finished]
+        hasher = _Hasher(self)
+        hasher.start()
         try:
-            if pending:
-                with ThreadPoolExecutor(max_workers=len(pending), thread_name_prefix="range") as pool:
-                    futures = [pool.submit(self._fetch_or_stop, r, probe=i == 0) for i, r in enumerate(pending)]
-                errors = [e for f in futures if (e := f.exception()) is not None and not isinstance(e, _Stopped)]
-                if any(isinstance(e, _RangesIgnored) for e in errors):
-                    self.on_progress(-sum(r.done - r.start for r in self.ranges))
-                    return None
-                if errors:
-                    raise errors[0]
+            workers = segments.MAX_RANGES  # a thread per range at most (made as needed)
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="range") as pool, self._lock:
+                self._dispatch(pool)
+                while self._active:
+                    self._idle.wait()
+            errors = [e for f in self._futures if (e := f.exception()) is not None and not isinstance(e, _Stopped)]
         finally:
-            self._save()
-        with self._hash_lock:
-            self._catch_up(limit=None)
-        assert self.hashed == self.file.size, (self.hashed, self.file.size)
+            with self._lock:
+                self._finished = True
+                self._ready.notify()
+                self.record.save(self.ranges)
+            hasher.join()
+        if any(isinstance(e, _RangesIgnored) for e in errors):
+            self.on_progress(-sum(r.done - r.start for r in self.ranges))
+            return None
+        if errors:
+            raise errors[0]
+        if hasher.error is not None:
+            raise hasher.error
+        assert self._hashed == self.file.size, (self._hashed, self.file.size)
         return self.hashes
 
-    def _fetch_or_stop(self, r: Range, *, probe: bool) -> None:
+    def _dispatch(self, pool: ThreadPoolExecutor) -> None:
+        """Start pending ranges while the ramp allows more at once (called with the lock held).
+
+        Once the ramp allows the host's every connection, every range starts and queues for
+        them at the host's gate, so one that backs off (a 429, a 503) frees its connection for
+        another range in the meantime.
+        """
+        ramp = self._ramp
+        limit = len(self.ranges) if ramp.allowed >= ramp.most else ramp.allowed
+        if not self.probed.is_set():
+            limit = 1  # the probe alone, until it shows that the server honours ranges
+        while self._pending and self._active < limit and not self.stop.is_set():
+            r = self._pending.popleft()
+            self._active += 1
+            self._futures.append(pool.submit(self._fetch_or_stop, pool, r, probe=not self.probed.is_set()))
+
+    def _fetch_or_stop(self, pool: ThreadPoolExecutor, r: Range, *, probe: bool) -> None:
         try:
-            self._fetch(r, probe=probe)
+            self._fetch(pool, r, probe=probe)
         except BaseException:
             self.stop.set()  # one range failed for good: the others stop at their next chunk
             raise
+        finally:
+            with self._lock:
+                self._active -= 1
+                self._dispatch(pool)
+                if not self._active:
+                    self._idle.notify()
 
-    def _fetch(self, r: Range, *, probe: bool) -> None:
+    def _fetch(self, pool: ThreadPoolExecutor, r: Range, *, probe: bool) -> None:
         """Fetch one range to its end, retrying it alone; a run of failures without progress is final."""
-        if not probe:
-            while not self.probed.wait(0.1):
-                if self.stop.is_set():
-                    raise _Stopped
         downloader, failures = self.downloader, 0
         while not r.finished:
+            if self.stop.is_set():
+                raise _Stopped
             before = r.done
             try:
                 with downloader.get_body(self.file, r.done, r.end, resource=self.resource) as response:
                     if probe and not self.probed.is_set():
                         self._check_ranges_honoured(response)
-                        self.probed.set()
-                    self._stream(response, r)
+                        with self._lock:
+                            self.probed.set()
+                            self._dispatch(pool)
+                    self._stream(pool, response, r)
                 if not r.finished:
                     raise _download._Transient(f"range body ended at byte {r.done} of {r.start}-{r.end}")
             except _download._Transient as exc:
@@ -170,8 +230,6 @@ class _Job:
                         resource=self.resource,
                     ) from None
                 downloader.sleep(downloader.retry.delay(failures, exc.retry_after))
-                if self.stop.is_set():
-                    raise _Stopped from None
 
     @staticmethod
     def _check_ranges_honoured(response: http.client.HTTPResponse) -> None:
@@ -179,61 +237,129 @@ class _Job:
         if response.status != 206 or "bytes" not in accepts:
             raise _RangesIgnored
 
-    def _stream(self, response: http.client.HTTPResponse, r: Range) -> None:
+    def _stream(self, pool: ThreadPoolExecutor, response: http.client.HTTPResponse, r: Range) -> None:
         if response.status != 206:  # a 200 after the probe said 206: the server changed its mind
             raise _RangesIgnored
-        view = memoryview(bytearray(_download.CHUNK_SIZE))
-        while not r.finished:
-            if self.stop.is_set():
-                raise _Stopped
-            check_cancelled()  # SIGINT/SIGTERM: stop at the next chunk; the record keeps the progress
-            got = response.readinto(view[: min(len(view), r.end - r.done)])
-            if not got:
-                return
-            chunk, start = view[:got], r.done
-            written = 0
-            while written < got:
-                written += os.pwrite(self.fd, chunk[written:], start + written)
-            r.done = start + got  # only now: the record must never name bytes not written
-            self._save()
-            self._offer(start, chunk)
-            self.on_progress(got)
-
-    def _save(self) -> None:
-        with self._record_lock:
-            self.record.save(self.ranges)
-
-    def _offer(self, start: int, chunk: memoryview) -> None:
-        """Hash ``chunk`` from memory if it is next; else catch up a little from the disk.
-
-        Never waits: a connection that finds another one hashing goes back to its socket.
-        """
-        if not self._hash_lock.acquire(blocking=False):
-            return
+        own = bytearray(_download.CHUNK_SIZE)
+        streaming = False
         try:
-            if start == self.hashed:
-                self.hashes.update(chunk)
-                self.hashed += len(chunk)
-            self._catch_up(limit=_CATCH_UP_BLOCK)
+            while not r.finished:
+                if self.stop.is_set():
+                    raise _Stopped
+                check_cancelled()  # SIGINT/SIGTERM: stop at the next chunk; the record keeps the progress
+                # At the reach, read into a buffer the hasher can take; elsewhere, into our own.
+                buffer = (self._buffer() if r.done == self._reach else None) or own
+                got = response.readinto(memoryview(buffer)[: min(len(buffer), r.end - r.done)])
+                if not got:
+                    return
+                start, written = r.done, 0
+                while written < got:
+                    written += os.pwrite(self.fd, memoryview(buffer)[written:got], start + written)
+                with self._lock:
+                    if not streaming:
+                        streaming = True
+                        self._streaming += 1
+                    r.done = start + got  # only now: the record must never name bytes not written
+                    self._received += got
+                    self._left -= got
+                    self.record.save(self.ranges)
+                    self._grow(pool, r)
+                    if start == self._reach:
+                        self._reach = segments.contiguous_end(self.ranges, start)
+                        if buffer is not own:
+                            self._chunks.append((start, got, buffer))
+                            buffer = own
+                        self._ready.notify()
+                    if buffer is not own:
+                        self._spare.append(buffer)
+                self.on_progress(got)
         finally:
-            self._hash_lock.release()
+            if streaming:
+                with self._lock:
+                    self._streaming -= 1
 
-    def _catch_up(self, *, limit: int | None) -> None:
-        """Hash bytes already on disk that continue the prefix (at most ``limit`` of them)."""
-        budget = limit
-        buffer = None
-        while (reach := segments.contiguous_end(self.ranges, self.hashed)) > self.hashed:
-            if budget is not None and budget <= 0:
-                return
-            want = min(reach - self.hashed, _CATCH_UP_BLOCK, budget if budget is not None else _CATCH_UP_BLOCK)
-            if buffer is None:
-                buffer = memoryview(bytearray(_CATCH_UP_BLOCK))
-            got = os.preadv(self.fd, [buffer[:want]], self.hashed)
-            if got <= 0:
-                raise DownloadError(
-                    f"{self.file.path}: the partial file shrank while downloading", resource=self.resource
-                )
-            self.hashes.update(buffer[:got])
-            self.hashed += got
-            if budget is not None:
-                budget -= got
+    def _buffer(self) -> bytearray | None:
+        """A buffer the hasher may keep until it has hashed its bytes (the caller's chunk is at the
+        prefix's end). When the hasher holds them all, it is the bottleneck: wait for one rather
+        than make it read the bytes back later; None once the job stops."""
+        with self._lock:
+            while not self._spare and self._buffers >= _BUFFERS:
+                if self.stop.is_set():
+                    return None
+                self._returned.wait(0.1)
+            if self._spare:
+                return self._spare.pop()
+            self._buffers += 1
+            return bytearray(_download.CHUNK_SIZE)
+
+    def _grow(self, pool: ThreadPoolExecutor, r: Range) -> None:
+        """Ask the ramp how many ranges may run; split ``r`` (ours, between chunks) when none wait.
+
+        The shortened range and its new tail go into the record in one save, before any tail
+        byte is asked for: a kill in between finds the old record, whose range covers the tail.
+        """
+        before, hosts = self._ramp.allowed, self.downloader.hosts
+        proven = hosts.proven(self._host)
+        allowed = self._ramp.observe(time.monotonic(), self._received, self._left, self._streaming, proven=proven)
+        if allowed <= before:
+            return
+        if before == 2 and allowed == self._ramp.most and not proven:
+            hosts.prove(self._host)  # our trial: the host's other files skip theirs
+        if not self._pending:  # split into every range at once: the ramp only says how many run
+            pieces = segments.split(r, self.file.size, max(segments.RANGES_PER_FILE, self._ramp.most))
+            at = next(i for i, each in enumerate(self.ranges) if each is r)
+            r.end = pieces[0].end  # ``r`` itself: its worker goes on with it, to the new end
+            self.ranges[at + 1 : at + 1] = pieces[1:]
+            self._pending.extend(pieces[1:])
+            self.record.save(self.ranges)
+        self._dispatch(pool)
+
+
+class _Hasher(threading.Thread):
+    """Hashes the file's contiguous prefix as it grows, beside the workers (sha256 is a third
+    of a single stream's CPU time: on its own core the stream is not held back by it).
+
+    Bytes come from the chunks the workers queued at the prefix's end, from memory; bytes that
+    arrived ahead of the prefix (another range's) are read back from the page cache once the
+    prefix reaches them.
+    """
+
+    def __init__(self, job: _Job) -> None:
+        super().__init__(name="hash", daemon=True)
+        self.job = job
+        self.error: DownloadError | None = None
+
+    def run(self) -> None:
+        job, block = self.job, None
+        try:
+            while True:
+                with job._lock:
+                    while not job._chunks and job._hashed >= job._reach and not job._finished:
+                        job._ready.wait()
+                    if job.stop.is_set() or (not job._chunks and job._hashed >= job._reach):
+                        return  # a failed run keeps its bytes, not its hash
+                    # queued chunks start at the reach of their time, so never before ``hashed``
+                    chunk = job._chunks.popleft() if job._chunks and job._chunks[0][0] == job._hashed else None
+                    until = job._chunks[0][0] if job._chunks else job._reach
+                if chunk is not None:
+                    _, length, buffer = chunk
+                    job.hashes.update(memoryview(buffer)[:length])
+                    job._hashed += length
+                    with job._lock:
+                        job._spare.append(buffer)
+                        job._returned.notify()
+                    continue
+                if block is None:
+                    block = memoryview(bytearray(_CATCH_UP_BLOCK))
+                self._read_back(block, min(until - job._hashed, _CATCH_UP_BLOCK))
+        except DownloadError as exc:
+            self.error = exc
+            job.stop.set()
+
+    def _read_back(self, block: memoryview, want: int) -> None:
+        job = self.job
+        got = os.preadv(job.fd, [block[:want]], job._hashed)
+        if got <= 0:
+            raise DownloadError(f"{job.file.path}: the partial file shrank while downloading", resource=job.resource)
+        job.hashes.update(block[:got])
+        job._hashed += got

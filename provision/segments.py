@@ -32,6 +32,10 @@ MIN_RANGE = 8 << 20
 # Ranges a file is split into (at most; fewer when small). More ranges than connections is fine:
 # they queue for the host's connections, and a slow connection then holds back less of the file.
 RANGES_PER_FILE = 16
+# A file starts as one stream; more connections only pay where each one is capped (see Ramp).
+PROBE_SECONDS = 0.1  # of streaming before a rate is trusted (a capped link shows its cap at once)
+SPLIT_AFTER_SECONDS = 1.0  # a stream due to finish sooner than this gains too little from a split
+GAIN = 1.3  # two streams must go this much faster than one before the rest start (capped: 2x; shared: 1x)
 RECORD_SUFFIX = ".ranges"
 _VERSION = 1
 MAX_RANGES = 80  # what fits a slot; RANGES_PER_FILE or the connection cap (<= 64), plus a kept prefix
@@ -51,9 +55,11 @@ class Range:
         return self.done >= self.end
 
 
-def should_split(size: int, connections: int, *, min_range: int = MIN_RANGE) -> bool:
-    """Whether a file is worth fetching as several ranges at once."""
-    return connections > 1 and size >= 2 * min_range
+def is_large(size: int, *, min_range: int = MIN_RANGE) -> bool:
+    """Whether a file goes the ranged way (:mod:`provision.segmented`): one stream, with its sha256
+    in a thread of its own, that :class:`Ramp` splits where more connections pay. Even with one
+    connection allowed, the hash beside the stream is worth its thread."""
+    return size >= 2 * min_range
 
 
 def plan(size: int, most: int, *, kept: int = 0, min_range: int = MIN_RANGE) -> list[Range]:
@@ -69,6 +75,73 @@ def plan(size: int, most: int, *, kept: int = 0, min_range: int = MIN_RANGE) -> 
     bounds = [kept + left * i // parts for i in range(parts + 1)]
     ranges += [Range(a, b, a) for a, b in pairwise(bounds) if b > a]
     return ranges
+
+
+def split(r: Range, size: int, most: int, *, min_range: int = MIN_RANGE) -> list[Range]:
+    """Running range ``r`` cut at the boundaries of ``plan(size, most)`` past its ``done``: ``r``
+    shortened, then new ranges for its tail (just ``[r]`` when no boundary falls inside).
+
+    The boundaries depend on the file alone, not on when the split happens, so a range's start
+    is the same on every run (a server's faults and a test can name it).
+    """
+    cuts = [b.start for b in plan(size, most, min_range=min_range) if r.done < b.start < r.end]
+    bounds = [r.start, *cuts, r.end]
+    return [Range(a, b, r.done if a == r.start else a) for a, b in pairwise(bounds)]
+
+
+class Ramp:
+    """How many of one file's ranges may stream at once: one, until more are shown to pay.
+
+    More connections pay where each one is capped (mirrors, cross-border links). On a fast link
+    the client's own writes and sha256 are the limit, and each extra connection only adds a
+    request, bytes that arrive ahead of the hash (read back from the page cache later) and load
+    on the server. So a file streams alone for ``probe`` seconds; if at that rate it would still
+    take more than ``split_after`` seconds, a second range may start; only if the two together
+    go ``gain`` times as fast as the one did may up to ``most`` run. Once one file showed that
+    of a host (``proven``), another skips the trial. Pure: the caller passes the clock and the
+    byte counts.
+    """
+
+    def __init__(
+        self,
+        most: int,
+        *,
+        probe: float = PROBE_SECONDS,
+        split_after: float = SPLIT_AFTER_SECONDS,
+        gain: float = GAIN,
+    ) -> None:
+        self.allowed = 1
+        self.most = max(1, most)
+        self._probe, self._split_after, self._gain = probe, split_after, gain
+        self._mark: tuple[float, int] | None = None  # (time, bytes received) the current window began at
+        self._single: float | None = None  # bytes per second of the one stream
+        self._settled = self.most == 1
+
+    def observe(self, now: float, received: int, left: int, streaming: int, *, proven: bool = False) -> int:
+        """Ranges allowed at once, after ``received`` bytes in all by ``now`` with ``left`` to go
+        and ``streaming`` ranges receiving bytes; ``proven``: more connections paid on this host."""
+        if proven and self._single is not None and not self._settled:
+            self.allowed, self._settled = self.most, True  # split already: no trial of our own
+        if self._settled or (self._single is not None and streaming < 2):
+            self._mark = None  # a trial's window starts once both streams receive bytes
+            return self.allowed
+        if self._mark is None:
+            self._mark = (now, received)
+            return self.allowed
+        began, base = self._mark
+        if now - began < self._probe:
+            return self.allowed
+        rate = (received - base) / (now - began)
+        self._mark = (now, received)
+        if self._single is None:
+            if left > rate * self._split_after:
+                self._single, self.allowed = rate, 2
+                self._settled = self.most == 2
+                self._mark = None
+        else:
+            self.allowed = self.most if rate >= self._gain * self._single else 2
+            self._settled = True
+        return self.allowed
 
 
 def contiguous_end(ranges: list[Range], position: int) -> int:

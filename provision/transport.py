@@ -22,6 +22,7 @@ from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 from .errors import HubUnreachableError, SourceError
+from .listing import origin
 
 TIMEOUT_ENV = "PROVISION_HTTP_TIMEOUT"
 DEFAULT_TIMEOUT = 30.0
@@ -38,11 +39,6 @@ def http_timeout() -> float:
     except ValueError:
         value = DEFAULT_TIMEOUT  # a typo must not turn into no timeout at all
     return value if value > 0 else DEFAULT_TIMEOUT
-
-
-def origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme, parts.netloc
 
 
 def drop_credentials(headers: dict[str, str]) -> None:

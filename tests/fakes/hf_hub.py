@@ -43,6 +43,7 @@ import argparse
 import hashlib
 import json
 import re
+import select
 import socket
 import threading
 import time
@@ -341,13 +342,30 @@ class _BodyServer(FakeServer):
                     handler.wfile.write(piece)
                     sent += len(piece)
                     self._count(len(piece))
-                    if bps:
-                        time.sleep(max(0.0, sent / bps - (time.monotonic() - began)))
+                    if bps and self._hung_up(handler, sent / bps - (time.monotonic() - began)):
+                        handler.close_connection = True
+                        return
         except (BrokenPipeError, ConnectionResetError):  # the client gave up; nothing to report
             handler.close_connection = True
         finally:
             with self._served_lock:
                 self.bodies_now -= 1
+
+    @staticmethod
+    def _hung_up(handler: BaseHTTPRequestHandler, seconds: float) -> bool:
+        """Wait ``seconds`` (the throttle), unless the client hangs up meanwhile: a client that
+        stops reading a body (a range cut short) closes its end, and a server sees that at once,
+        not only at its next write; ``bodies_now`` must not count it."""
+        deadline = time.monotonic() + seconds
+        readable, _, _ = select.select([handler.connection], [], [], max(0.0, seconds))
+        if readable:
+            try:
+                if handler.connection.recv(1, socket.MSG_PEEK) == b"":
+                    return True
+            except OSError:
+                return True
+            time.sleep(max(0.0, deadline - time.monotonic()))  # data, not a hang-up: wait the rest
+        return False
 
     def _count(self, n: int) -> None:
         with self._served_lock:

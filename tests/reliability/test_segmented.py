@@ -35,6 +35,9 @@ pytestmark = pytest.mark.slow
 BIG = payload(4 * segments.MIN_RANGE, 11)  # four ranges with the default connections
 FILES = {"config.json": b'{"hidden_size": 64}', "model.safetensors": BIG}
 THROTTLE = 4 << 20  # per connection: each range takes 2 s, so kills land mid-range
+# A file is split only once its one stream proves slow (segments.Ramp): the tests of ranges cap
+# each connection so that it does (8 MiB/s: 4 s alone, about 1 s in four ranges).
+CAPPED = 8 << 20
 
 
 @pytest.fixture()
@@ -114,6 +117,40 @@ def test_kill_at_random_points_of_a_multi_range_download_resumes_every_range(tmp
         assert fetched_twice <= killed * in_flight
 
 
+def test_a_kill_just_after_the_stream_is_split_resumes_the_shortened_range_and_its_tail(tmp_path: Path) -> None:
+    with FakeHFHub() as hub:
+        hub.add_repo("org/tiny", FILES)
+        hub.faults.throttle_bps = THROTTLE
+        manifest = manifest_for(tmp_path, hub.url)
+        part_dir = tmp_path / "models" / "tiny" / ".cache" / "provision" / "partial"
+        process = start_cli("apply", manifest)
+        try:
+            seen, deadline = None, time.monotonic() + 30
+            while time.monotonic() < deadline and not (seen and len(seen) > 1):
+                parts = list(part_dir.glob("*.part"))
+                seen = segments.read_record(parts[0], len(BIG)) if parts else None
+                time.sleep(0.002)
+            process.send_signal(signal.SIGKILL)  # the split is in the record: the tail may not have started
+        finally:
+            process.communicate(timeout=30)
+        assert seen is not None and len(seen) > 1, "the stream was never split"
+        [part] = part_dir.glob("*.part")
+        record = segments.read_record(part, len(BIG))
+        assert record is not None, segments.record_path(part).read_bytes()
+        # one stream from byte 0, cut at the first of four boundaries, then the three ranges of its tail
+        assert [r.start for r in record] == [i * segments.MIN_RANGE for i in range(4)], record
+        assert record[0].done > 0
+        kept = sum(r.done - r.start for r in record)
+        hub.faults.throttle_bps = None
+        time.sleep(0.2)  # let the fake's handlers for the killed client notice the closed sockets
+        served = hub.bytes_served
+        result = run_cli("apply", manifest)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert_placed(tmp_path)
+        # the rerun asked for exactly what the record did not hold (and the small file, if it was not placed)
+        assert len(BIG) - kept <= hub.bytes_served - served <= len(BIG) - kept + len(FILES["config.json"])
+
+
 def test_a_server_that_ignores_range_gets_one_stream(tmp_path: Path) -> None:
     with FakeHFHub() as hub:
         hub.add_repo("org/tiny", FILES)
@@ -130,6 +167,7 @@ def test_a_server_that_ignores_range_gets_one_stream(tmp_path: Path) -> None:
 def test_a_range_that_fails_is_retried_alone(tmp_path: Path) -> None:
     with FakeHFHub() as hub:
         hub.add_repo("org/tiny", FILES)
+        hub.faults.throttle_bps = CAPPED
         third = 2 * segments.MIN_RANGE  # where the third of four ranges starts
         hub.faults.fail_range = {"start": third, "end": third + 1, "count": 3, "status": 503}
         result = run_cli("apply", manifest_for(tmp_path, hub.url))
@@ -138,12 +176,13 @@ def test_a_range_that_fails_is_retried_alone(tmp_path: Path) -> None:
         gets = big_gets(hub)
         starts = [int(g.removeprefix("bytes=").split("-")[0]) for g in gets]
         assert starts.count(third) == 4, gets  # three failures, then the range came
-        assert len(starts) == 4 + 3, gets  # every other range was asked once
+        assert len(starts) == 4 + 3, gets  # every other range was asked once (the first went on as the probe)
 
 
 def test_a_range_that_keeps_failing_fails_the_model_and_the_rerun_fetches_only_the_rest(tmp_path: Path) -> None:
     with FakeHFHub() as hub:
         hub.add_repo("org/tiny", FILES)
+        hub.faults.throttle_bps = CAPPED
         third = 2 * segments.MIN_RANGE
         hub.faults.fail_range = {"start": third, "end": third + 1, "count": 100, "status": 503}
         manifest = manifest_for(tmp_path, hub.url)
@@ -200,6 +239,7 @@ def test_ranges_follow_the_redirect_to_a_cdn_without_the_token(tmp_path: Path) -
         hub.add_repo("org/tiny", FILES, gated=True)
         hub.tokens = {"hf_secret_canary"}
         hub.redirect_to(cdn)
+        cdn.faults.throttle_bps = CAPPED
         result = run_cli("apply", manifest_for(tmp_path, hub.url), env={"HF_TOKEN": "hf_secret_canary"})
         assert result.returncode == 0, result.stdout + result.stderr
         assert_placed(tmp_path)

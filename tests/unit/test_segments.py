@@ -46,10 +46,9 @@ def test_plan_keeps_a_single_streams_prefix_as_one_finished_range() -> None:
     assert all(not r.finished for r in ranges[1:])
 
 
-def test_should_split_only_large_files_with_connections_to_spare() -> None:
-    assert segments.should_split(2 * segments.MIN_RANGE, 2)
-    assert not segments.should_split(2 * segments.MIN_RANGE - 1, 16)
-    assert not segments.should_split(1 << 30, 1)
+def test_only_files_of_two_ranges_or_more_go_the_ranged_way() -> None:
+    assert segments.is_large(2 * segments.MIN_RANGE)
+    assert not segments.is_large(2 * segments.MIN_RANGE - 1)
 
 
 def test_contiguous_end_stops_at_the_first_gap() -> None:
@@ -172,3 +171,85 @@ def test_ranges_with_no_byte_yet_are_valid_on_an_empty_partial() -> None:
         1,
         [Range(0, 10, 0), Range(10, 20, 10), Range(20, 30, 20)],
     )
+
+
+def test_split_cuts_a_running_range_at_the_files_own_boundaries() -> None:
+    size = 64 * MiB
+    running = Range(0, size, 3 * MiB)
+    pieces = segments.split(running, size, 4)
+    # the boundaries of plan(size, 4), whatever ``done`` was: 16, 32, 48 MiB
+    assert [(r.start, r.end, r.done) for r in pieces] == [
+        (0, 16 * MiB, 3 * MiB),
+        (16 * MiB, 32 * MiB, 16 * MiB),
+        (32 * MiB, 48 * MiB, 32 * MiB),
+        (48 * MiB, 64 * MiB, 48 * MiB),
+    ]
+    # past a boundary, the range keeps going to the next one
+    assert [r.start for r in segments.split(Range(0, size, 20 * MiB), size, 4)] == [0, 32 * MiB, 48 * MiB]
+    # a resumed range (not from 0) is cut only inside itself; with no boundary inside, it stays whole
+    assert [r.start for r in segments.split(Range(16 * MiB, 48 * MiB, 17 * MiB), size, 4)] == [16 * MiB, 32 * MiB]
+    assert segments.split(Range(50 * MiB, size, 51 * MiB), size, 4) == [Range(50 * MiB, size, 51 * MiB)]
+
+
+def feed(ramp: segments.Ramp, rate: float, probes: float, *, at: float, got: int, streaming: int) -> tuple[float, int]:
+    """Chunks arriving at ``rate`` bytes/s for ``probes`` probe windows (100 a window); the time and bytes after."""
+    step = segments.PROBE_SECONDS / 100
+    for _ in range(round(probes * 100)):
+        at, got = at + step, got + int(rate * step)
+        ramp.observe(at, got, 1 << 40, streaming)
+    return at, got
+
+
+def test_ramp_keeps_a_fast_stream_alone() -> None:
+    ramp = segments.Ramp(16)
+    at, got, size, step = 0.0, 0, 512 * MiB, segments.PROBE_SECONDS / 20
+    while got < size:  # 600 MiB/s: under SPLIT_AFTER_SECONDS from the end at every check
+        at, got = at + step, got + int(600 * MiB * step)
+        assert ramp.observe(at, got, max(size - got, 0), 1) == 1, at
+    slow = segments.Ramp(16)
+    feed(slow, 300 * MiB, 1.5, at=0.0, got=0, streaming=1)  # a TiB left: over a second even at 300 MiB/s
+    assert slow.allowed == 2
+
+
+def test_ramp_splits_a_slow_stream_and_widens_when_two_go_faster() -> None:
+    ramp = segments.Ramp(16)
+    at, got = feed(ramp, 16 * MiB, 0.75, at=0.0, got=0, streaming=1)
+    assert ramp.allowed == 1  # not measured long enough yet
+    at, got = feed(ramp, 16 * MiB, 0.5, at=at, got=got, streaming=1)
+    assert ramp.allowed == 2  # 16 MiB/s with a TiB to go: try a second connection
+    at, got = feed(ramp, 16 * MiB, 3, at=at, got=got, streaming=1)
+    assert ramp.allowed == 2  # the second is not receiving yet: no verdict
+    feed(ramp, 32 * MiB, 1.5, at=at, got=got, streaming=2)
+    assert ramp.allowed == 16  # two went twice as fast: each connection is capped
+
+
+def test_ramp_stays_at_two_when_a_second_connection_does_not_pay() -> None:
+    ramp = segments.Ramp(16)
+    at, got = feed(ramp, 100 * MiB, 1.5, at=0.0, got=0, streaming=1)
+    assert ramp.allowed == 2
+    at, got = feed(ramp, 110 * MiB, 1.5, at=at, got=got, streaming=2)
+    assert ramp.allowed == 2
+    feed(ramp, 400 * MiB, 5, at=at, got=got, streaming=2)
+    assert ramp.allowed == 2  # settled
+
+
+def test_ramp_with_two_connections_goes_to_both_at_once_and_with_one_never_splits() -> None:
+    two = segments.Ramp(2)
+    feed(two, MiB, 1.5, at=0.0, got=0, streaming=1)
+    assert two.allowed == 2
+    one = segments.Ramp(1)
+    feed(one, MiB, 5, at=0.0, got=0, streaming=1)
+    assert one.allowed == 1
+
+
+def test_ramp_skips_its_trial_once_the_host_proved_that_connections_are_capped() -> None:
+    ramp = segments.Ramp(16)
+    at, got = feed(ramp, 16 * MiB, 0.5, at=0.0, got=0, streaming=1)
+    assert ramp.observe(at + 0.001, got + 1, 1 << 40, 1, proven=True) == 1  # its own rate decides the split
+    at, got = feed(ramp, 16 * MiB, 1.5, at=at, got=got, streaming=1)
+    assert ramp.allowed == 2
+    assert ramp.observe(at + 0.001, got + 1, 1 << 40, 1, proven=True) == 16  # split, and no trial of its own
+    gate = HostGate(4)
+    assert not gate.proven(("http", "hub"))
+    gate.prove(("http", "hub"))
+    assert gate.proven(("http", "hub")) and not gate.proven(("http", "cdn"))

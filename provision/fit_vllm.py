@@ -231,7 +231,7 @@ def _remedy(est: MemoryEstimate, model: _Model, selected: tuple[Gpu, ...], args:
 def _fit_cpu(name: str, spec: Any, args: VllmArgs, info: ModelInfo, inventory: Inventory) -> DeploymentFit:
     """RAM for a vllm-cpu container: weights + ``VLLM_CPU_KVCACHE_SPACE`` + overhead, or vLLM's own share."""
     try:
-        from .deployments.vllm import cpu_kvcache_env  # the default the container gets when env sets none
+        from .deployments.vllm_spec import cpu_kvcache_env  # the default the container gets when env sets none
 
         space = cpu_kv_cache_space({**cpu_kvcache_env(spec), **spec.env})
     except ValueError:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..deployments.vllm import _url_host
+from ..deployments.vllm_spec import url_host
 from ..manifest import VllmDeployment
 from .openai import OpenAIClient
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 def open_client(name: str, spec: VllmDeployment, ctx: DeployContext) -> OpenAIClient:
     key = spec.api_key.get_secret_value() if spec.api_key is not None else None
     return OpenAIClient(
-        f"http://{_url_host(spec.bind)}:{spec.port}/v1",
+        f"http://{url_host(spec.bind)}:{spec.port}/v1",
         spec.served_model_name or name,
         key,
         ctx.manifest.smoke_settings(name).timeout,

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..deployments.vllm import CONTAINER_PORT, MOUNT_ROOT, server_args
+from ..deployments.vllm_spec import CONTAINER_PORT, MOUNT_ROOT, server_args
 from ..errors import RenderError
 from ..manifest import Manifest, ModelSpec, OllamaDeployment, VllmDeployment
 from .locked import LockedFiles, LockedOllama, locked_model

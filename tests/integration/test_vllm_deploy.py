@@ -366,7 +366,7 @@ def test_create_adopts_the_container_a_timed_out_create_left(manifest: Path, doc
     # create then meets "name already in use" (409). provision must find it by name and use it.
     from docker.types import Mount
 
-    from provision.deployments.vllm import CONTAINER_PORT, MOUNT_ROOT, desired_spec
+    from provision.deployments.vllm_spec import CONTAINER_PORT, MOUNT_ROOT, desired_spec
     from provision.manifest import VllmDeployment
     from provision.manifest_loader import load_manifest
     from provision.reconciler import Reconciler

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from provision.deployments.base import DeployContext
-from provision.deployments.vllm import desired_spec
+from provision.deployments.vllm_spec import desired_spec
 from provision.errors import LockError, RenderError
 from provision.manifest_loader import load_manifest, parse_manifest
 from provision.render.kubernetes import (

@@ -9,7 +9,7 @@ import pytest
 
 from provision.deployments.base import DeployContext
 from provision.deployments.container_logs import failure_excerpt
-from provision.deployments.vllm import (
+from provision.deployments.vllm_spec import (
     DEFAULT_CPU_KVCACHE_GIB,
     LABEL_SPEC_HASH,
     ContainerView,

@@ -46,7 +46,7 @@ def main() -> None:
 )
 @json_option
 @handle_errors
-def init(model_refs: tuple[str, ...], output: Path | None, as_json: bool) -> None:
+def init(**params: Any) -> None:
     """Write a commented starter manifest: a model per MODEL_REF, a deployment each, the smoke test.
 
     MODEL_REF is a source as the manifest writes it: hf://owner/name, ms://owner/name,
@@ -54,18 +54,18 @@ def init(model_refs: tuple[str, ...], output: Path | None, as_json: bool) -> Non
     """
     from . import commands  # lazily: start-up loads no command's code
 
-    commands.init(model_refs, output, as_json)
+    commands.init(**params)
 
 
 @main.command()
 @manifest_argument
 @json_option
 @handle_errors
-def validate(manifest: Path | None, as_json: bool) -> None:
+def validate(**params: Any) -> None:
     """Check a manifest without touching anything."""
     from . import commands
 
-    commands.validate(manifest, as_json)
+    commands.validate(**params)
 
 
 @main.command()
@@ -75,13 +75,11 @@ def validate(manifest: Path | None, as_json: bool) -> None:
 @click.option("--locked", is_flag=True, help="Fail if the lock file would change.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 with no changes, 2 with changes, 1 on error.")
 @json_option
-def plan(
-    manifest: Path | None, only: tuple[str, ...], update: bool, locked: bool, detailed_exitcode: bool, as_json: bool
-) -> None:
+def plan(**params: Any) -> None:
     """Show what `apply` would change, and why, without changing anything."""
     from . import commands
 
-    commands.plan(manifest, only, update, locked, detailed_exitcode, as_json)
+    commands.plan(**params)
 
 
 @main.command()
@@ -94,42 +92,33 @@ def plan(
 @click.option("--yes", "-y", is_flag=True, help="Remove models no longer in the manifest without asking.")
 @json_option
 @handle_errors
-def apply(
-    manifest: Path | None,
-    only: tuple[str, ...],
-    update: bool,
-    locked: bool,
-    force: bool,
-    verify_all: bool,
-    yes: bool,
-    as_json: bool,
-) -> None:
+def apply(**params: Any) -> None:
     """Make this machine match the manifest: download, pull, start; idempotent and resumable."""
     from . import commands
 
-    commands.apply(manifest, only, update, locked, force, verify_all, yes, as_json)
+    commands.apply(**params)
 
 
 @main.command()
 @manifest_argument
 @json_option
 @handle_errors
-def status(manifest: Path | None, as_json: bool) -> None:
+def status(**params: Any) -> None:
     """What is applied on this machine (offline; state lives in $PROVISION_STATE_DIR)."""
     from . import commands
 
-    commands.status(manifest, as_json)
+    commands.status(**params)
 
 
 @main.command()
 @manifest_argument
 @json_option
 @handle_errors
-def verify(manifest: Path | None, as_json: bool) -> None:
+def verify(**params: Any) -> None:
     """Re-hash downloaded files against the lock file, offline; exit 1 on any problem."""
     from . import commands
 
-    commands.verify(manifest, as_json)
+    commands.verify(**params)
 
 
 @main.command()
@@ -138,11 +127,11 @@ def verify(manifest: Path | None, as_json: bool) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 @handle_errors
-def destroy(manifest: Path | None, only: tuple[str, ...], yes: bool, as_json: bool) -> None:
+def destroy(**params: Any) -> None:
     """Remove what provision created for this manifest (only that)."""
     from . import commands
 
-    commands.destroy(manifest, only, yes, as_json)
+    commands.destroy(**params)
 
 
 @main.command("check-hardware")
@@ -152,7 +141,7 @@ def destroy(manifest: Path | None, only: tuple[str, ...], yes: bool, as_json: bo
 @click.option("--list-gpus", is_flag=True, help="Print the GPUs --gpu knows, and exit.")
 @json_option
 @handle_errors
-def check_hardware(manifest: Path | None, gpu: str | None, vram: str | None, list_gpus: bool, as_json: bool) -> None:
+def check_hardware(**params: Any) -> None:
     """GPUs, VRAM, driver, RAM, disk, Docker GPU runtime, Ollama; with MANIFEST, whether each deployment fits.
 
     With --gpu or --vram, each deployment is judged against those GPUs instead, and this
@@ -161,7 +150,7 @@ def check_hardware(manifest: Path | None, gpu: str | None, vram: str | None, lis
     """
     from . import commands
 
-    commands.check_hardware(manifest, gpu, vram, list_gpus, as_json)
+    commands.check_hardware(**params)
 
 
 @main.command("smoke-test")
@@ -174,16 +163,14 @@ def check_hardware(manifest: Path | None, gpu: str | None, vram: str | None, lis
 )
 @json_option
 @handle_errors
-def smoke_test(
-    target: str | None, names: tuple[str, ...], show: bool, junit: Path | None, concurrency: int, as_json: bool
-) -> None:
+def smoke_test(**params: Any) -> None:
     """Stream a chat against each deployment: TTFT, ITL, tokens/s, pass/fail.
 
     TARGET is a manifest, or a deployment name; with no manifest, the one applied last here.
     """
     from . import commands
 
-    commands.smoke_test(target, names, show, junit, concurrency, as_json)
+    commands.smoke_test(**params)
 
 
 @main.command()
@@ -199,22 +186,14 @@ def smoke_test(
 @click.option("--stats", is_flag=True, help="A line per answer: TTFT, tokens/s, tokens (on stderr).")
 @click.option("--hide-thinking", is_flag=True, help="Drop <think>...</think> reasoning from the output.")
 @handle_errors
-def chat(
-    target: str,
-    deployment: str | None,
-    system: str | None,
-    no_stream: bool,
-    stats: bool,
-    hide_thinking: bool,
-    **sampling: Any,
-) -> None:
+def chat(**params: Any) -> None:
     """Talk to a deployment: streamed, multi-turn; through a pipe, one turn per line.
 
     At a terminal: /reset, /system TEXT, /exit; Ctrl-C stops the current answer.
     """
     from . import commands
 
-    commands.chat(target, deployment, system, no_stream, stats, hide_thinking, **sampling)
+    commands.chat(**params)
 
 
 @main.group(cls=ProvisionSubgroup)
@@ -233,19 +212,11 @@ def render() -> None:
 @click.option("--gpus-per-node", type=click.IntRange(1, 64), help="What `gpus: all` means in the cluster.")
 @json_option
 @handle_errors
-def render_kubernetes(
-    manifest: Path | None,
-    output: Path | None,
-    to_stdout: bool,
-    namespace: str | None,
-    storage_class: str | None,
-    gpus_per_node: int | None,
-    as_json: bool,
-) -> None:
+def render_kubernetes(**params: Any) -> None:
     """Deployments, Services, volume claims and a verified download step, from the manifest and its lock."""
     from . import commands
 
-    commands.render_kubernetes(manifest, output, to_stdout, namespace, storage_class, gpus_per_node, as_json)
+    commands.render_kubernetes(**params)
 
 
 def run() -> None:

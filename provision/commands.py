@@ -1,8 +1,9 @@
 """What each ``provision`` command does once click has parsed its arguments.
 
-``cli.py`` declares the commands, their options and help; each command's body calls the
-function of the same name here. Every import of a heavy module stays inside the function
-that needs it, so ``provision --help`` never loads them.
+``cli.py`` declares the commands, their options and help; each command's body passes its
+options, as click names them, to the function of the same name here, whose parameters give
+their types. Every import of a heavy module stays inside the function that needs it, so
+``provision --help`` never loads them.
 """
 
 from __future__ import annotations

@@ -74,6 +74,10 @@ Ollama (GGUF)::
 its context-length guide (VRAM under 24 GiB: 4096; under 48 GiB: 32768; else 262144), never
 above the model's own context length. Releases before that guide used 4096, and before 0.6
 2048: pass ``num_ctx`` to pin it.
+
+One module past 400 lines on purpose: the formulas above and the functions below are one
+derivation (vLLM's and Ollama's figures read the same :class:`ModelShape` and dtype sizes), and
+keeping them together keeps the notation next to its code.
 """
 
 from __future__ import annotations

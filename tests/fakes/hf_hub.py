@@ -495,7 +495,9 @@ class FakeHFHub(_BodyServer):
             else:
                 raise _HubError(404, "", f"no route for {request.method} {request.path}")
         except _HubError as e:
-            headers = {"X-Error-Message": e.args[0], **e.headers}
+            # A header is latin-1 on the wire: a path outside it (a listing's "Ā") is escaped, not a crash.
+            message = e.args[0].encode("ascii", "backslashreplace").decode("ascii")
+            headers = {"X-Error-Message": message, **e.headers}
             if e.code:
                 headers["X-Error-Code"] = e.code
             body = json.dumps({"error": e.args[0]}).encode()

@@ -8,9 +8,14 @@ serve.py of vLLM 0.32.0), for one request; a *choice chunk* is one that carries 
     │◀──────────────────────────── latency ──────────────────────────▶│
     │◀──────────────────────────────── total_s ──────────────────────────────────────────▶│
 
-- TTFT: the first choice chunk minus the send time. vLLM's benchmark starts at its role
+- send: taken just before the request is written, on a warmed client (``EngineClient.warm``,
+  in ``load_s``): vLLM's benchmark times requests on a keep-alive connection after an initial
+  test request, so a cold client's costs (connection, lazy imports, the first parse) would
+  otherwise sit in TTFT alone.
+- TTFT: the first choice chunk minus the send time. vLLM's benchmark stops at its role
   chunk, which vLLM's server sends in the same step as the first token's chunk; provision's
-  clients do not surface role chunks, so the first text (or finish) chunk stands for it.
+  clients do not surface role chunks, so the first text (or finish) chunk stands for it
+  (docs/protocols.md says why).
 - ITL: the gaps between consecutive choice chunks after the first, the finish chunk
   included (per chunk: a chunk carrying several tokens is one gap).
 - latency: send to the last choice chunk. When generation ends with EOS ("stop") vLLM sends
@@ -71,7 +76,7 @@ class SmokeResult:
     total_s: float | None = None  # send to end of stream
     finish_reason: str | None = None
     text: str = ""
-    load_s: float | None = None  # making the client: loading the model for transformers
+    load_s: float | None = None  # making and warming the client: loading the model for transformers
     # task: embed (see smoke_embed): what the batch of probes gave
     task: str = "chat"
     dimension: int | None = None
@@ -246,8 +251,8 @@ def run_one(
     client is left for the caller to ``close()``, which ends most hung connections.
     """
     events: queue.Queue[tuple[float, object]] = queue.Queue()
-    send = clock()
     deadline = time.monotonic() + settings.timeout
+    send = clock()  # the worker writes the request next: a thread start (~0.1 ms) later
     try:
         stream = iter(client.stream_chat(settings))
     except Exception as exc:  # noqa: BLE001 - a client that fails before streaming
@@ -311,12 +316,15 @@ def _safe_counter(client: EngineClient) -> Callable[[str], int | None]:
 
 
 def run_job(job: SmokeJob, *, on_text: OnText | None = None, clock: Clock = time.perf_counter) -> SmokeResult:
-    """Make the client (timed as ``load_s``), run the chat, close the client."""
+    """Make and warm the client (timed as ``load_s``), run the chat, close the client."""
     started = clock()
     try:
         client = job.connect()
     except Exception as exc:  # noqa: BLE001 - e.g. a folder that is not a model
         return SmokeResult(job.name, job.engine, False, failure_reason(exc), load_s=clock() - started)
+    # The client's own first-use costs, outside TTFT; best effort: the request reports what is wrong.
+    with contextlib.suppress(Exception):
+        client.warm()
     load_s = clock() - started
     try:
         if job.task == "embed":

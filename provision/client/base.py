@@ -47,6 +47,11 @@ class Embeddings:
 class EngineClient(Protocol):
     """Talks to one deployment. Raises provision errors on failure."""
 
+    def warm(self) -> None:
+        """Pay the client's first-use costs (a connection, lazy imports, parsers) before a timed
+        request, so its TTFT is the request's own. Best effort: a failure shows in the request."""
+        ...
+
     def stream_chat(self, settings: SmokeTestSettings) -> Iterator[ChatEvent]: ...
 
     def embed(self, texts: Sequence[str]) -> Embeddings: ...

@@ -16,6 +16,7 @@ length") instead of silently cut; a model that cannot embed answers an error say
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +71,12 @@ class OllamaClient:
                 f"Ollama returned {len(vectors)} vectors for {len(texts)} inputs", hint="see the Ollama server's log"
             )
         return Embeddings(vectors, input_tokens=answer.prompt_eval_count)
+
+    def warm(self) -> None:
+        # GET /api/ps opens the keep-alive connection the chat then reuses; an error here
+        # (no server) is the chat's to report, with its own message.
+        with contextlib.suppress(Exception):
+            self._client.ps()
 
     def count_tokens(self, text: str) -> int | None:
         return None  # the final line's eval_count counts

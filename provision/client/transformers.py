@@ -173,6 +173,9 @@ class TransformersClient:
             hint="declare the deployment with `task: embed` for an embedding model",
         )
 
+    def warm(self) -> None:
+        return None  # in-process: loading the model (load_s) was the first-use cost
+
     def count_tokens(self, text: str) -> int | None:
         return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 

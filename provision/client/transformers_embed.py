@@ -266,6 +266,9 @@ class TransformersEmbedder:
             hint="declare the deployment with task: chat for a chat model",
         )
 
+    def warm(self) -> None:
+        return None  # in-process: loading the model (load_s) was the first-use cost
+
     def count_tokens(self, text: str) -> int | None:
         return len(self._tokenizer(text)["input_ids"])
 

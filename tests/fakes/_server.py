@@ -45,6 +45,7 @@ class Recorded:
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     at: float = field(default_factory=time.monotonic)  # when the request arrived
+    peer: tuple[str, int] | None = None  # the client's address: one per TCP connection
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -66,7 +67,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers={k.lower(): v for k, v in self.headers.items()},
             body=body,
         )
-        record = Recorded(self.command, self.path, headers=request.headers)
+        record = Recorded(self.command, self.path, headers=request.headers, peer=self.client_address[:2])
         self.server.fake.requests.append(record)
         self.server.fake.handle(request, self, record)
 

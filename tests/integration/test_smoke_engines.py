@@ -229,6 +229,21 @@ def test_openai_streams_with_server_usage_and_sampling_fields(vllm: FakeVLLM) ->
     assert (body["top_k"], body["repetition_penalty"]) == (10, 1.2)  # extra_body lands in the body
 
 
+def test_openai_warm_opens_the_connection_the_timed_chat_reuses(vllm: FakeVLLM) -> None:
+    chat = OpenAIClient(vllm.base_url, "qwen3", "sk-right", timeout=10)
+    result = run_job(SmokeJob("api", "openai", lambda: chat, QUESTION))
+    assert result.passed, result.reason
+    warm, timed = vllm.requests
+    assert (warm.method, warm.path, timed.method, timed.path) == ("GET", "/v1/models", "POST", "/v1/chat/completions")
+    assert warm.peer is not None and warm.peer == timed.peer  # one keep-alive connection: no connect in TTFT
+
+
+def test_openai_warm_leaves_failures_to_the_chat() -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    result = run_job(SmokeJob("api", "openai", lambda: OpenAIClient(url, "qwen3", None, timeout=10), QUESTION))
+    assert (result.reason or "").startswith(f"cannot connect to {url}: ")
+
+
 def test_openai_leaves_unset_sampling_fields_out(vllm: FakeVLLM) -> None:
     settings = QUESTION.model_copy(update={"top_p": None, "top_k": None, "repetition_penalty": None})
     run_one("api", OpenAIClient(vllm.base_url, "qwen3", "sk-right", timeout=10), settings)
@@ -336,7 +351,11 @@ def test_openai_backend_has_nothing_to_provision_and_keeps_the_key_out(tmp_path:
             SmokeJob("deepseek", "openai", lambda: open_engine("deepseek", spec, ctx), ctx.manifest.smoke_test)
         )
     assert result.passed, result.reason
-    assert [r.headers.get("authorization") for r in server.requests] == ["Bearer sk-secret"]
+    # observe, plan and apply sent nothing; the smoke test warmed the client, then chatted
+    assert [(r.method, r.path, r.headers.get("authorization")) for r in server.requests] == [
+        ("GET", "/v1/models", "Bearer sk-secret"),
+        ("POST", "/v1/chat/completions", "Bearer sk-secret"),
+    ]
 
 
 # -- ollama ----------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from provision.smoke import (
     SmokeResult,
     measure,
     percentile,
+    run_job,
     run_many,
     run_one,
     time_per_output_token,
@@ -41,6 +42,9 @@ class ChatClient:
 
     def embed(self, texts: Sequence[str]) -> Embeddings:
         raise AssertionError("a chat smoke test does not embed")
+
+    def warm(self) -> None:
+        return None
 
 
 class ScriptedClient(ChatClient):
@@ -278,6 +282,32 @@ def test_run_many_respects_the_concurrency_bound() -> None:
     started = time.monotonic()
     run_many(jobs, concurrency=2)
     assert time.monotonic() - started >= 0.6  # two rounds of two
+
+
+class ColdClient(ScriptedClient):
+    """A client whose first use costs ``cold`` seconds (a connection, imports), paid in ``warm``."""
+
+    def __init__(self, clock: FakeClock, script: list[tuple[float, ChatEvent]], *, cold: float, fails: bool) -> None:
+        super().__init__(clock, script, tokens=3)
+        self.cold, self.fails = cold, fails
+
+    def warm(self) -> None:
+        self.clock.now += self.cold
+        if self.fails:
+            raise ConnectionError("connection refused")
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_clients_first_use_costs_are_in_load_s_not_in_ttft(fails: bool) -> None:
+    clock = FakeClock()
+    script = [(0.1, ChatEvent(text="Paris")), (0.3, ChatEvent(text=".", finish_reason="length"))]
+    client = ColdClient(clock, script, cold=2.0, fails=fails)
+    result = run_job(SmokeJob("d", "vllm", returning(client), SETTINGS), clock=clock)
+    assert result.passed, result.reason  # a failed warm-up is left to the request itself
+    assert result.load_s == pytest.approx(2.0)
+    assert result.ttft == pytest.approx(0.1)
+    assert result.tpot == pytest.approx(0.1)  # (0.3 - 0.1) / (3 - 1)
+    assert client.closed
 
 
 def test_a_client_that_cannot_be_made_is_a_failed_result() -> None:

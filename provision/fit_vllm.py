@@ -32,6 +32,7 @@ from .estimate import (
 )
 from .files import human_bytes
 from .fit import DeploymentFit, MemoryEstimate, ModelInfo, judge, unknown
+from .gpus import asks_for_gpus
 from .hardware import Finding, Gpu, Inventory, Level
 
 
@@ -188,7 +189,7 @@ def fit_vllm(name: str, spec: Any, info: ModelInfo, inventory: Inventory) -> Dep
                 ),
             ),
         )
-    if spec.gpus == 0:
+    if not asks_for_gpus(spec.gpus):
         return _fit_cpu(name, spec, args, info, inventory)
     model = _model(args, info)
     blockers, selected, used = _blockers(name, spec, args, inventory, model.shape if model else None)

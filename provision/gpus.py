@@ -158,6 +158,13 @@ def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def asks_for_gpus(request: GpuRequest) -> bool:
+    """Whether a ``gpus:`` value gives the container any GPU: ``0`` and an empty list do not."""
+    if request == "all":
+        return True
+    return (request if isinstance(request, int) else len(request)) > 0
+
+
 def parse_gpu_request(value: object) -> GpuRequest:
     """A ``gpus:`` value: ``all``, a number of GPUs (a string of digits too, as ``${GPUS}`` gives) or
     a list of device ids; ValueError (the message a manifest shows) for anything else."""

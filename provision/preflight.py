@@ -16,7 +16,7 @@ from typing import Any
 from .errors import PreflightError, ProvisionError
 from .estimate import parse_vllm_args
 from .fit import DeploymentFit, ModelInfo, check_disk, fit_deployment
-from .gpus import Target, by_memory, model_inventory, planned_inventory
+from .gpus import Target, asks_for_gpus, by_memory, model_inventory, planned_inventory
 from .hardware import Finding, Inventory, Level, MemoryProbe, collect_inventory
 from .plan import Plan
 from .reconciler import PlanResult, Reconciler, RunOptions
@@ -173,7 +173,7 @@ def preflight_for(reconciler: Reconciler, target: Target) -> PreflightReport:
 def _gpu_count(spec: Any) -> int | None:
     """How many GPUs a deployment takes (None: it runs without one)."""
     if spec.engine == "vllm":
-        if spec.gpus == 0:
+        if not asks_for_gpus(spec.gpus):
             return None
         try:
             tp = parse_vllm_args(spec.args).tensor_parallel_size

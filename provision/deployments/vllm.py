@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import DeploymentError, EngineUnavailableError
+from ..gpus import asks_for_gpus
 from ..manifest import VllmDeployment
 from ..plan import Action, Change
 from .base import DeployContext
@@ -46,7 +47,6 @@ from .vllm_spec import (
     is_ours,
     plan,
     url_host,
-    wants_gpus,
 )
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ class VllmBackend:
         if view is not None and is_current(view, desired):
             return Observed(view, None)  # the fast no-op path: one list call
         present = _image_present(client, spec.image)
-        runtimes = tuple(client.info().get("Runtimes") or {}) if wants_gpus(spec) else None
+        runtimes = tuple(client.info().get("Runtimes") or {}) if asks_for_gpus(spec.gpus) else None
         ours_holds_port = view is not None and is_ours(view, desired) and spec.port in view.host_ports
         preflight = Preflight(
             image_present=present,

@@ -42,6 +42,7 @@ from typing import Any
 
 from ..errors import DeploymentError, PreflightError
 from ..estimate import CPU_KV_ENV as CPU_KVCACHE_ENV  # one name for the variable, with the estimator
+from ..gpus import asks_for_gpus
 from ..manifest import VllmDeployment
 from ..plan import Action, Change
 from .base import DeployContext
@@ -169,7 +170,7 @@ def server_args(name: str, spec: VllmDeployment) -> list[str]:
 def cpu_kvcache_env(spec: VllmDeployment) -> dict[str, str]:
     """Pure: the KV cache size a ``gpus: 0`` deployment gets when the manifest sets none."""
     if (
-        wants_gpus(spec)
+        asks_for_gpus(spec.gpus)
         or CPU_KVCACHE_ENV in spec.env
         or any(arg.split("=", 1)[0].replace("_", "-") == "--kv-cache-memory-bytes" for arg in spec.args)
     ):
@@ -218,14 +219,6 @@ def is_ours(view: ContainerView, desired: ContainerSpec) -> bool:
 def is_current(view: ContainerView, desired: ContainerSpec) -> bool:
     """Pure: ours, this spec and running, so there is nothing to check or do."""
     return is_ours(view, desired) and view.status == "running" and view.labels.get(LABEL_SPEC_HASH) == desired.spec_hash
-
-
-def wants_gpus(spec: VllmDeployment) -> bool:
-    return (
-        spec.gpus == "all"
-        or (isinstance(spec.gpus, int) and spec.gpus > 0)
-        or (isinstance(spec.gpus, tuple) and len(spec.gpus) > 0)
-    )
 
 
 def _changed_fields(view: ContainerView, desired: ContainerSpec) -> str:

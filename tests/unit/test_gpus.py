@@ -11,6 +11,7 @@ from provision.gpus import (
     MIB,
     GpuModel,
     GpuRequest,
+    asks_for_gpus,
     by_memory,
     find_gpu,
     gpu_target,
@@ -122,3 +123,11 @@ def test_a_gpus_value_is_all_a_count_or_device_ids(value: object, request_: GpuR
 def test_any_other_gpus_value_is_one_clear_error(value: object) -> None:
     with pytest.raises(ValueError, match="expected 'all', a number of GPUs or a list of device ids, not "):
         parse_gpu_request(value)
+
+
+@pytest.mark.parametrize(
+    ("request_", "asks"), [("all", True), (1, True), ((0,), True), ((2, 3), True), (0, False), ((), False)]
+)
+def test_zero_and_an_empty_device_list_ask_for_no_gpu(request_: GpuRequest, asks: bool) -> None:
+    # The one rule behind the container's device requests, check-hardware's CPU path and the estimate.
+    assert asks_for_gpus(request_) is asks

@@ -77,18 +77,19 @@ def read_pooling(
         # The manifest says it all: a folder without its pooling files (or a causal model with a
         # pooling the card names) needs nothing else from the folder.
         return Pooling(mode, normalize=bool(normalize), max_length=None, source="manifest")
-    found = _folder_pooling(model_dir, config)
+    found = _folder_pooling(model_dir, config, mode=mode)
     if mode is None and normalize is None:
         return found
     return Pooling(
-        mode or found.mode,
+        found.mode,
         normalize=found.normalize if normalize is None else normalize,
         max_length=found.max_length,
         source="manifest",
     )
 
 
-def _folder_pooling(model_dir: Path, config: dict[str, Any]) -> Pooling:
+def _folder_pooling(model_dir: Path, config: dict[str, Any], *, mode: str | None = None) -> Pooling:
+    """The folder's pooling; ``mode`` (the manifest's) replaces its pooling config, which is then not read."""
     modules_file = model_dir / "modules.json"
     if not modules_file.is_file() and (model_dir / "1_Pooling" / "config.json").is_file():
         # A pooling config without modules.json (an include pattern that missed it): the model's
@@ -109,15 +110,8 @@ def _folder_pooling(model_dir: Path, config: dict[str, Any]) -> Pooling:
         raise DeploymentError(f"{modules_file} is not a list of modules", hint="the model folder is damaged")
     types = [str(m.get("type", "")) for m in modules]
     pooling_entry = next((m for m in modules if str(m.get("type", "")).endswith(".Pooling")), None)
-    mode = "mean"
-    if pooling_entry is not None:
-        folder = str(pooling_entry.get("path", ""))
-        if Path(folder).is_absolute() or ".." in Path(folder).parts:
-            raise DeploymentError(
-                f"{modules_file}: pooling path {folder!r} leaves the model folder",
-                hint="the model folder is damaged or hostile",
-            )
-        mode = _pooling_mode(model_dir / folder)
+    if mode is None:
+        mode = "mean" if pooling_entry is None else _pooling_mode(_inside(model_dir, pooling_entry, modules_file))
     max_length = None
     bert_config = model_dir / "sentence_bert_config.json"
     if bert_config.is_file():
@@ -144,6 +138,17 @@ def passes(lengths: Sequence[int], max_length: int, budget: int) -> list[list[in
         else:
             out.append([index])
     return out
+
+
+def _inside(model_dir: Path, entry: dict[str, Any], modules_file: Path) -> Path:
+    """The pooling module's folder, refused when modules.json points it out of the model folder."""
+    folder = str(entry.get("path", ""))
+    if Path(folder).is_absolute() or ".." in Path(folder).parts:
+        raise DeploymentError(
+            f"{modules_file}: pooling path {folder!r} leaves the model folder",
+            hint="the model folder is damaged or hostile",
+        )
+    return model_dir / folder
 
 
 def _pooling_mode(folder: Path) -> str:

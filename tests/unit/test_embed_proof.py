@@ -130,3 +130,12 @@ def test_a_bert_folder_without_st_files_is_mean_pooled_and_a_lone_pooling_config
     (tmp_path / "1_Pooling" / "config.json").write_text('{"pooling_mode_cls_token": true}')
     lone = read_pooling(tmp_path, bert)
     assert (lone.mode, lone.normalize, lone.source) == ("cls", False, "1_Pooling")
+
+
+def test_a_manifest_pooling_does_not_read_the_folder_pooling_it_replaces(tmp_path: Path) -> None:
+    write_st(tmp_path, {"pooling_mode_weightedmean_tokens": True}, normalize=True)  # a mode provision lacks
+    pooling = read_pooling(tmp_path, {"model_type": "bert"}, mode="cls")
+    assert (pooling.mode, pooling.normalize, pooling.source) == ("cls", True, "manifest")
+    write_st(tmp_path, {"pooling_mode_mean_tokens": True}, path="../outside")  # still refused: hostile
+    with pytest.raises(DeploymentError, match="leaves the model folder"):
+        read_pooling(tmp_path, {"model_type": "bert"})

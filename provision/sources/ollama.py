@@ -39,7 +39,7 @@ from ..errors import (
 from ..hardware import resolve_ollama_host
 from ..manifest import Manifest, ModelSpec
 from ..manifest_checks import OLLAMA_DEFAULT_HOST, OLLAMA_DEFAULT_NAMESPACE, OLLAMA_NAME_RULES, split_ollama_name
-from ..plan import Action, Change
+from ..plan import Action, Change, Resolve
 from ..retry import RetryPolicy
 from ..state import State
 from .base import Record
@@ -163,8 +163,8 @@ class OllamaServerSource:
         wanted = {"source": f"ollama://{model}"}
         if lock_entry is None or lock_entry.get("spec") != wanted:
             if locked:
-                what = "is not in the lock" if lock_entry is None else "changed since the lock was written"
-                raise LockError(f"model {name} {what} ({self._manifest.lock_path.name})", resource=name)
+                why = Resolve.NOT_LOCKED if lock_entry is None else Resolve.SPEC_CHANGED
+                raise LockError(f"model {name} {why.value} ({self._manifest.lock_path.name})", resource=name)
             if present is None:
                 return Action(
                     "model",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import compileall
+import functools
 import hashlib
 import os
 import platform
@@ -142,7 +144,17 @@ def one_model_manifest(folder: Path, scheme: str, endpoint: str, repo: str) -> P
 
 
 def provision_cmd(*args: str) -> list[str]:
+    """``python -m provision ARGS``, run as an installed provision runs: from bytecode."""
+    _compile_provision()
     return [sys.executable, "-m", "provision", *args]
+
+
+@functools.cache
+def _compile_provision() -> None:
+    # `pip install` compiles a package's bytecode, as it did the hub clients' being compared; an
+    # editable checkout under PYTHONDONTWRITEBYTECODE=1 (as on these machines) would compile
+    # provision's ~50 modules from source on every run instead (0.05-0.1 s of a 0.6 s apply here).
+    compileall.compile_dir(REPO_ROOT / "provision", quiet=1)
 
 
 def make_files(root: Path, count: int, size: int) -> None:

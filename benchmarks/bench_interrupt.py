@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO_ROOT
+from _common import REPO_ROOT, provision_cmd
 
 sys.path.insert(0, str(REPO_ROOT))  # the fakes are imported as tests.fakes.*
 
@@ -38,7 +38,7 @@ def once(hub: FakeHFHub, work: Path, signum: int) -> float:
         "PYTHONPATH": str(REPO_ROOT),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "provision", "apply", str(manifest)],
+        provision_cmd("apply", str(manifest)),
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -16,7 +16,6 @@ shared and noisy, so the report states the machine and its load.
 from __future__ import annotations
 
 import argparse
-import compileall
 import os
 import shutil
 import sys
@@ -42,9 +41,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "REPORT.md")
     args = parser.parse_args()
     os.environ.setdefault("NO_PROXY", "127.0.0.1")  # loopback servers only
-    # A regular `pip install` compiles provision's bytecode, as it did the hub clients'; an
-    # editable checkout under PYTHONDONTWRITEBYTECODE=1 would recompile it on every run (~11 ms).
-    compileall.compile_dir(REPO_ROOT / "provision", quiet=1)
 
     out: Path = args.out.resolve()
     work = Path(tempfile.mkdtemp(prefix="provision-bench-"))

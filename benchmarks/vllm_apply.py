@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO_ROOT, free_port
+from _common import REPO_ROOT, free_port, provision_cmd
 
 sys.path.insert(0, str(REPO_ROOT))
 
@@ -51,7 +51,7 @@ def write_manifest(work: Path, count: int) -> Path:
 def cli(*args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "provision", *args],
+        provision_cmd(*args),
         check=False,
         capture_output=True,
         text=True,

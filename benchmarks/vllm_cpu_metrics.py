@@ -34,7 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import REPO_ROOT
+from _common import REPO_ROOT, provision_cmd
 
 sys.path.insert(0, str(REPO_ROOT))
 
@@ -79,7 +79,7 @@ def copy_in(manifest: Path) -> None:
 
 def cli(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "provision", *args],
+        provision_cmd(*args),
         capture_output=True,
         text=True,
         timeout=timeout,

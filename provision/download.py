@@ -35,6 +35,7 @@ import os
 import re
 import socket
 import ssl
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from .errors import (
     GatedRepoError,
     HubUnreachableError,
     IntegrityError,
+    OwnershipError,
     SourceError,
 )
 from .files import RemoteFile
@@ -83,6 +85,40 @@ def partial_path(model_dir: Path, file: RemoteFile) -> Path:
     # The path too: files with the same content (duplicate shards, empty files) download side by side.
     where = hashlib.sha256(file.path.encode()).hexdigest()[:16]
     return model_dir / PARTIAL_DIR / f"{digest}-{where}.part"
+
+
+def _check_partial(model_dir: Path, file: RemoteFile, part: Path, *, resource: str) -> None:
+    """Make ``part``'s folder; refuse a partial, or its record, that provision did not write.
+
+    A resume follows no link (its reads, hash and writes would leave the model folder), writes
+    no file another name shares (a hard link), opens nothing but a regular file (a FIFO waits
+    forever), and the partial folder itself must not lead out of the model folder.
+    """
+    root = os.path.realpath(model_dir)
+    if not os.path.realpath(part.parent).startswith(root + os.sep):
+        raise OwnershipError(
+            f"{file.path}: {PARTIAL_DIR} leads out of the model folder (through a link)",
+            hint=f"remove the link on the way to {model_dir / PARTIAL_DIR}, then run the command again",
+            resource=resource,
+        )
+    part.parent.mkdir(parents=True, exist_ok=True)
+    for path in (part, segments.record_path(part)):
+        try:
+            found = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        mode, links = found.st_mode, found.st_nlink
+        if stat.S_ISLNK(mode) or (stat.S_ISREG(mode) and links > 1):
+            kind = "a link"
+        elif not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a special file"
+        else:
+            continue
+        raise OwnershipError(
+            f"{file.path}: {path.relative_to(model_dir)} is {kind}, not a partial download provision wrote",
+            hint=f"remove {path} and run the command again",
+            resource=resource,
+        )
 
 
 class _Hashes:
@@ -218,7 +254,7 @@ class Downloader:
             raise SourceError(f"no URL for {file.path}", resource=resource)
         target = model_dir / file.path
         part = partial_path(model_dir, file)
-        part.parent.mkdir(parents=True, exist_ok=True)
+        _check_partial(model_dir, file, part, resource=resource)
         for attempt in (1, 2):
             hashes = None
             if segments.is_large(file.size):

@@ -327,7 +327,7 @@ class _Hasher(threading.Thread):
     def __init__(self, job: _Job) -> None:
         super().__init__(name="hash", daemon=True)
         self.job = job
-        self.error: DownloadError | None = None
+        self.error: Exception | None = None
 
     def run(self) -> None:
         job, block = self.job, None
@@ -352,7 +352,7 @@ class _Hasher(threading.Thread):
                 if block is None:
                     block = memoryview(bytearray(_CATCH_UP_BLOCK))
                 self._read_back(block, min(until - job._hashed, _CATCH_UP_BLOCK))
-        except DownloadError as exc:
+        except Exception as exc:  # noqa: BLE001 - any (EIO too): the workers must stop, not wait for it
             self.error = exc
             job.stop.set()
 

@@ -171,9 +171,12 @@ def dump_record(size: int, ranges: list[Range], *, seq: int) -> bytes:
 
 def parse_record(raw: bytes, *, size: int, on_disk: int) -> tuple[int, list[Range]] | None:
     """The newest whole slot's (seq, ranges), or None when neither slot is one we would have
-    written for this file: torn or edited (its sha256), another size, gaps or overlaps, or a
-    ``done`` past what the partial holds. The model folder is not trusted: a bad record costs
-    a fresh start, never a wrong byte."""
+    written for this file: torn or edited (its sha256), another size, gaps or overlaps, a
+    ``done`` past what the partial holds, or a partial longer than the file (ranges never write
+    past its end, and the tail would be placed unhashed). The model folder is not trusted: a bad
+    record costs a fresh start, never a wrong byte."""
+    if on_disk > size:
+        return None
     slots = [_parse_slot(raw[i : i + _SLOT], size=size, on_disk=on_disk) for i in (0, _SLOT)]
     valid = [slot for slot in slots if slot is not None]
     return max(valid, key=lambda slot: slot[0]) if valid else None

@@ -7,17 +7,20 @@ The seed is printed (``-s``) and can be pinned with ``PROVISION_RELIABILITY_SEED
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
 import signal
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from provision import segments
-from provision.download import CHUNK_SIZE
+from provision import segmented, segments
+from provision.download import CHUNK_SIZE, Downloader
+from provision.files import RemoteFile
 from tests.cli_runner import run_cli, start_cli
 from tests.fakes.hf_hub import FakeCDN, FakeHFHub
 from tests.manifest_files import lock_of
@@ -246,3 +249,39 @@ def test_ranges_follow_the_redirect_to_a_cdn_without_the_token(tmp_path: Path) -
         ranges = {r.headers.get("range") for r in cdn.requests if r.method == "GET"}
         assert len(ranges) >= 4, ranges  # every range went to the CDN, each its own request
         assert cdn.authorizations() == []
+
+
+def test_a_read_error_in_the_hasher_fails_the_file_instead_of_hanging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hasher reads a resumed prefix back from the partial; an error there (EIO) killed its
+    # thread, and the stream at the prefix's end waited for a hash buffer forever.
+    with FakeHFHub() as hub:
+        hub.add_repo("org/tiny", {"model.safetensors": BIG})
+        url = f"{hub.url}/org/tiny/resolve/main/model.safetensors"
+        file = RemoteFile("model.safetensors", len(BIG), sha256=hashlib.sha256(BIG).hexdigest(), url=url)
+        part = tmp_path / "big.part"
+        part.write_bytes(BIG[: segments.MIN_RANGE])  # a single stream's prefix, hashed by reading it back
+
+        def failing_read(fd: int, buffers: list[memoryview], offset: int) -> int:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        monkeypatch.setattr(os, "preadv", failing_read)
+        downloader = Downloader()
+        outcome: list[BaseException | None] = []
+
+        def fetch() -> None:
+            try:
+                segmented.fetch_ranges(downloader, file, part, resource="tiny", on_progress=lambda n: None)
+                outcome.append(None)
+            except BaseException as exc:  # noqa: BLE001 - the test reports what it was
+                outcome.append(exc)
+
+        worker = threading.Thread(target=fetch, daemon=True)
+        worker.start()
+        worker.join(30)
+        downloader.close()
+        assert not worker.is_alive(), "the download hung after the hasher failed"
+        assert isinstance(outcome[0], OSError) and outcome[0].errno == errno.EIO, outcome
+        record = segments.read_record(part, len(BIG))
+        assert record is not None and record[0].done >= segments.MIN_RANGE  # the progress is kept

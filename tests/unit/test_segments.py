@@ -253,3 +253,9 @@ def test_ramp_skips_its_trial_once_the_host_proved_that_connections_are_capped()
     assert not gate.proven(("http", "hub"))
     gate.prove(("http", "hub"))
     assert gate.proven(("http", "hub")) and not gate.proven(("http", "cdn"))
+
+
+def test_a_record_beside_a_partial_longer_than_the_file_is_refused() -> None:
+    finished = b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 30, 30]]}'
+    assert segments.parse_record(slot(finished) + slot(b""), size=30, on_disk=30) == (1, [Range(0, 30, 30)])
+    assert segments.parse_record(slot(finished) + slot(b""), size=30, on_disk=31) is None  # its tail is not ours

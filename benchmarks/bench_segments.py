@@ -1,8 +1,11 @@
 """Ranged downloads on a hub that caps each connection, as mirrors and cross-border links do.
 
-The Hugging Face fake (its own process, serving a folder from disk) runs twice: with every
+The Hugging Face fake (its own process, serving a folder from disk) runs three times: with every
 response's body capped at ``CAP`` bytes per second (``--throttle-bps``: per connection, so more
-connections go faster) and uncapped. For each shape (one 256 MiB file; 4 x 64 MiB) every repeat
+connections go faster); uncapped; and capped with one slow connection per file (``--slow-range``:
+the range that starts at the file's middle, a boundary for provision and aria2c alike, at ``SLOW``
+bytes per second, as a congested path or a busy mirror node gives one connection; no target, and
+only the clients that split a file). For each shape (one 256 MiB file; 4 x 64 MiB) every repeat
 runs, one after another into an empty folder:
 
 - ``provision apply --json`` (default settings; on the capped hub also with
@@ -57,6 +60,10 @@ from provision.hosts import DEFAULT_CONNECTIONS_PER_HOST
 
 REPO = "bench/model"
 CAP = 16 * MiB  # bytes per second per connection, the issue's capped hub
+SLOW = 2 * MiB  # the one slow connection's rate on the third hub
+CAPPED_HUB = f"capped {CAP // MiB} MiB/s per connection"
+UNCAPPED_HUB = "uncapped"
+SLOW_HUB = f"capped, and the range from each file's middle at {SLOW // MiB} MiB/s"
 HF_SDK = (
     "import sys; from huggingface_hub import snapshot_download; "
     "snapshot_download(sys.argv[1], local_dir=sys.argv[2], endpoint=sys.argv[3], token=False)"
@@ -105,8 +112,11 @@ def aria2c(work: Path, url: str, names: list[str], per_file: int) -> list[str]:
     ]
 
 
-def clients(work: Path, url: str, names: list[str], *, capped: bool) -> dict[str, list[str]]:
+def clients(work: Path, url: str, names: list[str], *, hub: str) -> dict[str, list[str]]:
     commands = {PROVISION: provision_cmd("apply", str(one_model_manifest(work, "hf", url, REPO)), "--json")}
+    if hub == SLOW_HUB:  # the clients that split a file, beside the floor
+        return commands | {HFD: aria2c(work, url, names, 4), ARIA16: aria2c(work, url, names, 16), FLOOR: FLOOR_CMD}
+    capped = hub == CAPPED_HUB
     # the default's measurement (capped), and one connection: one stream never split, next to curl
     counts = ((1, 4, 8) if capped else (1,)) if len(names) == 1 else ((4, 8) if capped else ())
     for connections in counts:
@@ -145,8 +155,7 @@ def measure(config: Config) -> list[Row]:
         make_files(data, count, size)
         (data / "config.json").unlink()  # only the shape's files, for every client alike
         names = sorted(p.name for p in data.iterdir())
-        for capped in (True, False):
-            hub = f"capped {CAP // MiB} MiB/s per connection" if capped else "uncapped"
+        for hub in (CAPPED_HUB, UNCAPPED_HUB, SLOW_HUB):
             work = config.work / "segments"
             work.mkdir(exist_ok=True)
             env = {
@@ -156,10 +165,12 @@ def measure(config: Config) -> list[Row]:
                 "NO_PROXY": "127.0.0.1",
                 "no_proxy": "127.0.0.1",
             }
-            extra = ("--throttle-bps", str(CAP)) if capped else ()
+            extra = ("--throttle-bps", str(CAP)) if hub != UNCAPPED_HUB else ()
+            if hub == SLOW_HUB:  # a range boundary of provision's plan and of aria2c's -s4 and -s16
+                extra += ("--slow-range", f"{size // 2}:{SLOW}")
             server, url = start_server("tests.fakes.hf_hub", data, REPO, *extra)
             try:
-                commands = clients(work, url, names, capped=capped)
+                commands = clients(work, url, names, hub=hub)
                 samples: dict[str, list[Sample]] = {name: [] for name in commands}
                 for _ in range(config.repeat):  # interleaved, so a noisy moment hits every client alike
                     for name, cmd in commands.items():
@@ -209,10 +220,10 @@ def section(rows: list[Row], config: Config) -> Section:
         group = {r.client: r for r in rows if (r.hub, r.shape) == (row.hub, row.shape)}
         transfers = row.client != FLOOR
         vs_hfd = group[HFD].seconds.median / row.seconds.median if HFD in group and transfers else None
-        vs_curl = group[CURL].seconds.median / row.seconds.median if transfers else None
+        vs_curl = group[CURL].seconds.median / row.seconds.median if transfers and CURL in group else None
         target, result = "", "—"
-        if row.client == PROVISION:
-            capped = row.hub.startswith("capped")
+        if row.client == PROVISION and row.hub != SLOW_HUB:  # the issue's targets are for its two hubs
+            capped = row.hub == CAPPED_HUB
             checks = [("RSS", row.rss_mib <= 100)]
             if capped:
                 checks.append(("aria2c-hfd", vs_hfd is not None and vs_hfd >= 1.0))
@@ -224,7 +235,7 @@ def section(rows: list[Row], config: Config) -> Section:
                 target = "≥ 0.8x curl, ≤ 100 MiB"
             misses = [what for what, ok in checks if not ok]
             result = verdict(not misses) + (f" ({', '.join(misses)})" if misses else "")
-        if row.client == PROVISION and row.in_process and HFD in group:
+        if row.client == PROVISION and row.in_process and CURL in group:
             out.notes.append(
                 f"{row.hub}, {row.shape}: provision's start-up and exit took "
                 f"{row.seconds.median - row.in_process.median:.2f} s of its {row.seconds.median:.2f} s; its apply "
@@ -232,7 +243,7 @@ def section(rows: list[Row], config: Config) -> Section:
                 f"and {group[CURL].seconds.median / row.in_process.median:.2f}x curl's (both start in milliseconds)."
             )
         floor = group.get(FLOOR)
-        if row.client == PROVISION and floor:
+        if row.client == PROVISION and floor and row.hub != SLOW_HUB:
             out.notes.append(_bound(row, group, floor.seconds.median))
         single = group.get(f"{PROVISION}, 1 connection per host")
         if row.client == CURL and single and single.in_process:
@@ -262,7 +273,7 @@ def section(rows: list[Row], config: Config) -> Section:
 def _bound(row: Row, group: dict[str, Row], floor: float) -> str:
     """The best wall time any Python client on provision's stack could have here: the floor plus
     the least time the bytes can take (curl's, uncapped; every default connection at the cap, capped)."""
-    if row.hub.startswith("capped"):
+    if row.hub == CAPPED_HUB:
         transfer, than = row.payload / (DEFAULT_CONNECTIONS_PER_HOST * CAP), HFD
         how = f"{DEFAULT_CONNECTIONS_PER_HOST} connections at the cap need {transfer:.2f} s for the bytes"
     else:

@@ -16,6 +16,9 @@ writes and sha256 are the limit). So a file starts as one ranged stream, and
   prefix's end are handed over in memory, and bytes that arrived ahead of it are read back once
   (from the page cache) when the prefix reaches them;
 - a range that fails is retried alone, from its own ``done``; the others keep streaming;
+- a connection left idle (its range done, none waiting) takes over the end of the running range
+  due last at its own rate, cut so that both are due together: one slow connection holds back
+  only its own share, as aria2c's idle connections take unfinished pieces;
 - the first range asked is the probe: only once it answers ``206`` with ``Accept-Ranges: bytes``
   do the other ranges start, and a ``200`` (or no ``Accept-Ranges``) sends the file back to the
   single stream, so a server without ranges never gets N whole-file requests.
@@ -31,6 +34,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -132,7 +136,9 @@ class _Job:
         self._host = origin(file.url or "")  # as the host's gate knows it
         self._pending = deque(r for r in ranges if not r.finished)
         self._active = 0  # ranges handed to a worker and not yet ended
-        self._streaming = 0  # of those, how many are receiving bytes
+        self._streams: list[_Streaming] = []  # of those, the ones receiving bytes
+        self._asked: list[tuple[Range, float]] = []  # of those, the ones asked to give work away: the share they keep
+        self._idle_rate: float | None = None  # bytes per second of the stream that ended last
         self._received = 0  # bytes received by this run, and bytes still to come, for the ramp
         self._left = sum(r.end - r.done for r in ranges)
         self._futures: list[Future[None]] = []
@@ -201,9 +207,26 @@ class _Job:
         finally:
             with self._lock:
                 self._active -= 1
+                if r.finished:
+                    self._ask_for_work()
                 self._dispatch(pool)
                 if not self._active:
                     self._idle.notify()
+
+    def _ask_for_work(self) -> None:
+        """A worker is idle and no range waits: ask the range due last to give part of its rest.
+
+        Its own worker cuts it between chunks (:meth:`_give_away`), as only it may move its end.
+        Once every range may run (a host whose connections are each capped), so a range on a
+        slow connection, or one that started late, does not hold the file back alone.
+        """
+        if self._pending or self.stop.is_set() or self._ramp.allowed < self._ramp.most:
+            return
+        now = time.monotonic()
+        free = [s for s in self._streams if not any(s.range is a for a, _ in self._asked)]
+        found = segments.steal_from([segments.Stream(s.range, s.rate(now)) for s in free], self._idle_rate)
+        if found is not None:
+            self._asked.append(found)
 
     def _fetch(self, pool: ThreadPoolExecutor, r: Range, *, probe: bool) -> None:
         """Fetch one range to its end, retrying it alone; a run of failures without progress is final."""
@@ -258,12 +281,14 @@ class _Job:
                 with self._lock:
                     if not streaming:
                         streaming = True
-                        self._streaming += 1
+                        self._streams.append(_Streaming(r, time.monotonic(), start))
                     r.done = start + got  # only now: the record must never name bytes not written
                     self._received += got
                     self._left -= got
                     self.record.save(self.ranges)
                     self._grow(pool, r)
+                    if any(a is r for a, _ in self._asked):
+                        self._give_away(pool, r)
                     if start == self._reach:
                         self._reach = segments.contiguous_end(self.ranges, start)
                         if buffer is not own:
@@ -276,7 +301,10 @@ class _Job:
         finally:
             if streaming:
                 with self._lock:
-                    self._streaming -= 1
+                    ended = next(s for s in self._streams if s.range is r)
+                    self._idle_rate = ended.rate(time.monotonic()) or self._idle_rate
+                    self._streams = [s for s in self._streams if s is not ended]
+                    self._asked = [(a, keeps) for a, keeps in self._asked if a is not r]
 
     def _buffer(self) -> bytearray | None:
         """A buffer the hasher may keep until it has hashed its bytes (the caller's chunk is at the
@@ -300,19 +328,51 @@ class _Job:
         """
         before, hosts = self._ramp.allowed, self.downloader.hosts
         proven = hosts.proven(self._host)
-        allowed = self._ramp.observe(time.monotonic(), self._received, self._left, self._streaming, proven=proven)
+        allowed = self._ramp.observe(time.monotonic(), self._received, self._left, len(self._streams), proven=proven)
         if allowed <= before:
             return
         if before == 2 and allowed == self._ramp.most and not proven:
             hosts.prove(self._host)  # our trial: the host's other files skip theirs
         if not self._pending:  # split into every range at once: the ramp only says how many run
             pieces = segments.split(r, self.file.size, max(segments.RANGES_PER_FILE, self._ramp.most))
-            at = next(i for i, each in enumerate(self.ranges) if each is r)
             r.end = pieces[0].end  # ``r`` itself: its worker goes on with it, to the new end
-            self.ranges[at + 1 : at + 1] = pieces[1:]
-            self._pending.extend(pieces[1:])
-            self.record.save(self.ranges)
+            self._queue_after(r, pieces[1:])
         self._dispatch(pool)
+
+    def _give_away(self, pool: ThreadPoolExecutor, r: Range) -> None:
+        """``r`` (ours, between chunks) was asked for work: the end of its rest becomes a new range
+        for an idle connection; this worker reads on to the new end, then hangs up."""
+        keeps = next(k for a, k in self._asked if a is r)
+        self._asked = [(a, k) for a, k in self._asked if a is not r]
+        if len(self.ranges) >= segments.MAX_RANGES:  # all the record's slot holds
+            return
+        tail = segments.give_away(r, keeps)
+        if tail is not None:
+            self._queue_after(r, [tail])
+            self._dispatch(pool)
+
+    def _queue_after(self, r: Range, tails: list[Range]) -> None:
+        """Put ranges cut from ``r``'s end after it, in the record (one save, before any of their
+        bytes is asked for: a kill in between finds the old record, whose ``r`` covers them), then
+        in the queue."""
+        at = next(i for i, each in enumerate(self.ranges) if each is r)
+        self.ranges[at + 1 : at + 1] = tails
+        self.record.save(self.ranges)
+        self._pending.extend(tails)
+
+
+@dataclass
+class _Streaming:
+    """A range receiving bytes: since when, and how far it was then (for its rate)."""
+
+    range: Range
+    began: float
+    base: int
+
+    def rate(self, now: float) -> float | None:
+        """Bytes per second so far; None until it has streamed a probe's worth of time."""
+        seconds = now - self.began
+        return (self.range.done - self.base) / seconds if seconds >= segments.PROBE_SECONDS else None
 
 
 class _Hasher(threading.Thread):

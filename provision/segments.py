@@ -1,7 +1,8 @@
 """Byte ranges of one large file, and the record that lets a killed download resume each of them.
 
-Pure decisions (how to split a file, what a progress record may say, how far the bytes on disk
-run unbroken) plus the two small file operations on the record. The fetching is in
+Pure decisions (how to split a file, which running range gives work to an idle connection,
+what a progress record may say, how far the bytes on disk run unbroken) plus the two small file
+operations on the record. The fetching is in
 :mod:`provision.segmented`.
 
 Layout beside the partial (see :mod:`provision.download`)::
@@ -36,6 +37,11 @@ RANGES_PER_FILE = 16
 PROBE_SECONDS = 0.1  # of streaming before a rate is trusted (a capped link shows its cap at once)
 SPLIT_AFTER_SECONDS = 1.0  # a stream due to finish sooner than this gains too little from a split
 GAIN = 1.3  # two streams must go this much faster than one before the rest start (capped: 2x; shared: 1x)
+# An idle connection takes over part of the running range due last (so a slow connection holds
+# back only its own share), while that one is due in more than STEAL_AFTER_SECONDS and each part
+# is at least STEAL_MIN bytes (aria2c's pieces are 1 MiB).
+STEAL_MIN = 1 << 20
+STEAL_AFTER_SECONDS = 0.5
 RECORD_SUFFIX = ".ranges"
 _VERSION = 1
 MAX_RANGES = 80  # what fits a slot; RANGES_PER_FILE or the connection cap (<= 64), plus a kept prefix
@@ -87,6 +93,42 @@ def split(r: Range, size: int, most: int, *, min_range: int = MIN_RANGE) -> list
     cuts = [b.start for b in plan(size, most, min_range=min_range) if r.done < b.start < r.end]
     bounds = [r.start, *cuts, r.end]
     return [Range(a, b, r.done if a == r.start else a) for a, b in pairwise(bounds)]
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A range receiving bytes, and its rate so far (None until it has streamed a probe's worth)."""
+
+    range: Range
+    rate: float | None
+
+
+def steal_from(streams: list[Stream], idle_rate: float | None) -> tuple[Range, float] | None:
+    """Which streaming range an idle connection (that moved ``idle_rate`` bytes/s) should help,
+    and the share of its rest it keeps: the one due last at its own rate, cut so that both are
+    due together (half, when a rate is unknown). None when none is due in over
+    ``STEAL_AFTER_SECONDS`` (a new request would gain too little) or every rate is unknown."""
+    rated = [s for s in streams if s.rate]
+    if not rated:
+        return None
+    due = max(rated, key=lambda s: ((s.range.end - s.range.done) / (s.rate or 1), -s.range.start))
+    rate = due.rate or 1.0
+    if (due.range.end - due.range.done) / rate <= STEAL_AFTER_SECONDS:
+        return None
+    return due.range, (rate / (rate + idle_rate) if idle_rate else 0.5)
+
+
+def give_away(r: Range, keeps: float, *, least: int = STEAL_MIN) -> Range | None:
+    """Shorten running range ``r`` to the first ``keeps`` of what it has left; the rest as a new
+    range (nothing on disk yet), or None when that rest would be under ``least`` bytes (not
+    worth its request) or nothing would be left to ``r``."""
+    left = r.end - r.done
+    kept = round(left * keeps)
+    if kept <= 0 or left - kept < least:
+        return None
+    tail = Range(r.done + kept, r.end, r.done + kept)
+    r.end = tail.start
+    return tail
 
 
 class Ramp:

@@ -204,12 +204,15 @@ class Faults:
     ignore_range: bool = False  # a server without range support: 200 and the whole body, no Accept-Ranges
     # {"start": a, "end": b, "count": n, "status": s}: the next n GETs whose Range starts in [a, b) fail
     fail_range: dict[str, int] | None = None
+    # {"start": a, "bps": b}: a GET whose Range starts at byte a is sent at b bytes per second (one
+    # slow connection: a congested path, a busy node), whatever ``throttle_bps`` gives the others
+    slow_range: dict[str, int] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def reset(self) -> None:
         with self._lock:
             self.throttle_bps = self.drop_after_bytes = self.drop_times = None
-            self.status_5xx = self.retry_after = self.fail_range = None
+            self.status_5xx = self.retry_after = self.fail_range = self.slow_range = None
             self.ignore_range = False
             self.corrupt = set()
             self.stall_seconds = 0
@@ -235,6 +238,11 @@ class Faults:
                 self.status_5xx["count"] -= 1
                 return self.status_5xx.get("status", 503), {}
             return None
+
+    def rate(self, start: int) -> int | None:
+        """Bytes per second for a body from ``start`` (None: as fast as it goes)."""
+        slow = self.slow_range
+        return slow["bps"] if slow and slow["start"] == start else self.throttle_bps
 
     def take_drop(self) -> int | None:
         """How many body bytes this response may send before the connection is cut, if limited."""
@@ -320,7 +328,7 @@ class _BodyServer(FakeServer):
         faults = self.faults
         limit = faults.take_drop()
         flip_at = blob.size // 2 if corrupt else -1  # an absolute offset, so resumed ranges agree
-        bps = faults.throttle_bps
+        bps = faults.rate(start)
         step = max(1, min(CHUNK, bps // 20)) if bps else CHUNK  # small writes keep the rate smooth
         time.sleep(faults.stall_seconds)
         began, sent = time.monotonic(), 0
@@ -622,6 +630,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--ignore-range", action="store_true", help="answer every GET with the whole file and no Accept-Ranges"
     )
+    parser.add_argument(
+        "--slow-range",
+        metavar="START:BPS",
+        help="send a GET whose Range starts at byte START at BPS bytes per second (one slow connection)",
+    )
     args = parser.parse_args(argv)
     files = {
         p.relative_to(args.root).as_posix(): p
@@ -633,6 +646,9 @@ def main(argv: list[str] | None = None) -> None:
     hub.add_repo(args.repo, files)
     hub.faults.throttle_bps = args.throttle_bps
     hub.faults.ignore_range = args.ignore_range
+    if args.slow_range:
+        start, bps = (int(v) for v in args.slow_range.split(":"))
+        hub.faults.slow_range = {"start": start, "bps": bps}
     hub.start()
     print(hub.url, flush=True)
     threading.Event().wait()  # until killed

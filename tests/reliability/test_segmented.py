@@ -179,7 +179,25 @@ def test_a_range_that_fails_is_retried_alone(tmp_path: Path) -> None:
         gets = big_gets(hub)
         starts = [int(g.removeprefix("bytes=").split("-")[0]) for g in gets]
         assert starts.count(third) == 4, gets  # three failures, then the range came
-        assert len(starts) == 4 + 3, gets  # every other range was asked once (the first went on as the probe)
+        # every other range was asked once (the first went on as the probe); a connection left
+        # idle may take half of a range's rest (its start is no boundary), never a range again
+        boundaries = [r.start for r in segments.plan(len(BIG), segments.RANGES_PER_FILE)]
+        assert [starts.count(b) for b in boundaries if b != third] == [1, 1, 1], gets
+
+
+def test_an_idle_connection_takes_half_of_a_slow_ranges_rest(tmp_path: Path) -> None:
+    with FakeHFHub() as hub:
+        hub.add_repo("org/tiny", FILES)
+        hub.faults.throttle_bps = CAPPED
+        third = 2 * segments.MIN_RANGE  # where the third of four ranges starts
+        hub.faults.slow_range = {"start": third, "bps": CAPPED // 8}  # 8 s alone; the others take 1 s
+        result = run_cli("apply", manifest_for(tmp_path, hub.url))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert_placed(tmp_path)
+        spans = [tuple(int(v) for v in g.removeprefix("bytes=").split("-")) for g in big_gets(hub)]
+        end = third + segments.MIN_RANGE - 1  # the slow range's last byte
+        # once done, another connection asked for the second half of what the slow one had left
+        assert any(third < start <= end and last == end for start, last in spans), spans
 
 
 def test_a_range_that_keeps_failing_fails_the_model_and_the_rerun_fetches_only_the_rest(tmp_path: Path) -> None:

@@ -259,3 +259,32 @@ def test_a_record_beside_a_partial_longer_than_the_file_is_refused() -> None:
     finished = b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 30, 30]]}'
     assert segments.parse_record(slot(finished) + slot(b""), size=30, on_disk=30) == (1, [Range(0, 30, 30)])
     assert segments.parse_record(slot(finished) + slot(b""), size=30, on_disk=31) is None  # its tail is not ours
+
+
+def test_an_idle_connection_helps_the_range_due_last_and_both_are_then_due_together() -> None:
+    fast, slow = 16 * MiB, 2 * MiB  # bytes per second
+    near = Range(0, 16 * MiB, 8 * MiB)  # 8 MiB left at 16 MiB/s: due in 0.5 s
+    far = Range(16 * MiB, 32 * MiB, 20 * MiB)  # 12 MiB left at 16 MiB/s: 0.75 s
+    crawling = Range(32 * MiB, 48 * MiB, 44 * MiB)  # 4 MiB left at 2 MiB/s: 2 s, the last one due
+    streams = [segments.Stream(near, fast), segments.Stream(far, fast), segments.Stream(crawling, slow)]
+    victim, keeps = segments.steal_from(streams, fast) or (None, 0.0)
+    assert victim is crawling and keeps == slow / (slow + fast)
+    tail = segments.give_away(crawling, keeps)
+    assert tail is not None
+    assert (crawling.start, crawling.done) == (32 * MiB, 44 * MiB)  # its bytes on disk stay its own
+    assert crawling.end == tail.start == tail.done and tail.end == 48 * MiB
+    # due together: what each has left, at its rate
+    assert (crawling.end - crawling.done) / slow == pytest.approx((tail.end - tail.start) / fast, rel=1e-6)
+    # an unknown rate for the idle connection: halves
+    assert segments.steal_from([segments.Stream(far, fast)], None) == (far, 0.5)
+
+
+def test_no_help_for_a_range_due_soon_or_of_unknown_rate_or_too_small_to_cut() -> None:
+    soon = Range(0, 16 * MiB, 12 * MiB)  # 4 MiB at 16 MiB/s: due in 0.25 s
+    assert segments.steal_from([segments.Stream(soon, 16 * MiB)], 16 * MiB) is None
+    assert segments.steal_from([segments.Stream(Range(0, 16 * MiB, MiB), None)], 16 * MiB) is None
+    assert segments.steal_from([], 16 * MiB) is None
+    small = Range(0, 16 * MiB, 16 * MiB - 2 * segments.STEAL_MIN + 1)  # its second half: under STEAL_MIN
+    assert segments.give_away(small, 0.5) is None
+    assert segments.give_away(small, 0.0) is None  # nothing left to it
+    assert small.end == 16 * MiB  # untouched

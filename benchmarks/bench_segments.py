@@ -9,15 +9,15 @@ only the clients that split a file). For each shape (one 256 MiB file; 4 x 64 Mi
 runs, one after another into an empty folder:
 
 - ``provision apply --json`` (default settings; on the capped hub also with
-  ``max_connections_per_host`` 4 and 8, the measurement behind the default of 16; and with 1,
-  one stream that is never split, for the single file on both hubs, beside curl);
+  ``max_connections_per_host`` 4, 8 and 16, the measurement behind the default of 32; and with
+  1, one stream that is never split, for the single file on both hubs, beside curl);
 - ``aria2c -x4 -s4 -j5 -k1M`` from an input file, as hf-mirror's ``hfd.sh`` runs it;
 - ``aria2c -x16 -s16 -j5 -k1M``: aria2c's most connections per file;
 - ``curl``, files one after another on one connection;
 - ``huggingface_hub.snapshot_download`` (plain HTTP, Xet off; 8 files at once, one connection each);
 - the start-up floor, ``python -c "import click, http.client, ssl, yaml; from pydantic import
   BaseModel"``: what a Python hub client driven by a typed manifest pays before its first byte.
-  Added to the least time the bytes can take (curl's, uncapped; 16 connections at the cap, capped)
+  Added to the least time the bytes can take (curl's, uncapped; 32 connections at the cap, capped)
   it bounds the wall-time ratio any such client can reach on transfers this short.
 
 Times are process wall times (interpreter start-up included); "in-process s" is provision's
@@ -118,7 +118,7 @@ def clients(work: Path, url: str, names: list[str], *, hub: str) -> dict[str, li
         return commands | {HFD: aria2c(work, url, names, 4), ARIA16: aria2c(work, url, names, 16), FLOOR: FLOOR_CMD}
     capped = hub == CAPPED_HUB
     # the default's measurement (capped), and one connection: one stream never split, next to curl
-    counts = ((1, 4, 8) if capped else (1,)) if len(names) == 1 else ((4, 8) if capped else ())
+    counts = ((1, 4, 8, 16) if capped else (1,)) if len(names) == 1 else ((4, 8, 16) if capped else ())
     for connections in counts:
         manifest = work / f"bench-{connections}.yaml"
         manifest.write_text(

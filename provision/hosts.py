@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 # Connections per host unless the manifest says otherwise (settings.max_connections_per_host).
-# On a hub capping each connection at 16 MiB/s (benchmarks/bench_segments.py, REPORT.md) 16 beat
-# 8 and 4 on one 256 MiB file and on 4 x 64 MiB; hfd.sh's aria2c opens up to 20 (4 per file,
-# 5 files at once), aria2c -x16 16 per file.
-DEFAULT_CONNECTIONS_PER_HOST = 16
+# On a hub capping each connection at 16 MiB/s (benchmarks/bench_segments.py, REPORT.md) every
+# step up went faster (4, 8, 16, 32); 32 is the least that beats hfd.sh's aria2c on 4 x 64 MiB
+# (1.08 s against 1.17 s; 16 took 1.54 s), which opens up to 20 (4 per file, 5 files at once).
+# aria2c -x16 opens 16 per file (80 for 5), hf_transfer 100 per file; a host that objects gets
+# its 429 back-off. On a fast link the ramp keeps a file to one stream whatever this says.
+DEFAULT_CONNECTIONS_PER_HOST = 32
 
 
 class HostGate:

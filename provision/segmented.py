@@ -334,7 +334,8 @@ class _Job:
         if before == 2 and allowed == self._ramp.most and not proven:
             hosts.prove(self._host)  # our trial: the host's other files skip theirs
         if not self._pending:  # split into every range at once: the ramp only says how many run
-            pieces = segments.split(r, self.file.size, max(segments.RANGES_PER_FILE, self._ramp.most))
+            most, room = max(segments.RANGES_PER_FILE, self._ramp.most), segments.MAX_RANGES - len(self.ranges)
+            pieces = segments.split(r, self.file.size, most, room=room)  # a resumed record may be full
             r.end = pieces[0].end  # ``r`` itself: its worker goes on with it, to the new end
             self._queue_after(r, pieces[1:])
         self._dispatch(pool)

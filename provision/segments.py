@@ -44,7 +44,7 @@ STEAL_MIN = 1 << 20
 STEAL_AFTER_SECONDS = 0.5
 RECORD_SUFFIX = ".ranges"
 _VERSION = 1
-MAX_RANGES = 80  # what fits a slot; RANGES_PER_FILE or the connection cap (<= 64), plus a kept prefix
+MAX_RANGES = 80  # what fits a slot: the plan's (<= 64) and a kept prefix, then parts idle connections took
 _SLOT = 4096
 
 
@@ -83,14 +83,15 @@ def plan(size: int, most: int, *, kept: int = 0, min_range: int = MIN_RANGE) -> 
     return ranges
 
 
-def split(r: Range, size: int, most: int, *, min_range: int = MIN_RANGE) -> list[Range]:
+def split(r: Range, size: int, most: int, *, room: int = MAX_RANGES, min_range: int = MIN_RANGE) -> list[Range]:
     """Running range ``r`` cut at the boundaries of ``plan(size, most)`` past its ``done``: ``r``
-    shortened, then new ranges for its tail (just ``[r]`` when no boundary falls inside).
+    shortened, then new ranges for its tail (just ``[r]`` when no boundary falls inside), at
+    most ``room`` of them (the rows the record has left: the last one runs on to ``r``'s end).
 
     The boundaries depend on the file alone, not on when the split happens, so a range's start
     is the same on every run (a server's faults and a test can name it).
     """
-    cuts = [b.start for b in plan(size, most, min_range=min_range) if r.done < b.start < r.end]
+    cuts = [b.start for b in plan(size, most, min_range=min_range) if r.done < b.start < r.end][:room]
     bounds = [r.start, *cuts, r.end]
     return [Range(a, b, r.done if a == r.start else a) for a, b in pairwise(bounds)]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import os
 import random
 import signal
@@ -21,6 +22,7 @@ import pytest
 from provision import segmented, segments
 from provision.download import CHUNK_SIZE, Downloader
 from provision.files import RemoteFile
+from provision.segments import Range
 from tests.cli_runner import run_cli, start_cli
 from tests.fakes.hf_hub import FakeCDN, FakeHFHub
 from tests.manifest_files import lock_of
@@ -303,3 +305,31 @@ def test_a_read_error_in_the_hasher_fails_the_file_instead_of_hanging(
         assert isinstance(outcome[0], OSError) and outcome[0].errno == errno.EIO, outcome
         record = segments.read_record(part, len(BIG))
         assert record is not None and record[0].done >= segments.MIN_RANGE  # the progress is kept
+
+
+def test_a_resumed_record_full_of_ranges_is_not_split_past_what_its_slot_holds(tmp_path: Path) -> None:
+    # Idle connections taking over ranges' ends fill a record up to MAX_RANGES rows. Resumed (with
+    # more connections per host than the run that wrote it, a range spans several of the plan's
+    # pieces), the ramp split the one unfinished range beyond that: a record with more rows than
+    # MAX_RANGES is refused, and the next resume started the file over.
+    with FakeHFHub() as hub:
+        hub.add_repo("org/tiny", {"model.safetensors": BIG})
+        hub.faults.throttle_bps = CAPPED  # slow enough for the ramp to split what is left
+        url = f"{hub.url}/org/tiny/resolve/main/model.safetensors"
+        file = RemoteFile("model.safetensors", len(BIG), sha256=hashlib.sha256(BIG).hexdigest(), url=url)
+        part = tmp_path / "big.part"
+        first = segments.MIN_RANGE  # finished, in MAX_RANGES - 1 pieces; the rest in one range
+        bounds = [first * i // (segments.MAX_RANGES - 1) for i in range(segments.MAX_RANGES)]
+        ranges = [Range(a, b, b) for a, b in itertools.pairwise(bounds)] + [Range(first, len(BIG), first)]
+        part.write_bytes(BIG[:first])
+        written = segments.RangeRecord(part, len(BIG))
+        written.save(ranges)
+        written.close()
+        downloader = Downloader()
+        try:
+            hashes = segmented.fetch_ranges(downloader, file, part, resource="tiny", on_progress=lambda n: None)
+        finally:
+            downloader.close()
+        assert hashes is not None and hashes.sha256.hexdigest() == file.sha256
+        record = segments.read_record(part, len(BIG))  # what a kill at the end would have found
+        assert record is not None, segments.record_path(part).read_bytes()

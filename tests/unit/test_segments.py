@@ -191,6 +191,16 @@ def test_split_cuts_a_running_range_at_the_files_own_boundaries() -> None:
     assert segments.split(Range(50 * MiB, size, 51 * MiB), size, 4) == [Range(50 * MiB, size, 51 * MiB)]
 
 
+def test_split_adds_no_more_ranges_than_the_record_has_room_for() -> None:
+    size = 64 * MiB
+    # room for one more row: the first cut only, the last piece runs on to the range's end
+    assert [(r.start, r.end) for r in segments.split(Range(0, size, 3 * MiB), size, 4, room=1)] == [
+        (0, 16 * MiB),
+        (16 * MiB, size),
+    ]
+    assert segments.split(Range(0, size, 3 * MiB), size, 4, room=0) == [Range(0, size, 3 * MiB)]
+
+
 def feed(ramp: segments.Ramp, rate: float, probes: float, *, at: float, got: int, streaming: int) -> tuple[float, int]:
     """Chunks arriving at ``rate`` bytes/s for ``probes`` probe windows (100 a window); the time and bytes after."""
     step = segments.PROBE_SECONDS / 100

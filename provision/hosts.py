@@ -39,15 +39,29 @@ class HostGate:
         self._slots: dict[tuple[str, str], threading.BoundedSemaphore] = {}
         self._not_before: dict[tuple[str, str], float] = {}
         self._proven: set[tuple[str, str]] = set()  # see segments.Ramp
+        self._queued: dict[tuple[str, str], int] = {}  # requests waiting for one of the host's connections
 
     @contextmanager
     def slot(self, host: tuple[str, str]) -> Iterator[None]:
         """Hold one of the host's connections for a request; first wait out any back-off."""
         with self._lock:
             semaphore = self._slots.setdefault(host, threading.BoundedSemaphore(self.connections))
-        with semaphore:
+            self._queued[host] = self._queued.get(host, 0) + 1
+        try:
+            semaphore.acquire()
+        finally:
+            with self._lock:
+                self._queued[host] -= 1
+        try:
             self.wait(host)
             yield
+        finally:
+            semaphore.release()
+
+    def queued(self, host: tuple[str, str]) -> int:
+        """Requests waiting for one of ``host``'s connections (a connection freed goes to one of them)."""
+        with self._lock:
+            return self._queued.get(host, 0)
 
     def wait(self, host: tuple[str, str]) -> None:
         while (left := self.pause_left(host)) > 0:

@@ -222,6 +222,8 @@ class _Job:
         """
         if self._pending or self.stop.is_set() or self._ramp.allowed < self._ramp.most:
             return
+        if self.downloader.hosts.queued(self._host):  # ranges (ours or another file's) wait: it goes to one
+            return
         now = time.monotonic()
         free = [s for s in self._streams if not any(s.range is a for a, _ in self._asked)]
         found = segments.steal_from([segments.Stream(s.range, s.rate(now)) for s in free], self._idle_rate)

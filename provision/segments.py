@@ -91,7 +91,7 @@ def split(r: Range, size: int, most: int, *, room: int = MAX_RANGES, min_range: 
     The boundaries depend on the file alone, not on when the split happens, so a range's start
     is the same on every run (a server's faults and a test can name it).
     """
-    cuts = [b.start for b in plan(size, most, min_range=min_range) if r.done < b.start < r.end][:room]
+    cuts = [b.start for b in plan(size, most, min_range=min_range) if r.done < b.start < r.end][: max(0, room)]
     bounds = [r.start, *cuts, r.end]
     return [Range(a, b, r.done if a == r.start else a) for a, b in pairwise(bounds)]
 

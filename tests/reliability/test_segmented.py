@@ -257,6 +257,20 @@ def test_connections_per_host_are_capped(tmp_path: Path) -> None:
         assert hub.bodies_peak == 3, hub.bodies_peak  # eight ranges wanted, three at a time
 
 
+def test_a_connection_freed_goes_to_a_waiting_range_before_an_idle_one_takes_work(tmp_path: Path) -> None:
+    files = {"config.json": FILES["config.json"], "model.safetensors": payload(8 * segments.MIN_RANGE, 13)}
+    with FakeHFHub() as hub:
+        hub.add_repo("org/tiny", files)
+        hub.faults.throttle_bps = CAPPED  # uniform: no range is slow
+        result = run_cli("apply", manifest_for(tmp_path, hub.url, "  max_connections_per_host: 4\n"))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert (tmp_path / "models" / "tiny" / "model.safetensors").read_bytes() == files["model.safetensors"]
+        # eight ranges for four connections: each range asked once, and no part of one given away
+        # while others still waited for a connection
+        gets = big_gets(hub)
+        assert len(gets) == 8, gets
+
+
 def test_ranges_follow_the_redirect_to_a_cdn_without_the_token(tmp_path: Path) -> None:
     with FakeHFHub() as hub, FakeCDN() as cdn:
         hub.add_repo("org/tiny", FILES, gated=True)

@@ -164,6 +164,32 @@ def test_host_gate_caps_connections_per_host() -> None:
     assert peak[0] == 2
 
 
+def test_host_gate_counts_the_requests_waiting_for_a_connection() -> None:
+    gate, host, other = HostGate(1), ("https", "hub"), ("https", "cdn")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with gate.slot(host):
+            holding.set()
+            release.wait(5)
+
+    first, second = threading.Thread(target=hold), threading.Thread(target=hold)
+    first.start()
+    assert holding.wait(5)
+    holding.clear()
+    second.start()
+    for _ in range(500):  # until the second request is blocked on the one connection
+        if gate.queued(host):
+            break
+        threading.Event().wait(0.01)
+    assert (gate.queued(host), gate.queued(other)) == (1, 0)
+    release.set()
+    assert holding.wait(5)  # the second got the connection
+    first.join(5)
+    second.join(5)
+    assert gate.queued(host) == 0
+
+
 def test_ranges_with_no_byte_yet_are_valid_on_an_empty_partial() -> None:
     # a kill before the first byte lands: the partial is empty, every range still at its start
     fresh = b'{"version": 1, "seq": 1, "size": 30, "ranges": [[0, 10, 0], [10, 20, 10], [20, 30, 20]]}'

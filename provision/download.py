@@ -55,6 +55,7 @@ from .errors import (
 from .files import RemoteFile
 from .hosts import DEFAULT_CONNECTIONS_PER_HOST, HostGate
 from .listing import origin
+from .ownership import inside
 from .retry import DEFAULT_RETRY, RetryPolicy, parse_retry_after
 from .signals import cancellable_sleep, check_cancelled
 from .transport import REDIRECT_STATUSES, ConnectionPool, Redirects, drop_credentials, http_timeout
@@ -94,8 +95,7 @@ def _check_partial(model_dir: Path, file: RemoteFile, part: Path, *, resource: s
     no file another name shares (a hard link), opens nothing but a regular file (a FIFO waits
     forever), and the partial folder itself must not lead out of the model folder.
     """
-    root = os.path.realpath(model_dir)
-    if not os.path.realpath(part.parent).startswith(root + os.sep):
+    if inside(model_dir, str(part.parent.relative_to(model_dir))) is None:
         raise OwnershipError(
             f"{file.path}: {PARTIAL_DIR} leads out of the model folder (through a link)",
             hint=f"remove the link on the way to {model_dir / PARTIAL_DIR}, then run the command again",

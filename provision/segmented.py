@@ -137,7 +137,6 @@ class _Job:
         self._pending = deque(r for r in ranges if not r.finished)
         self._active = 0  # ranges handed to a worker and not yet ended
         self._streams: list[_Streaming] = []  # of those, the ones receiving bytes
-        self._asked: list[tuple[Range, float]] = []  # of those, the ones asked to give work away: the share they keep
         self._idle_rate: float | None = None  # bytes per second of the stream that ended last
         self._received = 0  # bytes received by this run, and bytes still to come, for the ramp
         self._left = sum(r.end - r.done for r in ranges)
@@ -225,10 +224,11 @@ class _Job:
         if self.downloader.hosts.queued(self._host):  # ranges (ours or another file's) wait: it goes to one
             return
         now = time.monotonic()
-        free = [s for s in self._streams if not any(s.range is a for a, _ in self._asked)]
+        free = [s for s in self._streams if s.keeps is None]
         found = segments.steal_from([segments.Stream(s.range, s.rate(now)) for s in free], self._idle_rate)
         if found is not None:
-            self._asked.append(found)
+            victim, keeps = found
+            next(s for s in free if s.range is victim).keeps = keeps
 
     def _fetch(self, pool: ThreadPoolExecutor, r: Range, *, probe: bool) -> None:
         """Fetch one range to its end, retrying it alone; a run of failures without progress is final."""
@@ -266,7 +266,7 @@ class _Job:
         if response.status != 206:  # a 200 after the probe said 206: the server changed its mind
             raise _RangesIgnored
         own = bytearray(_download.CHUNK_SIZE)
-        streaming = False
+        mine: _Streaming | None = None  # once its bytes arrive
         try:
             while not r.finished:
                 if self.stop.is_set():
@@ -281,16 +281,16 @@ class _Job:
                 while written < got:
                     written += os.pwrite(self.fd, memoryview(buffer)[written:got], start + written)
                 with self._lock:
-                    if not streaming:
-                        streaming = True
-                        self._streams.append(_Streaming(r, time.monotonic(), start))
+                    if mine is None:
+                        mine = _Streaming(r, time.monotonic(), start)
+                        self._streams.append(mine)
                     r.done = start + got  # only now: the record must never name bytes not written
                     self._received += got
                     self._left -= got
                     self.record.save(self.ranges)
                     self._grow(pool, r)
-                    if any(a is r for a, _ in self._asked):
-                        self._give_away(pool, r)
+                    if mine.keeps is not None:
+                        self._give_away(pool, mine)
                     if start == self._reach:
                         self._reach = segments.contiguous_end(self.ranges, start)
                         if buffer is not own:
@@ -301,12 +301,10 @@ class _Job:
                         self._spare.append(buffer)
                 self.on_progress(got)
         finally:
-            if streaming:
+            if mine is not None:
                 with self._lock:
-                    ended = next(s for s in self._streams if s.range is r)
-                    self._idle_rate = ended.rate(time.monotonic()) or self._idle_rate
-                    self._streams = [s for s in self._streams if s is not ended]
-                    self._asked = [(a, keeps) for a, keeps in self._asked if a is not r]
+                    self._idle_rate = mine.rate(time.monotonic()) or self._idle_rate
+                    self._streams.remove(mine)
 
     def _buffer(self) -> bytearray | None:
         """A buffer the hasher may keep until it has hashed its bytes (the caller's chunk is at the
@@ -342,16 +340,15 @@ class _Job:
             self._queue_after(r, pieces[1:])
         self._dispatch(pool)
 
-    def _give_away(self, pool: ThreadPoolExecutor, r: Range) -> None:
-        """``r`` (ours, between chunks) was asked for work: the end of its rest becomes a new range
-        for an idle connection; this worker reads on to the new end, then hangs up."""
-        keeps = next(k for a, k in self._asked if a is r)
-        self._asked = [(a, k) for a, k in self._asked if a is not r]
-        if len(self.ranges) >= segments.MAX_RANGES:  # all the record's slot holds
+    def _give_away(self, pool: ThreadPoolExecutor, stream: _Streaming) -> None:
+        """Our stream (between chunks) was asked for work: the end of its range's rest becomes a new
+        range for an idle connection; this worker reads on to the new end, then hangs up."""
+        keeps, stream.keeps = stream.keeps, None
+        if keeps is None or len(self.ranges) >= segments.MAX_RANGES:  # all the record's slot holds
             return
-        tail = segments.give_away(r, keeps)
+        tail = segments.give_away(stream.range, keeps)
         if tail is not None:
-            self._queue_after(r, [tail])
+            self._queue_after(stream.range, [tail])
             self._dispatch(pool)
 
     def _queue_after(self, r: Range, tails: list[Range]) -> None:
@@ -364,13 +361,15 @@ class _Job:
         self._pending.extend(tails)
 
 
-@dataclass
+@dataclass(eq=False)  # each is one stream: compared (and removed) by identity
 class _Streaming:
-    """A range receiving bytes: since when, and how far it was then (for its rate)."""
+    """A range receiving bytes: since when, and how far it was then (for its rate); ``keeps``:
+    asked by an idle connection for work, the share of its rest it keeps."""
 
     range: Range
     began: float
     base: int
+    keeps: float | None = None
 
     def rate(self, now: float) -> float | None:
         """Bytes per second so far; None until it has streamed a probe's worth of time."""

@@ -45,6 +45,7 @@ class Recorded:
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     at: float = field(default_factory=time.monotonic)  # when the request arrived
+    ended: float | None = None  # when a file body's last byte went, or its client hung up
     peer: tuple[str, int] | None = None  # the client's address: one per TCP connection
 
 

@@ -322,7 +322,10 @@ class _BodyServer(FakeServer):
             handler.send_header(key, value)
         handler.end_headers()
         if not head:
-            self._write_body(handler, blob, start, end, corrupt=name in self.faults.corrupt)
+            try:
+                self._write_body(handler, blob, start, end, corrupt=name in self.faults.corrupt)
+            finally:
+                record.ended = time.monotonic()
 
     def _write_body(self, handler: BaseHTTPRequestHandler, blob: Blob, start: int, end: int, *, corrupt: bool) -> None:
         faults = self.faults

@@ -353,7 +353,7 @@ class Downloader:
                 reusable = False
                 try:
                     try:
-                        self._check_status(response, file, start, resource=resource)
+                        self._check_status(response, file, start, end, resource=resource)
                     except _Transient as exc:
                         if response.status == 429:
                             self.hosts.back_off(host, self._retry.delay(1, exc.retry_after))
@@ -409,15 +409,29 @@ class Downloader:
         return offset
 
     @staticmethod
-    def _check_status(response: http.client.HTTPResponse, file: RemoteFile, offset: int, *, resource: str) -> None:
+    def _check_status(
+        response: http.client.HTTPResponse, file: RemoteFile, start: int, end: int | None, *, resource: str
+    ) -> None:
         status = response.status
-        if status in (200, 206):
-            if status == 206:
-                start = (response.getheader("Content-Range") or "").removeprefix("bytes ").split("-")[0]
-                if start and start.isdigit() and int(start) != offset:
-                    raise _Transient(f"server answered range from {start}, asked {offset}")
+        if status == 200:
             return
-        if status == 416 and offset:
+        if status == 206:  # bytes start..end were asked for: the body must be those, or a prefix of them
+            header = response.getheader("Content-Range")
+            span = segments.parse_content_range(header)
+            if span is None:
+                said = "none" if header is None else repr(header[:60])  # the server's text, quoted and cut short
+                raise _Transient(f"a 206 without a valid Content-Range ({said})")
+            first, until, complete = span
+            if complete is not None and complete != file.size:
+                raise IntegrityError(
+                    f"{file.path}: the server says the file has {complete} bytes, the listing {file.size}",
+                    resource=resource,
+                )
+            asked_end = file.size if end is None else end
+            if first != start or until > asked_end:
+                raise _Transient(f"server answered bytes {first}-{until - 1}, asked {start}-{asked_end - 1}")
+            return
+        if status == 416 and start:
             raise _Transient("range not satisfiable; restarting the file")
         if status == 429 or status >= 500:
             raise _Transient(f"HTTP {status}", retry_after=parse_retry_after(response.getheader("Retry-After")))

@@ -14,7 +14,7 @@ ProvisionError                      exit 1 unless noted
 │   ├── EntryNotFoundError (FileNotFoundError)
 │   ├── GatedRepoError (PermissionError)
 │   ├── HubUnreachableError (ConnectionError)
-│   ├── IntegrityError              bytes do not match the published sha256
+│   ├── IntegrityError              bytes (or their size) do not match what the hub published
 │   └── DownloadError               transient failures outlived the retries
 ├── DeploymentError                 a deployment could not be created or is unhealthy
 │   └── EngineUnavailableError (ConnectionError)   Docker / Ollama not reachable

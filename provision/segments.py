@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -198,6 +199,23 @@ def contiguous_end(ranges: list[Range], position: int) -> int:
         if not r.finished:
             return position
     return position
+
+
+# RFC 9110 section 14.4: ``bytes FIRST-LAST/COMPLETE`` (COMPLETE ``*`` when unknown); the unit is case-insensitive.
+_CONTENT_RANGE = re.compile(r"bytes[ \t]+(\d{1,19})-(\d{1,19})/(\d{1,19}|\*)", re.IGNORECASE)
+
+
+def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """A 206's ``Content-Range`` as (first byte, end, complete length), ``end`` exclusive and the
+    length None for ``*``; None when absent or malformed (LAST before FIRST, or past the length)."""
+    match = _CONTENT_RANGE.fullmatch((value or "").strip())
+    if match is None:
+        return None
+    first, last = int(match[1]), int(match[2])
+    complete = None if match[3] == "*" else int(match[3])
+    if last < first or (complete is not None and last >= complete):
+        return None
+    return first, last + 1, complete
 
 
 def dump_record(size: int, ranges: list[Range], *, seq: int) -> bytes:

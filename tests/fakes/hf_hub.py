@@ -207,12 +207,15 @@ class Faults:
     # {"start": a, "bps": b}: a GET whose Range starts at byte a is sent at b bytes per second (one
     # slow connection: a congested path, a busy node), whatever ``throttle_bps`` gives the others
     slow_range: dict[str, int] | None = None
+    # what every 206 says in Content-Range instead of the truth: a format of {first}, {last} and
+    # {complete} ("bytes 1-{last}/{complete}": another start), any text, or "" for no header
+    content_range: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def reset(self) -> None:
         with self._lock:
             self.throttle_bps = self.drop_after_bytes = self.drop_times = None
-            self.status_5xx = self.retry_after = self.fail_range = self.slow_range = None
+            self.status_5xx = self.retry_after = self.fail_range = self.slow_range = self.content_range = None
             self.ignore_range = False
             self.corrupt = set()
             self.stall_seconds = 0
@@ -314,8 +317,10 @@ class _BodyServer(FakeServer):
             self.send(handler, record, 416, b"", {**headers, "Content-Range": f"bytes */{blob.size}"})
             return
         status, (start, end) = (200, (0, blob.size)) if span is None else (206, span)
-        if status == 206:
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{blob.size}"
+        said = self.faults.content_range
+        if status == 206 and said != "":
+            truth = "bytes {first}-{last}/{complete}"
+            headers["Content-Range"] = (said or truth).format(first=start, last=end - 1, complete=blob.size)
         record.status = status
         handler.send_response(status)
         for key, value in {**headers, "Content-Length": str(end - start)}.items():

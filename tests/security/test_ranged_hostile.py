@@ -1,8 +1,9 @@
-"""Hostile local files on the ranged download path (provision/segmented.py, issue 16): a partial
-or its ``.ranges`` record that is not a file provision wrote (a link, a hard link, a FIFO), a
-partial folder that leads out of the model folder, and a valid record beside a partial longer than
-the file. Nothing is read or written outside the model folder, nothing hangs (a subprocess timeout
-catches that), and the file placed is the file hashed.
+"""Hostile input on the ranged download path (provision/segmented.py, issue 16): a partial or its
+``.ranges`` record that is not a file provision wrote (a link, a hard link, a FIFO), a partial
+folder that leads out of the model folder, a valid record beside a partial longer than the file,
+and a 206 whose ``Content-Range`` is not the range asked for. Nothing is read or written outside
+the model folder, nothing hangs (a subprocess timeout catches that), and the file placed is the
+file hashed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from provision import segments
-from provision.download import PARTIAL_DIR, partial_path
+from provision.download import PARTIAL_DIR, Downloader, _Transient, partial_path
 from provision.files import RemoteFile
 from provision.segments import Range
 from tests.cli_runner import run_cli
@@ -114,3 +115,39 @@ def test_a_valid_record_beside_a_partial_longer_than_the_file_is_not_trusted(hub
     assert code == 0, output
     assert (model / "model.safetensors").read_bytes() == BIG
     assert leftovers(tmp_path / "models") == []
+
+
+@pytest.mark.parametrize(
+    ("said", "error"),
+    [
+        ("", "a 206 without a valid Content-Range (none)"),
+        ("bytes 0-\x1b[2J/*", r"a 206 without a valid Content-Range ('bytes 0-\x1b[2J/*')"),
+        ("bytes 1-{last}/{complete}", "server answered bytes 1-"),  # another start than asked
+        (f"bytes {{first}}-{{last}}/{len(BIG) + 1}", f"the server says the file has {len(BIG) + 1} bytes"),
+    ],
+    ids=["no-header", "garbage", "another-start", "another-length"],
+)
+def test_a_206_that_is_not_the_range_asked_for_fails_the_file(
+    said: str, error: str, hub: FakeHFHub, tmp_path: Path
+) -> None:
+    # Before, a 206 without a parsable Content-Range was taken as the range asked for.
+    hub.faults.content_range = said
+    code, output = apply(tmp_path, hub)
+    assert code == 1, output
+    assert error in output and "model.safetensors" in output and "hint:" in output, output
+    assert "Traceback" not in output and "\x1b" not in output, output
+    assert not (tmp_path / "models" / "tiny" / "model.safetensors").exists()
+
+
+def test_a_206_longer_than_the_range_asked_for_is_refused(hub: FakeHFHub) -> None:
+    # A split range asks for bytes up to its end; bytes past it belong to the next range.
+    hub.faults.content_range = f"bytes 0-{len(BIG) - 1}/{len(BIG)}"
+    url = f"{hub.url}/org/tiny/resolve/main/model.safetensors"
+    file = RemoteFile("model.safetensors", len(BIG), sha256=hashlib.sha256(BIG).hexdigest(), url=url)
+    downloader = Downloader()
+    try:
+        refused = pytest.raises(_Transient, match=f"answered bytes 0-{len(BIG) - 1}, asked 0-{segments.MIN_RANGE - 1}")
+        with refused, downloader.get_body(file, 0, segments.MIN_RANGE, resource="tiny"):
+            pass
+    finally:
+        downloader.close()

@@ -324,3 +324,35 @@ def test_no_help_for_a_range_due_soon_or_of_unknown_rate_or_too_small_to_cut() -
     assert segments.give_away(small, 0.5) is None
     assert segments.give_away(small, 0.0) is None  # nothing left to it
     assert small.end == 16 * MiB  # untouched
+
+
+@pytest.mark.parametrize(
+    ("value", "parsed"),
+    [
+        ("bytes 0-9/10", (0, 10, 10)),
+        ("bytes 8388608-16777215/67108864", (8388608, 16777216, 67108864)),
+        ("BYTES 5-5/*", (5, 6, None)),  # the unit is case-insensitive; the length may be unknown
+        (" bytes 1-2/3 ", (1, 3, 3)),
+    ],
+)
+def test_content_range_gives_the_bytes_a_206_holds(value: str, parsed: tuple[int, int, int | None]) -> None:
+    assert segments.parse_content_range(value) == parsed
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "",
+        "bytes */10",  # a 416's form, not a range
+        "bytes 9-0/10",  # last before first
+        "bytes 0-10/10",  # last past the length
+        "bytes 0-1,3-4/10",  # several ranges belong in a multipart body
+        "bytes -1-5/10",
+        "items 0-1/10",
+        "bytes 0-1/10 trailing",
+        "bytes 0-99999999999999999999/*",  # 20 digits: no file is that large
+    ],
+)
+def test_content_range_that_describes_no_single_range_is_refused(value: str | None) -> None:
+    assert segments.parse_content_range(value) is None

@@ -96,6 +96,20 @@ def inside(model_dir: Path, relative: str) -> Path | None:
     return target
 
 
+def placeable(model_dir: Path, relative: str, *, resource: str) -> Path:
+    """Where ``relative`` is placed in ``model_dir``; refused when a link on the way leads out of it
+    (in a folder adopted, or edited since): the file, its partial and its parent folders would be
+    written outside."""
+    target = inside(model_dir, relative)
+    if target is None:
+        raise OwnershipError(
+            f"{relative}: a link in {model_dir} leads this path out of the model folder",
+            hint="remove the link (provision writes only inside the model folder), then run the command again",
+            resource=resource,
+        )
+    return target
+
+
 def remove_placed(model_dir: Path, placed: Iterable[str]) -> list[str]:
     """Delete ``placed`` files, the bookkeeping and the marker, then empty folders; return what
     survives (relative paths of files provision did not place), sorted."""

@@ -21,7 +21,7 @@ from ..files import RemoteFile, Snapshot
 from ..hashing import sha256_file
 from ..lock import LockFile
 from ..manifest import Manifest, ModelSpec
-from ..ownership import MARKER, check_usable, inside, is_ours, mark, remove_placed
+from ..ownership import MARKER, check_usable, inside, is_ours, mark, placeable, remove_placed
 from ..plan import Action, Change, LocalFile, lock_spec, plan_files, refetch_reason, resolve_reason, stale_paths
 from ..progress import Progress
 from ..repair import placed_stats, to_refetch
@@ -271,6 +271,7 @@ class ModelReconciler(Part):
     ) -> str:
         if name in errors:  # the model already failed: do not spend bandwidth on it
             raise errors[name]
+        placeable(model_dir, file.path, resource=name)  # every source writes at model_dir / file.path
         return source.fetch(name, file, model_dir, on_progress=lambda n: self.progress.advance(name, n))
 
     def _finish_model(self, action: Action, snapshot: Snapshot, digests: dict[str, str]) -> None:

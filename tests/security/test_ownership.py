@@ -128,3 +128,36 @@ def test_local_links_out_of_the_source_are_refused_unless_followed(tmp_path: Pat
     manifest.write_text(manifest.read_text().replace("'file://ckpt'}", "'file://ckpt', follow_symlinks: true}"))
     assert run_cli("apply", manifest).returncode == 0
     assert (tmp_path / "models/m/leak").read_bytes() == b"shadow"
+
+
+@pytest.mark.parametrize("scheme", ["hf", "file"])
+@pytest.mark.parametrize("link", ["sub", "sub/weights.bin"])
+def test_a_link_in_an_adopted_folder_that_leads_out_is_refused_and_nothing_outside_changes(
+    scheme: str, link: str, tmp_path: Path, hub: FakeHFHub
+) -> None:
+    # Before, a repo file sub/deep/weights.bin went through the folder's link ``sub`` (to a folder
+    # outside) into that folder, with the folders on its way.
+    files = {"config.json": b"{}", "sub/deep/weights.bin": b"w" * 3000}
+    hub.add_repo("org/sub", files, lfs_threshold=1024)
+    local = tmp_path / "ckpt"
+    for path, content in files.items():
+        (local / path).parent.mkdir(parents=True, exist_ok=True)
+        (local / path).write_bytes(content)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "deep").mkdir(parents=True)
+    (elsewhere / "deep" / "weights.bin").write_bytes(b"theirs")
+    model = tmp_path / "models" / "m"
+    model.mkdir(parents=True)
+    if link == "sub":
+        (model / "sub").symlink_to(elsewhere)
+    else:  # the file's own path is a link out
+        (model / "sub" / "deep").mkdir(parents=True)
+        (model / "sub" / "deep" / "weights.bin").symlink_to(elsewhere / "deep" / "weights.bin")
+    source = "hf://org/sub" if scheme == "hf" else "file://ckpt"
+    manifest = _manifest(tmp_path / "m.yaml", hub, f"  m: {{source: '{source}', adopt: true}}\n")
+    before = tree(elsewhere)
+    result = run_cli("apply", manifest)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "sub/deep/weights.bin" in result.stderr and "leads this path out" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert tree(elsewhere) == before

@@ -193,9 +193,19 @@ class _Job:
         if not self.probed.is_set():
             limit = 1  # the probe alone, until it shows that the server honours ranges
         while self._pending and self._active < limit and not self.stop.is_set():
-            r = self._pending.popleft()
-            self._active += 1
-            self._futures.append(pool.submit(self._fetch_or_stop, pool, r, probe=not self.probed.is_set()))
+            r = self._pending[0]
+            try:  # no thread (a process limit): this range never runs, so the job stops
+                future = pool.submit(self._fetch_or_stop, pool, r, probe=not self.probed.is_set())
+            except RuntimeError as exc:
+                self.stop.set()
+                raise DownloadError(
+                    f"{self.file.path}: no thread for another range ({exc})",
+                    hint="the process reached its thread limit (ulimit -u); lower settings.max_connections_per_host",
+                    resource=self.resource,
+                ) from None
+            self._pending.popleft()
+            self._active += 1  # the worker ends by taking the lock we hold: it cannot count down first
+            self._futures.append(future)
 
     def _fetch_or_stop(self, pool: ThreadPoolExecutor, r: Range, *, probe: bool) -> None:
         try:
@@ -206,11 +216,13 @@ class _Job:
         finally:
             with self._lock:
                 self._active -= 1
-                if r.finished:
-                    self._ask_for_work()
-                self._dispatch(pool)
-                if not self._active:
-                    self._idle.notify()
+                try:
+                    if r.finished:
+                        self._ask_for_work()
+                    self._dispatch(pool)
+                finally:  # even when no thread could start: the job must not wait for this one
+                    if not self._active:
+                        self._idle.notify()
 
     def _ask_for_work(self) -> None:
         """A worker is idle and no range waits: ask the range due last to give part of its rest.

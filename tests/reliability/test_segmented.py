@@ -15,12 +15,15 @@ import random
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from provision import segmented, segments
 from provision.download import CHUNK_SIZE, Downloader
+from provision.errors import DownloadError
 from provision.files import RemoteFile
 from provision.segments import Range
 from tests.cli_runner import run_cli, start_cli
@@ -298,6 +301,48 @@ def test_ranges_follow_the_redirect_to_a_cdn_without_the_token(tmp_path: Path) -
         ranges = {r.headers.get("range") for r in cdn.requests if r.method == "GET"}
         assert len(ranges) >= 4, ranges  # every range went to the CDN, each its own request
         assert cdn.authorizations() == []
+
+
+def test_no_thread_for_a_range_fails_the_file_instead_of_hanging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker whose next range got no thread (RuntimeError: can't start new thread) left the
+    # count of active ranges one too high, and the job waited for that range forever.
+    class ThreadLimit(ThreadPoolExecutor):
+        started = 0
+
+        def submit(self, *args: Any, **kwargs: Any) -> Any:
+            ThreadLimit.started += 1
+            if ThreadLimit.started > 2:  # the probe and one more, then the process limit
+                raise RuntimeError("can't start new thread")
+            return super().submit(*args, **kwargs)
+
+    monkeypatch.setattr(segmented, "ThreadPoolExecutor", ThreadLimit)
+    with FakeHFHub() as hub:
+        hub.add_repo("org/tiny", {"model.safetensors": BIG})
+        hub.faults.throttle_bps = CAPPED  # slow enough to be split into more ranges than threads
+        url = f"{hub.url}/org/tiny/resolve/main/model.safetensors"
+        file = RemoteFile("model.safetensors", len(BIG), sha256=hashlib.sha256(BIG).hexdigest(), url=url)
+        part = tmp_path / "big.part"
+        downloader = Downloader()
+        outcome: list[BaseException | None] = []
+
+        def fetch() -> None:
+            try:
+                segmented.fetch_ranges(downloader, file, part, resource="tiny", on_progress=lambda n: None)
+                outcome.append(None)
+            except BaseException as exc:  # noqa: BLE001 - the test reports what it was
+                outcome.append(exc)
+
+        worker = threading.Thread(target=fetch, daemon=True)
+        worker.start()
+        worker.join(60)
+        downloader.close()
+    assert not worker.is_alive(), "the download hung when no thread could start for a range"
+    assert isinstance(outcome[0], DownloadError) and "no thread for another range" in str(outcome[0]), outcome
+    assert ThreadLimit.started > 2  # the limit was reached, not just set
+    record = segments.read_record(part, len(BIG))
+    assert record is not None and sum(r.done - r.start for r in record) > 0  # the progress is kept
 
 
 def test_a_read_error_in_the_hasher_fails_the_file_instead_of_hanging(

@@ -303,6 +303,26 @@ def test_ranges_follow_the_redirect_to_a_cdn_without_the_token(tmp_path: Path) -
         assert cdn.authorizations() == []
 
 
+def fetch_in_a_thread(file: RemoteFile, part: Path, *, wait: float) -> tuple[bool, BaseException | None]:
+    """Fetch ``file`` into ``part`` in-process, for at most ``wait`` seconds: whether it hung, and
+    what it raised (None: it finished)."""
+    downloader = Downloader()
+    outcome: list[BaseException | None] = []
+
+    def fetch() -> None:
+        try:
+            segmented.fetch_ranges(downloader, file, part, resource="tiny", on_progress=lambda n: None)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - the test reports what it was
+            outcome.append(exc)
+
+    worker = threading.Thread(target=fetch, daemon=True)
+    worker.start()
+    worker.join(wait)
+    downloader.close()
+    return worker.is_alive(), (outcome or [None])[0]
+
+
 def test_no_thread_for_a_range_fails_the_file_instead_of_hanging(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -324,22 +344,9 @@ def test_no_thread_for_a_range_fails_the_file_instead_of_hanging(
         url = f"{hub.url}/org/tiny/resolve/main/model.safetensors"
         file = RemoteFile("model.safetensors", len(BIG), sha256=hashlib.sha256(BIG).hexdigest(), url=url)
         part = tmp_path / "big.part"
-        downloader = Downloader()
-        outcome: list[BaseException | None] = []
-
-        def fetch() -> None:
-            try:
-                segmented.fetch_ranges(downloader, file, part, resource="tiny", on_progress=lambda n: None)
-                outcome.append(None)
-            except BaseException as exc:  # noqa: BLE001 - the test reports what it was
-                outcome.append(exc)
-
-        worker = threading.Thread(target=fetch, daemon=True)
-        worker.start()
-        worker.join(60)
-        downloader.close()
-    assert not worker.is_alive(), "the download hung when no thread could start for a range"
-    assert isinstance(outcome[0], DownloadError) and "no thread for another range" in str(outcome[0]), outcome
+        hung, outcome = fetch_in_a_thread(file, part, wait=60)
+    assert not hung, "the download hung when no thread could start for a range"
+    assert isinstance(outcome, DownloadError) and "no thread for another range" in str(outcome), outcome
     assert ThreadLimit.started > 2  # the limit was reached, not just set
     record = segments.read_record(part, len(BIG))
     assert record is not None and sum(r.done - r.start for r in record) > 0  # the progress is kept
@@ -361,22 +368,9 @@ def test_a_read_error_in_the_hasher_fails_the_file_instead_of_hanging(
             raise OSError(errno.EIO, os.strerror(errno.EIO))
 
         monkeypatch.setattr(os, "preadv", failing_read)
-        downloader = Downloader()
-        outcome: list[BaseException | None] = []
-
-        def fetch() -> None:
-            try:
-                segmented.fetch_ranges(downloader, file, part, resource="tiny", on_progress=lambda n: None)
-                outcome.append(None)
-            except BaseException as exc:  # noqa: BLE001 - the test reports what it was
-                outcome.append(exc)
-
-        worker = threading.Thread(target=fetch, daemon=True)
-        worker.start()
-        worker.join(30)
-        downloader.close()
-        assert not worker.is_alive(), "the download hung after the hasher failed"
-        assert isinstance(outcome[0], OSError) and outcome[0].errno == errno.EIO, outcome
+        hung, outcome = fetch_in_a_thread(file, part, wait=30)
+        assert not hung, "the download hung after the hasher failed"
+        assert isinstance(outcome, OSError) and outcome.errno == errno.EIO, outcome
         record = segments.read_record(part, len(BIG))
         assert record is not None and record[0].done >= segments.MIN_RANGE  # the progress is kept
 

@@ -86,22 +86,24 @@ def inside(model_dir: Path, relative: str) -> Path | None:
     """``model_dir/relative`` if it resolves inside ``model_dir`` (no link leads out), else ``None``."""
     target = model_dir / relative
     root = os.path.realpath(model_dir)
-    parent = os.path.realpath(target.parent)
-    if parent != root and not parent.startswith(root + os.sep):
+    if not _within(root, os.path.realpath(target.parent)):
         return None
-    if target.is_symlink():
-        real = os.path.realpath(target)
-        if not real.startswith(root + os.sep):
-            return None
+    if target.is_symlink() and not os.path.realpath(target).startswith(root + os.sep):
+        return None
     return target
 
 
+def _within(root: str, real: str) -> bool:
+    """Whether resolved path ``real`` is the resolved folder ``root`` or under it."""
+    return real == root or real.startswith(root + os.sep)
+
+
 def placeable(model_dir: Path, relative: str, *, resource: str) -> Path:
-    """Where ``relative`` is placed in ``model_dir``; refused when a link on the way leads out of it
-    (in a folder adopted, or edited since): the file, its partial and its parent folders would be
-    written outside."""
-    target = inside(model_dir, relative)
-    if target is None:
+    """Where ``relative`` is placed in ``model_dir``; refused when a link among its folders leads out
+    (in a folder adopted, or edited since): the file and the folders on its way would be written
+    outside. A link at the path itself is fine: placing replaces the link, never follows it."""
+    target = model_dir / relative
+    if not _within(os.path.realpath(model_dir), os.path.realpath(target.parent)):
         raise OwnershipError(
             f"{relative}: a link in {model_dir} leads this path out of the model folder",
             hint="remove the link (provision writes only inside the model folder), then run the command again",

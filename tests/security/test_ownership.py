@@ -131,12 +131,12 @@ def test_local_links_out_of_the_source_are_refused_unless_followed(tmp_path: Pat
 
 
 @pytest.mark.parametrize("scheme", ["hf", "file"])
-@pytest.mark.parametrize("link", ["sub", "sub/weights.bin"])
+@pytest.mark.parametrize("link", ["sub", "sub/deep"])
 def test_a_link_in_an_adopted_folder_that_leads_out_is_refused_and_nothing_outside_changes(
     scheme: str, link: str, tmp_path: Path, hub: FakeHFHub
 ) -> None:
-    # Before, a repo file sub/deep/weights.bin went through the folder's link ``sub`` (to a folder
-    # outside) into that folder, with the folders on its way.
+    # Before, a repo file sub/deep/weights.bin went through the folder's link (``sub`` or
+    # ``sub/deep``, to a folder outside) into that folder, with the folders on its way.
     files = {"config.json": b"{}", "sub/deep/weights.bin": b"w" * 3000}
     hub.add_repo("org/sub", files, lfs_threshold=1024)
     local = tmp_path / "ckpt"
@@ -147,12 +147,8 @@ def test_a_link_in_an_adopted_folder_that_leads_out_is_refused_and_nothing_outsi
     (elsewhere / "deep").mkdir(parents=True)
     (elsewhere / "deep" / "weights.bin").write_bytes(b"theirs")
     model = tmp_path / "models" / "m"
-    model.mkdir(parents=True)
-    if link == "sub":
-        (model / "sub").symlink_to(elsewhere)
-    else:  # the file's own path is a link out
-        (model / "sub" / "deep").mkdir(parents=True)
-        (model / "sub" / "deep" / "weights.bin").symlink_to(elsewhere / "deep" / "weights.bin")
+    (model / link).parent.mkdir(parents=True)
+    (model / link).symlink_to(elsewhere if link == "sub" else elsewhere / "deep")
     source = "hf://org/sub" if scheme == "hf" else "file://ckpt"
     manifest = _manifest(tmp_path / "m.yaml", hub, f"  m: {{source: '{source}', adopt: true}}\n")
     before = tree(elsewhere)

@@ -41,7 +41,7 @@ class _Strict(BaseModel):
 
 
 def _check_name(name: str) -> str:
-    if not _NAME_RE.match(name) or name in {".", ".."}:
+    if not _NAME_RE.fullmatch(name) or name in {".", ".."}:  # fullmatch: `$` would let "x\n" through
         raise ValueError(
             f"{name!r} is not a safe name: use letters, digits, '.', '_' or '-', "
             "starting with a letter or digit, at most 63 characters"

@@ -1,0 +1,44 @@
+"""Hostile manifests and lock files found in the review of the typed boundaries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from provision.errors import ManifestError
+from provision.manifest_loader import parse_manifest
+from tests.cli_runner import run_cli
+from tests.manifest_files import write_manifest
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "line"),
+    [
+        ('version: 1\nmodels:\n  "qwen\\n": {source: "ollama://qwen3"}\n', "models.qwen\n", 3),
+        (
+            (
+                'version: 1\nmodels:\n  qwen: {source: "ollama://qwen3"}\n'
+                'deployments:\n  "chat\\n": {engine: ollama, model: qwen}\n'
+            ),
+            "deployments.chat\n",
+            5,
+        ),
+    ],
+    ids=["model", "deployment"],
+)
+def test_a_name_ending_in_a_newline_is_not_a_safe_name(text: str, field: str, line: int) -> None:
+    # Python's `$` matches before a final newline: "qwen\n" passed the name pattern and became a
+    # folder, a container and a Kubernetes mount path with a newline in it.
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(text, file="m.yaml", env={})
+    assert caught.value.field == field and caught.value.line == line
+    assert "is not a safe name" in caught.value.message
+
+
+def test_validate_refuses_a_name_ending_in_a_newline(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, 'version: 1\nmodels:\n  "qwen\\n": {source: "ollama://qwen3"}\n')
+    result = run_cli("validate", manifest)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{manifest}:3" in result.stderr and "not a safe name" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -42,3 +42,28 @@ def test_validate_refuses_a_name_ending_in_a_newline(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"{manifest}:3" in result.stderr and "not a safe name" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("depth", [65, 500, 990])
+def test_deep_nesting_is_refused_with_the_line_not_an_internal_error(tmp_path: Path, depth: int) -> None:
+    # A few hundred levels passed the YAML loader, then the ${VAR} expansion recursed past
+    # Python's limit: "internal error: RecursionError", exit 1.
+    nested = "[" * depth + "1" + "]" * depth
+    manifest = write_manifest(
+        tmp_path,
+        "version: 1\nmodels:\n  m: {source: 'ollama://qwen3'}\ndeployments:\n"
+        f"  d:\n    engine: ollama\n    model: m\n    parameters:\n      x: {nested}\n",
+    )
+    result = run_cli("validate", manifest)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{manifest}:9" in result.stderr and "nested more than 64 levels" in result.stderr
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_nesting_within_the_limit_still_loads() -> None:
+    nested = "[" * 60 + "1" + "]" * 60
+    text = (
+        "version: 1\nmodels:\n  m: {source: 'ollama://qwen3'}\ndeployments:\n"
+        f"  d: {{engine: ollama, model: m, parameters: {{x: {nested}}}}}\n"
+    )
+    assert parse_manifest(text, file="m.yaml", env={}).deployments["d"].engine == "ollama"

@@ -33,7 +33,7 @@ from pydantic import (
 )
 
 from .errors import InvalidLockError
-from .listing import check_record_paths
+from .listing import MAX_FILE_SIZE, check_record_paths
 from .state import write_json_atomic
 
 LOCK_VERSION = 1
@@ -46,7 +46,7 @@ class _Strict(BaseModel):
 
 
 class LockedFile(_Strict):
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=MAX_FILE_SIZE)  # as a listing's: a larger size is a lie, and overflows float maths
     sha256: _Sha256 | None = None
     git_sha1: _Sha1 | None = None
 

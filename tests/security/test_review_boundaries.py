@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from provision.errors import ManifestError
 from provision.manifest_loader import parse_manifest
 from tests.cli_runner import run_cli
-from tests.manifest_files import write_manifest
+from tests.manifest_files import lock_path, write_manifest
+
+HF_MANIFEST = (
+    "version: 1\nmodels:\n  qwen: {source: 'hf://org/qwen'}\n"
+    "deployments:\n  chat: {engine: vllm, model: qwen, gpus: 1}\n"
+)
+
+
+def hf_lock(files: dict[str, Any]) -> dict[str, Any]:
+    """A lock of HF_MANIFEST's model, as apply writes it, with ``files``."""
+    spec = {"source": "hf://org/qwen", "revision": "main", "include": None, "exclude": None}
+    return {"version": 1, "models": {"qwen": {"spec": spec, "resolved": "a" * 40, "files": files}}}
 
 
 @pytest.mark.parametrize(
@@ -67,3 +80,21 @@ def test_nesting_within_the_limit_still_loads() -> None:
         f"  d: {{engine: ollama, model: m, parameters: {{x: {nested}}}}}\n"
     )
     assert parse_manifest(text, file="m.yaml", env={}).deployments["d"].engine == "ollama"
+
+
+@pytest.mark.parametrize("size", [2**50 + 1, 10**30, 10**400], ids=["1PiB+1", "1e30", "1e400"])
+@pytest.mark.parametrize("command", [("status",), ("render", "kubernetes", "--stdout")], ids=["status", "render"])
+def test_an_absurd_size_in_the_lock_is_exit_2_naming_the_field(
+    tmp_path: Path, size: int, command: tuple[str, ...]
+) -> None:
+    # Sizes were bounded below only: 10**400 bytes made plan and render fail with
+    # "internal error: OverflowError", and 10**30 rendered a PersistentVolumeClaim of 10**18 Gi.
+    manifest = write_manifest(tmp_path, HF_MANIFEST)
+    lock_path(manifest).write_text(json.dumps(hf_lock({"model.safetensors": {"size": size, "sha256": "b" * 64}})))
+    spoiled = lock_path(manifest).read_bytes()
+    result = run_cli(*command, manifest)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "m.lock.json" in result.stderr and "files.model.safetensors.size" in result.stderr, result.stderr
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    assert "PersistentVolumeClaim" not in result.stdout
+    assert lock_path(manifest).read_bytes() == spoiled

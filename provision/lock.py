@@ -103,7 +103,7 @@ class LockFile:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return cls(path)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
             raise InvalidLockError(f"cannot read lock file {path}: {exc}") from None
         if not isinstance(data, dict):
             raise InvalidLockError(f"{path}: not a lock file (expected a JSON object)")

@@ -131,7 +131,7 @@ class State:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {"version": STATE_VERSION, "manifests": {}, "last_applied": None}
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
             raise StateError(f"cannot read state file {self.path}: {exc}") from None
         if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
             raise StateError(f"{self.path}: unsupported state version")

@@ -98,3 +98,31 @@ def test_an_absurd_size_in_the_lock_is_exit_2_naming_the_field(
     assert "internal error" not in result.stderr and "Traceback" not in result.stderr
     assert "PersistentVolumeClaim" not in result.stdout
     assert lock_path(manifest).read_bytes() == spoiled
+
+
+DEEP_JSON = "[" * 100_000 + "]" * 100_000
+
+
+def test_a_lock_nested_too_deep_is_exit_2_and_kept(tmp_path: Path) -> None:
+    # json.loads raises RecursionError (not a ValueError) past its nesting limit: it escaped
+    # as "internal error: RecursionError", exit 1, without naming the lock file.
+    manifest = write_manifest(tmp_path, HF_MANIFEST)
+    lock_path(manifest).write_text(DEEP_JSON)
+    for command in (("status",), ("render", "kubernetes", "--stdout")):
+        result = run_cli(*command, manifest)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert f"cannot read lock file {lock_path(manifest)}" in result.stderr
+        assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    assert lock_path(manifest).read_text() == DEEP_JSON
+
+
+def test_a_state_nested_too_deep_is_a_state_error_and_kept(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, HF_MANIFEST)
+    state_file = tmp_path / "state" / "state.json"  # PROVISION_STATE_DIR, set by conftest
+    state_file.parent.mkdir()
+    state_file.write_text(DEEP_JSON)
+    result = run_cli("status", manifest)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert f"cannot read state file {state_file}" in result.stderr and "move it aside" in result.stderr
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    assert state_file.read_text() == DEEP_JSON

@@ -34,7 +34,7 @@ from pydantic import (
 
 from .errors import InvalidLockError
 from .listing import MAX_FILE_SIZE, check_record_paths
-from .state import write_json_atomic
+from .state import read_json_text, write_json_atomic
 
 LOCK_VERSION = 1
 _Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -100,7 +100,7 @@ class LockFile:
     @classmethod
     def load(cls, path: Path) -> LockFile:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_json_text(path))
         except FileNotFoundError:
             return cls(path)
         except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +127,33 @@ def test_a_state_nested_too_deep_is_a_state_error_and_kept(tmp_path: Path) -> No
     assert f"cannot read state file {state_file}" in result.stderr and "move it aside" in result.stderr
     assert "internal error" not in result.stderr and "Traceback" not in result.stderr
     assert state_file.read_text() == DEEP_JSON
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "oversized"])
+def test_a_lock_that_is_not_a_small_regular_file_is_refused_at_once(tmp_path: Path, kind: str) -> None:
+    # A repository can commit m.lock.json as a link to /dev/zero: the lock was read whole, so
+    # `provision status` filled memory; a FIFO in its place hung every command.
+    manifest = write_manifest(tmp_path, HF_MANIFEST)
+    lock = lock_path(manifest)
+    if kind == "fifo":
+        os.mkfifo(lock)
+    elif kind == "dev-zero":
+        lock.symlink_to("/dev/zero")
+    else:
+        lock.write_text(json.dumps({"version": 1, "models": {}, "pad": "x" * (64 << 20)}))
+    result = run_cli("status", manifest, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    why = "larger than 64 MiB" if kind == "oversized" else "not a regular file"
+    assert f"cannot read lock file {lock}: {why}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_state_file_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, HF_MANIFEST)
+    state_file = tmp_path / "state" / "state.json"
+    state_file.parent.mkdir()
+    os.mkfifo(state_file)
+    result = run_cli("status", manifest, timeout=60)
+    assert f"cannot read state file {state_file}: not a regular file" in result.stderr, result.stderr
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert state_file.is_fifo()

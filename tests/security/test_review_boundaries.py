@@ -157,3 +157,25 @@ def test_a_state_file_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
     assert f"cannot read state file {state_file}: not a regular file" in result.stderr, result.stderr
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert state_file.is_fifo()
+
+
+@pytest.mark.parametrize("name", ['X" $(touch pwned) "', "A=B", "1ST", "", "A B", "A\nB"])
+def test_an_env_name_that_is_not_a_variable_name_is_refused(tmp_path: Path, name: str) -> None:
+    # env names went unchecked into the Secret `render kubernetes` asks for, printed as
+    # `kubectl create secret ... --from-literal=NAME="$NAME"`: a quote in the name ran what
+    # follows in the shell of whoever pastes it; "A=B" set A in Docker.
+    manifest = write_manifest(tmp_path, HF_MANIFEST.replace("gpus: 1}", f"gpus: 1, env: {{{json.dumps(name)}: v}}}}"))
+    lock_path(manifest).write_text(json.dumps(hf_lock({"model.safetensors": {"size": 10, "sha256": "b" * 64}})))
+    result = run_cli("render", "kubernetes", "--stdout", manifest)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{manifest}:5: deployments.chat.env:" in result.stderr
+    assert "not an environment variable name" in result.stderr
+    assert "kubectl" not in result.stdout + result.stderr and not (tmp_path / "pwned").exists()
+
+
+def test_env_variable_names_still_render_as_secret_keys(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, HF_MANIFEST.replace("gpus: 1}", "gpus: 1, env: {HF_HUB_CACHE_x2: v}}"))
+    lock_path(manifest).write_text(json.dumps(hf_lock({"model.safetensors": {"size": 10, "sha256": "b" * 64}})))
+    result = run_cli("render", "kubernetes", "--stdout", manifest)
+    assert result.returncode == 0, result.stderr
+    assert '--from-literal=HF_HUB_CACHE_x2="$HF_HUB_CACHE_x2"' in result.stderr

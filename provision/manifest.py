@@ -38,7 +38,8 @@ FieldPath = tuple[str | int, ...]  # e.g. ("deployments", "chat", "port"); list 
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: `.inf` is a YAML float; no timeout, rate or limit means it, and integer maths on it overflow
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _check_name(name: str) -> str:

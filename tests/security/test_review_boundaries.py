@@ -179,3 +179,32 @@ def test_env_variable_names_still_render_as_secret_keys(tmp_path: Path) -> None:
     result = run_cli("render", "kubernetes", "--stdout", manifest)
     assert result.returncode == 0, result.stderr
     assert '--from-literal=HF_HUB_CACHE_x2="$HF_HUB_CACHE_x2"' in result.stderr
+
+
+def test_an_infinite_startup_timeout_is_refused_before_render(tmp_path: Path) -> None:
+    # `.inf` is a YAML float and passed `gt=0`: render's probe budget, math.ceil(inf), gave
+    # "internal error: OverflowError".
+    manifest = write_manifest(tmp_path, HF_MANIFEST.replace("gpus: 1}", "gpus: 1, startup_timeout: .inf}"))
+    lock_path(manifest).write_text(json.dumps(hf_lock({"model.safetensors": {"size": 10, "sha256": "b" * 64}})))
+    result = run_cli("render", "kubernetes", "--stdout", manifest)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{manifest}:5: deployments.chat.startup_timeout: Input should be a finite number" in result.stderr
+    assert "internal error" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ("smoke_test: {timeout: .inf}\n", "smoke_test.timeout"),
+        ("smoke_test: {temperature: .inf}\n", "smoke_test.temperature"),
+        ("deployments:\n  d: {engine: ollama, model: m, max_ttft: .inf}\n", "deployments.d.max_ttft"),
+        ("deployments:\n  d: {engine: ollama, model: m, requires: {min_vram_gb: .inf}}\n", "deployments.d.requires"),
+    ],
+    ids=["timeout", "temperature", "max_ttft", "min_vram_gb"],
+)
+def test_infinity_is_no_timeout_rate_or_limit(extra: str, field: str) -> None:
+    text = "version: 1\nmodels:\n  m: {source: 'ollama://qwen3'}\n" + extra
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(text, file="m.yaml", env={})
+    assert caught.value.field is not None and caught.value.field.startswith(field)
+    assert "finite" in caught.value.message

@@ -33,8 +33,8 @@ from pydantic import (
 )
 
 from .errors import InvalidLockError
-from .listing import check_record_paths
-from .state import write_json_atomic
+from .listing import MAX_FILE_SIZE, check_record_paths
+from .state import read_json_text, write_json_atomic
 
 LOCK_VERSION = 1
 _Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -46,7 +46,7 @@ class _Strict(BaseModel):
 
 
 class LockedFile(_Strict):
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=MAX_FILE_SIZE)  # as a listing's: a larger size is a lie, and overflows float maths
     sha256: _Sha256 | None = None
     git_sha1: _Sha1 | None = None
 
@@ -100,10 +100,10 @@ class LockFile:
     @classmethod
     def load(cls, path: Path) -> LockFile:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_json_text(path))
         except FileNotFoundError:
             return cls(path)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
             raise InvalidLockError(f"cannot read lock file {path}: {exc}") from None
         if not isinstance(data, dict):
             raise InvalidLockError(f"{path}: not a lock file (expected a JSON object)")

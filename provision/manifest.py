@@ -33,15 +33,17 @@ from .sources import parse_source
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 _NAME_RE = re.compile(NAME_PATTERN)
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 FieldPath = tuple[str | int, ...]  # e.g. ("deployments", "chat", "port"); list items are ints
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: `.inf` is a YAML float; no timeout, rate or limit means it, and integer maths on it overflow
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _check_name(name: str) -> str:
-    if not _NAME_RE.match(name) or name in {".", ".."}:
+    if not _NAME_RE.fullmatch(name) or name in {".", ".."}:  # fullmatch: `$` would let "x\n" through
         raise ValueError(
             f"{name!r} is not a safe name: use letters, digits, '.', '_' or '-', "
             "starting with a letter or digit, at most 63 characters"
@@ -194,6 +196,18 @@ class VllmDeployment(_DeploymentBase):
     @classmethod
     def _gpu_request(cls, value: Any) -> GpuRequest:
         return parse_gpu_request(value)  # one clear message instead of pydantic's one per member of the union
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        # A name becomes a Docker `NAME=value`, a Secret key and a word of the printed
+        # `kubectl create secret` command: "A=B" would set A, a quote would end the word.
+        for name in value:
+            if not _ENV_NAME_RE.fullmatch(name):
+                raise ValueError(
+                    f"{name!r} is not an environment variable name: letters, digits and '_', not starting with a digit"
+                )
+        return value
 
 
 class TransformersDeployment(_DeploymentBase):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from .errors import ConcurrencyError, InvalidStateError, StateError
 from .sources import FILE_SCHEMES, SOURCE_SCHEMES
 
 STATE_VERSION = 1
+MAX_JSON_BYTES = 64 << 20  # the lock or the state: about 150 bytes per file of a model
 _Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=200)]
 
 
@@ -59,6 +61,22 @@ def write_json_atomic(path: Path, data: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_json_text(path: Path) -> str:
+    """The text of a lock or state file, bounded: FileNotFoundError when there is none, ValueError
+    for a FIFO or a device (reading would hang, or fill memory from /dev/zero) or a file over
+    :data:`MAX_JSON_BYTES`. Opened non-blocking, so a FIFO swapped in after the check cannot hang."""
+    if not stat.S_ISREG(os.stat(path).st_mode):  # follows links, as reading does
+        raise ValueError("not a regular file")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        data = handle.read(MAX_JSON_BYTES + 1)
+    if len(data) > MAX_JSON_BYTES:
+        raise ValueError(f"larger than {MAX_JSON_BYTES >> 20} MiB")
+    return data.decode("utf-8")
 
 
 class _Strict(BaseModel):
@@ -128,10 +146,10 @@ class State:
 
     def _read(self) -> dict[str, Any]:
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = json.loads(read_json_text(self.path))
         except FileNotFoundError:
             return {"version": STATE_VERSION, "manifests": {}, "last_applied": None}
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
             raise StateError(f"cannot read state file {self.path}: {exc}") from None
         if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
             raise StateError(f"{self.path}: unsupported state version")

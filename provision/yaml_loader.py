@@ -9,6 +9,8 @@
 - Aliases share nodes, so a few lines of YAML can stand for billions of nodes (an "alias
   bomb"); each node is counted as often as it is reachable, and more than
   :data:`MAX_NODES` is refused before anything walks the tree.
+- Nesting deeper than :data:`MAX_DEPTH` is refused the same way: whatever walks the values
+  afterwards (the ``${VAR}`` expansion, pydantic) recurses, and must not hit Python's limit.
 - Duplicate keys and keys that are lists or mappings are errors; each field's line is kept
   (by pydantic's field path) for the messages.
 """
@@ -28,6 +30,7 @@ from .errors import ManifestError
 
 MAX_MANIFEST_BYTES = 1 << 20  # 1 MiB; real manifests are a few KiB
 MAX_NODES = 10_000  # values, aliases expanded; manifests/dev.yaml has about 150
+MAX_DEPTH = 64  # nested lists and mappings, aliases expanded; a manifest nests about 6 deep
 if TYPE_CHECKING:
     _BaseLoader = yaml.SafeLoader  # libyaml's CSafeLoader has the same interface
 else:
@@ -203,12 +206,13 @@ def _too_many(file: str, line: int | None) -> ManifestError:
 
 
 def _check_budget(root: yaml.Node, file: str) -> None:
-    """Refuse a document whose aliases expand past MAX_NODES (or refer to a node inside itself).
+    """Refuse a document whose aliases expand past MAX_NODES or MAX_DEPTH (or refer to a node inside itself).
 
     Each distinct node is sized once (shared nodes are memoised), so this is linear in the
     text however many times the aliases multiply it.
     """
     sizes: dict[int, int] = {}
+    depths: dict[int, int] = {}  # levels of nesting at and below a node
     open_nodes: set[int] = set()
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
@@ -220,6 +224,9 @@ def _check_budget(root: yaml.Node, file: str) -> None:
             sizes[key] = 1 + sum(sizes[id(child)] for child in children)
             if sizes[key] > MAX_NODES:
                 raise _too_many(file, node.start_mark.line + 1)
+            depths[key] = (1 + max(depths[id(child)] for child in children)) if children else 0
+            if depths[key] > MAX_DEPTH:
+                raise _too_deep(file, node.start_mark.line + 1)
             continue
         if key in sizes:
             continue
@@ -228,6 +235,12 @@ def _check_budget(root: yaml.Node, file: str) -> None:
         open_nodes.add(key)
         stack.append((node, True))
         stack.extend((child, False) for child in children if id(child) not in sizes)
+
+
+def _too_deep(file: str, line: int) -> ManifestError:
+    return ManifestError(
+        f"invalid YAML: nested more than {MAX_DEPTH} levels deep", file=file, line=line, hint=_YAML_HINT
+    )
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:

@@ -5,8 +5,8 @@ and the model. ``apply`` refuses a non-empty folder without one (unless the mode
 ``adopt: true``) and a folder whose marker names another manifest or model; ``destroy`` and
 orphan removal delete only the files provision placed (the lock's and the state's paths),
 its bookkeeping and the marker, then the folders left empty: other files survive and are
-reported. A folder applied by a provision that wrote no marker yet counts as marked when the
-state records it at that very path (it is marked on the next apply).
+reported. Only the marker proves a folder provision's: the state file is untrusted input, and a
+path recorded there proves nothing.
 """
 
 from __future__ import annotations
@@ -41,21 +41,18 @@ def read_owner(model_dir: Path) -> Owner | None:
     return Owner(data["manifest"], data["model"])
 
 
-def is_ours(model_dir: Path, manifest: Path, name: str, *, recorded_path: str | None = None) -> bool:
-    """Marked for this manifest and model (or, unmarked, recorded in the state at this path)."""
+def is_ours(model_dir: Path, manifest: Path, name: str) -> bool:
+    """A folder (not a link) whose marker names this manifest and model."""
     if model_dir.is_symlink() or not model_dir.is_dir():
         return False
-    owner = read_owner(model_dir)
-    if owner is not None:
-        return owner == Owner(str(manifest), name)
-    return not (model_dir / MARKER).exists() and recorded_path == str(model_dir)
+    return read_owner(model_dir) == Owner(str(manifest), name)
 
 
-def check_usable(model_dir: Path, manifest: Path, name: str, *, adopt: bool, recorded_path: str | None) -> None:
+def check_usable(model_dir: Path, manifest: Path, name: str, *, adopt: bool) -> None:
     """Raise :class:`OwnershipError` unless ``apply`` may place files in ``model_dir``."""
     if model_dir.is_symlink() or (model_dir.exists() and not model_dir.is_dir()):
         raise OwnershipError(f"{model_dir} is not a folder provision created (a file or a link)", resource=name)
-    if not model_dir.exists() or is_ours(model_dir, manifest, name, recorded_path=recorded_path):
+    if not model_dir.exists() or is_ours(model_dir, manifest, name):
         return
     owner = read_owner(model_dir)
     if owner is not None:

@@ -94,7 +94,7 @@ def _read_config(reconciler: Reconciler, name: str, snapshot: Any) -> dict[str, 
             source = reconciler.file_source(spec.scheme)
             try:
                 # placed like any other file: only in a folder provision may write, marked first
-                check_usable(model_dir, manifest.path, name, adopt=spec.adopt, recorded_path=None)
+                check_usable(model_dir, manifest.path, name, adopt=spec.adopt)
                 mark(model_dir, manifest.path, name)
                 source.fetch(name, remote, model_dir, on_progress=lambda n: None)
             except ProvisionError:

@@ -114,7 +114,7 @@ class ModelReconciler(Part):
     ) -> tuple[Action, Snapshot]:
         model_dir = self.manifest.model_dir(name)
         recorded_path = (recorded or {}).get("path")
-        check_usable(model_dir, self.manifest.path, name, adopt=spec.adopt, recorded_path=recorded_path)
+        check_usable(model_dir, self.manifest.path, name, adopt=spec.adopt)
         source = self.file_source(spec.scheme)
         entry = self.lock.models.get(name)
         wanted_spec = lock_spec(spec, source.default_revision)
@@ -345,9 +345,7 @@ class ModelReconciler(Part):
         recorded = Path(str(record.get("path", "")))
         if recorded.is_absolute() and recorded.name == name and recorded != candidates[0]:
             candidates.append(recorded)
-        model_dir = next(
-            (c for c in candidates if is_ours(c, self.manifest.path, name, recorded_path=record.get("path"))), None
-        )
+        model_dir = next((c for c in candidates if is_ours(c, self.manifest.path, name)), None)
         if model_dir is None:
             if any(c.exists() for c in candidates):
                 raise OwnershipError(

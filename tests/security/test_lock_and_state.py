@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -231,3 +232,23 @@ def test_verify_flags_a_link_out_of_the_folder_even_to_the_right_bytes(tmp_path:
     result = run_cli("verify", manifest, "--json")
     assert result.returncode == 1
     assert {"model": "good", "path": "config.json", "problem": "corrupt"} in json.loads(result.stdout)["problems"]
+
+
+def test_a_state_record_of_an_unmarked_folder_never_gets_it_deleted(tmp_path: Path, hub: FakeHFHub) -> None:
+    # The state alone once proved a folder provision's when it recorded the folder's exact path:
+    # a hand-edited record of a user's folder (named as the model, no marker) made destroy
+    # delete the files the record listed, then the folder.
+    manifest = _applied(tmp_path, hub)
+    shutil.rmtree(tmp_path / "models" / "good")  # the manifest's own folder is gone: the record's is the one
+    victim = tmp_path / "victim" / "good"
+    victim.mkdir(parents=True)
+    (victim / "main.py").write_bytes(b"mine")
+    state_file = tmp_path / "state" / "state.json"
+    state = json.loads(state_file.read_text())
+    record = state["manifests"][str(manifest)]["models"]["good"]
+    record["path"] = str(victim)
+    record["files"] = {"main.py": [4, 1, 1]}
+    state_file.write_text(json.dumps(state))
+    result = invoke("destroy", str(manifest), "--yes", "--json")
+    assert exited_cleanly(result, 0, 1)
+    assert (victim / "main.py").read_bytes() == b"mine"

@@ -80,7 +80,7 @@ def partial_path(model_dir: Path, file: RemoteFile) -> Path:
     # The digest names a file, so it must be hex whatever the listing or the lock said (the
     # sources check it already; this keeps a bad one from ever becoming a path).
     digest = (
-        next((d for d in (file.sha256, file.git_sha1) if d and _HEX_DIGEST.match(d)), None)
+        next((d for d in (file.sha256, file.git_sha1) if d and _HEX_DIGEST.fullmatch(d)), None)
         or hashlib.sha256(f"{file.path}:{file.size}".encode()).hexdigest()
     )
     # The path too: files with the same content (duplicate shards, empty files) download side by side.

@@ -199,7 +199,7 @@ _MAX_GPUS = 64
 
 
 def _split_count(text: str, option: str) -> tuple[str, int]:
-    match = _COUNT.match(text.strip())
+    match = _COUNT.fullmatch(text.strip())
     if match is None:
         return text.strip(), 1
     count = int(match["count"])
@@ -227,7 +227,7 @@ def gpu_target(text: str) -> Target:
 def vram_target(text: str) -> Target:
     """``--vram SIZE[xN]``: ``24GiB`` or ``24G`` (2^30), ``24GB`` (10^9), ``23034MiB``; bare = GiB."""
     size, count = _split_count(text, "--vram")
-    match = _SIZE.match(size)
+    match = _SIZE.fullmatch(size)
     if match is None or float(match["number"]) <= 0:
         raise ManifestError(
             f"--vram {text}: not a memory size",

@@ -78,7 +78,7 @@ def checked_digest(value: Any, length: int, *, resource: str | None, field: str,
     """A lower-case hex digest of ``length`` characters (sha256: 64, git sha1: 40)."""
     if value is None and optional:
         return None
-    if isinstance(value, str) and _HEX[length].match(value.lower()):
+    if isinstance(value, str) and _HEX[length].fullmatch(value.lower()):
         return value.lower()
     raise _bad(field, value, f"not a {length}-character hex digest", resource)
 

@@ -118,12 +118,12 @@ _RFC1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
 
 
 def check_options(options: RenderOptions) -> RenderOptions:
-    if options.namespace is not None and not _RFC1123_LABEL.match(options.namespace):
+    if options.namespace is not None and not _RFC1123_LABEL.fullmatch(options.namespace):
         raise RenderError(
             f"--namespace {options.namespace!r} is not a valid namespace name",
             hint="lower-case letters, digits and '-', at most 63 characters",
         )
-    if options.storage_class is not None and not _RFC1123_SUBDOMAIN.match(options.storage_class):
+    if options.storage_class is not None and not _RFC1123_SUBDOMAIN.fullmatch(options.storage_class):
         raise RenderError(
             f"--storage-class {options.storage_class!r} is not a valid StorageClass name",
             hint="lower-case letters, digits, '-' and '.'; see `kubectl get storageclass`",

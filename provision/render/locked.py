@@ -73,7 +73,7 @@ def locked_model(name: str, spec: ModelSpec, entry: Mapping[str, Any] | None) ->
     )
     if spec.scheme == "ollama":
         digest = entry.get("digest")
-        if not isinstance(digest, str) or not _SHA256.match(digest.removeprefix("sha256:")):
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest.removeprefix("sha256:")):
             raise bad
         return LockedOllama(entry["spec"]["source"].removeprefix("ollama://"), digest)
     resolved, files = entry.get("resolved"), entry.get("files")
@@ -82,7 +82,7 @@ def locked_model(name: str, spec: ModelSpec, entry: Mapping[str, Any] | None) ->
     locked = []
     for path, meta in sorted(files.items()):
         size, sha256 = (meta.get("size"), meta.get("sha256")) if isinstance(meta, dict) else (None, None)
-        if not isinstance(size, int) or size < 0 or not isinstance(sha256, str) or not _SHA256.match(sha256):
+        if not isinstance(size, int) or size < 0 or not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
             raise bad
         try:
             locked.append(LockedFile(checked_path(path, resource=name), size, sha256))

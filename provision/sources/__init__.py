@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 SOURCE_SCHEMES = ("hf", "ms", "ollama", "file")  # what a manifest's ``source:`` may start with
 HUB_SCHEMES = ("hf", "ms")  # a hub's repository: owner/name at a revision, files chosen by include/exclude
 FILE_SCHEMES = ("hf", "ms", "file")  # files provision places in the models folder; the rest live in a server
-_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+# fullmatch, ASCII: `$` alone lets "org/name\n" through, and `\w` takes any script's letters
+_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+", re.ASCII)
 
 
 def parse_source(source: str) -> tuple[str, str]:
@@ -30,7 +31,7 @@ def parse_source(source: str) -> tuple[str, str]:
         raise ValueError(
             f"unknown source {source!r}: expected one of " + ", ".join(f"{s}://..." for s in SOURCE_SCHEMES)
         )
-    if scheme in HUB_SCHEMES and not _REPO_ID.match(location):
+    if scheme in HUB_SCHEMES and not _REPO_ID.fullmatch(location):
         raise ValueError(f"{source!r}: expected {scheme}://owner/name")
     if scheme in HUB_SCHEMES and ".." in location.split("/"):
         raise ValueError(f"{source!r}: '..' is not a repository name")

@@ -1,4 +1,4 @@
-"""``checked_path`` (listing entries must stay inside the model folder) and ``select_files``."""
+"""``checked_path`` (listing entries must stay inside the model folder), ``checked_digest`` and ``select_files``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defin
 
 from provision.errors import SourceError
 from provision.files import RemoteFile, select_files
-from provision.listing import checked_path
+from provision.listing import checked_digest, checked_path
 
 
 @pytest.mark.parametrize(
@@ -67,6 +67,16 @@ def test_checked_path_refuses(path: object) -> None:
 )
 def test_checked_path_accepts(path: str) -> None:
     assert checked_path(path, resource="m") == path
+
+
+@pytest.mark.parametrize("digest", ["a" * 64 + "\n", "a" * 63, "g" * 64, " " + "a" * 64, "a" * 40])
+def test_checked_digest_refuses_what_is_not_64_hex_characters(digest: str) -> None:
+    with pytest.raises(SourceError, match="hex digest"):  # a final newline passed `$` alone
+        checked_digest(digest, 64, resource="m", field="lfs.oid")
+
+
+def test_checked_digest_lowers_the_case() -> None:
+    assert checked_digest("AB" * 32, 64, resource="m", field="lfs.oid") == "ab" * 32
 
 
 PATHS = [

@@ -103,6 +103,8 @@ def test_bad_namespace_and_storage_class_are_refused() -> None:
         check_options(RenderOptions(namespace="Bad_NS"))
     with pytest.raises(RenderError, match="storage-class"):
         check_options(RenderOptions(storage_class="UPPER"))
+    with pytest.raises(RenderError, match="namespace"):  # `$` alone matched before a final newline
+        check_options(RenderOptions(namespace="llm\n"))
 
 
 # -- GPUs ----------------------------------------------------------------------------------

@@ -32,6 +32,8 @@ def test_a_source_is_its_scheme_and_location(source: str, parsed: tuple[str, str
         ("ms://a/b/c", "expected ms://owner/name"),
         ("hf://../x", "'..' is not a repository name"),
         ("ollama://Bad Name", "'Bad Name' is not a valid Ollama model name"),
+        ("hf://Qwen/Qwen3\n", "expected hf://owner/name"),  # `$` alone matched before the newline
+        ("ms://iic/gte-l\u00e4rge", "expected ms://owner/name"),  # `\w` took any script's letters
     ],
 )
 def test_a_source_outside_the_list_says_what_is_accepted(source: str, message: str) -> None:

@@ -17,6 +17,8 @@ from ..errors import UsageError
 from ..manifest import ChatMessage, SmokeOverrides, SmokeTestSettings
 
 SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "repetition_penalty")
+# Far above any model's context: a larger count is a lie, and would overflow the rates' floats.
+MAX_TOKEN_COUNT = 10**9
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,13 @@ class Embeddings:
     truncated: tuple[int, ...] = ()
     max_length: int | None = None
     model_dimension: int | None = None
+
+
+def token_count(value: object) -> int | None:
+    """A server's token count when it is one (an integer in 0..MAX_TOKEN_COUNT), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKEN_COUNT:
+        return value
+    return None
 
 
 class EngineClient(Protocol):

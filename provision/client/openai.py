@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DeploymentError, EngineUnavailableError
 from ..manifest import OpenAIDeployment, SmokeTestSettings
-from .base import ChatEvent, Embeddings
+from .base import ChatEvent, Embeddings, token_count
 
 if TYPE_CHECKING:
     import openai
@@ -84,14 +84,45 @@ class OpenAIClient:
             stream = self._client.chat.completions.create(**self.request(settings))
             with stream:
                 for chunk in stream:
-                    for choice in chunk.choices:
-                        text = (choice.delta.content if choice.delta is not None else None) or ""
-                        if text or choice.finish_reason:
-                            yield ChatEvent(text=text, finish_reason=choice.finish_reason)
-                    if chunk.usage is not None and chunk.usage.completion_tokens is not None:
-                        yield ChatEvent(output_tokens=chunk.usage.completion_tokens)
+                    yield from self._chunk_events(chunk)
         except openai.OpenAIError as exc:
             raise self._translate(exc) from exc
+        except ValueError as exc:  # the SDK's parse of an event: not UTF-8, not JSON
+            raise self._malformed(f"an event that is not JSON ({exc})") from None
+
+    def _chunk_events(self, chunk: Any) -> Iterator[ChatEvent]:
+        """The events of one chunk, checked: the SDK builds chunks without validating them."""
+        from openai.types.chat import ChatCompletionChunk
+        from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
+        from openai.types.completion_usage import CompletionUsage
+
+        choices = getattr(chunk, "choices", None) if isinstance(chunk, ChatCompletionChunk) else None
+        if not isinstance(choices, list):
+            raise self._malformed("a chunk that is not an object with a list of choices")
+        for choice in choices:
+            delta = getattr(choice, "delta", None) if isinstance(choice, Choice) else None
+            text = getattr(delta, "content", None) if isinstance(delta, ChoiceDelta) else None
+            finish = getattr(choice, "finish_reason", None)
+            if not isinstance(choice, Choice) or not isinstance(delta, ChoiceDelta | None):
+                raise self._malformed("a choice that is not an object with a delta object")
+            if not isinstance(text, str | None) or not isinstance(finish, str | None):
+                raise self._malformed("a content or finish_reason that is not text")
+            if text or finish:
+                yield ChatEvent(text=text or "", finish_reason=finish)
+        usage = getattr(chunk, "usage", None)
+        if usage is None:
+            return
+        tokens = getattr(usage, "completion_tokens", None) if isinstance(usage, CompletionUsage) else usage
+        if tokens is not None:
+            if token_count(tokens) is None:
+                raise self._malformed(f"a usage.completion_tokens that is not a token count: {tokens!r}"[:200])
+            yield ChatEvent(output_tokens=tokens)
+
+    def _malformed(self, what: str) -> DeploymentError:
+        return DeploymentError(
+            f"{self.base_url} sent a malformed chat stream: {what}",
+            hint="the server does not speak OpenAI's streamed chat completions: check base_url, see the server's log",
+        )
 
     def request(self, settings: SmokeTestSettings) -> dict[str, Any]:
         """The keyword arguments of ``chat.completions.create`` for these settings."""

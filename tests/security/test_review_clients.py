@@ -1,0 +1,83 @@
+"""A hostile model server: what it streams, answers and says in errors is checked before use.
+
+Each engine's real client (``openai``, ``ollama``) runs against its fake, switched to send raw
+bytes (``raw_stream`` / ``raw_answer``, ``faults.raw_chat`` / ``faults.raw_answer``): a bad
+answer is a one-line ``DeploymentError`` (a failed smoke result), never another exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from provision.client.openai import OpenAIClient
+from provision.errors import DeploymentError
+from provision.manifest import ChatMessage, SmokeTestSettings
+from provision.smoke import run_one
+from tests.fakes.vllm_server import FakeVLLM
+
+SETTINGS = SmokeTestSettings(messages=(ChatMessage(role="user", content="one two three"),), max_tokens=8, timeout=10)
+
+
+def sse(data: str) -> bytes:
+    return f"data: {data}\n\n".encode()
+
+
+def chunk(content: str = "hi", finish: str | None = None) -> str:
+    finish_reason = "null" if finish is None else f'"{finish}"'
+    return f'{{"choices": [{{"index": 0, "delta": {{"content": "{content}"}}, "finish_reason": {finish_reason}}}]}}'
+
+
+@pytest.fixture()
+def vllm(tmp_path: Path) -> Iterator[FakeVLLM]:
+    (tmp_path / "config.json").write_text("{}")
+    with FakeVLLM(tmp_path, ["m"]) as server:
+        yield server
+
+
+# -- the OpenAI-compatible chat stream -------------------------------------------------------
+
+MALFORMED_SSE = {
+    "not-json": [sse("{not json")],
+    "not-utf8": [b"data: \xff\xfe\n\n"],
+    "a-list": [sse("[1, 2]")],
+    "a-string": [sse('"hi"')],
+    "choices-null": [sse('{"choices": null}')],
+    "choices-of-strings": [sse('{"choices": ["abc"]}')],
+    "delta-a-string": [sse('{"choices": [{"index": 0, "delta": "x", "finish_reason": null}]}')],
+    "content-a-number": [sse('{"choices": [{"index": 0, "delta": {"content": 5}, "finish_reason": null}]}')],
+    "content-an-object": [sse('{"choices": [{"index": 0, "delta": {"content": {"a": 1}}, "finish_reason": null}]}')],
+    "finish-a-number": [sse('{"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": 7}]}')],
+    "usage-negative": [sse(chunk(finish="stop")), sse('{"choices": [], "usage": {"completion_tokens": -5}}')],
+    "usage-a-string": [sse(chunk(finish="stop")), sse('{"choices": [], "usage": {"completion_tokens": "many"}}')],
+    "usage-huge": [
+        sse(chunk()),
+        sse(chunk(finish="stop")),
+        sse('{"choices": [], "usage": {"completion_tokens": 1' + "0" * 400 + "}}"),
+    ],
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_SSE))
+def test_a_malformed_sse_event_is_a_deployment_error_and_a_failed_smoke_test(vllm: FakeVLLM, case: str) -> None:
+    vllm.raw_stream = MALFORMED_SSE[case]
+    client = OpenAIClient(vllm.base_url, "m", None, timeout=10)
+    with pytest.raises(DeploymentError, match="malformed chat stream"):
+        list(client.stream_chat(SETTINGS))
+    result = run_one("api", client, SETTINGS)  # never raises for what a server sent
+    assert not result.passed and result.reason is not None and "malformed chat stream" in result.reason
+    assert "\n" not in result.reason
+
+
+def test_a_wellformed_raw_stream_still_passes(vllm: FakeVLLM) -> None:
+    vllm.raw_stream = [
+        sse(chunk("one ")),
+        sse(chunk("two", "stop")),
+        sse('{"choices": [], "usage": {"completion_tokens": 3}}'),
+        sse("[DONE]"),
+    ]
+    result = run_one("api", OpenAIClient(vllm.base_url, "m", None, timeout=10), SETTINGS)
+    assert result.passed, result.reason
+    assert (result.text, result.output_tokens, result.token_source) == ("one two", 3, "server")

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from provision.client.ollama import OllamaClient
 from provision.client.openai import OpenAIClient
 from provision.errors import DeploymentError
 from provision.manifest import ChatMessage, SmokeTestSettings
 from provision.smoke import run_one
+from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.vllm_server import FakeVLLM
 
 SETTINGS = SmokeTestSettings(messages=(ChatMessage(role="user", content="one two three"),), max_tokens=8, timeout=10)
@@ -81,3 +83,55 @@ def test_a_wellformed_raw_stream_still_passes(vllm: FakeVLLM) -> None:
     result = run_one("api", OpenAIClient(vllm.base_url, "m", None, timeout=10), SETTINGS)
     assert result.passed, result.reason
     assert (result.text, result.output_tokens, result.token_source) == ("one two", 3, "server")
+
+
+# -- Ollama's NDJSON chat stream -------------------------------------------------------------
+
+
+@pytest.fixture()
+def ollama() -> Iterator[FakeOllama]:
+    with FakeOllama() as server:
+        server.preinstall("m:latest")
+        yield server
+
+
+def ndjson(line: str) -> bytes:
+    return (line + "\n").encode()
+
+
+OLLAMA_LINE = '{"model": "m", "message": {"role": "assistant", "content": "hi"}, "done": false}'
+OLLAMA_LAST = '{"model": "m", "message": {"role": "assistant", "content": ""}, "done": true, "done_reason": "stop"'
+MALFORMED_NDJSON = {
+    "not-json": [ndjson("{not json")],
+    "a-list": [ndjson("[1, 2]")],
+    "a-string": [ndjson('"hi"')],
+    "message-a-string": [ndjson('{"message": "x", "done": false}')],
+    "content-a-number": [ndjson('{"message": {"role": "assistant", "content": 5}, "done": false}')],
+    "eval-count-negative": [ndjson(OLLAMA_LINE), ndjson(OLLAMA_LAST + ', "eval_count": -3}')],
+    "eval-count-huge": [
+        ndjson(OLLAMA_LINE),
+        ndjson(OLLAMA_LINE),
+        ndjson(OLLAMA_LAST + ', "eval_count": 1' + "0" * 400 + "}"),
+    ],
+    "done-reason-a-number": [
+        ndjson(OLLAMA_LINE),
+        ndjson(OLLAMA_LAST[: -len(', "done_reason": "stop"')] + ', "done_reason": 5}'),
+    ],
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_NDJSON))
+def test_a_malformed_ollama_line_is_a_deployment_error_and_a_failed_smoke_test(ollama: FakeOllama, case: str) -> None:
+    ollama.faults.raw_chat = MALFORMED_NDJSON[case]
+    client = OllamaClient(ollama.url, "m:latest", timeout=10)
+    with pytest.raises(DeploymentError, match="malformed answer"):
+        list(client.stream_chat(SETTINGS))
+    result = run_one("local", client, SETTINGS)  # never raises for what a server sent
+    assert not result.passed and result.reason is not None and "malformed answer" in result.reason, result.reason
+
+
+def test_a_wellformed_raw_ollama_stream_still_passes(ollama: FakeOllama) -> None:
+    ollama.faults.raw_chat = [ndjson(OLLAMA_LINE), ndjson(OLLAMA_LAST + ', "eval_count": 2}')]
+    result = run_one("local", OllamaClient(ollama.url, "m:latest", timeout=10), SETTINGS)
+    assert result.passed, result.reason
+    assert (result.text, result.output_tokens, result.finish_reason) == ("hi", 2, "stop")

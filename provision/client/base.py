@@ -53,6 +53,22 @@ def token_count(value: object) -> int | None:
     return None
 
 
+def checked_vectors(raw: object, count: int) -> list[list[float]] | str:
+    """``raw`` as ``count`` lists of floats, or what is wrong with it (a server's answer, unchecked)."""
+    if not isinstance(raw, list | tuple):
+        return "the vectors are not a list"
+    if len(raw) != count:
+        return f"{len(raw)} vectors for {count} inputs"
+    vectors: list[list[float]] = []
+    for vector in raw:
+        if not isinstance(vector, list | tuple) or not all(
+            isinstance(x, int | float) and not isinstance(x, bool) for x in vector
+        ):
+            return "a vector that is not a list of numbers"
+        vectors.append([float(x) for x in vector])
+    return vectors
+
+
 class EngineClient(Protocol):
     """Talks to one deployment. Raises provision errors on failure."""
 

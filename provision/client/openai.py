@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DeploymentError, EngineUnavailableError
 from ..manifest import OpenAIDeployment, SmokeTestSettings
-from .base import ChatEvent, Embeddings, token_count
+from .base import ChatEvent, Embeddings, checked_vectors, token_count
 
 if TYPE_CHECKING:
     import openai
@@ -157,14 +157,26 @@ class OpenAIClient:
             ) from exc
         except openai.OpenAIError as exc:
             raise self._translate(exc) from exc
-        ordered = sorted(answer.data, key=lambda item: item.index)
-        vectors = [list(item.embedding) for item in ordered]
-        if len(vectors) != len(texts):
-            raise DeploymentError(
-                f"{self.base_url} returned {len(vectors)} vectors for {len(texts)} inputs", hint="see the server's log"
-            )
-        usage = answer.usage.prompt_tokens if answer.usage is not None else None
-        return Embeddings(vectors, input_tokens=usage)
+        except ValueError as exc:  # a body that is not JSON
+            raise self._bad_embeddings(f"a body that is not JSON ({type(exc).__name__})") from None
+        # The SDK builds the answer without validating it: check every field used.
+        data = getattr(answer, "data", None)
+        items = data if isinstance(data, list) else []
+        indexes = [getattr(item, "index", None) for item in items]
+        if not isinstance(data, list) or sorted(i for i in indexes if isinstance(i, int)) != list(range(len(items))):
+            raise self._bad_embeddings("data is not a list of items indexed 0 to n-1")
+        ordered = sorted(items, key=lambda item: item.index)
+        vectors = checked_vectors([getattr(item, "embedding", None) for item in ordered], len(texts))
+        if isinstance(vectors, str):
+            raise self._bad_embeddings(vectors)
+        usage = getattr(getattr(answer, "usage", None), "prompt_tokens", None)
+        return Embeddings(vectors, input_tokens=token_count(usage))
+
+    def _bad_embeddings(self, what: str) -> DeploymentError:
+        return DeploymentError(
+            f"{self.base_url} returned malformed embeddings: {what}",
+            hint="the server does not speak OpenAI's embeddings API: check base_url, see the server's log",
+        )
 
     def count_tokens(self, text: str) -> int | None:
         return None  # the server's usage chunk counts; no tokenizer here

@@ -7,8 +7,11 @@ answer is a one-line ``DeploymentError`` (a failed smoke result), never another 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +19,7 @@ from provision.client.ollama import OllamaClient
 from provision.client.openai import OpenAIClient
 from provision.errors import DeploymentError
 from provision.manifest import ChatMessage, SmokeTestSettings
-from provision.smoke import run_one
+from provision.smoke import SmokeJob, run_job, run_one
 from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.vllm_server import FakeVLLM
 
@@ -135,3 +138,40 @@ def test_a_wellformed_raw_ollama_stream_still_passes(ollama: FakeOllama) -> None
     result = run_one("local", OllamaClient(ollama.url, "m:latest", timeout=10), SETTINGS)
     assert result.passed, result.reason
     assert (result.text, result.output_tokens, result.finish_reason) == ("hi", 2, "stop")
+
+
+# -- embeddings ------------------------------------------------------------------------------
+
+EMBED_JOB_SETTINGS = SmokeTestSettings(timeout=10)  # the default probes: 6 inputs
+
+
+def openai_embeddings(vectors: list[Any], indexes: list[Any] | None = None) -> bytes:
+    data = [
+        {"index": i if indexes is None else indexes[i], "object": "embedding", "embedding": v}
+        for i, v in enumerate(vectors)
+    ]
+    return json.dumps({"object": "list", "data": data, "usage": {"prompt_tokens": 3}}).encode()
+
+
+MALFORMED_EMBEDDINGS = {
+    "strings": openai_embeddings([["a", "b"]] * 6),
+    "nested-lists": openai_embeddings([[[1.0], [0.0]]] * 6),
+    "null-vectors": openai_embeddings([None] * 6),
+    "null-indexes": openai_embeddings([[1.0, 0.0]] * 6, [None] * 6),
+    "repeated-indexes": openai_embeddings([[1.0, 0.0], [0.0, 1.0]] * 3, [0, 0, 0, 3, 3, 3]),
+    "data-null": b'{"object": "list", "data": null}',
+    "not-json": b"{not json",
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_EMBEDDINGS))
+def test_malformed_openai_embeddings_are_a_failed_smoke_test(tmp_path: Path, case: str) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    with FakeVLLM(tmp_path, ["m"], embedding_dimension=4) as server:
+        server.raw_answer = (200, MALFORMED_EMBEDDINGS[case])
+        client = OpenAIClient(server.base_url, "m", None, timeout=10)
+        with pytest.raises(DeploymentError, match="malformed embeddings"):
+            client.embed(["a", "b", "c", "d", "e", "f"])
+        job = SmokeJob("e", "vllm", lambda: OpenAIClient(server.base_url, "m", None, timeout=10), EMBED_JOB_SETTINGS)
+        result = run_job(replace(job, task="embed"))  # never raises for what a server sent
+    assert not result.passed and result.reason is not None and "malformed embeddings" in result.reason, result.reason

@@ -24,7 +24,7 @@ from ..deployments.ollama import served_model
 from ..errors import DeploymentError, EngineUnavailableError
 from ..manifest import OllamaDeployment, SmokeTestSettings
 from ..sources.ollama import ollama_host
-from .base import ChatEvent, Embeddings, token_count
+from .base import ChatEvent, Embeddings, bounded_answers, token_count
 
 if TYPE_CHECKING:
     from ..deployments.base import DeployContext
@@ -50,7 +50,8 @@ class OllamaClient:
 
         self.host = host
         self.model = model
-        self._client = ollama.Client(host=host, timeout=timeout)
+        hooks = {"response": [bounded_answers(f"Ollama at {host}")]}
+        self._client = ollama.Client(host=host, timeout=timeout, event_hooks=hooks)
 
     def stream_chat(self, settings: SmokeTestSettings) -> Iterator[ChatEvent]:
         messages = [m.model_dump() for m in settings.messages]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DeploymentError, EngineUnavailableError
 from ..manifest import OpenAIDeployment, SmokeTestSettings
-from .base import ChatEvent, Embeddings, checked_vectors, token_count
+from .base import ChatEvent, Embeddings, bounded_answers, checked_vectors, token_count
 
 if TYPE_CHECKING:
     import openai
@@ -59,7 +59,13 @@ class OpenAIClient:
         self._key_hint = key_hint
         self._has_key = api_key is not None
         # No retries: a smoke test reports what it sees, at once.
-        self._client = openai.OpenAI(base_url=base_url, api_key=api_key or NO_KEY, timeout=timeout, max_retries=0)
+        self._client = openai.OpenAI(
+            base_url=base_url,
+            api_key=api_key or NO_KEY,
+            timeout=timeout,
+            max_retries=0,
+            http_client=openai.DefaultHttpxClient(event_hooks={"response": [bounded_answers(base_url)]}),
+        )
 
     def warm(self) -> None:
         """What the SDK does on its first chat, done before the timed one (measured on the real

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from provision.client import base
 from provision.client.ollama import OllamaClient
 from provision.client.openai import OpenAIClient
 from provision.errors import DeploymentError
@@ -175,3 +176,40 @@ def test_malformed_openai_embeddings_are_a_failed_smoke_test(tmp_path: Path, cas
         job = SmokeJob("e", "vllm", lambda: OpenAIClient(server.base_url, "m", None, timeout=10), EMBED_JOB_SETTINGS)
         result = run_job(replace(job, task="embed"))  # never raises for what a server sent
     assert not result.passed and result.reason is not None and "malformed embeddings" in result.reason, result.reason
+
+
+# -- memory: a line without end, a body without end ---------------------------------------
+
+
+def endless_line(start: bytes, megabytes: int = 64) -> Iterator[bytes]:
+    """``start``, then ``megabytes`` MiB with no newline (a test's bound: the client must stop first)."""
+    yield start
+    for _ in range(megabytes):
+        yield b"x" * (1 << 20)
+
+
+def test_an_sse_line_without_end_is_refused_before_it_fills_memory(vllm: FakeVLLM) -> None:
+    vllm.raw_stream = endless_line(b'data: {"choices": [{"index": 0, "delta": {"content": "')
+    client = OpenAIClient(vllm.base_url, "m", None, timeout=10)
+    with pytest.raises(DeploymentError, match="sent a line over 16 MiB"):
+        list(client.stream_chat(SETTINGS))
+
+
+def test_an_ndjson_line_without_end_is_refused_before_it_fills_memory(ollama: FakeOllama) -> None:
+    ollama.faults.raw_chat = endless_line(b'{"message": {"role": "assistant", "content": "')
+    result = run_one("local", OllamaClient(ollama.url, "m:latest", timeout=10), SETTINGS)
+    assert not result.passed and result.reason is not None and "sent a line over 16 MiB" in result.reason
+
+
+def test_an_answer_over_the_cap_is_refused(vllm: FakeVLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        base, "MAX_ANSWER_BYTES", 1 << 20, raising=False
+    )  # the real cap (256 MiB) works the same, slower
+    vllm.raw_answer = (200, openai_embeddings([[0.5] * 100_000] * 6))  # ~3.6 MB of JSON
+    client = OpenAIClient(vllm.base_url, "m", None, timeout=10)
+    with pytest.raises(DeploymentError, match="sent an answer over 1 MiB"):
+        client.embed(["a", "b", "c", "d", "e", "f"])
+    vllm.raw_answer = None
+    vllm.raw_stream = [sse(chunk("word ")) for _ in range(20_000)]  # ~1.5 MB of small, valid events
+    with pytest.raises(DeploymentError, match="sent an answer over 1 MiB"):
+        list(client.stream_chat(SETTINGS))

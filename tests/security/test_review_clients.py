@@ -213,3 +213,22 @@ def test_an_answer_over_the_cap_is_refused(vllm: FakeVLLM, monkeypatch: pytest.M
     vllm.raw_stream = [sse(chunk("word ")) for _ in range(20_000)]  # ~1.5 MB of small, valid events
     with pytest.raises(DeploymentError, match="sent an answer over 1 MiB"):
         list(client.stream_chat(SETTINGS))
+
+
+# -- what is printed or written ------------------------------------------------------------
+
+
+def test_control_characters_in_a_finish_reason_keep_the_junit_file_well_formed(vllm: FakeVLLM) -> None:
+    import io
+    import xml.etree.ElementTree as ET
+
+    from provision.report.smoke import junit_xml
+
+    vllm.raw_stream = [sse(chunk("hi", "stop\\u0001\\u001b[2J"))]
+    result = run_one("api", OpenAIClient(vllm.base_url, "m", None, timeout=10), SETTINGS)
+    assert result.passed and result.finish_reason == "stop\x01\x1b[2J"
+    written = io.BytesIO()
+    junit_xml([result]).write(written, encoding="utf-8", xml_declaration=True)
+    root = ET.fromstring(written.getvalue())  # a CI system's parser must read it
+    shown = {p.get("name"): p.get("value") for p in root.iter("property")}
+    assert shown["finish_reason"] == "stop[2J"

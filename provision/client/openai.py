@@ -58,6 +58,7 @@ class OpenAIClient:
         self.model = model
         self._key_hint = key_hint
         self._has_key = api_key is not None
+        self._key = api_key  # only to blank it out of what the server says back
         # No retries: a smoke test reports what it sees, at once.
         self._client = openai.OpenAI(
             base_url=base_url,
@@ -158,7 +159,7 @@ class OpenAIClient:
             answer = self._client.embeddings.create(model=self.model, input=list(texts), encoding_format="float")
         except openai.NotFoundError as exc:
             raise DeploymentError(
-                f"404 from {self.base_url}/embeddings: {_message(exc)}",
+                f"404 from {self.base_url}/embeddings: {self._said(exc)}",
                 hint="the server has no embeddings endpoint for this model: is it an embedding model (task: embed)?",
             ) from exc
         except openai.OpenAIError as exc:
@@ -208,7 +209,7 @@ class OpenAIClient:
             told = "the API key was rejected" if self._has_key else "the server wants an API key and none is set"
             return DeploymentError(f"401 Unauthorized: {told}", hint=self._key_hint)
         if isinstance(exc, openai.PermissionDeniedError):
-            return DeploymentError(f"403 Forbidden: {_message(exc)}", hint=self._key_hint)
+            return DeploymentError(f"403 Forbidden: {self._said(exc)}", hint=self._key_hint)
         if isinstance(exc, openai.NotFoundError) and getattr(exc, "body", None) == {"detail": "Not Found"}:
             # FastAPI's answer for a path with no route: vLLM adds the chat route only for
             # generative models, so a pooling (embedding, reward, classify) model says this.
@@ -220,18 +221,23 @@ class OpenAIClient:
             )
         if isinstance(exc, openai.NotFoundError):
             return DeploymentError(
-                f"404 model {self.model!r} is not served at {where}: {_message(exc)}",
+                f"404 model {self.model!r} is not served at {where}: {self._said(exc)}",
                 hint="check served_model (GET /v1/models lists what the server serves)",
             )
         if isinstance(exc, openai.RateLimitError):
             return DeploymentError(
-                f"429 rate limited: {_message(exc)}", hint="retry later or check the account's quota"
+                f"429 rate limited: {self._said(exc)}", hint="retry later or check the account's quota"
             )
         if isinstance(exc, openai.APIStatusError):
-            return DeploymentError(f"HTTP {exc.status_code}: {_message(exc)}", hint="see the server's log")
+            return DeploymentError(f"HTTP {exc.status_code}: {self._said(exc)}", hint="see the server's log")
         if isinstance(exc, openai.APIError):  # an error event in the middle of the stream
-            return DeploymentError(f"the server failed mid-stream: {_message(exc)}", hint="see the server's log")
-        return DeploymentError(f"{type(exc).__name__}: {exc}")
+            return DeploymentError(f"the server failed mid-stream: {self._said(exc)}", hint="see the server's log")
+        return DeploymentError(f"{type(exc).__name__}: {self._said(exc)}")
+
+    def _said(self, exc: Any) -> str:
+        """The server's message with the API key blanked out: an error body may echo the request."""
+        text = _message(exc)
+        return text.replace(self._key, "***") if self._key else text
 
 
 def _message(exc: Any) -> str:

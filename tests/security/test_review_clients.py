@@ -232,3 +232,27 @@ def test_control_characters_in_a_finish_reason_keep_the_junit_file_well_formed(v
     root = ET.fromstring(written.getvalue())  # a CI system's parser must read it
     shown = {p.get("name"): p.get("value") for p in root.iter("property")}
     assert shown["finish_reason"] == "stop[2J"
+
+
+CANARY = "sk-CANARY-review-7f3e"
+ECHOED = json.dumps({"error": {"message": f"bad request; headers: Authorization: Bearer {CANARY}", "code": 400}})
+
+
+@pytest.mark.parametrize("where", ["status", "mid-stream", "embeddings"])
+def test_a_server_error_that_echoes_the_api_key_never_shows_it(tmp_path: Path, where: str) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    embed = 4 if where == "embeddings" else None
+    with FakeVLLM(tmp_path, ["m"], api_key=CANARY, embedding_dimension=embed) as server:
+        if where == "mid-stream":
+            server.raw_stream = [sse(chunk("hi")), sse(ECHOED)]
+        else:
+            server.raw_answer = (400, ECHOED.encode())
+        client = OpenAIClient(server.base_url, "m", CANARY, timeout=10)
+        with pytest.raises(DeploymentError) as caught:
+            if embed:
+                client.embed(["a"])
+            else:
+                list(client.stream_chat(SETTINGS))
+        result = run_one("api", client, SETTINGS) if not embed else None
+    shown = f"{caught.value} {caught.value.hint} {result.reason if result else ''}"
+    assert CANARY not in shown and "Bearer ***" in shown, shown

@@ -256,3 +256,18 @@ def test_a_server_error_that_echoes_the_api_key_never_shows_it(tmp_path: Path, w
         result = run_one("api", client, SETTINGS) if not embed else None
     shown = f"{caught.value} {caught.value.hint} {result.reason if result else ''}"
     assert CANARY not in shown and "Bearer ***" in shown, shown
+
+
+def test_provision_chat_escapes_bidirectional_overrides_in_answers_and_errors() -> None:
+    import io
+
+    from provision.report.chat import ChatPrinter
+
+    out, err = io.StringIO(), io.StringIO()
+    printer = ChatPrinter(terminal=False, out=out, err=err)
+    printer.piece("answer", "safe \u202etxt.exe\u2066 \u2028 line\n")
+    printer.error(DeploymentError("the server said \u202ereversed"))
+    for text in (out.getvalue(), err.getvalue()):
+        assert not any(c in text for c in "\u202e\u2066\u2028"), ascii(text)
+    assert out.getvalue() == "safe \\u202etxt.exe\\u2066 \\u2028 line\n"
+    assert "\\u202ereversed" in err.getvalue()

@@ -7,16 +7,23 @@ all talk to a deployment through it, so each engine has one code path.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from ..errors import UsageError
+from ..errors import DeploymentError, UsageError
 from ..manifest import ChatMessage, SmokeOverrides, SmokeTestSettings
 
 SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "repetition_penalty")
+# What one answer of a server may make a client hold: its whole body (far above a long answer's
+# stream or a large batch of vectors), and in a stream, one line (an SSE line, an NDJSON object).
+MAX_ANSWER_BYTES = 256 << 20
+MAX_LINE_BYTES = 16 << 20
+_STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
+# Far above any model's context: a larger count is a lie, and would overflow the rates' floats.
+MAX_TOKEN_COUNT = 10**9
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,59 @@ class Embeddings:
     truncated: tuple[int, ...] = ()
     max_length: int | None = None
     model_dimension: int | None = None
+
+
+def token_count(value: object) -> int | None:
+    """A server's token count when it is one (an integer in 0..MAX_TOKEN_COUNT), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKEN_COUNT:
+        return value
+    return None
+
+
+def checked_vectors(raw: object, count: int) -> list[list[float]] | str:
+    """``raw`` as ``count`` lists of floats, or what is wrong with it (a server's answer, unchecked)."""
+    if not isinstance(raw, list | tuple):
+        return "the vectors are not a list"
+    if len(raw) != count:
+        return f"{len(raw)} vectors for {count} inputs"
+    vectors: list[list[float]] = []
+    for vector in raw:
+        if not isinstance(vector, list | tuple) or not all(
+            isinstance(x, int | float) and not isinstance(x, bool) for x in vector
+        ):
+            return "a vector that is not a list of numbers"
+        vectors.append([float(x) for x in vector])
+    return vectors
+
+
+def bounded_answers(where: str) -> Callable[[Any], None]:
+    """An ``httpx`` response hook (the ``ollama`` client's, or ``httpx2`` under ``openai``) that
+    bounds the decoded body: a stream's line past MAX_LINE_BYTES, or a body past
+    MAX_ANSWER_BYTES, is a DeploymentError raised while it is read, before it fills memory."""
+
+    def hook(response: Any) -> None:
+        read = response.iter_bytes  # read(), iter_lines() and the SSE decoder all go through it
+        streamed = response.headers.get("content-type", "").split(";")[0].strip().lower() in _STREAM_TYPES
+
+        def bounded(chunk_size: int | None = None) -> Iterator[bytes]:
+            total = line = 0
+            for data in read(chunk_size):
+                total += len(data)
+                newline = data.rfind(b"\n")
+                line = line + len(data) if newline < 0 else len(data) - newline - 1
+                if streamed and line > MAX_LINE_BYTES:
+                    raise _too_large(where, f"a line over {MAX_LINE_BYTES >> 20} MiB")
+                if total > MAX_ANSWER_BYTES:
+                    raise _too_large(where, f"an answer over {MAX_ANSWER_BYTES >> 20} MiB")
+                yield data
+
+        response.iter_bytes = bounded
+
+    return hook
+
+
+def _too_large(where: str, what: str) -> DeploymentError:
+    return DeploymentError(f"{where} sent {what}", hint="it is not answering as its engine does: see the server's log")
 
 
 class EngineClient(Protocol):

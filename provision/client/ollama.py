@@ -24,7 +24,7 @@ from ..deployments.ollama import served_model
 from ..errors import DeploymentError, EngineUnavailableError
 from ..manifest import OllamaDeployment, SmokeTestSettings
 from ..sources.ollama import ollama_host
-from .base import ChatEvent, Embeddings
+from .base import ChatEvent, Embeddings, bounded_answers, token_count
 
 if TYPE_CHECKING:
     from ..deployments.base import DeployContext
@@ -50,7 +50,8 @@ class OllamaClient:
 
         self.host = host
         self.model = model
-        self._client = ollama.Client(host=host, timeout=timeout)
+        hooks = {"response": [bounded_answers(f"Ollama at {host}")]}
+        self._client = ollama.Client(host=host, timeout=timeout, event_hooks=hooks)
 
     def stream_chat(self, settings: SmokeTestSettings) -> Iterator[ChatEvent]:
         messages = [m.model_dump() for m in settings.messages]
@@ -58,7 +59,13 @@ class OllamaClient:
             for part in self._client.chat(self.model, messages=messages, stream=True, options=chat_options(settings)):
                 text = (part.message.content or "") if part.message is not None else ""
                 if part.done:
-                    yield ChatEvent(text=text, finish_reason=part.done_reason or "stop", output_tokens=part.eval_count)
+                    count = part.eval_count
+                    if count is not None and token_count(count) is None:
+                        raise DeploymentError(
+                            f"Ollama at {self.host} sent a malformed answer: an eval_count that is not a token count",
+                            hint="see the Ollama server's log",
+                        )
+                    yield ChatEvent(text=text, finish_reason=part.done_reason or "stop", output_tokens=count)
                 elif text:
                     yield ChatEvent(text=text)
 
@@ -116,6 +123,13 @@ class _OllamaErrors:
             ) from exc
         if isinstance(exc, httpx.HTTPError):
             raise DeploymentError(f"Ollama at {self.host}: {type(exc).__name__}: {exc}", hint=_SERVE_HINT) from exc
+        # The client parses each line with json.loads, calls .get on it and builds a pydantic
+        # model: a line that is not JSON, not an object or of the wrong shape raises these.
+        if isinstance(exc, (ValueError, AttributeError)):
+            raise DeploymentError(
+                f"Ollama at {self.host} sent a malformed answer ({type(exc).__name__})",
+                hint="is the host an Ollama server? see its log",
+            ) from None
 
     def _response_error(self, exc: Any) -> DeploymentError:
         status = exc.status_code

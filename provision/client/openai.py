@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DeploymentError, EngineUnavailableError
 from ..manifest import OpenAIDeployment, SmokeTestSettings
-from .base import ChatEvent, Embeddings
+from .base import ChatEvent, Embeddings, bounded_answers, checked_vectors, token_count
 
 if TYPE_CHECKING:
     import openai
@@ -58,8 +58,15 @@ class OpenAIClient:
         self.model = model
         self._key_hint = key_hint
         self._has_key = api_key is not None
+        self._key = api_key  # only to blank it out of what the server says back
         # No retries: a smoke test reports what it sees, at once.
-        self._client = openai.OpenAI(base_url=base_url, api_key=api_key or NO_KEY, timeout=timeout, max_retries=0)
+        self._client = openai.OpenAI(
+            base_url=base_url,
+            api_key=api_key or NO_KEY,
+            timeout=timeout,
+            max_retries=0,
+            http_client=openai.DefaultHttpxClient(event_hooks={"response": [bounded_answers(base_url)]}),
+        )
 
     def warm(self) -> None:
         """What the SDK does on its first chat, done before the timed one (measured on the real
@@ -84,14 +91,45 @@ class OpenAIClient:
             stream = self._client.chat.completions.create(**self.request(settings))
             with stream:
                 for chunk in stream:
-                    for choice in chunk.choices:
-                        text = (choice.delta.content if choice.delta is not None else None) or ""
-                        if text or choice.finish_reason:
-                            yield ChatEvent(text=text, finish_reason=choice.finish_reason)
-                    if chunk.usage is not None and chunk.usage.completion_tokens is not None:
-                        yield ChatEvent(output_tokens=chunk.usage.completion_tokens)
+                    yield from self._chunk_events(chunk)
         except openai.OpenAIError as exc:
             raise self._translate(exc) from exc
+        except ValueError as exc:  # the SDK's parse of an event: not UTF-8, not JSON
+            raise self._malformed(f"an event that is not JSON ({exc})") from None
+
+    def _chunk_events(self, chunk: Any) -> Iterator[ChatEvent]:
+        """The events of one chunk, checked: the SDK builds chunks without validating them."""
+        from openai.types.chat import ChatCompletionChunk
+        from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
+        from openai.types.completion_usage import CompletionUsage
+
+        choices = getattr(chunk, "choices", None) if isinstance(chunk, ChatCompletionChunk) else None
+        if not isinstance(choices, list):
+            raise self._malformed("a chunk that is not an object with a list of choices")
+        for choice in choices:
+            delta = getattr(choice, "delta", None) if isinstance(choice, Choice) else None
+            text = getattr(delta, "content", None) if isinstance(delta, ChoiceDelta) else None
+            finish = getattr(choice, "finish_reason", None)
+            if not isinstance(choice, Choice) or not isinstance(delta, ChoiceDelta | None):
+                raise self._malformed("a choice that is not an object with a delta object")
+            if not isinstance(text, str | None) or not isinstance(finish, str | None):
+                raise self._malformed("a content or finish_reason that is not text")
+            if text or finish:
+                yield ChatEvent(text=text or "", finish_reason=finish)
+        usage = getattr(chunk, "usage", None)
+        if usage is None:
+            return
+        tokens = getattr(usage, "completion_tokens", None) if isinstance(usage, CompletionUsage) else usage
+        if tokens is not None:
+            if token_count(tokens) is None:
+                raise self._malformed(f"a usage.completion_tokens that is not a token count: {tokens!r}"[:200])
+            yield ChatEvent(output_tokens=tokens)
+
+    def _malformed(self, what: str) -> DeploymentError:
+        return DeploymentError(
+            f"{self.base_url} sent a malformed chat stream: {what}",
+            hint="the server does not speak OpenAI's streamed chat completions: check base_url, see the server's log",
+        )
 
     def request(self, settings: SmokeTestSettings) -> dict[str, Any]:
         """The keyword arguments of ``chat.completions.create`` for these settings."""
@@ -121,19 +159,31 @@ class OpenAIClient:
             answer = self._client.embeddings.create(model=self.model, input=list(texts), encoding_format="float")
         except openai.NotFoundError as exc:
             raise DeploymentError(
-                f"404 from {self.base_url}/embeddings: {_message(exc)}",
+                f"404 from {self.base_url}/embeddings: {self._said(exc)}",
                 hint="the server has no embeddings endpoint for this model: is it an embedding model (task: embed)?",
             ) from exc
         except openai.OpenAIError as exc:
             raise self._translate(exc) from exc
-        ordered = sorted(answer.data, key=lambda item: item.index)
-        vectors = [list(item.embedding) for item in ordered]
-        if len(vectors) != len(texts):
-            raise DeploymentError(
-                f"{self.base_url} returned {len(vectors)} vectors for {len(texts)} inputs", hint="see the server's log"
-            )
-        usage = answer.usage.prompt_tokens if answer.usage is not None else None
-        return Embeddings(vectors, input_tokens=usage)
+        except ValueError as exc:  # a body that is not JSON
+            raise self._bad_embeddings(f"a body that is not JSON ({type(exc).__name__})") from None
+        # The SDK builds the answer without validating it: check every field used.
+        data = getattr(answer, "data", None)
+        items = data if isinstance(data, list) else []
+        indexes = [getattr(item, "index", None) for item in items]
+        if not isinstance(data, list) or sorted(i for i in indexes if isinstance(i, int)) != list(range(len(items))):
+            raise self._bad_embeddings("data is not a list of items indexed 0 to n-1")
+        ordered = sorted(items, key=lambda item: item.index)
+        vectors = checked_vectors([getattr(item, "embedding", None) for item in ordered], len(texts))
+        if isinstance(vectors, str):
+            raise self._bad_embeddings(vectors)
+        usage = getattr(getattr(answer, "usage", None), "prompt_tokens", None)
+        return Embeddings(vectors, input_tokens=token_count(usage))
+
+    def _bad_embeddings(self, what: str) -> DeploymentError:
+        return DeploymentError(
+            f"{self.base_url} returned malformed embeddings: {what}",
+            hint="the server does not speak OpenAI's embeddings API: check base_url, see the server's log",
+        )
 
     def count_tokens(self, text: str) -> int | None:
         return None  # the server's usage chunk counts; no tokenizer here
@@ -159,7 +209,7 @@ class OpenAIClient:
             told = "the API key was rejected" if self._has_key else "the server wants an API key and none is set"
             return DeploymentError(f"401 Unauthorized: {told}", hint=self._key_hint)
         if isinstance(exc, openai.PermissionDeniedError):
-            return DeploymentError(f"403 Forbidden: {_message(exc)}", hint=self._key_hint)
+            return DeploymentError(f"403 Forbidden: {self._said(exc)}", hint=self._key_hint)
         if isinstance(exc, openai.NotFoundError) and getattr(exc, "body", None) == {"detail": "Not Found"}:
             # FastAPI's answer for a path with no route: vLLM adds the chat route only for
             # generative models, so a pooling (embedding, reward, classify) model says this.
@@ -171,18 +221,23 @@ class OpenAIClient:
             )
         if isinstance(exc, openai.NotFoundError):
             return DeploymentError(
-                f"404 model {self.model!r} is not served at {where}: {_message(exc)}",
+                f"404 model {self.model!r} is not served at {where}: {self._said(exc)}",
                 hint="check served_model (GET /v1/models lists what the server serves)",
             )
         if isinstance(exc, openai.RateLimitError):
             return DeploymentError(
-                f"429 rate limited: {_message(exc)}", hint="retry later or check the account's quota"
+                f"429 rate limited: {self._said(exc)}", hint="retry later or check the account's quota"
             )
         if isinstance(exc, openai.APIStatusError):
-            return DeploymentError(f"HTTP {exc.status_code}: {_message(exc)}", hint="see the server's log")
+            return DeploymentError(f"HTTP {exc.status_code}: {self._said(exc)}", hint="see the server's log")
         if isinstance(exc, openai.APIError):  # an error event in the middle of the stream
-            return DeploymentError(f"the server failed mid-stream: {_message(exc)}", hint="see the server's log")
-        return DeploymentError(f"{type(exc).__name__}: {exc}")
+            return DeploymentError(f"the server failed mid-stream: {self._said(exc)}", hint="see the server's log")
+        return DeploymentError(f"{type(exc).__name__}: {self._said(exc)}")
+
+    def _said(self, exc: Any) -> str:
+        """The server's message with the API key blanked out: an error body may echo the request."""
+        text = _message(exc)
+        return text.replace(self._key, "***") if self._key else text
 
 
 def _message(exc: Any) -> str:

@@ -18,11 +18,15 @@ from ..smoke import StreamMetrics, failure_reason
 
 PROMPT = ">>> "
 _DIM, _UNDIM = "\x1b[2m", "\x1b[22m"
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0 (but newline and tab) and C1 controls, DEL, and the bidirectional overrides and line
+# separators that make text display out of order (as provision.report.printable escapes them).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def printable(text: str) -> str:
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return _CONTROL.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text
+    )
 
 
 class ChatPrinter:

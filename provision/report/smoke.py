@@ -245,7 +245,8 @@ def junit_xml(results: Sequence[SmokeResult]) -> ET.ElementTree:
             "input_tokens",
         ):
             if getattr(r, key) is not None:
-                ET.SubElement(properties, "property", {"name": key, "value": str(getattr(r, key))})
+                value = _NOT_XML.sub("", str(getattr(r, key)))  # finish_reason is the server's text
+                ET.SubElement(properties, "property", {"name": key, "value": value})
         ET.SubElement(case, "system-out").text = _NOT_XML.sub("", r.text)
     ET.indent(root)
     return ET.ElementTree(root)

@@ -45,7 +45,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
@@ -119,6 +119,10 @@ class Faults:
     first_token_delay: float = 0.0  # seconds before the first chat line
     token_delay: float = 0.0  # seconds between chat lines
     error_mid_stream_after: int | None = None  # chat: an error line after N words (0: HTTP 500)
+    # hostile-server tests: a streamed chat sends these bytes as they are after its 200 NDJSON
+    # headers; a chat or embed request gets this (status, body) instead of its answer
+    raw_chat: Iterable[bytes] | None = None
+    raw_answer: tuple[int, bytes] | None = None
 
 
 @dataclass
@@ -244,7 +248,18 @@ class FakeOllama(FakeServer):
             ("POST", "/api/embed"): self._embed,
         }
         route = routes.get((request.method, request.path))
-        if route is not None:
+        if self.faults.raw_answer is not None and request.path in ("/api/chat", "/api/embed"):
+            status, body = self.faults.raw_answer
+            self.send(handler, record, status, body, {"Content-Type": "application/json"})
+        elif self.faults.raw_chat is not None and request.path == "/api/chat":
+            try:
+                self.start_stream(handler, record, 200, "application/x-ndjson")
+                for data in self.faults.raw_chat:
+                    self.write_chunk(handler, data)
+                self.end_stream(handler)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client hung up mid-stream
+        elif route is not None:
             route(request, handler, record)
         elif (match := _BLOB_PATH.fullmatch(request.path)) and request.method in ("HEAD", "POST"):
             self._blob(request, handler, record, "sha256:" + match.group(1)[7:].lower())

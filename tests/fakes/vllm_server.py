@@ -66,6 +66,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,11 @@ class FakeVLLM(FakeServer):
         self.hold_after: int | None = None
         self.release = threading.Event()
         self.chat_requests: list[dict[str, Any]] = []
+        # In-process only, for hostile-server tests (off by default): a streamed chat sends these
+        # bytes as they are after its 200 SSE headers; a chat or embeddings request gets this
+        # (status, body) instead of its answer.
+        self.raw_stream: Iterable[bytes] | None = None
+        self.raw_answer: tuple[int, bytes] | None = None
 
     @property
     def base_url(self) -> str:
@@ -238,6 +244,16 @@ class FakeVLLM(FakeServer):
             self.send_json(handler, record, 401, {"error": "Unauthorized"})
             return
         route = (request.method, request.path)
+        if self.raw_answer is not None and route in (("POST", "/v1/chat/completions"), ("POST", "/v1/embeddings")):
+            self.send(handler, record, self.raw_answer[0], self.raw_answer[1], {"Content-Type": "application/json"})
+            return
+        if self.raw_stream is not None and route == ("POST", "/v1/chat/completions"):
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.start_stream(handler, record, 200, "text/event-stream; charset=utf-8")
+                for data in self.raw_stream:
+                    self.write_chunk(handler, data)
+                self.end_stream(handler)
+            return
         if route == ("GET", "/health"):
             self.send(handler, record, 200)
         elif route == ("GET", "/version"):

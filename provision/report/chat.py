@@ -8,25 +8,16 @@ are shown escaped, so an answer cannot move the cursor or retitle the terminal.
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Iterator
 from typing import TextIO
 
 from ..errors import ProvisionError
 from ..smoke import StreamMetrics, failure_reason
+from . import printable
 
 PROMPT = ">>> "
 _DIM, _UNDIM = "\x1b[2m", "\x1b[22m"
-# C0 (but newline and tab) and C1 controls, DEL, and the bidirectional overrides and line
-# separators that make text display out of order (as provision.report.printable escapes them).
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def printable(text: str) -> str:
-    return _CONTROL.sub(
-        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text
-    )
 
 
 class ChatPrinter:
@@ -39,7 +30,7 @@ class ChatPrinter:
         self._line_open = False
 
     def piece(self, kind: str, text: str) -> None:
-        text = printable(text)
+        text = printable(text, multiline=True)  # the model's text: its lines and tabs stay
         if kind == "thinking" and self.terminal:
             text = f"{_DIM}{text}{_UNDIM}"
         self.out.write(text)
@@ -47,7 +38,7 @@ class ChatPrinter:
         self._line_open = not text.endswith("\n")
 
     def answer(self, text: str) -> None:
-        self.out.write(printable(text) + "\n")
+        self.out.write(printable(text, multiline=True) + "\n")
         self.out.flush()
 
     def end_answer(self) -> None:

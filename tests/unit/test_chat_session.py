@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from provision.chat import Conversation, ThinkingSplitter, strip_thinking
-from provision.report.chat import printable
+from provision.report.chat import ChatPrinter
 
 
 @pytest.mark.parametrize(
@@ -65,4 +67,6 @@ def test_the_conversation_sends_history_without_reasoning_and_resets() -> None:
 
 
 def test_model_text_cannot_drive_the_terminal() -> None:
-    assert printable("a\x1b]0;owned\x07b\nc\td\r") == "a\\x1b]0;owned\\x07b\nc\td\\x0d"
+    out = io.StringIO()
+    ChatPrinter(terminal=True, out=out).piece("answer", "a\x1b]0;owned\x07b\nc\td\r\u202ee")
+    assert out.getvalue() == "a\\x1b]0;owned\\x07b\nc\td\\r\\u202ee"  # lines and tabs stay

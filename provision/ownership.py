@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import OwnershipError
+from .state import read_json_text
 
 MARKER = ".provision.json"
+MAX_MARKER_BYTES = 64 << 10  # provision writes about 100 bytes
 BOOKKEEPING = (".cache/provision", ".cache/huggingface")  # provision's and huggingface_hub's local_dir files
 
 
@@ -33,8 +35,8 @@ class Owner:
 def read_owner(model_dir: Path) -> Owner | None:
     """The marker's owner; ``None`` when there is no marker or it is not one provision wrote."""
     try:
-        data = json.loads((model_dir / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_json_text(model_dir / MARKER, limit=MAX_MARKER_BYTES))
+    except (OSError, ValueError, RecursionError):  # a FIFO, a device or a huge file is no marker either
         return None
     if not (isinstance(data, dict) and isinstance(data.get("manifest"), str) and isinstance(data.get("model"), str)):
         return None

@@ -63,19 +63,19 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
-def read_json_text(path: Path) -> str:
-    """The text of a lock or state file, bounded: FileNotFoundError when there is none, ValueError
-    for a FIFO or a device (reading would hang, or fill memory from /dev/zero) or a file over
-    :data:`MAX_JSON_BYTES`. Opened non-blocking, so a FIFO swapped in after the check cannot hang."""
+def read_json_text(path: Path, *, limit: int = MAX_JSON_BYTES) -> str:
+    """The text of a lock, state or marker file, bounded: FileNotFoundError when there is none,
+    ValueError for a FIFO or a device (reading would hang, or fill memory from /dev/zero) or a
+    file over ``limit`` bytes. Opened non-blocking, so a FIFO swapped in after the check cannot hang."""
     if not stat.S_ISREG(os.stat(path).st_mode):  # follows links, as reading does
         raise ValueError("not a regular file")
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ValueError("not a regular file")
-        data = handle.read(MAX_JSON_BYTES + 1)
-    if len(data) > MAX_JSON_BYTES:
-        raise ValueError(f"larger than {MAX_JSON_BYTES >> 20} MiB")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit >> 20} MiB" if limit >= 1 << 20 else f"larger than {limit} bytes")
     return data.decode("utf-8")
 
 

@@ -5,6 +5,7 @@ is refused; a ``file://`` source that holds ``models_dir`` or links out of itsel
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +158,21 @@ def test_a_link_in_an_adopted_folder_that_leads_out_is_refused_and_nothing_outsi
     assert "sub/deep/weights.bin" in result.stderr and "leads this path out" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert tree(elsewhere) == before
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_marker_that_is_not_a_small_file_is_no_marker_and_nothing_hangs(
+    kind: str, tmp_path: Path, hub: FakeHFHub
+) -> None:
+    # Reading the marker waited forever on a FIFO for a writer, and read /dev/zero until memory ran out.
+    model = tmp_path / "models" / "good"
+    model.mkdir(parents=True)
+    if kind == "fifo":
+        os.mkfifo(model / ".provision.json")
+    else:
+        (model / ".provision.json").symlink_to("/dev/zero")
+    manifest = _manifest(tmp_path / "m.yaml", hub, GOOD)
+    result = run_cli("apply", manifest, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "did not create" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert sorted(p.name for p in model.iterdir()) == [".provision.json"]  # nothing placed

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.apply_support import hub_manifest
 from tests.cli_runner import run_cli
 from tests.fakes.hf_hub import FakeHFHub
 from tests.fakes.modelscope_hub import FakeModelScopeHub
+from tests.fakes.proxy import FakeProxy
 from tests.manifest_files import write_manifest
 
 TOKEN = "tok_CANARY_review_engines_51c2"
@@ -41,3 +44,30 @@ def test_a_modelscope_token_with_a_crlf_ending_opens_a_private_repo(tmp_path: Pa
         result = run_cli("plan", manifest, env={"MODELSCOPE_API_TOKEN": f"{TOKEN}\r"})
     assert TOKEN not in result.stdout + result.stderr
     assert result.returncode == 0, result.stderr
+
+
+# -- a proxy URL provision cannot speak to as written -------------------------------------------
+
+PROXY_PASSWORD = "proxy_CANARY_review_engines_77d0"
+
+
+def proxy_env(**proxies: str) -> dict[str, str]:
+    """Only these proxies, no bypass list (the suite's conftest sets NO_PROXY for loopback)."""
+    env = {"NO_PROXY": "", "no_proxy": "", "HTTP_PROXY": "", "http_proxy": "", "HTTPS_PROXY": "", "https_proxy": ""}
+    for name, value in proxies.items():
+        env[name.upper()] = env[name.lower()] = value
+    return env
+
+
+@pytest.mark.parametrize("scheme", ["https", "socks5"])
+def test_a_tls_or_socks_proxy_is_refused_not_sent_credentials_in_clear(tmp_path: Path, scheme: str) -> None:
+    with FakeHFHub() as hub, FakeProxy() as proxy:
+        hub.add_repo("org/tiny", {"config.json": b"{}"})
+        manifest = hub_manifest(tmp_path, hub.url, tiny="org/tiny")
+        address = proxy.url.replace("http://", f"{scheme}://alice:{PROXY_PASSWORD}@")
+        result = run_cli("plan", manifest, env={**proxy_env(http_proxy=address), "HF_TOKEN": TOKEN})
+    shown = result.stdout + result.stderr
+    assert PROXY_PASSWORD not in shown and TOKEN not in shown
+    assert proxy.seen == [] and proxy.authorizations == []  # nothing went to it unencrypted
+    assert result.returncode != 0 and "internal error" not in shown, shown
+    assert f"$HTTP_PROXY names a {scheme}:// proxy" in shown and "http://host:port" in shown, shown

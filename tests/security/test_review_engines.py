@@ -71,3 +71,16 @@ def test_a_tls_or_socks_proxy_is_refused_not_sent_credentials_in_clear(tmp_path:
     assert proxy.seen == [] and proxy.authorizations == []  # nothing went to it unencrypted
     assert result.returncode != 0 and "internal error" not in shown, shown
     assert f"$HTTP_PROXY names a {scheme}:// proxy" in shown and "http://host:port" in shown, shown
+
+
+@pytest.mark.parametrize("where", ["127.0.0.1:99999", "127.0.0.1:port", "127.0.0.1:0", ":3128"])
+def test_a_proxy_url_without_a_usable_host_or_port_is_a_one_line_error(tmp_path: Path, where: str) -> None:
+    with FakeHFHub() as hub:
+        hub.add_repo("org/tiny", {"config.json": b"{}"})
+        manifest = hub_manifest(tmp_path, hub.url, tiny="org/tiny")
+        address = f"http://alice:{PROXY_PASSWORD}@{where}"
+        result = run_cli("plan", manifest, env=proxy_env(https_proxy=address, http_proxy=address))
+    shown = result.stdout + result.stderr
+    assert PROXY_PASSWORD not in shown
+    assert result.returncode != 0 and "internal error" not in shown, shown
+    assert "$HTTP_PROXY is not a proxy URL" in shown, shown

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from provision.deployments.vllm import _ready
 from tests.apply_support import hub_manifest
 from tests.cli_runner import run_cli
 from tests.fakes.hf_hub import FakeHFHub
 from tests.fakes.modelscope_hub import FakeModelScopeHub
 from tests.fakes.proxy import FakeProxy
+from tests.fakes.vllm_server import FakeVLLM
 from tests.manifest_files import write_manifest
 
 TOKEN = "tok_CANARY_review_engines_51c2"
@@ -84,3 +86,17 @@ def test_a_proxy_url_without_a_usable_host_or_port_is_a_one_line_error(tmp_path:
     assert PROXY_PASSWORD not in shown
     assert result.returncode != 0 and "internal error" not in shown, shown
     assert "$HTTP_PROXY is not a proxy URL" in shown, shown
+
+
+# -- vLLM's readiness answer, from whatever listens on the published port -----------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[]", b'"ready"', b"null", b'{"data": 5}', b'{"data": {"id": "m"}}', b'{"data": [{"id": ["m"]}]}'],
+)
+def test_a_models_list_that_is_not_vllms_means_not_ready_not_a_crash(tmp_path: Path, body: bytes) -> None:
+    with FakeVLLM(tmp_path, ["m"]) as server:
+        assert _ready(server.url, "m", None)  # the real answer: ready
+        server.raw_models = body
+        assert _ready(server.url, "m", None) is False

@@ -4,11 +4,13 @@ before use, and a secret never shows in an error."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from provision.deployments.vllm import _ready
+from provision.hardware import Level, probe_gpus
 from tests.apply_support import hub_manifest
 from tests.cli_runner import run_cli
 from tests.fakes.hf_hub import FakeHFHub
@@ -16,6 +18,7 @@ from tests.fakes.modelscope_hub import FakeModelScopeHub
 from tests.fakes.proxy import FakeProxy
 from tests.fakes.vllm_server import FakeVLLM
 from tests.manifest_files import write_manifest
+from tests.unit.test_hardware import GB24, FakeNVML
 
 TOKEN = "tok_CANARY_review_engines_51c2"
 
@@ -100,3 +103,35 @@ def test_a_models_list_that_is_not_vllms_means_not_ready_not_a_crash(tmp_path: P
         assert _ready(server.url, "m", None)  # the real answer: ready
         server.raw_models = body
         assert _ready(server.url, "m", None) is False
+
+
+# -- NVML's strings ---------------------------------------------------------------------------
+
+
+class _NameNotUtf8(FakeNVML):
+    """A GPU name that is not UTF-8: old bindings return the bytes, nvidia-ml-py 12+ decodes them strictly."""
+
+    def __init__(self, *, decodes: bool) -> None:
+        super().__init__([{"name": "x", "total": GB24, "free": GB24, "cc": (8, 9)}], None)
+        self._decodes = decodes
+
+    def nvmlDeviceGetName(self, handle: int) -> bytes:
+        raw = b"NVIDIA \xff\xfe\x1b[2J"
+        if self._decodes:
+            raw.decode()  # raises, as pynvml's convertStrBytes does
+        return raw
+
+
+def test_a_gpu_name_that_is_not_utf8_from_old_bindings_is_shown_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", _NameNotUtf8(decodes=False))
+    [gpu] = probe_gpus().gpus
+    assert gpu.name == "NVIDIA \ufffd\ufffd\x1b[2J"  # the terminal escape is the renderer's to escape
+
+
+def test_a_gpu_name_nvml_cannot_decode_is_a_finding_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    nvml = _NameNotUtf8(decodes=True)
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    probe = probe_gpus()
+    assert probe.gpus == () and [f.level for f in probe.findings] == [Level.WARN]
+    assert "NVML could not read the GPUs" in probe.findings[0].message
+    assert nvml.calls == ["init", "shutdown"]

@@ -17,6 +17,14 @@ from .manifest import Manifest
 from .manifest_loader import SecretReference
 
 
+def clean_token(token: str | None) -> str | None:
+    """A token as it goes in a header: CR and LF removed and the ends stripped, as huggingface_hub
+    cleans its own (a token file or ``$(cat file)`` with a CRLF ending). Uncleaned, http.client
+    refuses the header with the token itself in its message. None when nothing is left."""
+    cleaned = (token or "").replace("\r", "").replace("\n", "").strip()
+    return cleaned or None
+
+
 @dataclass(frozen=True)
 class Route:
     service: str  # "huggingface", "modelscope", "deployments.<name>.api_key"

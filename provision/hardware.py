@@ -90,7 +90,7 @@ class GpuProbe:
 
 
 def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value  # old bindings return bytes
+    return value.decode(errors="replace") if isinstance(value, bytes) else value  # old bindings return bytes
 
 
 def cuda_version_string(value: int) -> str:
@@ -135,7 +135,7 @@ def probe_gpus() -> GpuProbe:
         driver = _text(pynvml.nvmlSystemGetDriverVersion())
         cuda = cuda_version_string(pynvml.nvmlSystemGetCudaDriverVersion_v2())
         gpus = tuple(_read_gpu(pynvml, index) for index in range(pynvml.nvmlDeviceGetCount()))
-    except pynvml.NVMLError as exc:
+    except (pynvml.NVMLError, UnicodeDecodeError) as exc:  # new bindings decode names themselves, strictly
         return GpuProbe(
             findings=(
                 Finding(

@@ -94,11 +94,28 @@ def proxy_for(scheme: str, netloc: str) -> Proxy | None:
     if not address or proxy_bypass(urlsplit(f"//{netloc}").hostname or netloc):
         return None
     proxy = urlsplit(address if "://" in address else f"http://{address}")
+    variable = f"{scheme.upper()}_PROXY"
+    if proxy.scheme.lower() != "http":  # TLS to the proxy (https://) or SOCKS is not spoken here
+        raise HubUnreachableError(
+            f"${variable} names a {proxy.scheme}:// proxy ({proxy.hostname}): provision speaks plain HTTP to proxies, "
+            "so its credentials and plain-HTTP requests would go unencrypted",
+            hint=f"write ${variable}=http://host:port (HTTPS still goes end to end through the CONNECT tunnel), "
+            "or list the hub's host in NO_PROXY",
+        )
+    try:
+        port = 80 if proxy.port is None else proxy.port
+    except ValueError:  # "abc" or past 65535: urllib's message, without the rest of the URL
+        port = 0
+    if not proxy.hostname or not port:
+        raise HubUnreachableError(
+            f"${variable} is not a proxy URL: it needs a host and a port from 1 to 65535",
+            hint=f"write ${variable}=http://host:port (with user:password@ before the host if the proxy asks)",
+        )
     authorization = None
     if proxy.username:
         credentials = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}".encode()
         authorization = "Basic " + base64.b64encode(credentials).decode()
-    return Proxy(proxy.hostname or "", proxy.port or 80, authorization, f"{scheme.upper()}_PROXY")
+    return Proxy(proxy.hostname, port, authorization, variable)
 
 
 @dataclass(frozen=True)

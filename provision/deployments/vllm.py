@@ -383,7 +383,8 @@ def _ready(base: str, served: str, key: str | None) -> bool:
             models = json.load(response)
     except (OSError, http.client.HTTPException, ValueError):  # refused, reset, 503, half a body
         return False
-    return served in {m.get("id") for m in models.get("data", []) if isinstance(m, dict)}
+    listed = models.get("data") if isinstance(models, dict) else None  # another server may answer anything
+    return isinstance(listed, list) and any(isinstance(m, dict) and m.get("id") == served for m in listed)
 
 
 def _start(container: Container) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote
 
+from ..credentials import clean_token
 from ..download import ApiResponse, Downloader
 from ..errors import (
     GatedRepoError,
@@ -81,7 +82,7 @@ class HuggingFaceSource:
     ) -> None:
         # huggingface_hub reads HF_ENDPOINT once at import; we pass the endpoint explicitly.
         self.endpoint = (settings.endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-        self._token = settings.token.get_secret_value() if settings.token else implicit_token()
+        self._token = clean_token(settings.token.get_secret_value()) if settings.token else implicit_token()
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         self._downloader = Downloader(
             headers=headers, max_connections=max_connections, connections_per_host=connections_per_host

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote, quote_plus, urlencode
 
+from ..credentials import clean_token
 from ..download import ApiResponse, Downloader
 from ..errors import (
     GatedRepoError,
@@ -68,7 +69,9 @@ class ModelScopeSource:
         connections_per_host: int = DEFAULT_CONNECTIONS_PER_HOST,
     ) -> None:
         self.endpoint = (settings.endpoint or os.environ.get("MODELSCOPE_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-        token = settings.token.get_secret_value() if settings.token else os.environ.get("MODELSCOPE_API_TOKEN")
+        token = clean_token(
+            settings.token.get_secret_value() if settings.token else os.environ.get("MODELSCOPE_API_TOKEN")
+        )
         auth = {"Authorization": f"Bearer {token}", "Cookie": f"m_session_id={token}"} if token else {}
         self._downloader = Downloader(
             headers=auth,

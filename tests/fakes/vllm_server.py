@@ -233,6 +233,7 @@ class FakeVLLM(FakeServer):
         # (status, body) instead of its answer.
         self.raw_stream: Iterable[bytes] | None = None
         self.raw_answer: tuple[int, bytes] | None = None
+        self.raw_models: bytes | None = None  # set: GET /v1/models answers 200 with these bytes
 
     @property
     def base_url(self) -> str:
@@ -258,6 +259,8 @@ class FakeVLLM(FakeServer):
             self.send(handler, record, 200)
         elif route == ("GET", "/version"):
             self.send_json(handler, record, 200, {"version": VLLM_VERSION})
+        elif route == ("GET", "/v1/models") and self.raw_models is not None:
+            self.send(handler, record, 200, self.raw_models, {"Content-Type": "application/json"})
         elif route == ("GET", "/v1/models"):
             self.send_json(handler, record, 200, self._models())
         elif route == ("POST", "/v1/chat/completions") and self.embedding_dimension is None:

@@ -95,8 +95,12 @@ def _explain(exc: Exception) -> str:
 
 
 def _find_by_name(client: docker.DockerClient, cname: str) -> ContainerView | None:
-    # The name filter is a regex over "/name"; anchoring excludes provision-<name>-x and others.
-    found = client.api.containers(all=True, filters={"name": f"^/{cname}$"})
+    # The name filter is a regex over "/name": anchored, and its dots escaped (a name may hold
+    # them), so provision-<name>-x or provision-aXb is not taken for provision-a.b; then exact.
+    pattern = "^/" + cname.replace(".", "\\.") + "$"
+    found = [
+        c for c in client.api.containers(all=True, filters={"name": pattern}) if f"/{cname}" in (c.get("Names") or ())
+    ]
     return container_view(found[0]) if found else None
 
 

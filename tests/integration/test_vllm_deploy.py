@@ -99,8 +99,8 @@ def write(manifest: Path, port: int, *, name: str = DEP, extra: str = "") -> Pat
 
 
 def container_named(client: DockerClient, name: str) -> Container | None:
-    found = client.containers.list(all=True, filters={"name": f"^/{name}$"})
-    return found[0] if found else None
+    found = client.containers.list(all=True, filters={"name": "^/" + name.replace(".", "\\.") + "$"})
+    return next((c for c in found if c.name == name), None)  # the filter is a regex: check the name itself
 
 
 def apply(manifest: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -228,6 +228,21 @@ def test_a_foreign_container_with_our_name_makes_apply_refuse(
     assert f"container {CNAME} already exists and was not created by provision" in result.stderr
     other.reload()
     assert other.status == "running" and other.id == known(container_named(docker_client, CNAME)).id
+
+
+def test_a_dot_in_the_name_matches_itself_not_any_character(
+    manifest: Path, docker_client: DockerClient, foreign: Callable[[str], Container]
+) -> None:
+    # Docker's name filter is a regex: "provision-chat.N" also matched a foreign "provision-chatXN",
+    # and apply refused as if that container had our name.
+    dotted = DEP.replace("-", ".")
+    other = foreign(f"provision-{DEP.replace('-', 'X')}")
+    write(manifest, free_port(), name=dotted)
+    result = apply(manifest)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert container_named(docker_client, f"provision-{dotted}") is not None
+    other.reload()
+    assert other.status == "running"
 
 
 def test_gpus_without_nvidia_runtime_fails_in_preflight_and_leaves_nothing(

@@ -244,11 +244,13 @@ def test_terminal_reset_clears_the_history(terminal: Terminal, vllm: FakeVLLM) -
     assert len(messages_of(vllm.chat_requests[-1])) == 3
     terminal.line("/reset")
     terminal.expect("history cleared")
+    terminal.expect(">>> ")  # the prompt after the note: else the next expect takes it for delta's
     terminal.line("delta")
     terminal.expect(">>> ")
     assert messages_of(vllm.chat_requests[-1]) == [("user", "delta")]
     terminal.line("/system Answer in French.")
     terminal.expect("system message set")
+    terminal.expect(">>> ")
     terminal.line("epsilon")
     terminal.expect(">>> ")
     assert messages_of(vllm.chat_requests[-1]) == [

@@ -25,6 +25,11 @@ def clean_token(token: str | None) -> str | None:
     return cleaned or None
 
 
+def secret_text(secret: SecretStr | None) -> str | None:
+    """A manifest secret (a deployment's ``api_key``) as it goes in a header: cleaned as a token."""
+    return clean_token(secret.get_secret_value()) if secret is not None else None
+
+
 @dataclass(frozen=True)
 class Route:
     service: str  # "huggingface", "modelscope", "deployments.<name>.api_key"

@@ -18,6 +18,7 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..credentials import secret_text
 from ..errors import DeploymentError, EngineUnavailableError
 from ..manifest import OpenAIDeployment, SmokeTestSettings
 from .base import ChatEvent, Embeddings, bounded_answers, checked_vectors, token_count
@@ -202,7 +203,7 @@ class OpenAIClient:
             )
         if isinstance(exc, openai.APIConnectionError):
             return EngineUnavailableError(
-                f"cannot connect to {where}: {_cause(exc)}",
+                f"cannot connect to {where}: {self._blanked(_cause(exc))}",
                 hint="check base_url / port and that the server is running (`provision status`)",
             )
         if isinstance(exc, openai.AuthenticationError):
@@ -236,7 +237,10 @@ class OpenAIClient:
 
     def _said(self, exc: Any) -> str:
         """The server's message with the API key blanked out: an error body may echo the request."""
-        text = _message(exc)
+        return self._blanked(_message(exc))
+
+    def _blanked(self, text: str) -> str:
+        """``text`` without the API key (a server, or the HTTP library's own error, may repeat it)."""
         return text.replace(self._key, "***") if self._key else text
 
 
@@ -262,7 +266,7 @@ def _cause(exc: BaseException) -> str:
 
 
 def open_client(name: str, spec: OpenAIDeployment, ctx: DeployContext) -> OpenAIClient:
-    key = spec.api_key.get_secret_value() if spec.api_key is not None else None
+    key = secret_text(spec.api_key)  # a CR/LF from `$(cat keyfile)` would end the header
     return OpenAIClient(
         spec.base_url,
         spec.served_model,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..credentials import secret_text
 from ..deployments.vllm_spec import url_host
 from ..manifest import VllmDeployment
 from .openai import OpenAIClient
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def open_client(name: str, spec: VllmDeployment, ctx: DeployContext) -> OpenAIClient:
-    key = spec.api_key.get_secret_value() if spec.api_key is not None else None
+    key = secret_text(spec.api_key)  # a CR/LF from `$(cat keyfile)` would end the header
     return OpenAIClient(
         f"http://{url_host(spec.bind)}:{spec.port}/v1",
         spec.served_model_name or name,

@@ -40,6 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..credentials import secret_text
 from ..errors import DeploymentError, PreflightError
 from ..estimate import CPU_KV_ENV as CPU_KVCACHE_ENV  # one name for the variable, with the estimator
 from ..gpus import asks_for_gpus
@@ -122,7 +123,7 @@ def desired_spec(name: str, spec: VllmDeployment, ctx: DeployContext) -> Contain
     served = spec.served_model_name or name
     command = server_args(name, spec)
     environment = {"HF_HUB_OFFLINE": "1", **cpu_kvcache_env(spec), **spec.env}
-    key = spec.api_key.get_secret_value() if spec.api_key is not None else None
+    key = secret_text(spec.api_key)  # a CR/LF from `$(cat keyfile)` would end the header
     if key is not None:
         environment["VLLM_API_KEY"] = key
     public = {

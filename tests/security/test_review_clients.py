@@ -271,3 +271,25 @@ def test_provision_chat_escapes_bidirectional_overrides_in_answers_and_errors() 
         assert not any(c in text for c in "\u202e\u2066\u2028"), ascii(text)
     assert out.getvalue() == "safe \\u202etxt.exe\\u2066 \\u2028 line\n"
     assert "\\u202ereversed" in err.getvalue()
+
+
+def test_an_api_key_ending_in_crlf_is_cleaned_not_shown(tmp_path: Path) -> None:
+    # `api_key: ${KEY}` with KEY=$(cat keyfile) from a CRLF file: the HTTP library refused the
+    # header and provision printed its message, key included ("Illegal header value b'Bearer sk-...").
+    from tests.cli_runner import run_cli
+    from tests.manifest_files import write_manifest
+
+    (tmp_path / "served").mkdir()
+    (tmp_path / "served" / "config.json").write_text("{}")
+    with FakeVLLM(tmp_path / "served", ["m"], api_key=CANARY) as server:
+        manifest = write_manifest(
+            tmp_path,
+            "version: 1\ndeployments:\n"
+            f"  hosted: {{engine: openai, base_url: '{server.base_url}', served_model: m,"
+            " api_key: '${REVIEW_KEY}'}\n",
+        )
+        result = run_cli("smoke-test", manifest, env={"REVIEW_KEY": CANARY + "\r\n"})
+        assert server.chat_requests, "no chat reached the server"
+    shown = result.stdout + result.stderr
+    assert result.returncode == 0, shown
+    assert CANARY not in shown

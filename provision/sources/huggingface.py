@@ -56,14 +56,14 @@ def implicit_token_source() -> tuple[str, str] | None:
     if os.environ.get("HF_HUB_DISABLE_IMPLICIT_TOKEN", "").lower() in ("1", "true", "yes", "on"):
         return None
     for variable in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-        token = os.environ.get(variable, "").replace("\r", "").replace("\n", "").strip()
+        token = clean_token(os.environ.get(variable))
         if token:
             return f"${variable}", token
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     home = os.environ.get("HF_HOME") or os.path.join(cache, "huggingface")
     path = Path(os.path.expandvars(os.path.expanduser(os.environ.get("HF_TOKEN_PATH") or f"{home}/token")))
     try:
-        token = path.read_text(encoding="utf-8").replace("\r", "").replace("\n", "").strip()
+        token = clean_token(path.read_text(encoding="utf-8"))
     except OSError:  # not logged in (or the file is unreadable): no token, as huggingface_hub
         return None
     return (f"the file {path} (`hf auth login`)", token) if token else None
